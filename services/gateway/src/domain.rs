@@ -1,0 +1,602 @@
+//! The gateway's rules: how marketplace events change the rollups, how the rollups become
+//! national and provincial figures, and how a time-series query is read and bucketed.
+
+use std::collections::BTreeMap;
+
+use agriportal_platform::reference::{Partner, Reference, HOUSEHOLD_TARGET, REGIONS};
+use agriportal_platform::Result;
+use agriportal_proto::common::v1::HouseholdStatus;
+use agriportal_proto::marketplace::v1 as mpb;
+use serde::Serialize;
+use time::{Date, Duration, Month};
+
+use crate::config::MAX_SERIES_DAYS;
+use crate::error::{bad_parameter, unknown_province};
+
+/// Sales figures of a rollup cell: grams, đồng, orders, lines.
+pub type SalesCell = [i64; 4];
+
+/// The changes a set of events makes to the rollups, summed per cell before writing so a
+/// batch of events is a handful of upserts. Keys are ordered, so concurrent writers lock rows
+/// in the same order and cannot deadlock.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Deltas {
+    /// (day, province, partner, category) → sales change.
+    pub sales_daily: BTreeMap<(String, String, &'static str, String), SalesCell>,
+    /// (province, partner) → sales change.
+    pub sales_totals: BTreeMap<(String, &'static str), SalesCell>,
+    /// (day, province, partner, status) → households change.
+    pub households_daily: BTreeMap<(String, String, &'static str, i64), i64>,
+    /// (province, partner, status) → households change.
+    pub household_totals: BTreeMap<(String, &'static str, i64), i64>,
+    /// Newest commit time among the events, ms since the epoch.
+    pub newest_ms: i64,
+}
+
+impl Deltas {
+    /// Adds a sales event: every change removes its previous figures and adds its current ones.
+    pub fn add_sales(&mut self, event: &mpb::SalesRecorded) -> Result<(), String> {
+        let partner = event_partner(event.partner)?;
+        for change in &event.changes {
+            if let Some(previous) = &change.previous {
+                self.sales(partner, previous, -1);
+            }
+            match &change.current {
+                Some(current) => self.sales(partner, current, 1),
+                None => return Err(format!("sales change {} has no current figures", change.record_id)),
+            }
+        }
+        self.newest_ms = self.newest_ms.max(event.recorded_at_ms);
+        Ok(())
+    }
+
+    fn sales(&mut self, partner: &'static str, f: &mpb::SalesFigures, sign: i64) {
+        let cell = [f.quantity_grams * sign, f.value_vnd * sign, i64::from(f.orders) * sign, sign];
+        let daily = self
+            .sales_daily
+            .entry((f.sale_date.clone(), f.province_code.clone(), partner, f.category.clone()))
+            .or_default();
+        add(daily, &cell);
+        add(self.sales_totals.entry((f.province_code.clone(), partner)).or_default(), &cell);
+    }
+
+    /// Adds a households event: a changed household leaves its old cell and joins its new one.
+    pub fn add_households(&mut self, event: &mpb::HouseholdsRecorded) -> Result<(), String> {
+        let partner = event_partner(event.partner)?;
+        for change in &event.changes {
+            if let Some(previous) = &change.previous {
+                self.household(partner, previous, -1);
+            }
+            match &change.current {
+                Some(current) => self.household(partner, current, 1),
+                None => return Err(format!("household change {} has no current figures", change.household_ref)),
+            }
+        }
+        self.newest_ms = self.newest_ms.max(event.recorded_at_ms);
+        Ok(())
+    }
+
+    fn household(&mut self, partner: &'static str, f: &mpb::HouseholdFigures, sign: i64) {
+        let status = i64::from(f.status);
+        *self
+            .households_daily
+            .entry((f.registered_on.clone(), f.province_code.clone(), partner, status))
+            .or_default() += sign;
+        *self.household_totals.entry((f.province_code.clone(), partner, status)).or_default() += sign;
+    }
+
+    /// True when applying would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.sales_daily.is_empty() && self.households_daily.is_empty() && self.newest_ms == 0
+    }
+}
+
+fn add(cell: &mut SalesCell, by: &SalesCell) {
+    for (a, b) in cell.iter_mut().zip(by) {
+        *a += b;
+    }
+}
+
+fn event_partner(value: i32) -> Result<&'static str, String> {
+    Partner::from_proto(value).map(Partner::code).ok_or_else(|| format!("event names no known partner ({value})"))
+}
+
+/// One row of `sales_totals`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SalesTotal {
+    /// Province code.
+    pub province_code: String,
+    /// Partner code.
+    pub partner: String,
+    /// Grams, đồng, orders, lines.
+    pub cell: SalesCell,
+}
+
+/// One row of `household_totals`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HouseholdTotal {
+    /// Province code.
+    pub province_code: String,
+    /// Partner code.
+    pub partner: String,
+    /// `HouseholdStatus` value.
+    pub status: i64,
+    /// Households.
+    pub households: i64,
+}
+
+/// Sales figures as shown to dashboards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SalesView {
+    /// Grams sold.
+    pub grams: i64,
+    /// Tonnes sold (grams / 1,000,000), for display; sums use `grams`.
+    pub tonnes: f64,
+    /// Đồng sold.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+}
+
+/// Sales of one partner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PartnerSales {
+    /// Grams sold.
+    pub grams: i64,
+    /// Đồng sold.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+}
+
+/// Household figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HouseholdsView {
+    /// Distinct households registered, any status.
+    pub onboarded: i64,
+    /// Households whose account is active.
+    pub active: i64,
+    /// The national target; absent for a province.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<i64>,
+    /// Onboarded as a percentage of the target, two decimals; absent for a province.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_pct: Option<f64>,
+    /// Onboarded households by partner code.
+    pub by_partner: BTreeMap<&'static str, i64>,
+}
+
+/// Sales with the partner split.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SalesWithPartners {
+    /// Totals.
+    #[serde(flatten)]
+    pub total: SalesView,
+    /// By partner code.
+    pub by_partner: BTreeMap<&'static str, PartnerSales>,
+}
+
+/// Figures of one macro region.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RegionView {
+    /// `north`, `central` or `south`.
+    pub region: &'static str,
+    /// Grams sold.
+    pub grams: i64,
+    /// Đồng sold.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+    /// Households onboarded.
+    pub households_onboarded: i64,
+}
+
+/// `GET /api/v1/national`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NationalView {
+    /// RFC 3339 time of the newest event applied, or null.
+    pub as_of: Option<String>,
+    /// Households.
+    pub households: HouseholdsView,
+    /// Sales.
+    pub sales: SalesWithPartners,
+    /// By macro region, north to south.
+    pub by_region: Vec<RegionView>,
+}
+
+/// One province in `GET /api/v1/provinces[/{code}]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProvinceView {
+    /// Official code since 1 July 2025.
+    pub code: String,
+    /// Official name.
+    pub name: String,
+    /// Macro region.
+    pub region: String,
+    /// Households.
+    pub households: HouseholdsView,
+    /// Sales.
+    pub sales: SalesWithPartners,
+}
+
+fn empty_households(target: Option<i64>) -> HouseholdsView {
+    HouseholdsView {
+        target,
+        progress_pct: target.map(|_| 0.0),
+        by_partner: Partner::ALL.iter().map(|p| (p.code(), 0)).collect(),
+        ..HouseholdsView::default()
+    }
+}
+
+fn empty_sales() -> SalesWithPartners {
+    SalesWithPartners {
+        total: SalesView::default(),
+        by_partner: Partner::ALL.iter().map(|p| (p.code(), PartnerSales::default())).collect(),
+    }
+}
+
+fn add_sales(view: &mut SalesWithPartners, partner: &str, cell: &SalesCell) {
+    view.total.grams += cell[0];
+    view.total.value_vnd += cell[1];
+    view.total.orders += cell[2];
+    view.total.tonnes = view.total.grams as f64 / 1_000_000.0;
+    if let Some(p) = Partner::from_code(partner) {
+        let entry = view.by_partner.entry(p.code()).or_default();
+        entry.grams += cell[0];
+        entry.value_vnd += cell[1];
+        entry.orders += cell[2];
+    }
+}
+
+fn add_households(view: &mut HouseholdsView, partner: &str, status: i64, households: i64) {
+    view.onboarded += households;
+    if status == HouseholdStatus::Active as i64 {
+        view.active += households;
+    }
+    if let Some(p) = Partner::from_code(partner) {
+        *view.by_partner.entry(p.code()).or_default() += households;
+    }
+    if let Some(target) = view.target.filter(|t| *t > 0) {
+        view.progress_pct = Some((view.onboarded as f64 * 10_000.0 / target as f64).round() / 100.0);
+    }
+}
+
+/// Every province's figures from the totals tables, in code order.
+pub fn provinces(sales: &[SalesTotal], households: &[HouseholdTotal]) -> Vec<ProvinceView> {
+    let reference = Reference::get();
+    let mut views: BTreeMap<&str, ProvinceView> = reference
+        .provinces()
+        .iter()
+        .map(|p| {
+            let view = ProvinceView {
+                code: p.code.clone(),
+                name: p.name.clone(),
+                region: p.region.clone(),
+                households: empty_households(None),
+                sales: empty_sales(),
+            };
+            (p.code.as_str(), view)
+        })
+        .collect();
+    for row in sales {
+        if let Some(view) = views.get_mut(row.province_code.as_str()) {
+            add_sales(&mut view.sales, &row.partner, &row.cell);
+        }
+    }
+    for row in households {
+        if let Some(view) = views.get_mut(row.province_code.as_str()) {
+            add_households(&mut view.households, &row.partner, row.status, row.households);
+        }
+    }
+    views.into_values().collect()
+}
+
+/// National figures from the totals tables.
+pub fn national(sales: &[SalesTotal], households: &[HouseholdTotal], as_of: Option<String>) -> NationalView {
+    let mut view = NationalView {
+        as_of,
+        households: empty_households(Some(HOUSEHOLD_TARGET)),
+        sales: empty_sales(),
+        by_region: REGIONS.iter().map(|r| RegionView { region: r, ..RegionView::default() }).collect(),
+    };
+    for row in sales {
+        add_sales(&mut view.sales, &row.partner, &row.cell);
+    }
+    for row in households {
+        add_households(&mut view.households, &row.partner, row.status, row.households);
+    }
+    for province in provinces(sales, households) {
+        if let Some(region) = view.by_region.iter_mut().find(|r| r.region == province.region) {
+            region.grams += province.sales.total.grams;
+            region.value_vnd += province.sales.total.value_vnd;
+            region.orders += province.sales.total.orders;
+            region.households_onboarded += province.households.onboarded;
+        }
+    }
+    view
+}
+
+/// What a time series measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Grams sold.
+    SalesGrams,
+    /// Đồng sold.
+    SalesValueVnd,
+    /// Orders.
+    Orders,
+    /// Households by registration day.
+    HouseholdsOnboarded,
+}
+
+impl Metric {
+    /// The name used in queries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::SalesGrams => "sales_grams",
+            Metric::SalesValueVnd => "sales_value_vnd",
+            Metric::Orders => "orders",
+            Metric::HouseholdsOnboarded => "households_onboarded",
+        }
+    }
+}
+
+/// Period of a time-series point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    /// Calendar day.
+    Day,
+    /// ISO week, starting Monday.
+    Week,
+    /// Calendar month.
+    Month,
+}
+
+impl Granularity {
+    /// The name used in queries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
+    }
+
+    /// First day of the period containing `day`.
+    pub fn start_of(self, day: Date) -> Date {
+        match self {
+            Granularity::Day => day,
+            Granularity::Week => day - Duration::days(i64::from(day.weekday().number_days_from_monday())),
+            Granularity::Month => day.replace_day(1).unwrap_or(day),
+        }
+    }
+
+    fn next(self, start: Date) -> Option<Date> {
+        match self {
+            Granularity::Day => start.next_day(),
+            Granularity::Week => start.checked_add(Duration::days(7)),
+            Granularity::Month => {
+                let (year, month) = if start.month() == Month::December {
+                    (start.year() + 1, Month::January)
+                } else {
+                    (start.year(), start.month().next())
+                };
+                Date::from_calendar_date(year, month, 1).ok()
+            }
+        }
+    }
+}
+
+/// A checked time-series query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesQuery {
+    /// The metric.
+    pub metric: Metric,
+    /// The period.
+    pub granularity: Granularity,
+    /// First day, inclusive.
+    pub from: Date,
+    /// Last day, inclusive.
+    pub to: Date,
+    /// Province (2025 code), if filtered.
+    pub province: Option<String>,
+    /// Partner, if filtered.
+    pub partner: Option<Partner>,
+}
+
+/// Raw, unchecked time-series parameters (HTTP query string or gRPC request).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesParams {
+    /// Metric name.
+    pub metric: Option<String>,
+    /// Granularity name.
+    pub granularity: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub from: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub to: Option<String>,
+    /// Province code.
+    pub province: Option<String>,
+    /// Partner code.
+    pub partner: Option<String>,
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+fn parse_day(name: &str, value: Option<&str>) -> Result<Date> {
+    let value = value.ok_or_else(|| bad_parameter(name, "is required (YYYY-MM-DD)"))?;
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(value, format).map_err(|_| {
+        let shown: String = value.chars().take(20).collect();
+        bad_parameter(name, format!("`{shown}` is not a date in the form YYYY-MM-DD"))
+    })
+}
+
+impl SeriesParams {
+    /// Checks the parameters; every problem gets an error naming the parameter.
+    pub fn check(&self) -> Result<SeriesQuery> {
+        let metric = match non_empty(&self.metric) {
+            Some("sales_grams") => Metric::SalesGrams,
+            Some("sales_value_vnd") => Metric::SalesValueVnd,
+            Some("orders") => Metric::Orders,
+            Some("households_onboarded") => Metric::HouseholdsOnboarded,
+            _ => {
+                return Err(bad_parameter(
+                    "metric",
+                    "must be one of sales_grams, sales_value_vnd, orders, households_onboarded",
+                ))
+            }
+        };
+        let granularity = match non_empty(&self.granularity).unwrap_or("day") {
+            "day" => Granularity::Day,
+            "week" => Granularity::Week,
+            "month" => Granularity::Month,
+            _ => return Err(bad_parameter("granularity", "must be day, week or month")),
+        };
+        let from = parse_day("from", non_empty(&self.from))?;
+        let to = parse_day("to", non_empty(&self.to))?;
+        if to < from {
+            return Err(bad_parameter("to", format!("({to}) is before `from` ({from})")));
+        }
+        if (to - from).whole_days() > MAX_SERIES_DAYS {
+            return Err(bad_parameter("to", format!("is more than {MAX_SERIES_DAYS} days after `from`; ask for a shorter range")));
+        }
+        let province = match non_empty(&self.province) {
+            Some(code) => Some(
+                Reference::get()
+                    .resolve_province(code)
+                    .map(|m| m.province().code.clone())
+                    .ok_or_else(|| unknown_province(code))?,
+            ),
+            None => None,
+        };
+        let partner = match non_empty(&self.partner) {
+            Some(code) => Some(Partner::from_code(code).ok_or_else(|| bad_parameter("partner", "must be postmart or voso"))?),
+            None => None,
+        };
+        Ok(SeriesQuery { metric, granularity, from, to, province, partner })
+    }
+}
+
+/// One point of a series.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Point {
+    /// First day of the period.
+    pub period_start: String,
+    /// Value over the period (within the query's range).
+    pub value: i64,
+}
+
+/// Buckets daily values into the query's periods; every period in range is present.
+pub fn bucket(query: &SeriesQuery, daily: &[(Date, i64)]) -> Vec<Point> {
+    let mut sums: BTreeMap<Date, i64> = BTreeMap::new();
+    let mut start = query.granularity.start_of(query.from);
+    while start <= query.to {
+        sums.insert(start, 0);
+        match query.granularity.next(start) {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    for (day, value) in daily {
+        if *day >= query.from && *day <= query.to {
+            *sums.entry(query.granularity.start_of(*day)).or_default() += value;
+        }
+    }
+    sums.into_iter().map(|(d, value)| Point { period_start: d.to_string(), value }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(grams: i64) -> mpb::SalesFigures {
+        mpb::SalesFigures {
+            sale_date: "2022-01-03".into(),
+            province_code: "79".into(),
+            commune_code: String::new(),
+            category: "fruit".into(),
+            quantity_grams: grams,
+            value_vnd: grams * 10,
+            orders: 1,
+        }
+    }
+
+    #[test]
+    fn a_correction_applies_only_the_difference() {
+        let mut d = Deltas::default();
+        let event = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![mpb::SalesChange { record_id: "a".into(), previous: Some(figures(100)), current: Some(figures(130)) }],
+            ..Default::default()
+        };
+        d.add_sales(&event).unwrap();
+        assert_eq!(d.sales_totals[&("79".to_string(), "voso")], [30, 300, 0, 0]);
+    }
+
+    #[test]
+    fn events_without_partner_are_refused() {
+        let mut d = Deltas::default();
+        assert!(d.add_sales(&mpb::SalesRecorded::default()).is_err());
+    }
+
+    #[test]
+    fn national_sums_regions_and_progress() {
+        let sales = vec![
+            SalesTotal { province_code: "01".into(), partner: "postmart".into(), cell: [2_000_000, 5, 2, 1] },
+            SalesTotal { province_code: "79".into(), partner: "voso".into(), cell: [1_000_000, 7, 3, 1] },
+        ];
+        let households = vec![
+            HouseholdTotal { province_code: "01".into(), partner: "postmart".into(), status: 1, households: 1_000_000 },
+            HouseholdTotal { province_code: "79".into(), partner: "voso".into(), status: 3, households: 250_000 },
+        ];
+        let n = national(&sales, &households, None);
+        assert_eq!(n.sales.total.grams, 3_000_000);
+        assert_eq!(n.sales.total.tonnes, 3.0);
+        assert_eq!(n.sales.by_partner["voso"].orders, 3);
+        assert_eq!(n.households.onboarded, 1_250_000);
+        assert_eq!(n.households.active, 1_000_000);
+        assert_eq!(n.households.progress_pct, Some(25.0));
+        assert_eq!(n.by_region[0].region, "north");
+        assert_eq!(n.by_region[0].grams, 2_000_000);
+        assert_eq!(n.by_region[2].households_onboarded, 250_000);
+    }
+
+    fn params(metric: &str, granularity: &str, from: &str, to: &str) -> SeriesParams {
+        SeriesParams {
+            metric: Some(metric.into()),
+            granularity: Some(granularity.into()),
+            from: Some(from.into()),
+            to: Some(to.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn series_parameters_are_checked_by_name() {
+        assert!(params("x", "day", "2022-01-01", "2022-01-02").check().unwrap_err().message.contains("metric"));
+        assert!(params("orders", "year", "2022-01-01", "2022-01-02").check().unwrap_err().message.contains("granularity"));
+        assert!(params("orders", "day", "2022-13-01", "2022-01-02").check().unwrap_err().message.contains("from"));
+        assert!(params("orders", "day", "2022-01-05", "2022-01-02").check().unwrap_err().message.contains("before"));
+        assert!(params("orders", "day", "2000-01-01", "2030-01-02").check().unwrap_err().message.contains("3660"));
+        let mut p = params("orders", "day", "2022-01-01", "2022-01-02");
+        p.province = Some("02".into());
+        assert_eq!(p.check().unwrap().province.as_deref(), Some("08"));
+    }
+
+    #[test]
+    fn weeks_and_months_are_zero_filled() {
+        let q = params("orders", "week", "2022-01-01", "2022-01-20").check().unwrap();
+        let day = |s: &str| Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
+        let points = bucket(&q, &[(day("2022-01-04"), 2), (day("2022-01-09"), 3), (day("2021-12-31"), 100)]);
+        let starts: Vec<&str> = points.iter().map(|p| p.period_start.as_str()).collect();
+        assert_eq!(starts, ["2021-12-27", "2022-01-03", "2022-01-10", "2022-01-17"]);
+        assert_eq!(points[1].value, 5);
+        assert_eq!(points[0].value, 0);
+        let q = params("orders", "month", "2021-11-15", "2022-02-01").check().unwrap();
+        assert_eq!(bucket(&q, &[]).len(), 4);
+    }
+}

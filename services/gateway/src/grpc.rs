@@ -1,0 +1,128 @@
+//! The tonic adapter of `agriportal.gateway.v1.Dashboard`: maps requests to the shared
+//! dashboard queries and their answers to protobuf.
+
+use agriportal_platform::reference::{Partner, HOUSEHOLD_TARGET};
+use agriportal_proto::gateway::v1 as pb;
+use agriportal_proto::gateway::v1::dashboard_server;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{HouseholdsView, ProvinceView, SalesWithPartners, SeriesParams};
+use crate::service::Dashboard;
+
+/// Implements the gRPC service over the shared queries.
+pub struct GrpcAdapter {
+    dashboard: Dashboard,
+}
+
+impl GrpcAdapter {
+    /// An adapter over `dashboard`.
+    pub fn new(dashboard: Dashboard) -> Self {
+        GrpcAdapter { dashboard }
+    }
+}
+
+fn households(view: &HouseholdsView) -> pb::Households {
+    let by = |p: Partner| view.by_partner.get(p.code()).copied().unwrap_or(0);
+    pb::Households {
+        onboarded: view.onboarded,
+        active: view.active,
+        target: view.target.unwrap_or(0),
+        progress_pct: view.progress_pct.unwrap_or(0.0),
+        postmart: by(Partner::Postmart),
+        voso: by(Partner::Voso),
+    }
+}
+
+fn sales(view: &SalesWithPartners) -> (pb::Sales, pb::SalesByPartner) {
+    let of = |p: Partner| {
+        let s = view.by_partner.get(p.code()).copied().unwrap_or_default();
+        pb::Sales { grams: s.grams, value_vnd: s.value_vnd, orders: s.orders }
+    };
+    (
+        pb::Sales { grams: view.total.grams, value_vnd: view.total.value_vnd, orders: view.total.orders },
+        pb::SalesByPartner { postmart: Some(of(Partner::Postmart)), voso: Some(of(Partner::Voso)) },
+    )
+}
+
+fn province(view: &ProvinceView) -> pb::ProvinceSummary {
+    let (total, by_partner) = sales(&view.sales);
+    pb::ProvinceSummary {
+        code: view.code.clone(),
+        name: view.name.clone(),
+        region: view.region.clone(),
+        households: Some(households(&view.households)),
+        sales: Some(total),
+        sales_by_partner: Some(by_partner),
+    }
+}
+
+#[tonic::async_trait]
+impl dashboard_server::Dashboard for GrpcAdapter {
+    async fn get_national_summary(
+        &self,
+        _request: Request<pb::GetNationalSummaryRequest>,
+    ) -> Result<Response<pb::NationalSummary>, Status> {
+        let view = self.dashboard.national().await?;
+        let (total, by_partner) = sales(&view.sales);
+        let mut hh = households(&view.households);
+        hh.target = HOUSEHOLD_TARGET;
+        Ok(Response::new(pb::NationalSummary {
+            as_of: view.as_of.unwrap_or_default(),
+            households: Some(hh),
+            sales: Some(total),
+            sales_by_partner: Some(by_partner),
+            by_region: view
+                .by_region
+                .iter()
+                .map(|r| pb::RegionFigures {
+                    region: r.region.to_string(),
+                    grams: r.grams,
+                    value_vnd: r.value_vnd,
+                    orders: r.orders,
+                    households_onboarded: r.households_onboarded,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_provinces(
+        &self,
+        _request: Request<pb::ListProvincesRequest>,
+    ) -> Result<Response<pb::ListProvincesResponse>, Status> {
+        let provinces = self.dashboard.provinces().await?;
+        Ok(Response::new(pb::ListProvincesResponse { provinces: provinces.iter().map(province).collect() }))
+    }
+
+    async fn get_province(
+        &self,
+        request: Request<pb::GetProvinceRequest>,
+    ) -> Result<Response<pb::ProvinceSummary>, Status> {
+        let view = self.dashboard.province(&request.get_ref().code).await?;
+        Ok(Response::new(province(&view)))
+    }
+
+    async fn get_time_series(
+        &self,
+        request: Request<pb::GetTimeSeriesRequest>,
+    ) -> Result<Response<pb::GetTimeSeriesResponse>, Status> {
+        let r = request.into_inner();
+        let params = SeriesParams {
+            metric: Some(r.metric),
+            granularity: Some(r.granularity),
+            from: Some(r.from),
+            to: Some(r.to),
+            province: Some(r.province),
+            partner: Some(r.partner),
+        };
+        let series = self.dashboard.series(&params).await?;
+        Ok(Response::new(pb::GetTimeSeriesResponse {
+            metric: series.metric.to_string(),
+            granularity: series.granularity.to_string(),
+            points: series
+                .points
+                .into_iter()
+                .map(|p| pb::TimePoint { period_start: p.period_start, value: p.value })
+                .collect(),
+        }))
+    }
+}

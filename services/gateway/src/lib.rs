@@ -1,0 +1,80 @@
+//! Gateway (cổng số liệu): consumes the marketplace events into rollups and serves national
+//! figures to dashboards over gRPC (`agriportal.gateway.v1.Dashboard`) and HTTP/JSON
+//! (`/api/v1/...`), with a plain dashboard page at `/`.
+//!
+//! Files, as in every service crate: `config` (names and limits), `error` (the service's
+//! errors), `domain` (rules), `store` (storage trait and SQL implementation), `grpc` (tonic
+//! adapter), and this file (assembly and the `run` entry point); the gateway adds `consumer`
+//! (event intake), `service` (queries shared by both adapters), `http` and `page`.
+
+pub mod config;
+pub mod consumer;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod page;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use agriportal_platform::http::{admin_router, Readiness};
+use agriportal_platform::storage::Database;
+use agriportal_platform::{grpc as platform_grpc, http as platform_http, Context};
+use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
+use tokio::net::TcpListener;
+
+pub use config::GRPC_SERVICE;
+pub use service::Dashboard;
+pub use store::{GatewayStore, SqlStore};
+
+/// A started gateway: its store is open and its consumer runs.
+pub struct Gateway {
+    store: Arc<SqlStore>,
+    ctx: Context,
+}
+
+impl Gateway {
+    /// Opens the store (migrating it) and starts consuming marketplace events.
+    pub async fn start(ctx: &Context) -> anyhow::Result<Gateway> {
+        let db = ctx.database(config::SCHEMA).await?;
+        let store = Arc::new(SqlStore::open(db).await?);
+        consumer::spawn(store.clone(), ctx.bus.clone(), ctx.shutdown.clone(), &ctx.tasks);
+        Ok(Gateway { store, ctx: ctx.clone() })
+    }
+
+    /// The shared queries.
+    pub fn dashboard(&self) -> Dashboard {
+        Dashboard::new(self.store.clone())
+    }
+
+    /// The gRPC service, to mount on a server.
+    pub fn grpc_service(&self) -> DashboardServer<grpc::GrpcAdapter> {
+        DashboardServer::new(grpc::GrpcAdapter::new(self.dashboard()))
+    }
+
+    /// The HTTP routes (API and page), without the admin routes.
+    pub fn http_router(&self) -> axum::Router {
+        http::router(self.dashboard())
+    }
+
+    /// The database, for readiness checks.
+    pub fn database(&self) -> Database {
+        self.store.database().clone()
+    }
+
+    /// Serves this service alone: gRPC on `grpc`, API, page, health and metrics on `http`,
+    /// until the context's shutdown fires.
+    pub async fn run(self, grpc: TcpListener, http: TcpListener) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let routes = tonic::service::Routes::new(self.grpc_service());
+        let router = self.http_router().merge(admin_router(Readiness::new(vec![self.database()])));
+        let drain = ctx.config.drain();
+        tokio::try_join!(
+            platform_grpc::serve(grpc, routes, &[GRPC_SERVICE], ctx.shutdown.clone(), drain),
+            platform_http::serve(http, router, ctx.shutdown.clone(), drain),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! The marketplace's store: partners' records, batches, and the outbox, on PostgreSQL or SQLite
+//! behind one trait. One transaction per batch writes the records, the batch's result and raw
+//! request, and the event, so a batch is applied whole, with its event, or not at all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agriportal_platform::outbox::OutboxEvent;
+use agriportal_platform::reference::Partner;
+use agriportal_platform::storage::{json_rows, now_ms, Database};
+use agriportal_platform::{outbox_enqueue, with_db, Error, Result};
+use agriportal_proto::marketplace::v1 as pb;
+use async_trait::async_trait;
+use prost::Message;
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use crate::config::{HOUSEHOLDS_SUBJECT, SALES_SUBJECT};
+use crate::domain::{classify, Change, Household, Keyed, SaleLine, Validated};
+use crate::error;
+
+/// Migrations for PostgreSQL (schema `marketplace`).
+pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// Migrations for SQLite (`marketplace.sqlite`).
+pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A validated batch, ready to apply.
+#[derive(Debug)]
+pub struct Batch<T> {
+    /// The partner's idempotency key.
+    pub batch_id: String,
+    /// Hash of the content (see `domain::content_hash`).
+    pub content_hash: String,
+    /// The request as received, kept for audit and replay.
+    pub request: Vec<u8>,
+    /// Valid records and rejections.
+    pub validated: Validated<T>,
+}
+
+/// Figures of the records held for one partner, for reconciliation and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldTotals {
+    /// Sales lines held.
+    pub lines: i64,
+    /// Grams over all lines.
+    pub grams: i64,
+    /// Đồng over all lines.
+    pub value_vnd: i64,
+    /// Orders over all lines.
+    pub orders: i64,
+    /// Households held.
+    pub households: i64,
+}
+
+/// What the marketplace service needs from storage.
+#[async_trait]
+pub trait MarketplaceStore: Send + Sync + 'static {
+    /// Applies a sales batch of `partner` (or returns the result of its earlier identical push).
+    async fn push_sales(&self, partner: Partner, batch: Batch<SaleLine>) -> Result<pb::PushResult>;
+    /// Applies an onboarding batch of `partner` (or returns the earlier result).
+    async fn push_onboarding(&self, partner: Partner, batch: Batch<Household>) -> Result<pb::PushResult>;
+    /// The result of an earlier batch of `partner`.
+    async fn get_batch(&self, partner: Partner, batch_id: &str) -> Result<Option<pb::PushResult>>;
+    /// Totals of what is held for `partner`.
+    async fn held_totals(&self, partner: Partner) -> Result<HeldTotals>;
+}
+
+/// How one kind of record is stored and announced.
+trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Send + Sync {
+    /// Batch kind, also part of the content hash.
+    const KIND: &'static str;
+    /// Table holding the records.
+    const TABLE: &'static str;
+    /// Columns after `partner`, the key first, with their PostgreSQL types.
+    const COLUMNS: &'static [(&'static str, &'static str)];
+    /// Builds the event for a batch's changes.
+    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>);
+}
+
+impl RecordKind for SaleLine {
+    const KIND: &'static str = "sales";
+    const TABLE: &'static str = "sales_records";
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("record_id", "TEXT"),
+        ("sale_date", "TEXT"),
+        ("province_code", "TEXT"),
+        ("commune_code", "TEXT"),
+        ("category", "TEXT"),
+        ("quantity_grams", "BIGINT"),
+        ("value_vnd", "BIGINT"),
+        ("orders", "BIGINT"),
+    ];
+    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>) {
+        let changes = changes
+            .iter()
+            .map(|c| match c {
+                Change::New(current) => pb::SalesChange {
+                    record_id: current.record_id.clone(),
+                    previous: None,
+                    current: Some(current.figures()),
+                },
+                Change::Corrected { previous, current } => pb::SalesChange {
+                    record_id: current.record_id.clone(),
+                    previous: Some(previous.figures()),
+                    current: Some(current.figures()),
+                },
+            })
+            .collect();
+        let event = pb::SalesRecorded {
+            event_id: event_id.to_string(),
+            partner: partner.to_proto() as i32,
+            batch_id: batch_id.to_string(),
+            recorded_at_ms: now_ms(),
+            changes,
+        };
+        (SALES_SUBJECT, event.encode_to_vec())
+    }
+}
+
+impl RecordKind for Household {
+    const KIND: &'static str = "onboarding";
+    const TABLE: &'static str = "households";
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("household_ref", "TEXT"),
+        ("province_code", "TEXT"),
+        ("commune_code", "TEXT"),
+        ("registered_on", "TEXT"),
+        ("status", "BIGINT"),
+        ("categories", "TEXT"),
+    ];
+    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>) {
+        let changes = changes
+            .iter()
+            .map(|c| match c {
+                Change::New(current) => pb::HouseholdChange {
+                    household_ref: current.household_ref.clone(),
+                    previous: None,
+                    current: Some(current.figures()),
+                },
+                Change::Corrected { previous, current } => pb::HouseholdChange {
+                    household_ref: current.household_ref.clone(),
+                    previous: Some(previous.figures()),
+                    current: Some(current.figures()),
+                },
+            })
+            .collect();
+        let event = pb::HouseholdsRecorded {
+            event_id: event_id.to_string(),
+            partner: partner.to_proto() as i32,
+            batch_id: batch_id.to_string(),
+            recorded_at_ms: now_ms(),
+            changes,
+        };
+        (HOUSEHOLDS_SUBJECT, event.encode_to_vec())
+    }
+}
+
+/// SQL of one record kind for one backend; rows travel as one JSON array parameter, so a
+/// batch of any size is one statement and no backend's bind-parameter limit applies.
+struct KindSql {
+    select_held: String,
+    upsert: String,
+}
+
+impl KindSql {
+    fn new<K: RecordKind>(postgres: bool) -> Self {
+        let key = K::COLUMNS[0].0;
+        let names: Vec<&str> = K::COLUMNS.iter().map(|(n, _)| *n).collect();
+        let keys = if postgres {
+            "SELECT jsonb_array_elements_text($2::jsonb)".to_string()
+        } else {
+            "SELECT value FROM json_each($2)".to_string()
+        };
+        let select_held = format!(
+            "SELECT {} FROM {} WHERE partner = $1 AND {key} IN ({keys})",
+            names.join(", "),
+            K::TABLE
+        );
+        let (values, from) = json_rows(postgres, 4, K::COLUMNS);
+        let updates: Vec<String> = names[1..]
+            .iter()
+            .chain(["batch_id", "updated_at_ms"].iter())
+            .map(|n| format!("{n} = excluded.{n}"))
+            .collect();
+        let upsert = format!(
+            "INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) SELECT $1, {values}, $2, $3 FROM {from} \
+             ON CONFLICT (partner, {key}) DO UPDATE SET {updates}",
+            table = K::TABLE,
+            cols = names.join(", "),
+            updates = updates.join(", "),
+        );
+        KindSql { select_held, upsert }
+    }
+}
+
+/// The SQL implementation of [`MarketplaceStore`], native on PostgreSQL and on SQLite.
+pub struct SqlStore {
+    db: Database,
+    sales: KindSql,
+    households: KindSql,
+    relay: Arc<Notify>,
+}
+
+impl SqlStore {
+    /// Opens the store on `db` (migrating it) and wakes `relay` after each commit that wrote an event.
+    pub async fn open(db: Database, relay: Arc<Notify>) -> anyhow::Result<Self> {
+        db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
+        let postgres = db.is_postgres();
+        Ok(SqlStore { sales: KindSql::new::<SaleLine>(postgres), households: KindSql::new::<Household>(postgres), db, relay })
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    async fn push<K: RecordKind>(&self, sql: &KindSql, partner: Partner, batch: Batch<K>) -> Result<pb::PushResult> {
+        let Batch { batch_id, content_hash, request, validated } = batch;
+        let Validated { records, rejections } = validated;
+        let keys = serde_json::to_string(&records.iter().map(|r| r.key()).collect::<Vec<_>>()).map_err(Error::internal)?;
+        let _guard = self.db.write_guard().await;
+        let result = with_db!(&self.db.pool, pool => {
+            let mut tx = pool.begin().await?;
+            if self.db.is_postgres() {
+                // Serialises a partner's batches so the values a correction replaces are the
+                // values held when it commits; the two partners still ingest in parallel.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("marketplace:{}", partner.code()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let earlier = sqlx::query("SELECT kind, content_hash, result FROM batches WHERE partner = $1 AND batch_id = $2")
+                .bind(partner.code())
+                .bind(&batch_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = earlier {
+                let hash: String = row.try_get("content_hash")?;
+                let kind: String = row.try_get("kind")?;
+                if hash != content_hash || kind != K::KIND {
+                    return Err(error::batch_conflict(&batch_id));
+                }
+                let result: Vec<u8> = row.try_get("result")?;
+                return pb::PushResult::decode(result.as_slice()).map_err(Error::internal);
+            }
+            let held_rows = if records.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query(&sql.select_held).bind(partner.code()).bind(&keys).fetch_all(&mut *tx).await?
+            };
+            let mut held: HashMap<String, K> = HashMap::with_capacity(held_rows.len());
+            for row in &held_rows {
+                let record: K = decode_row::<K, _>(row)?;
+                held.insert(record.key().to_string(), record);
+            }
+            let (changes, [accepted, unchanged, corrected]) = classify(records, &held);
+            let now = now_ms();
+            if !changes.is_empty() {
+                let rows: Vec<&K> = changes
+                    .iter()
+                    .map(|c| match c {
+                        Change::New(r) | Change::Corrected { current: r, .. } => r,
+                    })
+                    .collect();
+                let json = serde_json::to_string(&rows).map_err(Error::internal)?;
+                sqlx::query(&sql.upsert).bind(partner.code()).bind(&batch_id).bind(now).bind(json).execute(&mut *tx).await?;
+                let event_id = uuid::Uuid::now_v7().to_string();
+                let (subject, payload) = K::event(partner, &batch_id, &event_id, &changes);
+                outbox_enqueue!(&mut *tx, &OutboxEvent::new(event_id, subject, payload))?;
+            }
+            let result = pb::PushResult {
+                batch_id: batch_id.clone(),
+                accepted,
+                unchanged,
+                corrected,
+                rejected: u32::try_from(rejections.len()).unwrap_or(u32::MAX),
+                rejections,
+            };
+            sqlx::query(
+                "INSERT INTO batches (partner, batch_id, kind, content_hash, result, request, received_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(partner.code())
+            .bind(&batch_id)
+            .bind(K::KIND)
+            .bind(&content_hash)
+            .bind(result.encode_to_vec())
+            .bind(request)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if !changes.is_empty() {
+                self.relay.notify_one();
+            }
+            result
+        });
+        Ok(result)
+    }
+}
+
+/// Decodes a record row by column name into `K` through JSON, so both backends' rows share
+/// one decoder without per-kind code.
+fn decode_row<K: RecordKind, R: Row>(row: &R) -> Result<K>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut object = serde_json::Map::with_capacity(K::COLUMNS.len());
+    for (name, ty) in K::COLUMNS {
+        let value = if *ty == "TEXT" {
+            serde_json::Value::from(row.try_get::<String, _>(*name)?)
+        } else {
+            serde_json::Value::from(row.try_get::<i64, _>(*name)?)
+        };
+        object.insert((*name).to_string(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(object)).map_err(Error::internal)
+}
+
+#[async_trait]
+impl MarketplaceStore for SqlStore {
+    async fn push_sales(&self, partner: Partner, batch: Batch<SaleLine>) -> Result<pb::PushResult> {
+        self.push(&self.sales, partner, batch).await
+    }
+
+    async fn push_onboarding(&self, partner: Partner, batch: Batch<Household>) -> Result<pb::PushResult> {
+        self.push(&self.households, partner, batch).await
+    }
+
+    async fn get_batch(&self, partner: Partner, batch_id: &str) -> Result<Option<pb::PushResult>> {
+        let result: Option<Vec<u8>> = with_db!(&self.db.pool, pool => {
+            sqlx::query_scalar("SELECT result FROM batches WHERE partner = $1 AND batch_id = $2")
+                .bind(partner.code())
+                .bind(batch_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        result.map(|bytes| pb::PushResult::decode(bytes.as_slice()).map_err(Error::internal)).transpose()
+    }
+
+    async fn held_totals(&self, partner: Partner) -> Result<HeldTotals> {
+        with_db!(&self.db.pool, pool => {
+            let sales = sqlx::query(
+                "SELECT COUNT(*) AS lines, CAST(COALESCE(SUM(quantity_grams), 0) AS BIGINT) AS grams, \
+                 CAST(COALESCE(SUM(value_vnd), 0) AS BIGINT) AS value_vnd, CAST(COALESCE(SUM(orders), 0) AS BIGINT) AS orders \
+                 FROM sales_records WHERE partner = $1",
+            )
+            .bind(partner.code())
+            .fetch_one(pool)
+            .await?;
+            let households: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM households WHERE partner = $1")
+                .bind(partner.code())
+                .fetch_one(pool)
+                .await?;
+            Ok(HeldTotals {
+                lines: sales.try_get("lines")?,
+                grams: sales.try_get("grams")?,
+                value_vnd: sales.try_get("value_vnd")?,
+                orders: sales.try_get("orders")?,
+                households,
+            })
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! The one error type that crosses service boundaries, and its single mapping to gRPC and HTTP.
+
+use std::fmt;
+
+/// What went wrong, in the small vocabulary callers can act on. Mapped once to `tonic::Code`
+/// and to an HTTP status; services never build a `tonic::Status` themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed or a value is out of range.
+    InvalidArgument,
+    /// The thing asked for does not exist (or belongs to someone else).
+    NotFound,
+    /// The request conflicts with what was done before (for example a reused batch id).
+    FailedPrecondition,
+    /// No valid credential.
+    Unauthenticated,
+    /// A valid credential that may not do this.
+    PermissionDenied,
+    /// A size or rate limit was hit; the message names it.
+    ResourceExhausted,
+    /// A dependency (database, bus) is down; retry later.
+    Unavailable,
+    /// The caller's deadline passed.
+    DeadlineExceeded,
+    /// A bug or an unexpected failure; details are logged, not returned.
+    Internal,
+}
+
+/// An error with a code and a message meant for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// The category.
+    pub code: ErrorCode,
+    /// A message a person can act on.
+    pub message: String,
+}
+
+/// Result with the platform error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds an error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error { code, message: message.into() }
+    }
+    /// `InvalidArgument`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+    /// `NotFound`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    /// `Unavailable`, for a dependency that failed.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    /// `Internal`: logs the cause and returns a generic message, so internals never leak.
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; it has been logged")
+    }
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self.code {
+            ErrorCode::InvalidArgument => S::BAD_REQUEST,
+            ErrorCode::NotFound => S::NOT_FOUND,
+            ErrorCode::FailedPrecondition => S::CONFLICT,
+            ErrorCode::Unauthenticated => S::UNAUTHORIZED,
+            ErrorCode::PermissionDenied => S::FORBIDDEN,
+            ErrorCode::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            ErrorCode::Unavailable => S::SERVICE_UNAVAILABLE,
+            ErrorCode::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ErrorCode> for tonic::Code {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::FailedPrecondition => tonic::Code::FailedPrecondition,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+            ErrorCode::Unavailable => tonic::Code::Unavailable,
+            ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            ErrorCode::Internal => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        tonic::Status::new(err.code.into(), err.message)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %err, "database unavailable");
+                Error::unavailable("the database is unavailable; retry later")
+            }
+            _ => Error::internal(err),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({
+            "error": { "code": format!("{:?}", self.code), "message": self.message }
+        });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
