@@ -58,6 +58,11 @@ pub async fn run_up(
 ) -> anyhow::Result<()> {
     let mut ctx = Context::open(config).await?;
     ctx.shutdown = shutdown;
+    run_context(ctx, grpc_listener, http_listener).await
+}
+
+/// [`run_up`] with an opened context (tests pass one whose bus they also hold).
+pub async fn run_context(ctx: Context, grpc_listener: TcpListener, http_listener: TcpListener) -> anyhow::Result<()> {
     let result = serve_all(&ctx, grpc_listener, http_listener).await;
     ctx.stop().await;
     result

@@ -100,17 +100,19 @@ pub fn decode(deliveries: &[Delivery]) -> Vec<PendingEvent> {
         set_parent_from_headers(&span, &message.headers);
         let _entered = span.enter();
         let mut deltas = Deltas::default();
+        // The inbox keys on the event id inside the payload, not on the bus message id, so an
+        // event re-published under any message id is still recognised.
         let outcome = match message.subject.as_str() {
             "marketplace.sales_recorded" => mpb::SalesRecorded::decode(message.payload.as_ref())
                 .map_err(|e| e.to_string())
-                .and_then(|e| deltas.add_sales(&e)),
+                .and_then(|e| deltas.add_sales(&e).map(|()| e.event_id)),
             "marketplace.households_recorded" => mpb::HouseholdsRecorded::decode(message.payload.as_ref())
                 .map_err(|e| e.to_string())
-                .and_then(|e| deltas.add_households(&e)),
+                .and_then(|e| deltas.add_households(&e).map(|()| e.event_id)),
             other => Err(format!("unknown subject {other}")),
         };
-        match outcome {
-            Ok(()) => events.push(PendingEvent { event_id: message.id.clone(), deltas }),
+        match outcome.and_then(|id| if id.is_empty() { Err("event has no id".to_string()) } else { Ok(id) }) {
+            Ok(event_id) => events.push(PendingEvent { event_id, deltas }),
             Err(err) => {
                 tracing::error!(error = %err, "skipping an event that cannot be applied");
                 metrics().add("agriportal_gateway_events_skipped_total", "", "Events that could not be decoded", 1);

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::context::{CreateStreamErrorKind, Publish, PublishErrorKind};
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
@@ -125,7 +126,7 @@ impl Bus for JetStreamBus {
         let id = HeaderValue::from_str(&message.id).map_err(|e| BusError::Other(format!("message id: {e}")))?;
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let subject = format!("{}.{}", self.prefix, message.subject);
-        let publish = Publish::build().payload(message.payload).headers(headers);
+        let publish = PublishMessage::build().payload(message.payload).headers(headers);
         let acked = timeout(REQUEST_TIMEOUT + GRACE, async {
             let ack = self.context.send_publish(subject, publish).await?;
             ack.await

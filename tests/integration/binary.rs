@@ -1,0 +1,198 @@
+//! The real binary, as a user and Kubernetes run it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agriportal::client::partner_client;
+use agriportal_platform::testing;
+use agriportal_proto::marketplace::v1 as pb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .env_remove("AGRIPORTAL_TOKEN_SECRET")
+        .env("AGRIPORTAL_LOG", "warn")
+        .arg("--data-dir")
+        .arg(dir);
+    c
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+async fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn mint(dir: &std::path::Path, partner: &str, extra_env: &[(&str, &str)]) -> String {
+    let mut c = command(dir);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let out = c.args(["token", "mint", "--partner", partner]).output().expect("run token mint");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "token mint prints the token alone: {stdout:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token id"));
+    lines[0].to_string()
+}
+
+#[test]
+fn token_mint_prints_only_the_token_and_refuses_unknown_scopes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let token = mint(dir.path(), "voso", &[]);
+    assert!(token.starts_with("ap1."));
+    let out = command(dir.path()).args(["token", "mint", "--role", "province", "--province", "99"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown province code"));
+}
+
+#[test]
+fn serve_refuses_the_in_process_bus_and_says_what_to_set() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path()).args(["serve", "--target", "gateway"]).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NATS_URL") && stderr.contains("agriportal up"), "{stderr}");
+}
+
+#[tokio::test]
+async fn up_serves_a_partner_push_made_with_a_cli_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let up = Running(
+        command(dir.path())
+            .args(["--grpc", &format!("127.0.0.1:{grpc}"), "--http", &format!("127.0.0.1:{http}"), "up"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start up"),
+    );
+    wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    // Minted by another process while `up` runs: works at once.
+    let token = mint(dir.path(), "postmart", &[]);
+    let mut client = partner_client(&format!("127.0.0.1:{grpc}"), Some(&token)).await.expect("connect");
+    let record = pb::SalesRecord {
+        record_id: "cli-1".into(),
+        sale_date: "2023-05-01".into(),
+        province_code: "79".into(),
+        category: "seafood".into(),
+        quantity_grams: 123_456,
+        value_vnd: 7_000_000,
+        orders: 3,
+        ..Default::default()
+    };
+    client.push_sales(pb::PushSalesRequest { batch_id: "cli".into(), records: vec![record] }).await.expect("push");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{http}/api/v1/national")).await.expect("get").json().await.expect("json");
+        if body["sales"]["grams"] == 123_456 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "push never showed: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up.terminate().success(), "up exits cleanly on SIGTERM");
+}
+
+#[tokio::test]
+async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
+    let Some(database_url) = testing::fresh_postgres("serve_targets").await else { return };
+    let Some(nats_url) = testing::nats_url("serve_targets").await else { return };
+    let prefix = testing::unique_prefix("serve_targets");
+    let dir = tempfile::tempdir().expect("dir");
+    let secret = "binary-test-secret-of-at-least-32-bytes";
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("NATS_URL", nats_url.as_str()),
+        ("AGRIPORTAL_BUS_PREFIX", prefix.as_str()),
+        ("AGRIPORTAL_TOKEN_SECRET", secret),
+    ];
+    let with_env = |c: &mut Command| {
+        for (k, v) in env {
+            c.env(k, v);
+        }
+    };
+    let mut migrate = command(dir.path());
+    with_env(&mut migrate);
+    assert!(migrate.arg("migrate").status().expect("migrate").success());
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for target in ["marketplace", "gateway"] {
+        let (grpc, http) = (free_port(), free_port());
+        let mut c = command(dir.path());
+        with_env(&mut c);
+        c.args(["--grpc", &format!("127.0.0.1:{grpc}"), "--http", &format!("127.0.0.1:{http}"), "serve", "--target", target]);
+        children.push(Running(c.stdout(Stdio::null()).spawn().expect("serve")));
+        ports.push((grpc, http));
+        wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    }
+    let token = mint(dir.path(), "voso", &env);
+    let mut client = partner_client(&format!("127.0.0.1:{}", ports[0].0), Some(&token)).await.expect("connect");
+    let record = pb::SalesRecord {
+        record_id: "dist-1".into(),
+        sale_date: "2024-02-02".into(),
+        province_code: "91".into(),
+        category: "rice_grains".into(),
+        quantity_grams: 5_000_000,
+        value_vnd: 90_000_000,
+        orders: 7,
+        ..Default::default()
+    };
+    let batch = pb::PushSalesRequest { batch_id: "dist".into(), records: vec![record] };
+    client.push_sales(batch.clone()).await.expect("push");
+    client.push_sales(batch).await.expect("re-send");
+    let national = format!("http://127.0.0.1:{}/api/v1/national", ports[1].1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body: serde_json::Value = reqwest::get(&national).await.expect("get").json().await.expect("json");
+        if body["sales"]["by_partner"]["voso"]["grams"] == 5_000_000 {
+            assert_eq!(body["sales"]["orders"], 7);
+            break;
+        }
+        assert!(Instant::now() < deadline, "push never reached the gateway process: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for child in children {
+        assert!(child.terminate().success());
+    }
+}

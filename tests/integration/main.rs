@@ -1,0 +1,6 @@
+//! End-to-end tests of the `agriportal` binary's library and of the binary itself: the
+//! partner → marketplace → bus → gateway flow, in embedded mode and on PostgreSQL + JetStream.
+
+mod binary;
+mod flow;
+mod support;

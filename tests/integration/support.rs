@@ -1,0 +1,140 @@
+//! `spawn_app`: the whole system in-process on port 0, through the same entry point the
+//! binary uses, with its own data directory or its own PostgreSQL database and bus prefix.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agriportal::client::{partner_client, PartnerClient};
+use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::context::token_secret;
+use agriportal_platform::testing;
+use agriportal_platform::{Config, Context};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Where the system keeps its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// SQLite files and the persisted in-process bus.
+    Embedded,
+    /// PostgreSQL (a fresh database) and NATS JetStream (a fresh prefix).
+    Distributed,
+}
+
+/// A running system.
+pub struct TestApp {
+    pub config: Config,
+    pub grpc: String,
+    pub http: String,
+    pub ctx: Context,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// Configuration for a fresh system, or `None` when the servers it needs are missing (the
+/// testing module prints the skip, or fails under AGRIPORTAL_REQUIRE_SERVERS=1).
+pub async fn config_for(mode: Mode, name: &str) -> Option<(Config, Arc<tempfile::TempDir>)> {
+    let dir = Arc::new(tempfile::tempdir().ok()?);
+    let mut config = Config::embedded(dir.path());
+    config.log = "warn".into();
+    config.drain_seconds = 2;
+    if mode == Mode::Distributed {
+        config.database_url = Some(testing::fresh_postgres(name).await?);
+        config.nats_url = Some(testing::nats_url(name).await?);
+        config.bus_prefix = testing::unique_prefix(name);
+        config.token_secret = Some("test-secret-that-is-at-least-32-bytes-long".into());
+    }
+    Some((config, dir))
+}
+
+/// Starts the system for `mode`; `None` when skipped.
+pub async fn spawn_app(mode: Mode, name: &str) -> Option<TestApp> {
+    let (config, dir) = config_for(mode, name).await?;
+    Some(start(config, dir).await)
+}
+
+async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let grpc_addr = grpc.local_addr().expect("addr").to_string();
+    let http_addr = http.local_addr().expect("addr").to_string();
+    let ctx = Context::open(config.clone()).await.expect("open context");
+    let handle = tokio::spawn(agriportal::app::run_context(ctx.clone(), grpc, http));
+    let app = TestApp { config, grpc: grpc_addr, http: http_addr, ctx, handle: Some(handle), _dir: dir };
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{}/readyz", self.http)).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the system did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Mints a token with the system's secret.
+    pub fn token(&self, role: Role) -> String {
+        let auth = Authenticator::new(&token_secret(&self.config).expect("secret"), None).expect("auth");
+        auth.mint(role, Duration::from_secs(3600)).expect("mint").0
+    }
+
+    /// A partner's client.
+    pub async fn partner(&self, partner: &str) -> PartnerClient {
+        let token = self.token(Role::Partner { partner: partner.into() });
+        partner_client(&self.grpc, Some(&token)).await.expect("connect")
+    }
+
+    /// A client with an arbitrary token (or none).
+    pub async fn client_with(&self, token: Option<&str>) -> PartnerClient {
+        partner_client(&self.grpc, token).await.expect("connect")
+    }
+
+    /// GET a JSON document from the gateway.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("http://{}{path}", self.http)).await.expect("http");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `/api/v1/national` until `done` holds, or fails after 15 s showing the last body.
+    pub async fn wait_national(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, body) = self.get("/api/v1/national").await;
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "national figures never matched; last: {body:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the system (drain, tasks) and returns its configuration and data directory.
+    pub async fn stop(mut self) -> (Config, Arc<tempfile::TempDir>) {
+        self.ctx.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("join").expect("run");
+        }
+        (self.config.clone(), self._dir.clone())
+    }
+
+    /// Stops and starts again on the same state.
+    pub async fn restart(self) -> TestApp {
+        let (config, dir) = self.stop().await;
+        start(config, dir).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.ctx.shutdown.cancel();
+    }
+}
