@@ -436,7 +436,7 @@ async fn kill_9_child() {
     for d in &got[..3] {
         d.ack().await.expect("ack");
     }
-    println!("READY");
+    println!("\nBUS-CONTRACT-CHILD-READY");
     tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
@@ -452,7 +452,7 @@ async fn persisted_bus_survives_kill_9() {
         .expect("spawn the child");
     let stdout = child.stdout.take().expect("child stdout");
     let ready = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.trim() == "READY")
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains("BUS-CONTRACT-CHILD-READY"))
     });
     let ready = tokio::time::timeout(Duration::from_secs(60), ready).await;
     child.kill().expect("SIGKILL the child");

@@ -1,0 +1,200 @@
+//! One contract for `MarketplaceStore`, run on SQLite and on PostgreSQL (a fresh database).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agriportal_marketplace::config::Limits;
+use agriportal_marketplace::domain::{content_hash, validate_onboarding, validate_sales};
+use agriportal_marketplace::store::{Batch, MarketplaceStore, SqlStore};
+use agriportal_platform::reference::Partner;
+use agriportal_platform::storage::Database;
+use agriportal_platform::{testing, with_db, Config, ErrorCode};
+use agriportal_proto::common::v1::HouseholdStatus;
+use agriportal_proto::marketplace::v1 as pb;
+use prost::Message;
+use tokio::sync::Notify;
+
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&Config::embedded(dir.path()), "marketplace").await.unwrap();
+    (SqlStore::open(db, Arc::new(Notify::new())).await.unwrap(), dir)
+}
+
+async fn postgres(name: &str) -> Option<SqlStore> {
+    let mut config = Config::embedded("unused");
+    config.database_url = Some(testing::fresh_postgres(name).await?);
+    let db = Database::connect(&config, "marketplace").await.unwrap();
+    Some(SqlStore::open(db, Arc::new(Notify::new())).await.unwrap())
+}
+
+fn line(id: &str, grams: i64) -> pb::SalesRecord {
+    pb::SalesRecord {
+        record_id: id.into(),
+        sale_date: "2023-01-02".into(),
+        province_code: "31".into(),
+        commune_code: String::new(),
+        category: "vegetables".into(),
+        quantity_grams: grams,
+        value_vnd: grams * 20,
+        orders: 1,
+    }
+}
+
+fn batch(id: &str, records: Vec<pb::SalesRecord>) -> Batch<agriportal_marketplace::domain::SaleLine> {
+    let request = pb::PushSalesRequest { batch_id: id.into(), records };
+    Batch {
+        batch_id: id.into(),
+        content_hash: content_hash("sales", &request),
+        validated: validate_sales(&request.records, &Limits::default()),
+        request: request.encode_to_vec(),
+    }
+}
+
+async fn events(store: &SqlStore) -> Vec<pb::SalesRecorded> {
+    let payloads: Vec<Vec<u8>> = with_db!(&store.database().pool, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = 'marketplace.sales_recorded' ORDER BY seq")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    payloads.iter().map(|p| pb::SalesRecorded::decode(p.as_slice()).unwrap()).collect()
+}
+
+async fn contract(store: SqlStore) {
+    let p = Partner::Postmart;
+    let first = store.push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)])).await.unwrap();
+    assert_eq!((first.accepted, first.unchanged, first.corrected), (2, 0, 0));
+    assert_eq!(events(&store).await.len(), 1, "one event per batch");
+
+    // Replay: the stored result, no second event.
+    let again = store.push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)])).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(events(&store).await.len(), 1);
+
+    // Same id, other content: refused, nothing written.
+    let err = store.push_sales(p, batch("b1", vec![line("a", 101)])).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+
+    // Correction and unchanged: the event carries previous and current figures.
+    let r = store.push_sales(p, batch("b2", vec![line("a", 150), line("b", 200)])).await.unwrap();
+    assert_eq!((r.accepted, r.unchanged, r.corrected), (0, 1, 1));
+    let all = events(&store).await;
+    assert_eq!(all.len(), 2);
+    let change = &all[1].changes[0];
+    assert_eq!(change.previous.as_ref().unwrap().quantity_grams, 100);
+    assert_eq!(change.current.as_ref().unwrap().quantity_grams, 150);
+    assert_eq!(all[1].changes.len(), 1, "unchanged lines are not announced");
+
+    // A batch of only unchanged lines emits nothing.
+    store.push_sales(p, batch("b3", vec![line("b", 200)])).await.unwrap();
+    assert_eq!(events(&store).await.len(), 2);
+
+    // Keys are per partner.
+    let voso = store.push_sales(Partner::Voso, batch("b1", vec![line("a", 5)])).await.unwrap();
+    assert_eq!(voso.accepted, 1);
+
+    let totals = store.held_totals(p).await.unwrap();
+    assert_eq!((totals.lines, totals.grams, totals.value_vnd, totals.orders), (2, 350, 7_000, 2));
+    assert_eq!(store.held_totals(Partner::Voso).await.unwrap().grams, 5);
+    assert_eq!(store.get_batch(p, "b2").await.unwrap(), Some(r));
+    assert_eq!(store.get_batch(Partner::Voso, "b2").await.unwrap(), None);
+
+    // Rejected records are reported and kept out.
+    let rejected = store.push_sales(p, batch("b4", vec![line("", 1), line("c", -1)])).await.unwrap();
+    assert_eq!((rejected.accepted, rejected.rejected), (0, 2));
+    assert_eq!(store.held_totals(p).await.unwrap().lines, 2);
+
+    // The raw request is kept for audit and replay.
+    let raw: Vec<u8> = with_db!(&store.database().pool, pool => {
+        sqlx::query_scalar("SELECT request FROM batches WHERE partner = 'postmart' AND batch_id = 'b4'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(pb::PushSalesRequest::decode(raw.as_slice()).unwrap().records.len(), 2);
+
+    // Households: an update replaces, never adds.
+    let mk = |status: HouseholdStatus, province: &str| pb::OnboardingRecord {
+        household_ref: "h".into(),
+        province_code: province.into(),
+        commune_code: String::new(),
+        registered_on: "2021-10-10".into(),
+        status: status as i32,
+        categories: vec![],
+    };
+    for (id, record, expect) in [
+        ("o1", mk(HouseholdStatus::Active, "01"), (1, 0, 0)),
+        ("o2", mk(HouseholdStatus::Active, "01"), (0, 1, 0)),
+        ("o3", mk(HouseholdStatus::Closed, "24"), (0, 0, 1)),
+    ] {
+        let request = pb::PushOnboardingRequest { batch_id: id.into(), records: vec![record] };
+        let b = Batch {
+            batch_id: id.into(),
+            content_hash: content_hash("onboarding", &request),
+            validated: validate_onboarding(&request.records, &Limits::default()),
+            request: request.encode_to_vec(),
+        };
+        let r = store.push_onboarding(p, b).await.unwrap();
+        assert_eq!((r.accepted, r.unchanged, r.corrected), expect, "{id}");
+    }
+    assert_eq!(store.held_totals(p).await.unwrap().households, 1);
+    // A sales batch id reused for onboarding is a conflict, not a replay.
+    let request = pb::PushOnboardingRequest { batch_id: "b1".into(), records: vec![] };
+    let b = Batch {
+        batch_id: "b1".into(),
+        content_hash: content_hash("onboarding", &request),
+        validated: validate_onboarding(&[], &Limits::default()),
+        request: request.encode_to_vec(),
+    };
+    assert_eq!(store.push_onboarding(p, b).await.unwrap_err().code, ErrorCode::FailedPrecondition);
+}
+
+/// Concurrent batches of one partner that correct the same line: each correction's
+/// `previous` is what the one before it left, so the announced differences add up.
+async fn concurrent_corrections(store: Arc<SqlStore>) {
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.push_sales(Partner::Voso, batch(&format!("c{i}"), vec![line("same", 10 + i)])).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut net: HashMap<String, i64> = HashMap::new();
+    for e in events(&store).await {
+        for c in e.changes {
+            *net.entry(c.record_id).or_default() +=
+                c.current.unwrap().quantity_grams - c.previous.map(|p| p.quantity_grams).unwrap_or(0);
+        }
+    }
+    let held = store.held_totals(Partner::Voso).await.unwrap();
+    assert_eq!(net["same"], held.grams, "announced differences add up to what is held");
+}
+
+#[tokio::test]
+async fn contract_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    contract(store).await;
+}
+
+#[tokio::test]
+async fn contract_on_postgres() {
+    if let Some(store) = postgres("mp_contract").await {
+        contract(store).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_corrections_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    concurrent_corrections(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn concurrent_corrections_on_postgres() {
+    if let Some(store) = postgres("mp_concurrent").await {
+        concurrent_corrections(Arc::new(store)).await;
+    }
+}
