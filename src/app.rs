@@ -42,7 +42,10 @@ impl fmt::Display for Target {
 impl FromStr for Target {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Target::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| format!("unknown target `{s}`"))
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown target `{s}`"))
     }
 }
 
@@ -62,20 +65,32 @@ pub async fn run_up(
 }
 
 /// [`run_up`] with an opened context (tests pass one whose bus they also hold).
-pub async fn run_context(ctx: Context, grpc_listener: TcpListener, http_listener: TcpListener) -> anyhow::Result<()> {
+pub async fn run_context(
+    ctx: Context,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> anyhow::Result<()> {
     let result = serve_all(&ctx, grpc_listener, http_listener).await;
     ctx.stop().await;
     result
 }
 
-async fn serve_all(ctx: &Context, grpc_listener: TcpListener, http_listener: TcpListener) -> anyhow::Result<()> {
+async fn serve_all(
+    ctx: &Context,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+) -> anyhow::Result<()> {
     let marketplace = Marketplace::start(ctx).await?;
     let gateway = Gateway::start(ctx).await?;
-    let routes = tonic::service::Routes::new(marketplace.grpc_service()).add_service(gateway.grpc_service());
+    let routes =
+        tonic::service::Routes::new(marketplace.grpc_service()).add_service(gateway.grpc_service());
     let readiness = Readiness::new(vec![marketplace.database(), gateway.database()]);
     let router = gateway.http_router().merge(admin_router(readiness));
     let drain = ctx.config.drain();
-    let names = [agriportal_marketplace::GRPC_SERVICE, agriportal_gateway::GRPC_SERVICE];
+    let names = [
+        agriportal_marketplace::GRPC_SERVICE,
+        agriportal_gateway::GRPC_SERVICE,
+    ];
     tokio::try_join!(
         grpc::serve(grpc_listener, routes, &names, ctx.shutdown.clone(), drain),
         http::serve(http_listener, router, ctx.shutdown.clone(), drain),
@@ -94,7 +109,10 @@ pub async fn run_target(
 ) -> anyhow::Result<()> {
     check_distributed(&config)?;
     let mut ctx = Context::open(config).await?;
-    anyhow::ensure!(ctx.bus.kind() == BusKind::JetStream, "serve needs NATS JetStream (set NATS_URL)");
+    anyhow::ensure!(
+        ctx.bus.kind() == BusKind::JetStream,
+        "serve needs NATS JetStream (set NATS_URL)"
+    );
     ctx.shutdown = shutdown;
     let result = match target {
         Target::Marketplace => match Marketplace::start(&ctx).await {
@@ -133,13 +151,26 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     let platform = agriportal_platform::storage::platform_database(config).await?;
     platform.close().await;
     done.push("platform".to_string());
-    let db = agriportal_platform::storage::Database::connect(config, agriportal_marketplace::config::SCHEMA).await?;
-    db.migrate(&agriportal_marketplace::store::POSTGRES_MIGRATIONS, &agriportal_marketplace::store::SQLITE_MIGRATIONS)
-        .await?;
+    let db = agriportal_platform::storage::Database::connect(
+        config,
+        agriportal_marketplace::config::SCHEMA,
+    )
+    .await?;
+    db.migrate(
+        &agriportal_marketplace::store::POSTGRES_MIGRATIONS,
+        &agriportal_marketplace::store::SQLITE_MIGRATIONS,
+    )
+    .await?;
     db.close().await;
     done.push("marketplace".to_string());
-    let db = agriportal_platform::storage::Database::connect(config, agriportal_gateway::config::SCHEMA).await?;
-    db.migrate(&agriportal_gateway::store::POSTGRES_MIGRATIONS, &agriportal_gateway::store::SQLITE_MIGRATIONS).await?;
+    let db =
+        agriportal_platform::storage::Database::connect(config, agriportal_gateway::config::SCHEMA)
+            .await?;
+    db.migrate(
+        &agriportal_gateway::store::POSTGRES_MIGRATIONS,
+        &agriportal_gateway::store::SQLITE_MIGRATIONS,
+    )
+    .await?;
     db.close().await;
     done.push("gateway".to_string());
     Ok(done)

@@ -93,18 +93,32 @@ fn render(r: &Report) -> String {
         r.mode, r.records, r.batch_size, r.ack_rate, r.freshness_p50_ms, r.freshness_p99_ms, r.freshness_max_ms, r.peak_rss_mib
     );
     match (r.copy_rate, r.ratio_to_copy) {
-        (Some(copy), Some(ratio)) => {
-            s.push_str(&format!("  PostgreSQL COPY of the same rows: {copy:.0} rows/s; ours is {ratio:.3} of COPY\n"))
-        }
+        (Some(copy), Some(ratio)) => s.push_str(&format!(
+            "  PostgreSQL COPY of the same rows: {copy:.0} rows/s; ours is {ratio:.3} of COPY\n"
+        )),
         _ => s.push_str("  PostgreSQL COPY baseline: not measured\n"),
     }
     s
 }
 
-fn batches(partner: Partner, run: &str, records: usize, size: usize, seed: u64) -> Vec<pb::PushSalesRequest> {
+fn batches(
+    partner: Partner,
+    run: &str,
+    records: usize,
+    size: usize,
+    seed: u64,
+) -> Vec<pb::PushSalesRequest> {
     let reference = Reference::get();
-    let provinces: Vec<&str> = reference.provinces().iter().map(|p| p.code.as_str()).collect();
-    let categories: Vec<&str> = reference.categories().iter().map(|c| c.code.as_str()).collect();
+    let provinces: Vec<&str> = reference
+        .provinces()
+        .iter()
+        .map(|p| p.code.as_str())
+        .collect();
+    let categories: Vec<&str> = reference
+        .categories()
+        .iter()
+        .map(|c| c.code.as_str())
+        .collect();
     let today = agriportal_marketplace::domain::today_in_vietnam();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
@@ -123,11 +137,17 @@ fn batches(partner: Partner, run: &str, records: usize, size: usize, seed: u64) 
                 orders: rng.random_range(1..50),
             })
             .collect();
-        out.push(pb::PushSalesRequest { batch_id: format!("bench-{run}-{}-{}", partner.code(), out.len()), records: recs });
+        out.push(pb::PushSalesRequest {
+            batch_id: format!("bench-{run}-{}-{}", partner.code(), out.len()),
+            records: recs,
+        });
         i += n;
     }
     out
 }
+
+/// When the dashboard was polled, and each partner's orders above the baseline then.
+type Observations = Vec<(Instant, [i64; 2])>;
 
 #[derive(Default)]
 struct Acks {
@@ -137,16 +157,26 @@ struct Acks {
 }
 
 async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i64; 2]> {
-    let v: serde_json::Value = http.get(url).send().await?.error_for_status()?.json().await?;
+    let v: serde_json::Value = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let get = |p: &str| v["sales"]["by_partner"][p]["orders"].as_i64().unwrap_or(0);
     Ok([get("postmart"), get("voso")])
 }
 
 async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> {
-    anyhow::ensure!(args.batch_size > 0 && args.batch_size <= 10_000, "--batch-size must be 1..=10000");
+    anyhow::ensure!(
+        args.batch_size > 0 && args.batch_size <= 10_000,
+        "--batch-size must be 1..=10000"
+    );
     let distributed = config.database_url.is_some() && config.nats_url.is_some();
     let run_id = format!("{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let temp = std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()));
+    let temp =
+        std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()));
     if !distributed {
         config.data_dir = temp.clone();
         config.database_url = None;
@@ -158,14 +188,28 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
     let grpc_addr = grpc.local_addr()?.to_string();
     let http_addr = http.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::app::run_up(config.clone(), grpc, http, shutdown.clone()));
+    let server = tokio::spawn(crate::app::run_up(
+        config.clone(),
+        grpc,
+        http,
+        shutdown.clone(),
+    ));
 
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
     let per_partner = args.records / 2;
     let mut work = Vec::new();
     for (seed, partner) in Partner::ALL.into_iter().enumerate() {
-        let (token, _) = auth.mint(Role::Partner { partner: partner.code().into() }, Duration::from_secs(3600))?;
-        work.push((partner, token, batches(partner, &run_id, per_partner, args.batch_size, seed as u64)));
+        let (token, _) = auth.mint(
+            Role::Partner {
+                partner: partner.code().into(),
+            },
+            Duration::from_secs(3600),
+        )?;
+        work.push((
+            partner,
+            token,
+            batches(partner, &run_id, per_partner, args.batch_size, seed as u64),
+        ));
     }
     let national_url = format!("http://{http_addr}/api/v1/national");
     let web = reqwest::Client::new();
@@ -180,7 +224,7 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
     let baseline = baseline.context("the gateway did not come up")?;
 
     // Poll the dashboard while pushing, recording when each partner's orders grew.
-    let seen: Arc<Mutex<Vec<(Instant, [i64; 2])>>> = Arc::default();
+    let seen: Arc<Mutex<Observations>> = Arc::default();
     let polling = CancellationToken::new();
     let poller = {
         let seen = seen.clone();
@@ -190,7 +234,10 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         tokio::spawn(async move {
             while !polling.is_cancelled() {
                 if let Ok(orders) = national_orders(&web, &url).await {
-                    seen.lock().await.push((Instant::now(), [orders[0] - baseline[0], orders[1] - baseline[1]]));
+                    seen.lock().await.push((
+                        Instant::now(),
+                        [orders[0] - baseline[0], orders[1] - baseline[1]],
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -211,10 +258,20 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
             tasks.push(tokio::spawn(async move {
                 let mut client = partner_client(&addr, Some(&token)).await?;
                 loop {
-                    let Some(batch) = queue.lock().await.next() else { return anyhow::Ok(()) };
-                    let orders: i64 = batch.records.iter().map(|r| i64::from(r.orders.max(1))).sum();
+                    let Some(batch) = queue.lock().await.next() else {
+                        return anyhow::Ok(());
+                    };
+                    let orders: i64 = batch
+                        .records
+                        .iter()
+                        .map(|r| i64::from(r.orders.max(1)))
+                        .sum();
                     let result = client.push_sales(batch).await?.into_inner();
-                    anyhow::ensure!(result.rejected == 0, "benchmark records were rejected: {:?}", result.rejections.first());
+                    anyhow::ensure!(
+                        result.rejected == 0,
+                        "benchmark records were rejected: {:?}",
+                        result.rejections.first()
+                    );
                     let mut a = acks.lock().await;
                     a.total += orders;
                     let total = a.total;
@@ -248,7 +305,10 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
                 break;
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "the dashboard did not catch up within 120 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the dashboard did not catch up within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     polling.cancel();
@@ -257,7 +317,10 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
     let mut freshness: Vec<f64> = Vec::new();
     for (index, (_, points, _)) in ack_points.iter().enumerate() {
         for (acked_at, cumulative) in points {
-            if let Some((t, _)) = seen.iter().find(|(t, o)| t >= acked_at && o[index] >= *cumulative) {
+            if let Some((t, _)) = seen
+                .iter()
+                .find(|(t, o)| t >= acked_at && o[index] >= *cumulative)
+            {
                 freshness.push(t.duration_since(*acked_at).as_secs_f64() * 1000.0);
             }
         }
@@ -270,7 +333,9 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         let i = ((freshness.len() as f64 - 1.0) * p).round() as usize;
         freshness[i.min(freshness.len() - 1)]
     };
-    let peak_rss_mib = peak_rss_kib().map(|k| k as f64 / 1024.0).unwrap_or(f64::NAN);
+    let peak_rss_mib = peak_rss_kib()
+        .map(|k| k as f64 / 1024.0)
+        .unwrap_or(f64::NAN);
     shutdown.cancel();
     server.await??;
 
@@ -284,7 +349,13 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
         let mut rows = Vec::new();
         for (seed, partner) in Partner::ALL.into_iter().enumerate() {
-            rows.extend(batches(partner, &run_id, per_partner, args.batch_size, seed as u64));
+            rows.extend(batches(
+                partner,
+                &run_id,
+                per_partner,
+                args.batch_size,
+                seed as u64,
+            ));
         }
         match copy_baseline(&url, &rows).await {
             Ok(rate) => Some(rate),
@@ -299,7 +370,11 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
     }
     let ack_rate = pushed as f64 / elapsed.max(1e-9);
     Ok(Report {
-        mode: if distributed { "postgres+jetstream" } else { "embedded" },
+        mode: if distributed {
+            "postgres+jetstream"
+        } else {
+            "embedded"
+        },
         records: pushed,
         batch_size: args.batch_size,
         ack_rate,
@@ -328,7 +403,14 @@ async fn copy_baseline(url: &str, batches: &[pb::PushSalesRequest]) -> anyhow::R
             rows += 1;
             text.push_str(&format!(
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-                r.record_id, r.sale_date, r.province_code, r.commune_code, r.category, r.quantity_grams, r.value_vnd, r.orders
+                r.record_id,
+                r.sale_date,
+                r.province_code,
+                r.commune_code,
+                r.category,
+                r.quantity_grams,
+                r.value_vnd,
+                r.orders
             ));
         }
     }

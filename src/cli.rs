@@ -149,12 +149,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
-    let grpc = TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {} (change it with --grpc)", config.grpc_addr))?;
-    let http = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {} (change it with --http)", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| {
+        format!(
+            "cannot listen for gRPC on {} (change it with --grpc)",
+            config.grpc_addr
+        )
+    })?;
+    let http = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "cannot listen for HTTP on {} (change it with --http)",
+            config.http_addr
+        )
+    })?;
     Ok((grpc, http))
 }
 
@@ -162,14 +168,15 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -183,7 +190,12 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 
 async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
     match action {
-        TokenAction::Mint { partner, role, province, ttl_days } => {
+        TokenAction::Mint {
+            partner,
+            role,
+            province,
+            ttl_days,
+        } => {
             let role = match (partner, role.as_deref()) {
                 (Some(partner), _) => Role::Partner { partner },
                 (None, Some("admin")) => Role::Admin,
@@ -193,16 +205,23 @@ async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
                 _ => anyhow::bail!("say whom the token is for: --partner postmart|voso, --role admin, or --role province --province <code>"),
             };
             let auth = Authenticator::new(&token_secret(config)?, None)?;
-            let (token, claims) = auth.mint(role, Duration::from_secs(ttl_days.saturating_mul(86_400)))?;
+            let (token, claims) =
+                auth.mint(role, Duration::from_secs(ttl_days.saturating_mul(86_400)))?;
             println!("{token}");
             let expires = time::OffsetDateTime::from_unix_timestamp(claims.exp)
                 .map(|t| t.date().to_string())
                 .unwrap_or_default();
-            eprintln!("token id {} (revoke with `agriportal token revoke {}`), expires {expires}", claims.id, claims.id);
+            eprintln!(
+                "token id {} (revoke with `agriportal token revoke {}`), expires {expires}",
+                claims.id, claims.id
+            );
             Ok(())
         }
         TokenAction::Revoke { id } => {
-            let auth = Authenticator::new(&token_secret(config)?, Some(platform_database(config).await?))?;
+            let auth = Authenticator::new(
+                &token_secret(config)?,
+                Some(platform_database(config).await?),
+            )?;
             auth.revoke(&id).await?;
             eprintln!("revoked token {id}");
             Ok(())
@@ -213,13 +232,22 @@ async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
 async fn health(addr: SocketAddr, service: String) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.timeout(Duration::from_secs(3));
-    let channel = endpoint.connect().await.with_context(|| format!("cannot reach {addr}"))?;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(3));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {addr}"))?;
     let response = HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: service.clone() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.clone(),
+        })
         .await?
         .into_inner();
-    anyhow::ensure!(response.status == ServingStatus::Serving as i32, "{addr} {service:?} is not serving");
+    anyhow::ensure!(
+        response.status == ServingStatus::Serving as i32,
+        "{addr} {service:?} is not serving"
+    );
     println!("SERVING");
     Ok(())
 }

@@ -25,7 +25,9 @@ impl Bearer {
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.value {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         inject_metadata(request.metadata_mut());
         Ok(request)
@@ -42,7 +44,9 @@ pub async fn partner_client(addr: &str, token: Option<&str>) -> anyhow::Result<P
         .timeout(std::time::Duration::from_secs(60))
         .connect()
         .await?;
-    Ok(MarketplaceIngestClient::with_interceptor(channel, Bearer::new(token)?)
-        .max_encoding_message_size(64 * 1024 * 1024)
-        .max_decoding_message_size(64 * 1024 * 1024))
+    Ok(
+        MarketplaceIngestClient::with_interceptor(channel, Bearer::new(token)?)
+            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(64 * 1024 * 1024),
+    )
 }

@@ -27,7 +27,12 @@ const BACKFILL_DAYS: i64 = 120;
 pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
     for (seed, partner) in Partner::ALL.into_iter().enumerate() {
-        let (token, _) = auth.mint(Role::Partner { partner: partner.code().into() }, Duration::from_secs(86_400))?;
+        let (token, _) = auth.mint(
+            Role::Partner {
+                partner: partner.code().into(),
+            },
+            Duration::from_secs(86_400),
+        )?;
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut sim = Simulator::new(partner, seed as u64 + 1);
@@ -64,11 +69,23 @@ impl Simulator {
             .provinces()
             .iter()
             .map(|p| {
-                let communes = reference.communes_of(&p.code).iter().map(|c| c.code.clone()).collect();
+                let communes = reference
+                    .communes_of(&p.code)
+                    .iter()
+                    .map(|c| c.code.clone())
+                    .collect();
                 (p.code.clone(), rng.random_range(0.3..2.0), communes)
             })
             .collect();
-        Simulator { partner, rng, next_household: 0, next_line: 0, batches: 0, provinces, last_sales: None }
+        Simulator {
+            partner,
+            rng,
+            next_household: 0,
+            next_line: 0,
+            batches: 0,
+            provinces,
+            last_sales: None,
+        }
     }
 
     fn pick_province(&mut self) -> (String, String) {
@@ -93,13 +110,22 @@ impl Simulator {
 
     fn batch_id(&mut self, kind: &str) -> String {
         self.batches += 1;
-        format!("demo-{}-{kind}-{}-{}", self.partner.code(), std::process::id(), self.batches)
+        format!(
+            "demo-{}-{kind}-{}-{}",
+            self.partner.code(),
+            std::process::id(),
+            self.batches
+        )
     }
 
     /// Households registered between `from` and `to`, front-loaded like the plan's first wave.
     pub fn households(&mut self, count: usize, from: Date, to: Date) -> pb::PushOnboardingRequest {
         let span = (to - from).whole_days().max(0) as f64;
-        let categories: Vec<String> = Reference::get().categories().iter().map(|c| c.code.clone()).collect();
+        let categories: Vec<String> = Reference::get()
+            .categories()
+            .iter()
+            .map(|c| c.code.clone())
+            .collect();
         let records = (0..count)
             .map(|_| {
                 self.next_household += 1;
@@ -118,16 +144,25 @@ impl Simulator {
                     commune_code,
                     registered_on: day.to_string(),
                     status: status as i32,
-                    categories: (0..n).map(|_| categories[self.rng.random_range(0..categories.len())].clone()).collect(),
+                    categories: (0..n)
+                        .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
+                        .collect(),
                 }
             })
             .collect();
-        pb::PushOnboardingRequest { batch_id: self.batch_id("onboarding"), records }
+        pb::PushOnboardingRequest {
+            batch_id: self.batch_id("onboarding"),
+            records,
+        }
     }
 
     /// Sales lines of one day, a few per province.
     pub fn sales(&mut self, count: usize, day: Date) -> pb::PushSalesRequest {
-        let categories: Vec<String> = Reference::get().categories().iter().map(|c| c.code.clone()).collect();
+        let categories: Vec<String> = Reference::get()
+            .categories()
+            .iter()
+            .map(|c| c.code.clone())
+            .collect();
         let records = (0..count)
             .map(|_| {
                 self.next_line += 1;
@@ -146,7 +181,10 @@ impl Simulator {
                 }
             })
             .collect();
-        pb::PushSalesRequest { batch_id: self.batch_id("sales"), records }
+        pb::PushSalesRequest {
+            batch_id: self.batch_id("sales"),
+            records,
+        }
     }
 
     async fn run(&mut self, addr: SocketAddr, token: &str) -> anyhow::Result<()> {
@@ -165,7 +203,10 @@ impl Simulator {
                 break;
             }
         }
-        tracing::info!(partner = self.partner.code(), "demo backfill done; pushing live data");
+        tracing::info!(
+            partner = self.partner.code(),
+            "demo backfill done; pushing live data"
+        );
         let mut tick = 0u64;
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;

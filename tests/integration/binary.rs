@@ -10,7 +10,10 @@ use agriportal_proto::marketplace::v1 as pb;
 const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn command(dir: &std::path::Path) -> Command {
@@ -67,11 +70,22 @@ fn mint(dir: &std::path::Path, partner: &str, extra_env: &[(&str, &str)]) -> Str
     for (k, v) in extra_env {
         c.env(k, v);
     }
-    let out = c.args(["token", "mint", "--partner", partner]).output().expect("run token mint");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c
+        .args(["token", "mint", "--partner", partner])
+        .output()
+        .expect("run token mint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).expect("utf8");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "token mint prints the token alone: {stdout:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "token mint prints the token alone: {stdout:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("token id"));
     lines[0].to_string()
 }
@@ -81,7 +95,10 @@ fn token_mint_prints_only_the_token_and_refuses_unknown_scopes() {
     let dir = tempfile::tempdir().expect("dir");
     let token = mint(dir.path(), "voso", &[]);
     assert!(token.starts_with("ap1."));
-    let out = command(dir.path()).args(["token", "mint", "--role", "province", "--province", "99"]).output().expect("run");
+    let out = command(dir.path())
+        .args(["token", "mint", "--role", "province", "--province", "99"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown province code"));
 }
@@ -89,10 +106,16 @@ fn token_mint_prints_only_the_token_and_refuses_unknown_scopes() {
 #[test]
 fn serve_refuses_the_in_process_bus_and_says_what_to_set() {
     let dir = tempfile::tempdir().expect("dir");
-    let out = command(dir.path()).args(["serve", "--target", "gateway"]).output().expect("run");
+    let out = command(dir.path())
+        .args(["serve", "--target", "gateway"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("NATS_URL") && stderr.contains("agriportal up"), "{stderr}");
+    assert!(
+        stderr.contains("NATS_URL") && stderr.contains("agriportal up"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +124,13 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
     let (grpc, http) = (free_port(), free_port());
     let up = Running(
         command(dir.path())
-            .args(["--grpc", &format!("127.0.0.1:{grpc}"), "--http", &format!("127.0.0.1:{http}"), "up"])
+            .args([
+                "--grpc",
+                &format!("127.0.0.1:{grpc}"),
+                "--http",
+                &format!("127.0.0.1:{http}"),
+                "up",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("start up"),
@@ -109,7 +138,9 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
     wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
     // Minted by another process while `up` runs: works at once.
     let token = mint(dir.path(), "postmart", &[]);
-    let mut client = partner_client(&format!("127.0.0.1:{grpc}"), Some(&token)).await.expect("connect");
+    let mut client = partner_client(&format!("127.0.0.1:{grpc}"), Some(&token))
+        .await
+        .expect("connect");
     let record = pb::SalesRecord {
         record_id: "cli-1".into(),
         sale_date: "2023-05-01".into(),
@@ -120,11 +151,22 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
         orders: 3,
         ..Default::default()
     };
-    client.push_sales(pb::PushSalesRequest { batch_id: "cli".into(), records: vec![record] }).await.expect("push");
+    client
+        .push_sales(pb::PushSalesRequest {
+            batch_id: "cli".into(),
+            records: vec![record],
+        })
+        .await
+        .expect("push");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let body: serde_json::Value =
-            reqwest::get(format!("http://127.0.0.1:{http}/api/v1/national")).await.expect("get").json().await.expect("json");
+            reqwest::get(format!("http://127.0.0.1:{http}/api/v1/national"))
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
         if body["sales"]["grams"] == 123_456 {
             break;
         }
@@ -136,8 +178,12 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
 
 #[tokio::test]
 async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
-    let Some(database_url) = testing::fresh_postgres("serve_targets").await else { return };
-    let Some(nats_url) = testing::nats_url("serve_targets").await else { return };
+    let Some(database_url) = testing::fresh_postgres("serve_targets").await else {
+        return;
+    };
+    let Some(nats_url) = testing::nats_url("serve_targets").await else {
+        return;
+    };
     let prefix = testing::unique_prefix("serve_targets");
     let dir = tempfile::tempdir().expect("dir");
     let secret = "binary-test-secret-of-at-least-32-bytes";
@@ -161,13 +207,23 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
         let (grpc, http) = (free_port(), free_port());
         let mut c = command(dir.path());
         with_env(&mut c);
-        c.args(["--grpc", &format!("127.0.0.1:{grpc}"), "--http", &format!("127.0.0.1:{http}"), "serve", "--target", target]);
+        c.args([
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+            "serve",
+            "--target",
+            target,
+        ]);
         children.push(Running(c.stdout(Stdio::null()).spawn().expect("serve")));
         ports.push((grpc, http));
         wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
     }
     let token = mint(dir.path(), "voso", &env);
-    let mut client = partner_client(&format!("127.0.0.1:{}", ports[0].0), Some(&token)).await.expect("connect");
+    let mut client = partner_client(&format!("127.0.0.1:{}", ports[0].0), Some(&token))
+        .await
+        .expect("connect");
     let record = pb::SalesRecord {
         record_id: "dist-1".into(),
         sale_date: "2024-02-02".into(),
@@ -178,18 +234,29 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
         orders: 7,
         ..Default::default()
     };
-    let batch = pb::PushSalesRequest { batch_id: "dist".into(), records: vec![record] };
+    let batch = pb::PushSalesRequest {
+        batch_id: "dist".into(),
+        records: vec![record],
+    };
     client.push_sales(batch.clone()).await.expect("push");
     client.push_sales(batch).await.expect("re-send");
     let national = format!("http://127.0.0.1:{}/api/v1/national", ports[1].1);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let body: serde_json::Value = reqwest::get(&national).await.expect("get").json().await.expect("json");
+        let body: serde_json::Value = reqwest::get(&national)
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         if body["sales"]["by_partner"]["voso"]["grams"] == 5_000_000 {
             assert_eq!(body["sales"]["orders"], 7);
             break;
         }
-        assert!(Instant::now() < deadline, "push never reached the gateway process: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "push never reached the gateway process: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for child in children {

@@ -39,11 +39,17 @@ fn household(id: &str, province: &str, status: HouseholdStatus) -> pb::Onboardin
 }
 
 fn sales(batch: &str, records: Vec<pb::SalesRecord>) -> pb::PushSalesRequest {
-    pb::PushSalesRequest { batch_id: batch.into(), records }
+    pb::PushSalesRequest {
+        batch_id: batch.into(),
+        records,
+    }
 }
 
 fn onboarding(batch: &str, records: Vec<pb::OnboardingRecord>) -> pb::PushOnboardingRequest {
-    pb::PushOnboardingRequest { batch_id: batch.into(), records }
+    pb::PushOnboardingRequest {
+        batch_id: batch.into(),
+        records,
+    }
 }
 
 fn counts(r: &pb::PushResult) -> [u32; 4] {
@@ -59,11 +65,20 @@ struct Ledger {
 
 impl Ledger {
     fn sale(&mut self, partner: &str, r: &pb::SalesRecord, province: &str) {
-        let value = (province.to_string(), r.quantity_grams, r.value_vnd, i64::from(r.orders.max(1)));
-        self.lines.insert((partner.into(), r.record_id.clone()), value);
+        let value = (
+            province.to_string(),
+            r.quantity_grams,
+            r.value_vnd,
+            i64::from(r.orders.max(1)),
+        );
+        self.lines
+            .insert((partner.into(), r.record_id.clone()), value);
     }
     fn household(&mut self, partner: &str, r: &pb::OnboardingRecord, province: &str) {
-        self.households.insert((partner.into(), r.household_ref.clone()), (province.into(), r.status));
+        self.households.insert(
+            (partner.into(), r.household_ref.clone()),
+            (province.into(), r.status),
+        );
     }
     fn sales_of(&self, partner: Option<&str>) -> [i64; 3] {
         let mut t = [0; 3];
@@ -80,7 +95,8 @@ impl Ledger {
         self.households
             .iter()
             .filter(|((p, _), (_, s))| {
-                partner.is_none_or(|w| w == p) && (!active_only || *s == HouseholdStatus::Active as i32)
+                partner.is_none_or(|w| w == p)
+                    && (!active_only || *s == HouseholdStatus::Active as i32)
             })
             .count() as i64
     }
@@ -100,36 +116,88 @@ impl Ledger {
 }
 
 async fn exact_totals(mode: Mode) {
-    let Some(app) = spawn_app(mode, "exact_totals").await else { return };
+    let Some(app) = spawn_app(mode, "exact_totals").await else {
+        return;
+    };
     let mut postmart = app.partner("postmart").await;
     let mut voso = app.partner("voso").await;
     let mut ledger = Ledger::default();
 
-    let a = sales("A", vec![line("a1", "01", 1_000, 50_000, 2), line("a2", "79", 2_500, 80_000, 0), line("a3", "02", 700, 9_000, 1)]);
-    let first = postmart.push_sales(a.clone()).await.expect("push A").into_inner();
+    let a = sales(
+        "A",
+        vec![
+            line("a1", "01", 1_000, 50_000, 2),
+            line("a2", "79", 2_500, 80_000, 0),
+            line("a3", "02", 700, 9_000, 1),
+        ],
+    );
+    let first = postmart
+        .push_sales(a.clone())
+        .await
+        .expect("push A")
+        .into_inner();
     assert_eq!(counts(&first), [3, 0, 0, 0]);
     for (r, p) in a.records.iter().zip(["01", "79", "08"]) {
         ledger.sale("postmart", r, p);
     }
     // A lost reply: the partner sends the same batch again and gets the same answer.
-    let again = postmart.push_sales(a.clone()).await.expect("push A again").into_inner();
+    let again = postmart
+        .push_sales(a.clone())
+        .await
+        .expect("push A again")
+        .into_inner();
     assert_eq!(again, first);
 
-    let b = sales("B", vec![line("b1", "79", 4_000, 120_000, 3), line("b2", "92", 10, 1_000, 1)]);
-    assert_eq!(counts(&voso.push_sales(b.clone()).await.expect("push B").into_inner()), [2, 0, 0, 0]);
+    let b = sales(
+        "B",
+        vec![
+            line("b1", "79", 4_000, 120_000, 3),
+            line("b2", "92", 10, 1_000, 1),
+        ],
+    );
+    assert_eq!(
+        counts(
+            &voso
+                .push_sales(b.clone())
+                .await
+                .expect("push B")
+                .into_inner()
+        ),
+        [2, 0, 0, 0]
+    );
     for r in &b.records {
         ledger.sale("voso", r, &r.province_code);
     }
     // Record ids belong to a partner: Vỏ Sò's `a1` is not Postmart's `a1`.
     let c = sales("C", vec![line("a1", "01", 300, 3_000, 1)]);
-    assert_eq!(counts(&voso.push_sales(c.clone()).await.expect("push C").into_inner()), [1, 0, 0, 0]);
+    assert_eq!(
+        counts(
+            &voso
+                .push_sales(c.clone())
+                .await
+                .expect("push C")
+                .into_inner()
+        ),
+        [1, 0, 0, 0]
+    );
     ledger.sale("voso", &c.records[0], "01");
 
     // One unchanged, one correction, one new line.
     let mut corrected = line("a2", "79", 2_600, 82_000, 4);
     corrected.category = "vegetables".into();
-    let d = sales("D", vec![line("a1", "01", 1_000, 50_000, 2), corrected.clone(), line("a4", "48", 5, 500, 1)]);
-    let result = postmart.push_sales(d.clone()).await.expect("push D").into_inner();
+    let d = sales(
+        "D",
+        vec![
+            line("a1", "01", 1_000, 50_000, 2),
+            corrected.clone(),
+            line("a4", "48", 5, 500, 1),
+        ],
+    );
+    let result = postmart
+        .push_sales(d.clone())
+        .await
+        .expect("push D")
+        .into_inner();
     assert_eq!(counts(&result), [1, 1, 1, 0]);
     ledger.sale("postmart", &corrected, "79");
     ledger.sale("postmart", &d.records[2], "48");
@@ -142,18 +210,68 @@ async fn exact_totals(mode: Mode) {
     assert!(err.message().contains("batch_id"), "{}", err.message());
 
     // Reconciliation: a partner reads its own batches only.
-    let got = postmart.get_batch(pb::GetBatchRequest { batch_id: "D".into() }).await.expect("get D").into_inner();
+    let got = postmart
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "D".into(),
+        })
+        .await
+        .expect("get D")
+        .into_inner();
     assert_eq!(got, result);
-    let err = voso.get_batch(pb::GetBatchRequest { batch_id: "D".into() }).await.expect_err("not voso's");
+    let err = voso
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "D".into(),
+        })
+        .await
+        .expect_err("not voso's");
     assert_eq!(err.code(), Code::NotFound);
 
     // Households: a status change and a move are updates, never a second household.
-    let h = onboarding("H1", vec![household("h1", "01", HouseholdStatus::Active), household("h2", "33", HouseholdStatus::Active)]);
-    assert_eq!(counts(&postmart.push_onboarding(h.clone()).await.expect("H1").into_inner()), [2, 0, 0, 0]);
-    let h2 = onboarding("H2", vec![household("h1", "01", HouseholdStatus::Suspended), household("h2", "79", HouseholdStatus::Active)]);
-    assert_eq!(counts(&postmart.push_onboarding(h2.clone()).await.expect("H2").into_inner()), [0, 0, 2, 0]);
+    let h = onboarding(
+        "H1",
+        vec![
+            household("h1", "01", HouseholdStatus::Active),
+            household("h2", "33", HouseholdStatus::Active),
+        ],
+    );
+    assert_eq!(
+        counts(
+            &postmart
+                .push_onboarding(h.clone())
+                .await
+                .expect("H1")
+                .into_inner()
+        ),
+        [2, 0, 0, 0]
+    );
+    let h2 = onboarding(
+        "H2",
+        vec![
+            household("h1", "01", HouseholdStatus::Suspended),
+            household("h2", "79", HouseholdStatus::Active),
+        ],
+    );
+    assert_eq!(
+        counts(
+            &postmart
+                .push_onboarding(h2.clone())
+                .await
+                .expect("H2")
+                .into_inner()
+        ),
+        [0, 0, 2, 0]
+    );
     let h3 = onboarding("H3", vec![household("h1", "01", HouseholdStatus::Active)]);
-    assert_eq!(counts(&voso.push_onboarding(h3.clone()).await.expect("H3").into_inner()), [1, 0, 0, 0]);
+    assert_eq!(
+        counts(
+            &voso
+                .push_onboarding(h3.clone())
+                .await
+                .expect("H3")
+                .into_inner()
+        ),
+        [1, 0, 0, 0]
+    );
     for r in &h2.records {
         ledger.household("postmart", r, &r.province_code);
     }
@@ -172,9 +290,17 @@ async fn check_breakdowns(app: &TestApp, ledger: &Ledger, national: &Value) {
     assert_eq!(status, 200);
     let provinces = list["provinces"].as_array().expect("provinces");
     assert_eq!(provinces.len(), 34);
-    let grams: i64 = provinces.iter().map(|p| p["sales"]["grams"].as_i64().unwrap_or(0)).sum();
+    let grams: i64 = provinces
+        .iter()
+        .map(|p| p["sales"]["grams"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(national["sales"]["grams"], grams);
-    let hcm_grams: i64 = ledger.lines.values().filter(|l| l.0 == "79").map(|l| l.1).sum();
+    let hcm_grams: i64 = ledger
+        .lines
+        .values()
+        .filter(|l| l.0 == "79")
+        .map(|l| l.1)
+        .sum();
     let (status, hcm) = app.get("/api/v1/provinces/79").await;
     assert_eq!(status, 200);
     assert_eq!(hcm["sales"]["grams"], hcm_grams);
@@ -186,29 +312,61 @@ async fn check_breakdowns(app: &TestApp, ledger: &Ledger, national: &Value) {
     assert_eq!(merged["sales"]["grams"], 700);
     let (status, missing) = app.get("/api/v1/provinces/99").await;
     assert_eq!(status, 404);
-    assert!(missing["error"]["message"].as_str().unwrap_or("").contains("99"));
+    assert!(missing["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("99"));
 
-    let regions: i64 = national["by_region"].as_array().expect("regions").iter().map(|r| r["grams"].as_i64().unwrap_or(0)).sum();
+    let regions: i64 = national["by_region"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| r["grams"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(regions, grams);
 
     // The time series sums to the same totals.
-    let (status, series) = app.get("/api/v1/timeseries?metric=sales_grams&granularity=month&from=2022-01-01&to=2022-12-31").await;
+    let (status, series) = app
+        .get(
+            "/api/v1/timeseries?metric=sales_grams&granularity=month&from=2022-01-01&to=2022-12-31",
+        )
+        .await;
     assert_eq!(status, 200, "{series}");
     let points = series["points"].as_array().expect("points");
     assert_eq!(points.len(), 12);
-    let total: i64 = points.iter().map(|p| p["value"].as_i64().unwrap_or(0)).sum();
+    let total: i64 = points
+        .iter()
+        .map(|p| p["value"].as_i64().unwrap_or(0))
+        .sum();
     assert_eq!(total, grams);
     let (_, voso_orders) = app.get("/api/v1/timeseries?metric=orders&granularity=day&from=2022-03-10&to=2022-03-10&partner=voso").await;
-    assert_eq!(voso_orders["points"][0]["value"], ledger.sales_of(Some("voso"))[2]);
+    assert_eq!(
+        voso_orders["points"][0]["value"],
+        ledger.sales_of(Some("voso"))[2]
+    );
     let (_, hh) = app.get("/api/v1/timeseries?metric=households_onboarded&granularity=week&from=2021-08-30&to=2021-09-05").await;
     assert_eq!(hh["points"][0]["value"], ledger.households_of(None, false));
 
     // gRPC gives the same figures as HTTP.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc)).expect("uri").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
     let mut dashboard = gpb::dashboard_client::DashboardClient::new(channel);
-    let summary = dashboard.get_national_summary(gpb::GetNationalSummaryRequest {}).await.expect("summary").into_inner();
-    assert_eq!(Value::from(summary.sales.expect("sales").grams), national["sales"]["grams"]);
-    assert_eq!(Value::from(summary.households.expect("households").onboarded), national["households"]["onboarded"]);
+    let summary = dashboard
+        .get_national_summary(gpb::GetNationalSummaryRequest {})
+        .await
+        .expect("summary")
+        .into_inner();
+    assert_eq!(
+        Value::from(summary.sales.expect("sales").grams),
+        national["sales"]["grams"]
+    );
+    assert_eq!(
+        Value::from(summary.households.expect("households").onboarded),
+        national["households"]["onboarded"]
+    );
     let series = dashboard
         .get_time_series(gpb::GetTimeSeriesRequest {
             metric: "sales_grams".into(),
@@ -221,7 +379,10 @@ async fn check_breakdowns(app: &TestApp, ledger: &Ledger, national: &Value) {
         .expect("series")
         .into_inner();
     assert_eq!(series.points.iter().map(|p| p.value).sum::<i64>(), grams);
-    let err = dashboard.get_province(gpb::GetProvinceRequest { code: "xx".into() }).await.expect_err("unknown");
+    let err = dashboard
+        .get_province(gpb::GetProvinceRequest { code: "xx".into() })
+        .await
+        .expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -238,18 +399,31 @@ async fn exact_totals_on_postgres_and_jetstream() {
 /// Events published again (a relay that crashed after publishing, a re-send past the bus's
 /// de-duplication window) and a restart in the middle of a stream change no total.
 async fn republished_events_and_restart(mode: Mode) {
-    let Some(app) = spawn_app(mode, "republish").await else { return };
+    let Some(app) = spawn_app(mode, "republish").await else {
+        return;
+    };
     let mut postmart = app.partner("postmart").await;
     let mut ledger = Ledger::default();
     let mut pushed = 0;
     for batch in 0..6 {
         let records: Vec<pb::SalesRecord> = (0..50)
-            .map(|i| line(&format!("r{batch}-{i}"), "37", 100 + i, 1_000 + i, 1 + (i as u32 % 3)))
+            .map(|i| {
+                line(
+                    &format!("r{batch}-{i}"),
+                    "37",
+                    100 + i,
+                    1_000 + i,
+                    1 + (i as u32 % 3),
+                )
+            })
             .collect();
         for r in &records {
             ledger.sale("postmart", r, "37");
         }
-        postmart.push_sales(sales(&format!("S{batch}"), records)).await.expect("push");
+        postmart
+            .push_sales(sales(&format!("S{batch}"), records))
+            .await
+            .expect("push");
         pushed += 1;
     }
     assert_eq!(pushed, 6);
@@ -271,16 +445,40 @@ async fn republished_events_and_restart(mode: Mode) {
     // A marker pushed after the re-published events: once it shows, they were consumed.
     let marker = line("marker", "37", 1, 1, 1);
     ledger.sale("postmart", &marker, "37");
-    postmart.push_sales(sales("marker", vec![marker])).await.expect("marker");
+    postmart
+        .push_sales(sales("marker", vec![marker]))
+        .await
+        .expect("marker");
     app.wait_national(|n| ledger.matches(n)).await;
 
     // Restart in the middle of a stream: batches pushed before the stop and after the start,
     // with a re-send of one across the restart, add up exactly.
     let app = app.restart().await;
     let mut postmart = app.partner("postmart").await;
-    let resend = sales("S5", (0..50).map(|i| line(&format!("r5-{i}"), "37", 100 + i, 1_000 + i, 1 + (i as u32 % 3))).collect());
-    let replayed = postmart.push_sales(resend).await.expect("resend").into_inner();
-    assert_eq!(counts(&replayed), [50, 0, 0, 0], "a replayed batch returns its first result");
+    let resend = sales(
+        "S5",
+        (0..50)
+            .map(|i| {
+                line(
+                    &format!("r5-{i}"),
+                    "37",
+                    100 + i,
+                    1_000 + i,
+                    1 + (i as u32 % 3),
+                )
+            })
+            .collect(),
+    );
+    let replayed = postmart
+        .push_sales(resend)
+        .await
+        .expect("resend")
+        .into_inner();
+    assert_eq!(
+        counts(&replayed),
+        [50, 0, 0, 0],
+        "a replayed batch returns its first result"
+    );
     let after = sales("after", vec![line("late", "96", 9_999, 99_999, 9)]);
     ledger.sale("postmart", &after.records[0], "96");
     postmart.push_sales(after).await.expect("after restart");
@@ -289,7 +487,13 @@ async fn republished_events_and_restart(mode: Mode) {
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0))
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }
 
 /// The marketplace's outbox rows (subject, payload), read from its own store.
@@ -314,9 +518,12 @@ async fn republished_events_and_restart_on_postgres_and_jetstream() {
 }
 
 async fn rejections(mode: Mode) {
-    let Some(app) = spawn_app(mode, "rejections").await else { return };
+    let Some(app) = spawn_app(mode, "rejections").await else {
+        return;
+    };
     let mut voso = app.partner("voso").await;
-    let tomorrow = (agriportal_marketplace::domain::today_in_vietnam() + time::Duration::days(1)).to_string();
+    let tomorrow =
+        (agriportal_marketplace::domain::today_in_vietnam() + time::Duration::days(1)).to_string();
     let mut bad: Vec<(pb::SalesRecord, &str)> = Vec::new();
     let base = line("x", "01", 10, 10, 1);
     let mut push = |f: &dyn Fn(&mut pb::SalesRecord), field: &'static str| {
@@ -344,11 +551,18 @@ async fn rejections(mode: Mode) {
     let mut records: Vec<pb::SalesRecord> = bad.iter().map(|(r, _)| r.clone()).collect();
     records.insert(0, good);
     records[4].commune_code = "00004".into(); // `bad-3`: in 79 with a Hà Nội commune
-    let result = voso.push_sales(sales("mixed", records.clone())).await.expect("push").into_inner();
+    let result = voso
+        .push_sales(sales("mixed", records.clone()))
+        .await
+        .expect("push")
+        .into_inner();
     assert_eq!(result.accepted, 1);
     assert_eq!(result.rejected as usize, bad.len());
     for (rejection, (record, field)) in result.rejections.iter().zip(&bad) {
-        assert_eq!(records[rejection.index as usize].record_id, record.record_id);
+        assert_eq!(
+            records[rejection.index as usize].record_id,
+            record.record_id
+        );
         assert_eq!(rejection.field, *field, "{rejection:?}");
         assert!(rejection.reason.len() > 10, "{rejection:?}");
     }
@@ -358,7 +572,14 @@ async fn rejections(mode: Mode) {
     let mut unknown_category = household("hy", "01", HouseholdStatus::Active);
     unknown_category.categories.push("gold".into());
     let result = voso
-        .push_onboarding(onboarding("hb", vec![unknown_status, unknown_category, household("hz", "01", HouseholdStatus::Closed)]))
+        .push_onboarding(onboarding(
+            "hb",
+            vec![
+                unknown_status,
+                unknown_category,
+                household("hz", "01", HouseholdStatus::Closed),
+            ],
+        ))
         .await
         .expect("onboarding")
         .into_inner();
@@ -367,8 +588,13 @@ async fn rejections(mode: Mode) {
     assert_eq!(result.rejections[1].field, "categories");
 
     // Batches over the limits are refused whole, naming the limit, and nothing is kept.
-    let many: Vec<pb::SalesRecord> = (0..10_001).map(|i| line(&format!("m{i}"), "01", 1, 1, 1)).collect();
-    let err = voso.push_sales(sales("too-many", many)).await.expect_err("too many");
+    let many: Vec<pb::SalesRecord> = (0..10_001)
+        .map(|i| line(&format!("m{i}"), "01", 1, 1, 1))
+        .collect();
+    let err = voso
+        .push_sales(sales("too-many", many))
+        .await
+        .expect_err("too many");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("10000"), "{}", err.message());
     let big: Vec<pb::SalesRecord> = (0..5_000)
@@ -378,17 +604,29 @@ async fn rejections(mode: Mode) {
             r
         })
         .collect();
-    let err = voso.push_sales(sales("too-big", big)).await.expect_err("too big");
+    let err = voso
+        .push_sales(sales("too-big", big))
+        .await
+        .expect_err("too big");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("4194304"), "{}", err.message());
     for id in ["too-many", "too-big"] {
-        let err = voso.get_batch(pb::GetBatchRequest { batch_id: id.into() }).await.expect_err("not kept");
+        let err = voso
+            .get_batch(pb::GetBatchRequest {
+                batch_id: id.into(),
+            })
+            .await
+            .expect_err("not kept");
         assert_eq!(err.code(), Code::NotFound);
     }
-    let err = voso.push_sales(sales("", vec![line("e", "01", 1, 1, 1)])).await.expect_err("no batch id");
+    let err = voso
+        .push_sales(sales("", vec![line("e", "01", 1, 1, 1)]))
+        .await
+        .expect_err("no batch id");
     assert_eq!(err.code(), Code::InvalidArgument);
     // Only the one good line and one household count.
-    app.wait_national(|n| n["sales"]["grams"] == 10 && n["households"]["onboarded"] == 1).await;
+    app.wait_national(|n| n["sales"]["grams"] == 10 && n["households"]["onboarded"] == 1)
+        .await;
     app.stop().await;
 }
 
@@ -403,29 +641,71 @@ async fn every_rejection_is_reported_on_postgres_and_jetstream() {
 }
 
 async fn authentication(mode: Mode) {
-    let Some(app) = spawn_app(mode, "authentication").await else { return };
+    let Some(app) = spawn_app(mode, "authentication").await else {
+        return;
+    };
     let batch = || sales("auth", vec![line("x", "01", 1, 1, 1)]);
     let mut none = app.client_with(None).await;
     let err = none.push_sales(batch()).await.expect_err("no token");
     assert_eq!(err.code(), Code::Unauthenticated);
     let mut garbage = app.client_with(Some("not-a-token")).await;
-    assert_eq!(garbage.push_sales(batch()).await.expect_err("garbage").code(), Code::Unauthenticated);
+    assert_eq!(
+        garbage
+            .push_sales(batch())
+            .await
+            .expect_err("garbage")
+            .code(),
+        Code::Unauthenticated
+    );
     let foreign = Authenticator::new(&[9u8; 32], None).expect("auth");
-    let (foreign, _) = foreign.mint(Role::Partner { partner: "voso".into() }, Duration::from_secs(60)).expect("mint");
+    let (foreign, _) = foreign
+        .mint(
+            Role::Partner {
+                partner: "voso".into(),
+            },
+            Duration::from_secs(60),
+        )
+        .expect("mint");
     let mut forged = app.client_with(Some(&foreign)).await;
-    assert_eq!(forged.push_sales(batch()).await.expect_err("foreign").code(), Code::Unauthenticated);
-    for role in [Role::Admin, Role::Province { province: "01".into() }] {
+    assert_eq!(
+        forged
+            .push_sales(batch())
+            .await
+            .expect_err("foreign")
+            .code(),
+        Code::Unauthenticated
+    );
+    for role in [
+        Role::Admin,
+        Role::Province {
+            province: "01".into(),
+        },
+    ] {
         let token = app.token(role);
         let mut client = app.client_with(Some(&token)).await;
         let err = client.push_sales(batch()).await.expect_err("not a partner");
         assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-        assert_eq!(client.get_batch(pb::GetBatchRequest { batch_id: "auth".into() }).await.expect_err("x").code(), Code::PermissionDenied);
+        assert_eq!(
+            client
+                .get_batch(pb::GetBatchRequest {
+                    batch_id: "auth".into()
+                })
+                .await
+                .expect_err("x")
+                .code(),
+            Code::PermissionDenied
+        );
     }
     // A token minted while the system runs works at once; once revoked it stops working.
     let (token, claims) = app
         .ctx
         .auth
-        .mint(Role::Partner { partner: "postmart".into() }, Duration::from_secs(60))
+        .mint(
+            Role::Partner {
+                partner: "postmart".into(),
+            },
+            Duration::from_secs(60),
+        )
         .expect("mint");
     let mut client = app.client_with(Some(&token)).await;
     client.push_sales(batch()).await.expect("fresh token works");
@@ -448,14 +728,25 @@ async fn authentication_and_permissions_on_postgres_and_jetstream() {
 
 #[tokio::test]
 async fn bad_dashboard_queries_get_json_errors() {
-    let Some(app) = spawn_app(Mode::Embedded, "bad_queries").await else { return };
+    let Some(app) = spawn_app(Mode::Embedded, "bad_queries").await else {
+        return;
+    };
     for (query, words) in [
         ("", "metric"),
         ("metric=orders&from=2022-01-01&to=2021-01-01", "before"),
         ("metric=orders&from=1900-01-01&to=2100-01-01", "3660"),
-        ("metric=orders&from=2022-01-01&to=2022-01-31&granularity=year", "granularity"),
-        ("metric=orders&from=2022-01-01&to=2022-01-31&partner=lazada", "partner"),
-        ("metric=orders&from=2022-01-01&to=2022-01-31&bogus=1", "bogus"),
+        (
+            "metric=orders&from=2022-01-01&to=2022-01-31&granularity=year",
+            "granularity",
+        ),
+        (
+            "metric=orders&from=2022-01-01&to=2022-01-31&partner=lazada",
+            "partner",
+        ),
+        (
+            "metric=orders&from=2022-01-01&to=2022-01-31&bogus=1",
+            "bogus",
+        ),
         ("metric=orders&from=%FF%FE&to=2022-01-31", "from"),
         ("metric=orders%FF&from=2022-01-01&to=2022-01-31", "metric"),
     ] {
@@ -464,7 +755,12 @@ async fn bad_dashboard_queries_get_json_errors() {
         let message = body["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains(words), "{query}: {message}");
     }
-    let page = reqwest::get(format!("http://{}/", app.http)).await.expect("page").text().await.expect("text");
+    let page = reqwest::get(format!("http://{}/", app.http))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
     assert!(page.contains("Tiến độ toàn quốc") && page.contains("5.000.000"));
     app.stop().await;
 }

@@ -61,7 +61,14 @@ async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
     let http_addr = http.local_addr().expect("addr").to_string();
     let ctx = Context::open(config.clone()).await.expect("open context");
     let handle = tokio::spawn(agriportal::app::run_context(ctx.clone(), grpc, http));
-    let app = TestApp { config, grpc: grpc_addr, http: http_addr, ctx, handle: Some(handle), _dir: dir };
+    let app = TestApp {
+        config,
+        grpc: grpc_addr,
+        http: http_addr,
+        ctx,
+        handle: Some(handle),
+        _dir: dir,
+    };
     app.wait_ready().await;
     app
 }
@@ -82,14 +89,19 @@ impl TestApp {
 
     /// Mints a token with the system's secret.
     pub fn token(&self, role: Role) -> String {
-        let auth = Authenticator::new(&token_secret(&self.config).expect("secret"), None).expect("auth");
+        let auth =
+            Authenticator::new(&token_secret(&self.config).expect("secret"), None).expect("auth");
         auth.mint(role, Duration::from_secs(3600)).expect("mint").0
     }
 
     /// A partner's client.
     pub async fn partner(&self, partner: &str) -> PartnerClient {
-        let token = self.token(Role::Partner { partner: partner.into() });
-        partner_client(&self.grpc, Some(&token)).await.expect("connect")
+        let token = self.token(Role::Partner {
+            partner: partner.into(),
+        });
+        partner_client(&self.grpc, Some(&token))
+            .await
+            .expect("connect")
     }
 
     /// A client with an arbitrary token (or none).
@@ -99,7 +111,9 @@ impl TestApp {
 
     /// GET a JSON document from the gateway.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("http://{}{path}", self.http)).await.expect("http");
+        let r = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .expect("http");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -112,7 +126,10 @@ impl TestApp {
             if done(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "national figures never matched; last: {body:#}");
+            assert!(
+                Instant::now() < deadline,
+                "national figures never matched; last: {body:#}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -19,11 +19,20 @@ use crate::domain::Deltas;
 use crate::store::{GatewayStore, PendingEvent};
 
 /// Starts the consumer; it runs until `shutdown`.
-pub fn spawn(store: Arc<dyn GatewayStore>, bus: Arc<dyn Bus>, shutdown: CancellationToken, tasks: &TaskTracker) {
+pub fn spawn(
+    store: Arc<dyn GatewayStore>,
+    bus: Arc<dyn Bus>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
     tasks.spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let spec = ConsumerSpec { durable: CONSUMER.into(), subjects: vec![SUBJECTS.into()], ack_wait: ACK_WAIT };
+            let spec = ConsumerSpec {
+                durable: CONSUMER.into(),
+                subjects: vec![SUBJECTS.into()],
+                ack_wait: ACK_WAIT,
+            };
             let consumer = tokio::select! {
                 c = bus.consumer(spec) => c,
                 _ = shutdown.cancelled() => return,
@@ -96,7 +105,8 @@ pub fn decode(deliveries: &[Delivery]) -> Vec<PendingEvent> {
     let mut events = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let message = &delivery.message;
-        let span = tracing::info_span!("apply_event", subject = %message.subject, event_id = %message.id);
+        let span =
+            tracing::info_span!("apply_event", subject = %message.subject, event_id = %message.id);
         set_parent_from_headers(&span, &message.headers);
         let _entered = span.enter();
         let mut deltas = Deltas::default();
@@ -106,28 +116,49 @@ pub fn decode(deliveries: &[Delivery]) -> Vec<PendingEvent> {
             "marketplace.sales_recorded" => mpb::SalesRecorded::decode(message.payload.as_ref())
                 .map_err(|e| e.to_string())
                 .and_then(|e| deltas.add_sales(&e).map(|()| e.event_id)),
-            "marketplace.households_recorded" => mpb::HouseholdsRecorded::decode(message.payload.as_ref())
-                .map_err(|e| e.to_string())
-                .and_then(|e| deltas.add_households(&e).map(|()| e.event_id)),
+            "marketplace.households_recorded" => {
+                mpb::HouseholdsRecorded::decode(message.payload.as_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| deltas.add_households(&e).map(|()| e.event_id))
+            }
             other => Err(format!("unknown subject {other}")),
         };
-        match outcome.and_then(|id| if id.is_empty() { Err("event has no id".to_string()) } else { Ok(id) }) {
+        match outcome.and_then(|id| {
+            if id.is_empty() {
+                Err("event has no id".to_string())
+            } else {
+                Ok(id)
+            }
+        }) {
             Ok(event_id) => events.push(PendingEvent { event_id, deltas }),
             Err(err) => {
                 tracing::error!(error = %err, "skipping an event that cannot be applied");
-                metrics().add("agriportal_gateway_events_skipped_total", "", "Events that could not be decoded", 1);
+                metrics().add(
+                    "agriportal_gateway_events_skipped_total",
+                    "",
+                    "Events that could not be decoded",
+                    1,
+                );
             }
         }
     }
     events
 }
 
-async fn apply(store: &dyn GatewayStore, deliveries: &[Delivery]) -> agriportal_platform::Result<()> {
+async fn apply(
+    store: &dyn GatewayStore,
+    deliveries: &[Delivery],
+) -> agriportal_platform::Result<()> {
     let events = decode(deliveries);
     let span = tracing::info_span!("apply_events", count = events.len());
     let applied = store.apply(&events).instrument(span).await?;
     let m = metrics();
-    m.add("agriportal_gateway_events_applied_total", "", "Events applied to the rollups", applied as i64);
+    m.add(
+        "agriportal_gateway_events_applied_total",
+        "",
+        "Events applied to the rollups",
+        applied as i64,
+    );
     m.add(
         "agriportal_gateway_events_duplicate_total",
         "",

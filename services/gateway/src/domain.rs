@@ -43,7 +43,12 @@ impl Deltas {
             }
             match &change.current {
                 Some(current) => self.sales(partner, current, 1),
-                None => return Err(format!("sales change {} has no current figures", change.record_id)),
+                None => {
+                    return Err(format!(
+                        "sales change {} has no current figures",
+                        change.record_id
+                    ))
+                }
             }
         }
         self.newest_ms = self.newest_ms.max(event.recorded_at_ms);
@@ -51,13 +56,28 @@ impl Deltas {
     }
 
     fn sales(&mut self, partner: &'static str, f: &mpb::SalesFigures, sign: i64) {
-        let cell = [f.quantity_grams * sign, f.value_vnd * sign, i64::from(f.orders) * sign, sign];
+        let cell = [
+            f.quantity_grams * sign,
+            f.value_vnd * sign,
+            i64::from(f.orders) * sign,
+            sign,
+        ];
         let daily = self
             .sales_daily
-            .entry((f.sale_date.clone(), f.province_code.clone(), partner, f.category.clone()))
+            .entry((
+                f.sale_date.clone(),
+                f.province_code.clone(),
+                partner,
+                f.category.clone(),
+            ))
             .or_default();
         add(daily, &cell);
-        add(self.sales_totals.entry((f.province_code.clone(), partner)).or_default(), &cell);
+        add(
+            self.sales_totals
+                .entry((f.province_code.clone(), partner))
+                .or_default(),
+            &cell,
+        );
     }
 
     /// Adds a households event: a changed household leaves its old cell and joins its new one.
@@ -69,7 +89,12 @@ impl Deltas {
             }
             match &change.current {
                 Some(current) => self.household(partner, current, 1),
-                None => return Err(format!("household change {} has no current figures", change.household_ref)),
+                None => {
+                    return Err(format!(
+                        "household change {} has no current figures",
+                        change.household_ref
+                    ))
+                }
             }
         }
         self.newest_ms = self.newest_ms.max(event.recorded_at_ms);
@@ -80,9 +105,17 @@ impl Deltas {
         let status = i64::from(f.status);
         *self
             .households_daily
-            .entry((f.registered_on.clone(), f.province_code.clone(), partner, status))
+            .entry((
+                f.registered_on.clone(),
+                f.province_code.clone(),
+                partner,
+                status,
+            ))
             .or_default() += sign;
-        *self.household_totals.entry((f.province_code.clone(), partner, status)).or_default() += sign;
+        *self
+            .household_totals
+            .entry((f.province_code.clone(), partner, status))
+            .or_default() += sign;
     }
 
     /// True when applying would change nothing.
@@ -98,7 +131,9 @@ fn add(cell: &mut SalesCell, by: &SalesCell) {
 }
 
 fn event_partner(value: i32) -> Result<&'static str, String> {
-    Partner::from_proto(value).map(Partner::code).ok_or_else(|| format!("event names no known partner ({value})"))
+    Partner::from_proto(value)
+        .map(Partner::code)
+        .ok_or_else(|| format!("event names no known partner ({value})"))
 }
 
 /// One row of `sales_totals`.
@@ -231,7 +266,10 @@ fn empty_households(target: Option<i64>) -> HouseholdsView {
 fn empty_sales() -> SalesWithPartners {
     SalesWithPartners {
         total: SalesView::default(),
-        by_partner: Partner::ALL.iter().map(|p| (p.code(), PartnerSales::default())).collect(),
+        by_partner: Partner::ALL
+            .iter()
+            .map(|p| (p.code(), PartnerSales::default()))
+            .collect(),
     }
 }
 
@@ -257,7 +295,8 @@ fn add_households(view: &mut HouseholdsView, partner: &str, status: i64, househo
         *view.by_partner.entry(p.code()).or_default() += households;
     }
     if let Some(target) = view.target.filter(|t| *t > 0) {
-        view.progress_pct = Some((view.onboarded as f64 * 10_000.0 / target as f64).round() / 100.0);
+        view.progress_pct =
+            Some((view.onboarded as f64 * 10_000.0 / target as f64).round() / 100.0);
     }
 }
 
@@ -285,28 +324,52 @@ pub fn provinces(sales: &[SalesTotal], households: &[HouseholdTotal]) -> Vec<Pro
     }
     for row in households {
         if let Some(view) = views.get_mut(row.province_code.as_str()) {
-            add_households(&mut view.households, &row.partner, row.status, row.households);
+            add_households(
+                &mut view.households,
+                &row.partner,
+                row.status,
+                row.households,
+            );
         }
     }
     views.into_values().collect()
 }
 
 /// National figures from the totals tables.
-pub fn national(sales: &[SalesTotal], households: &[HouseholdTotal], as_of: Option<String>) -> NationalView {
+pub fn national(
+    sales: &[SalesTotal],
+    households: &[HouseholdTotal],
+    as_of: Option<String>,
+) -> NationalView {
     let mut view = NationalView {
         as_of,
         households: empty_households(Some(HOUSEHOLD_TARGET)),
         sales: empty_sales(),
-        by_region: REGIONS.iter().map(|r| RegionView { region: r, ..RegionView::default() }).collect(),
+        by_region: REGIONS
+            .iter()
+            .map(|r| RegionView {
+                region: r,
+                ..RegionView::default()
+            })
+            .collect(),
     };
     for row in sales {
         add_sales(&mut view.sales, &row.partner, &row.cell);
     }
     for row in households {
-        add_households(&mut view.households, &row.partner, row.status, row.households);
+        add_households(
+            &mut view.households,
+            &row.partner,
+            row.status,
+            row.households,
+        );
     }
     for province in provinces(sales, households) {
-        if let Some(region) = view.by_region.iter_mut().find(|r| r.region == province.region) {
+        if let Some(region) = view
+            .by_region
+            .iter_mut()
+            .find(|r| r.region == province.region)
+        {
             region.grams += province.sales.total.grams;
             region.value_vnd += province.sales.total.value_vnd;
             region.orders += province.sales.total.orders;
@@ -366,7 +429,9 @@ impl Granularity {
     pub fn start_of(self, day: Date) -> Date {
         match self {
             Granularity::Day => day,
-            Granularity::Week => day - Duration::days(i64::from(day.weekday().number_days_from_monday())),
+            Granularity::Week => {
+                day - Duration::days(i64::from(day.weekday().number_days_from_monday()))
+            }
             Granularity::Month => day.replace_day(1).unwrap_or(day),
         }
     }
@@ -431,7 +496,10 @@ fn parse_day(name: &str, value: Option<&str>) -> Result<Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     Date::parse(value, format).map_err(|_| {
         let shown: String = value.chars().take(20).collect();
-        bad_parameter(name, format!("`{shown}` is not a date in the form YYYY-MM-DD"))
+        bad_parameter(
+            name,
+            format!("`{shown}` is not a date in the form YYYY-MM-DD"),
+        )
     })
 }
 
@@ -459,10 +527,18 @@ impl SeriesParams {
         let from = parse_day("from", non_empty(&self.from))?;
         let to = parse_day("to", non_empty(&self.to))?;
         if to < from {
-            return Err(bad_parameter("to", format!("({to}) is before `from` ({from})")));
+            return Err(bad_parameter(
+                "to",
+                format!("({to}) is before `from` ({from})"),
+            ));
         }
         if (to - from).whole_days() > MAX_SERIES_DAYS {
-            return Err(bad_parameter("to", format!("is more than {MAX_SERIES_DAYS} days after `from`; ask for a shorter range")));
+            return Err(bad_parameter(
+                "to",
+                format!(
+                    "is more than {MAX_SERIES_DAYS} days after `from`; ask for a shorter range"
+                ),
+            ));
         }
         let province = match non_empty(&self.province) {
             Some(code) => Some(
@@ -474,10 +550,20 @@ impl SeriesParams {
             None => None,
         };
         let partner = match non_empty(&self.partner) {
-            Some(code) => Some(Partner::from_code(code).ok_or_else(|| bad_parameter("partner", "must be postmart or voso"))?),
+            Some(code) => Some(
+                Partner::from_code(code)
+                    .ok_or_else(|| bad_parameter("partner", "must be postmart or voso"))?,
+            ),
             None => None,
         };
-        Ok(SeriesQuery { metric, granularity, from, to, province, partner })
+        Ok(SeriesQuery {
+            metric,
+            granularity,
+            from,
+            to,
+            province,
+            partner,
+        })
     }
 }
 
@@ -506,7 +592,12 @@ pub fn bucket(query: &SeriesQuery, daily: &[(Date, i64)]) -> Vec<Point> {
             *sums.entry(query.granularity.start_of(*day)).or_default() += value;
         }
     }
-    sums.into_iter().map(|(d, value)| Point { period_start: d.to_string(), value }).collect()
+    sums.into_iter()
+        .map(|(d, value)| Point {
+            period_start: d.to_string(),
+            value,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -530,7 +621,11 @@ mod tests {
         let mut d = Deltas::default();
         let event = mpb::SalesRecorded {
             partner: Partner::Voso.to_proto() as i32,
-            changes: vec![mpb::SalesChange { record_id: "a".into(), previous: Some(figures(100)), current: Some(figures(130)) }],
+            changes: vec![mpb::SalesChange {
+                record_id: "a".into(),
+                previous: Some(figures(100)),
+                current: Some(figures(130)),
+            }],
             ..Default::default()
         };
         d.add_sales(&event).unwrap();
@@ -546,12 +641,30 @@ mod tests {
     #[test]
     fn national_sums_regions_and_progress() {
         let sales = vec![
-            SalesTotal { province_code: "01".into(), partner: "postmart".into(), cell: [2_000_000, 5, 2, 1] },
-            SalesTotal { province_code: "79".into(), partner: "voso".into(), cell: [1_000_000, 7, 3, 1] },
+            SalesTotal {
+                province_code: "01".into(),
+                partner: "postmart".into(),
+                cell: [2_000_000, 5, 2, 1],
+            },
+            SalesTotal {
+                province_code: "79".into(),
+                partner: "voso".into(),
+                cell: [1_000_000, 7, 3, 1],
+            },
         ];
         let households = vec![
-            HouseholdTotal { province_code: "01".into(), partner: "postmart".into(), status: 1, households: 1_000_000 },
-            HouseholdTotal { province_code: "79".into(), partner: "voso".into(), status: 3, households: 250_000 },
+            HouseholdTotal {
+                province_code: "01".into(),
+                partner: "postmart".into(),
+                status: 1,
+                households: 1_000_000,
+            },
+            HouseholdTotal {
+                province_code: "79".into(),
+                partner: "voso".into(),
+                status: 3,
+                households: 250_000,
+            },
         ];
         let n = national(&sales, &households, None);
         assert_eq!(n.sales.total.grams, 3_000_000);
@@ -577,11 +690,31 @@ mod tests {
 
     #[test]
     fn series_parameters_are_checked_by_name() {
-        assert!(params("x", "day", "2022-01-01", "2022-01-02").check().unwrap_err().message.contains("metric"));
-        assert!(params("orders", "year", "2022-01-01", "2022-01-02").check().unwrap_err().message.contains("granularity"));
-        assert!(params("orders", "day", "2022-13-01", "2022-01-02").check().unwrap_err().message.contains("from"));
-        assert!(params("orders", "day", "2022-01-05", "2022-01-02").check().unwrap_err().message.contains("before"));
-        assert!(params("orders", "day", "2000-01-01", "2030-01-02").check().unwrap_err().message.contains("3660"));
+        assert!(params("x", "day", "2022-01-01", "2022-01-02")
+            .check()
+            .unwrap_err()
+            .message
+            .contains("metric"));
+        assert!(params("orders", "year", "2022-01-01", "2022-01-02")
+            .check()
+            .unwrap_err()
+            .message
+            .contains("granularity"));
+        assert!(params("orders", "day", "2022-13-01", "2022-01-02")
+            .check()
+            .unwrap_err()
+            .message
+            .contains("from"));
+        assert!(params("orders", "day", "2022-01-05", "2022-01-02")
+            .check()
+            .unwrap_err()
+            .message
+            .contains("before"));
+        assert!(params("orders", "day", "2000-01-01", "2030-01-02")
+            .check()
+            .unwrap_err()
+            .message
+            .contains("3660"));
         let mut p = params("orders", "day", "2022-01-01", "2022-01-02");
         p.province = Some("02".into());
         assert_eq!(p.check().unwrap().province.as_deref(), Some("08"));
@@ -589,14 +722,30 @@ mod tests {
 
     #[test]
     fn weeks_and_months_are_zero_filled() {
-        let q = params("orders", "week", "2022-01-01", "2022-01-20").check().unwrap();
-        let day = |s: &str| Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap();
-        let points = bucket(&q, &[(day("2022-01-04"), 2), (day("2022-01-09"), 3), (day("2021-12-31"), 100)]);
+        let q = params("orders", "week", "2022-01-01", "2022-01-20")
+            .check()
+            .unwrap();
+        let day = |s: &str| {
+            Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).unwrap()
+        };
+        let points = bucket(
+            &q,
+            &[
+                (day("2022-01-04"), 2),
+                (day("2022-01-09"), 3),
+                (day("2021-12-31"), 100),
+            ],
+        );
         let starts: Vec<&str> = points.iter().map(|p| p.period_start.as_str()).collect();
-        assert_eq!(starts, ["2021-12-27", "2022-01-03", "2022-01-10", "2022-01-17"]);
+        assert_eq!(
+            starts,
+            ["2021-12-27", "2022-01-03", "2022-01-10", "2022-01-17"]
+        );
         assert_eq!(points[1].value, 5);
         assert_eq!(points[0].value, 0);
-        let q = params("orders", "month", "2021-11-15", "2022-02-01").check().unwrap();
+        let q = params("orders", "month", "2021-11-15", "2022-02-01")
+            .check()
+            .unwrap();
         assert_eq!(bucket(&q, &[]).len(), 4);
     }
 }

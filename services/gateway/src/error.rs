@@ -11,5 +11,7 @@ pub fn bad_parameter(name: &str, why: impl std::fmt::Display) -> Error {
 /// No province has that code.
 pub fn unknown_province(code: &str) -> Error {
     let shown: String = code.chars().take(20).collect();
-    Error::not_found(format!("no province has code `{shown}`; use one of the 34 codes since 1 July 2025"))
+    Error::not_found(format!(
+        "no province has code `{shown}`; use one of the 34 codes since 1 July 2025"
+    ))
 }

@@ -36,11 +36,22 @@ fn households(view: &HouseholdsView) -> pb::Households {
 fn sales(view: &SalesWithPartners) -> (pb::Sales, pb::SalesByPartner) {
     let of = |p: Partner| {
         let s = view.by_partner.get(p.code()).copied().unwrap_or_default();
-        pb::Sales { grams: s.grams, value_vnd: s.value_vnd, orders: s.orders }
+        pb::Sales {
+            grams: s.grams,
+            value_vnd: s.value_vnd,
+            orders: s.orders,
+        }
     };
     (
-        pb::Sales { grams: view.total.grams, value_vnd: view.total.value_vnd, orders: view.total.orders },
-        pb::SalesByPartner { postmart: Some(of(Partner::Postmart)), voso: Some(of(Partner::Voso)) },
+        pb::Sales {
+            grams: view.total.grams,
+            value_vnd: view.total.value_vnd,
+            orders: view.total.orders,
+        },
+        pb::SalesByPartner {
+            postmart: Some(of(Partner::Postmart)),
+            voso: Some(of(Partner::Voso)),
+        },
     )
 }
 
@@ -90,7 +101,9 @@ impl dashboard_server::Dashboard for GrpcAdapter {
         _request: Request<pb::ListProvincesRequest>,
     ) -> Result<Response<pb::ListProvincesResponse>, Status> {
         let provinces = self.dashboard.provinces().await?;
-        Ok(Response::new(pb::ListProvincesResponse { provinces: provinces.iter().map(province).collect() }))
+        Ok(Response::new(pb::ListProvincesResponse {
+            provinces: provinces.iter().map(province).collect(),
+        }))
     }
 
     async fn get_province(
@@ -121,7 +134,10 @@ impl dashboard_server::Dashboard for GrpcAdapter {
             points: series
                 .points
                 .into_iter()
-                .map(|p| pb::TimePoint { period_start: p.period_start, value: p.value })
+                .map(|p| pb::TimePoint {
+                    period_start: p.period_start,
+                    value: p.value,
+                })
                 .collect(),
         }))
     }

@@ -43,10 +43,14 @@ async fn province(State(d): State<Dashboard>, Path(code): Path<String>) -> Resul
 /// Parses a query string into `SeriesParams`, naming the problem when it cannot.
 pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesParams, Error> {
     let raw = raw.unwrap_or("");
-    serde_urlencoded::from_str::<SeriesParams>(raw).map_err(|err| bad_parameter("query", format!("is malformed: {err}")))
+    serde_urlencoded::from_str::<SeriesParams>(raw)
+        .map_err(|err| bad_parameter("query", format!("is malformed: {err}")))
 }
 
-async fn timeseries(State(d): State<Dashboard>, RawQuery(raw): RawQuery) -> Result<Response, Error> {
+async fn timeseries(
+    State(d): State<Dashboard>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Error> {
     let params = parse_series_query(raw.as_deref())?;
     Ok(([CACHE], Json(d.series(&params).await?)).into_response())
 }

@@ -40,8 +40,16 @@ impl Gateway {
     pub async fn start(ctx: &Context) -> anyhow::Result<Gateway> {
         let db = ctx.database(config::SCHEMA).await?;
         let store = Arc::new(SqlStore::open(db).await?);
-        consumer::spawn(store.clone(), ctx.bus.clone(), ctx.shutdown.clone(), &ctx.tasks);
-        Ok(Gateway { store, ctx: ctx.clone() })
+        consumer::spawn(
+            store.clone(),
+            ctx.bus.clone(),
+            ctx.shutdown.clone(),
+            &ctx.tasks,
+        );
+        Ok(Gateway {
+            store,
+            ctx: ctx.clone(),
+        })
     }
 
     /// The shared queries.
@@ -69,7 +77,9 @@ impl Gateway {
     pub async fn run(self, grpc: TcpListener, http: TcpListener) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
         let routes = tonic::service::Routes::new(self.grpc_service());
-        let router = self.http_router().merge(admin_router(Readiness::new(vec![self.database()])));
+        let router = self
+            .http_router()
+            .merge(admin_router(Readiness::new(vec![self.database()])));
         let drain = ctx.config.drain();
         tokio::try_join!(
             platform_grpc::serve(grpc, routes, &[GRPC_SERVICE], ctx.shutdown.clone(), drain),

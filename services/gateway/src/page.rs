@@ -13,7 +13,7 @@ pub fn group(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push('.');
         }
         out.push(c);
@@ -28,7 +28,10 @@ fn tonnes(grams: i64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn region_name(code: &str) -> &'static str {
@@ -75,11 +78,21 @@ th:first-child,td:first-child{{text-align:left}} small{{color:#505a5f}}
 <div class="card"><div class="big">{o}</div>đơn hàng</div></div>
 <table><caption>Theo sàn</caption><thead><tr><th scope="col">Sàn</th><th scope="col">Tấn</th><th scope="col">Giá trị (đ)</th><th scope="col">Đơn hàng</th></tr></thead><tbody>
 "#,
-        as_of = n.as_of.as_deref().map(escape).unwrap_or_else(|| "chưa có số liệu".into()),
+        as_of = n
+            .as_of
+            .as_deref()
+            .map(escape)
+            .unwrap_or_else(|| "chưa có số liệu".into()),
         onboarded = group(n.households.onboarded),
         target = group(n.households.target.unwrap_or(0)),
         active = group(n.households.active),
-        hh_pm = group(n.households.by_partner.get("postmart").copied().unwrap_or(0)),
+        hh_pm = group(
+            n.households
+                .by_partner
+                .get("postmart")
+                .copied()
+                .unwrap_or(0)
+        ),
         hh_vs = group(n.households.by_partner.get("voso").copied().unwrap_or(0)),
         t = tonnes(n.sales.total.grams),
         v = group(n.sales.total.value_vnd),
@@ -138,7 +151,10 @@ mod tests {
     fn page_shows_the_figures_and_escapes_names() {
         let mut n = NationalView::default();
         n.households.onboarded = 3_100_000;
-        let p = ProvinceView { name: "<b>".into(), ..ProvinceView::default() };
+        let p = ProvinceView {
+            name: "<b>".into(),
+            ..ProvinceView::default()
+        };
         let html = render(&n, &[p]);
         assert!(html.contains("3.100.000"));
         assert!(html.contains("&lt;b&gt;"));

@@ -44,20 +44,30 @@ impl Dashboard {
 
     /// National figures.
     pub async fn national(&self) -> Result<NationalView> {
-        let (sales, households, as_of) =
-            tokio::try_join!(self.store.sales_totals(), self.store.household_totals(), self.store.as_of_ms())?;
-        Ok(domain::national(&sales, &households, as_of.and_then(rfc3339)))
+        let (sales, households, as_of) = tokio::try_join!(
+            self.store.sales_totals(),
+            self.store.household_totals(),
+            self.store.as_of_ms()
+        )?;
+        Ok(domain::national(
+            &sales,
+            &households,
+            as_of.and_then(rfc3339),
+        ))
     }
 
     /// Every province's figures.
     pub async fn provinces(&self) -> Result<Vec<ProvinceView>> {
-        let (sales, households) = tokio::try_join!(self.store.sales_totals(), self.store.household_totals())?;
+        let (sales, households) =
+            tokio::try_join!(self.store.sales_totals(), self.store.household_totals())?;
         Ok(domain::provinces(&sales, &households))
     }
 
     /// One province (a pre-2025 code is mapped to its province).
     pub async fn province(&self, code: &str) -> Result<ProvinceView> {
-        let found = Reference::get().resolve_province(code).ok_or_else(|| unknown_province(code))?;
+        let found = Reference::get()
+            .resolve_province(code)
+            .ok_or_else(|| unknown_province(code))?;
         let wanted = &found.province().code;
         self.provinces()
             .await?
@@ -83,5 +93,8 @@ impl Dashboard {
 }
 
 fn rfc3339(ms: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?.format(&Rfc3339).ok()
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&Rfc3339)
+        .ok()
 }

@@ -64,14 +64,21 @@ const HOUSEHOLDS_DAILY: &[(&str, &str)] = &[
     ("status", "BIGINT"),
     ("households", "BIGINT"),
 ];
-const HOUSEHOLD_TOTALS: &[(&str, &str)] =
-    &[("province_code", "TEXT"), ("partner", "TEXT"), ("status", "BIGINT"), ("households", "BIGINT")];
+const HOUSEHOLD_TOTALS: &[(&str, &str)] = &[
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("status", "BIGINT"),
+    ("households", "BIGINT"),
+];
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
     let (select, from) = json_rows(postgres, 1, columns);
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-    let updates: Vec<String> = names[keys..].iter().map(|n| format!("{n} = {table}.{n} + excluded.{n}")).collect();
+    let updates: Vec<String> = names[keys..]
+        .iter()
+        .map(|n| format!("{n} = {table}.{n} + excluded.{n}"))
+        .collect();
     format!(
         "INSERT INTO {table} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO UPDATE SET {}",
         names.join(", "),
@@ -135,7 +142,12 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; 4] {
         .iter()
         .map(|((p, partner, s), n)| json!({"province_code": p, "partner": partner, "status": s, "households": n}))
         .collect();
-    [sales_daily, sales_totals, households_daily, household_totals]
+    [
+        sales_daily,
+        sales_totals,
+        households_daily,
+        household_totals,
+    ]
 }
 
 fn merge(into: &mut Deltas, from: &Deltas) {
@@ -257,6 +269,9 @@ impl GatewayStore for SqlStore {
                 .await?
         });
         let format = time::macros::format_description!("[year]-[month]-[day]");
-        Ok(rows.into_iter().filter_map(|(day, total)| Date::parse(&day, format).ok().map(|d| (d, total))).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(day, total)| Date::parse(&day, format).ok().map(|d| (d, total)))
+            .collect())
     }
 }

@@ -12,7 +12,9 @@ use agriportal_proto::marketplace::v1 as mpb;
 
 async fn sqlite() -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&Config::embedded(dir.path()), "gateway").await.unwrap();
+    let db = Database::connect(&Config::embedded(dir.path()), "gateway")
+        .await
+        .unwrap();
     (SqlStore::open(db).await.unwrap(), dir)
 }
 
@@ -35,7 +37,12 @@ fn figures(day: &str, province: &str, grams: i64) -> mpb::SalesFigures {
     }
 }
 
-fn sales_event(id: &str, partner: Partner, at: i64, changes: Vec<(Option<mpb::SalesFigures>, mpb::SalesFigures)>) -> PendingEvent {
+fn sales_event(
+    id: &str,
+    partner: Partner,
+    at: i64,
+    changes: Vec<(Option<mpb::SalesFigures>, mpb::SalesFigures)>,
+) -> PendingEvent {
     let event = mpb::SalesRecorded {
         event_id: id.into(),
         partner: partner.to_proto() as i32,
@@ -44,15 +51,26 @@ fn sales_event(id: &str, partner: Partner, at: i64, changes: Vec<(Option<mpb::Sa
         changes: changes
             .into_iter()
             .enumerate()
-            .map(|(i, (previous, current))| mpb::SalesChange { record_id: format!("r{i}"), previous, current: Some(current) })
+            .map(|(i, (previous, current))| mpb::SalesChange {
+                record_id: format!("r{i}"),
+                previous,
+                current: Some(current),
+            })
             .collect(),
     };
     let mut deltas = Deltas::default();
     deltas.add_sales(&event).unwrap();
-    PendingEvent { event_id: id.into(), deltas }
+    PendingEvent {
+        event_id: id.into(),
+        deltas,
+    }
 }
 
-fn household_event(id: &str, previous: Option<(&str, HouseholdStatus)>, current: (&str, HouseholdStatus)) -> PendingEvent {
+fn household_event(
+    id: &str,
+    previous: Option<(&str, HouseholdStatus)>,
+    current: (&str, HouseholdStatus),
+) -> PendingEvent {
     let f = |(province, status): (&str, HouseholdStatus)| mpb::HouseholdFigures {
         province_code: province.into(),
         commune_code: String::new(),
@@ -64,25 +82,62 @@ fn household_event(id: &str, previous: Option<(&str, HouseholdStatus)>, current:
         partner: Partner::Postmart.to_proto() as i32,
         batch_id: "h".into(),
         recorded_at_ms: 5,
-        changes: vec![mpb::HouseholdChange { household_ref: "h".into(), previous: previous.map(f), current: Some(f(current)) }],
+        changes: vec![mpb::HouseholdChange {
+            household_ref: "h".into(),
+            previous: previous.map(f),
+            current: Some(f(current)),
+        }],
     };
     let mut deltas = Deltas::default();
     deltas.add_households(&event).unwrap();
-    PendingEvent { event_id: id.into(), deltas }
+    PendingEvent {
+        event_id: id.into(),
+        deltas,
+    }
 }
 
 async fn grams(store: &dyn GatewayStore) -> i64 {
-    store.sales_totals().await.unwrap().iter().map(|t| t.cell[0]).sum()
+    store
+        .sales_totals()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.cell[0])
+        .sum()
 }
 
 async fn contract(store: SqlStore) {
-    let e1 = sales_event("e1", Partner::Voso, 1_000, vec![(None, figures("2022-05-01", "79", 100))]);
-    let e2 = sales_event("e2", Partner::Postmart, 900, vec![(None, figures("2022-05-02", "01", 50))]);
+    let e1 = sales_event(
+        "e1",
+        Partner::Voso,
+        1_000,
+        vec![(None, figures("2022-05-01", "79", 100))],
+    );
+    let e2 = sales_event(
+        "e2",
+        Partner::Postmart,
+        900,
+        vec![(None, figures("2022-05-02", "01", 50))],
+    );
     assert_eq!(store.apply(&[e1.clone(), e2.clone()]).await.unwrap(), 2);
     // Redelivered, alone or mixed with a new one: applied once.
     assert_eq!(store.apply(&[e1.clone()]).await.unwrap(), 0);
-    let e3 = sales_event("e3", Partner::Voso, 800, vec![(Some(figures("2022-05-01", "79", 100)), figures("2022-05-03", "79", 130))]);
-    assert_eq!(store.apply(&[e2.clone(), e3.clone(), e3.clone()]).await.unwrap(), 1);
+    let e3 = sales_event(
+        "e3",
+        Partner::Voso,
+        800,
+        vec![(
+            Some(figures("2022-05-01", "79", 100)),
+            figures("2022-05-03", "79", 130),
+        )],
+    );
+    assert_eq!(
+        store
+            .apply(&[e2.clone(), e3.clone(), e3.clone()])
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(grams(&store).await, 180);
     // as_of is the newest commit time, whatever the order events arrive in.
     assert_eq!(store.as_of_ms().await.unwrap(), Some(1_000));
@@ -95,44 +150,81 @@ async fn contract(store: SqlStore) {
         partner: partner.map(Into::into),
         ..Default::default()
     };
-    let daily = store.daily(&params("sales_grams", None).check().unwrap()).await.unwrap();
+    let daily = store
+        .daily(&params("sales_grams", None).check().unwrap())
+        .await
+        .unwrap();
     let values: Vec<i64> = daily.iter().map(|(_, v)| *v).collect();
-    assert_eq!(values, [0, 50, 130], "the corrected line moved from the 1st to the 3rd");
-    let voso = store.daily(&params("orders", Some("voso")).check().unwrap()).await.unwrap();
+    assert_eq!(
+        values,
+        [0, 50, 130],
+        "the corrected line moved from the 1st to the 3rd"
+    );
+    let voso = store
+        .daily(&params("orders", Some("voso")).check().unwrap())
+        .await
+        .unwrap();
     assert_eq!(voso.iter().map(|(_, v)| *v).sum::<i64>(), 2);
 
     // Households: a status change and a move leave one household.
-    store.apply(&[household_event("h1", None, ("01", HouseholdStatus::Active))]).await.unwrap();
     store
-        .apply(&[household_event("h2", Some(("01", HouseholdStatus::Active)), ("24", HouseholdStatus::Suspended))])
+        .apply(&[household_event("h1", None, ("01", HouseholdStatus::Active))])
+        .await
+        .unwrap();
+    store
+        .apply(&[household_event(
+            "h2",
+            Some(("01", HouseholdStatus::Active)),
+            ("24", HouseholdStatus::Suspended),
+        )])
         .await
         .unwrap();
     let totals = store.household_totals().await.unwrap();
     let count = |province: &str, status: i64| {
-        totals.iter().filter(|t| t.province_code == province && t.status == status).map(|t| t.households).sum::<i64>()
+        totals
+            .iter()
+            .filter(|t| t.province_code == province && t.status == status)
+            .map(|t| t.households)
+            .sum::<i64>()
     };
     assert_eq!(count("01", 1), 0);
     assert_eq!(count("24", 2), 1);
     assert_eq!(totals.iter().map(|t| t.households).sum::<i64>(), 1);
-    let hh = store.daily(&SeriesParams {
-        metric: Some("households_onboarded".into()),
-        from: Some("2021-12-01".into()),
-        to: Some("2021-12-01".into()),
-        ..Default::default()
-    }.check().unwrap()).await.unwrap();
+    let hh = store
+        .daily(
+            &SeriesParams {
+                metric: Some("households_onboarded".into()),
+                from: Some("2021-12-01".into()),
+                to: Some("2021-12-01".into()),
+                ..Default::default()
+            }
+            .check()
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(hh, vec![(time::macros::date!(2021 - 12 - 01), 1)]);
 }
 
 /// Several replicas applying overlapping deliveries at once count each event once.
 async fn concurrent_apply(store: Arc<SqlStore>) {
     let events: Vec<PendingEvent> = (0..40)
-        .map(|i| sales_event(&format!("c{i}"), Partner::Voso, i, vec![(None, figures("2022-06-01", "92", 10))]))
+        .map(|i| {
+            sales_event(
+                &format!("c{i}"),
+                Partner::Voso,
+                i,
+                vec![(None, figures("2022-06-01", "92", 10))],
+            )
+        })
         .collect();
     let mut tasks = Vec::new();
     for k in 0..4 {
         let store = store.clone();
         let slice: Vec<PendingEvent> = events.iter().skip(k * 5).take(25).cloned().collect();
-        tasks.push(tokio::spawn(async move { store.apply(&slice).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { store.apply(&slice).await.unwrap() },
+        ));
     }
     let mut applied = 0;
     for t in tasks {

@@ -85,7 +85,12 @@ pub struct Validated<T> {
 }
 
 /// Checks a batch's envelope (id, record count, size); an error refuses the whole batch.
-pub fn check_envelope(batch_id: &str, records: usize, encoded_len: usize, limits: &Limits) -> Result<()> {
+pub fn check_envelope(
+    batch_id: &str,
+    records: usize,
+    encoded_len: usize,
+    limits: &Limits,
+) -> Result<()> {
     if encoded_len > limits.max_bytes {
         return Err(error::too_large(encoded_len, limits));
     }
@@ -93,10 +98,15 @@ pub fn check_envelope(batch_id: &str, records: usize, encoded_len: usize, limits
         return Err(error::too_many_records(records, limits));
     }
     if batch_id.trim().is_empty() {
-        return Err(error::bad_batch_id("is empty; give each batch a unique id so it can be retried safely"));
+        return Err(error::bad_batch_id(
+            "is empty; give each batch a unique id so it can be retried safely",
+        ));
     }
     if batch_id.chars().count() > limits.max_key_len {
-        return Err(error::bad_batch_id(&format!("is longer than {} characters", limits.max_key_len)));
+        return Err(error::bad_batch_id(&format!(
+            "is longer than {} characters",
+            limits.max_key_len
+        )));
     }
     if batch_id.chars().any(char::is_control) {
         return Err(error::bad_batch_id("contains control characters"));
@@ -122,10 +132,16 @@ type FieldError = (&'static str, String);
 impl Checker<'_> {
     fn key(&self, field: &'static str, key: &str) -> Result<(), FieldError> {
         if key.trim().is_empty() {
-            return Err((field, "is empty; every record needs the partner's own key".into()));
+            return Err((
+                field,
+                "is empty; every record needs the partner's own key".into(),
+            ));
         }
         if key.chars().count() > self.limits.max_key_len {
-            return Err((field, format!("is longer than {} characters", self.limits.max_key_len)));
+            return Err((
+                field,
+                format!("is longer than {} characters", self.limits.max_key_len),
+            ));
         }
         if key.chars().any(char::is_control) {
             return Err((field, "contains control characters".into()));
@@ -135,13 +151,26 @@ impl Checker<'_> {
 
     fn date(&self, field: &'static str, value: &str) -> Result<String, FieldError> {
         let format = time::macros::format_description!("[year]-[month]-[day]");
-        let date = Date::parse(value, format)
-            .map_err(|_| (field, format!("`{}` is not a date in the form YYYY-MM-DD", truncate(value))))?;
+        let date = Date::parse(value, format).map_err(|_| {
+            (
+                field,
+                format!("`{}` is not a date in the form YYYY-MM-DD", truncate(value)),
+            )
+        })?;
         if date < PLAN_START {
-            return Err((field, format!("{value} is before the plan started on {PLAN_START}")));
+            return Err((
+                field,
+                format!("{value} is before the plan started on {PLAN_START}"),
+            ));
         }
         if date > self.today {
-            return Err((field, format!("{value} is in the future (today is {} in Vietnam)", self.today)));
+            return Err((
+                field,
+                format!(
+                    "{value} is in the future (today is {} in Vietnam)",
+                    self.today
+                ),
+            ));
         }
         Ok(value.to_string())
     }
@@ -151,7 +180,10 @@ impl Checker<'_> {
         let Some(found) = self.reference.resolve_province(province) else {
             return Err((
                 "province_code",
-                format!("`{}` is not a province code (34 codes since 1 July 2025, or a pre-2025 code)", truncate(province)),
+                format!(
+                    "`{}` is not a province code (34 codes since 1 July 2025, or a pre-2025 code)",
+                    truncate(province)
+                ),
             ));
         };
         let code = found.province().code.clone();
@@ -159,12 +191,24 @@ impl Checker<'_> {
             return Ok((code, String::new()));
         }
         let Some(c) = self.reference.commune(commune) else {
-            return Err(("commune_code", format!("`{}` is not a commune code since 1 July 2025", truncate(commune))));
+            return Err((
+                "commune_code",
+                format!(
+                    "`{}` is not a commune code since 1 July 2025",
+                    truncate(commune)
+                ),
+            ));
         };
         if c.province_code != code {
             return Err((
                 "commune_code",
-                format!("commune {} ({}) is not in province {} ({})", c.code, c.name, code, found.province().name),
+                format!(
+                    "commune {} ({}) is not in province {} ({})",
+                    c.code,
+                    c.name,
+                    code,
+                    found.province().name
+                ),
             ));
         }
         Ok((code, commune.to_string()))
@@ -172,8 +216,20 @@ impl Checker<'_> {
 
     fn category(&self, field: &'static str, code: &str) -> Result<(), FieldError> {
         if self.reference.category(code).is_none() {
-            let known: Vec<&str> = self.reference.categories().iter().map(|c| c.code.as_str()).collect();
-            return Err((field, format!("`{}` is not a category; use one of {}", truncate(code), known.join(", "))));
+            let known: Vec<&str> = self
+                .reference
+                .categories()
+                .iter()
+                .map(|c| c.code.as_str())
+                .collect();
+            return Err((
+                field,
+                format!(
+                    "`{}` is not a category; use one of {}",
+                    truncate(code),
+                    known.join(", ")
+                ),
+            ));
         }
         Ok(())
     }
@@ -184,16 +240,25 @@ impl Checker<'_> {
         let (province_code, commune_code) = self.place(&r.province_code, &r.commune_code)?;
         self.category("category", &r.category)?;
         if r.quantity_grams < 0 {
-            return Err(("quantity_grams", format!("{} is negative", r.quantity_grams)));
+            return Err((
+                "quantity_grams",
+                format!("{} is negative", r.quantity_grams),
+            ));
         }
         if r.quantity_grams > self.limits.max_grams {
-            return Err(("quantity_grams", format!("{} g is over 1,000 tonnes in one line", r.quantity_grams)));
+            return Err((
+                "quantity_grams",
+                format!("{} g is over 1,000 tonnes in one line", r.quantity_grams),
+            ));
         }
         if r.value_vnd < 0 {
             return Err(("value_vnd", format!("{} is negative", r.value_vnd)));
         }
         if r.value_vnd > self.limits.max_value_vnd {
-            return Err(("value_vnd", format!("{} đồng is over 100 billion in one line", r.value_vnd)));
+            return Err((
+                "value_vnd",
+                format!("{} đồng is over 100 billion in one line", r.value_vnd),
+            ));
         }
         Ok(SaleLine {
             record_id: r.record_id.clone(),
@@ -213,7 +278,15 @@ impl Checker<'_> {
         let (province_code, commune_code) = self.place(&r.province_code, &r.commune_code)?;
         match HouseholdStatus::try_from(r.status) {
             Ok(HouseholdStatus::Active | HouseholdStatus::Suspended | HouseholdStatus::Closed) => {}
-            _ => return Err(("status", format!("{} is not a status; use ACTIVE, SUSPENDED or CLOSED", r.status))),
+            _ => {
+                return Err((
+                    "status",
+                    format!(
+                        "{} is not a status; use ACTIVE, SUSPENDED or CLOSED",
+                        r.status
+                    ),
+                ))
+            }
         }
         let mut categories = Vec::with_capacity(r.categories.len());
         for code in &r.categories {
@@ -242,12 +315,18 @@ fn validate<R, T: Keyed>(
     key_of: impl Fn(&R) -> &str,
     check: impl Fn(&R) -> Result<T, FieldError>,
 ) -> Validated<T> {
-    let mut out = Validated { records: Vec::with_capacity(records.len()), rejections: Vec::new() };
+    let mut out = Validated {
+        records: Vec::with_capacity(records.len()),
+        rejections: Vec::new(),
+    };
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         let key = key_of(record);
         let outcome = check(record).and_then(|valid| match seen.get(valid.key()) {
-            Some(first) => Err(("", format!("the same key appears earlier in this batch, at index {first}"))),
+            Some(first) => Err((
+                "",
+                format!("the same key appears earlier in this batch, at index {first}"),
+            )),
             None => Ok(valid),
         });
         match outcome {
@@ -258,7 +337,12 @@ fn validate<R, T: Keyed>(
             Err((field, reason)) => out.rejections.push(pb::Rejection {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 record_id: truncate(key),
-                field: if field.is_empty() { T::KEY_FIELD } else { field }.to_string(),
+                field: if field.is_empty() {
+                    T::KEY_FIELD
+                } else {
+                    field
+                }
+                .to_string(),
                 reason,
             }),
         }
@@ -268,13 +352,24 @@ fn validate<R, T: Keyed>(
 
 /// Validates a sales batch's records.
 pub fn validate_sales(records: &[pb::SalesRecord], limits: &Limits) -> Validated<SaleLine> {
-    let checker = Checker { reference: Reference::get(), limits, today: today_in_vietnam() };
+    let checker = Checker {
+        reference: Reference::get(),
+        limits,
+        today: today_in_vietnam(),
+    };
     validate(records, |r| &r.record_id, |r| checker.sale(r))
 }
 
 /// Validates an onboarding batch's records.
-pub fn validate_onboarding(records: &[pb::OnboardingRecord], limits: &Limits) -> Validated<Household> {
-    let checker = Checker { reference: Reference::get(), limits, today: today_in_vietnam() };
+pub fn validate_onboarding(
+    records: &[pb::OnboardingRecord],
+    limits: &Limits,
+) -> Validated<Household> {
+    let checker = Checker {
+        reference: Reference::get(),
+        limits,
+        today: today_in_vietnam(),
+    };
     validate(records, |r| &r.household_ref, |r| checker.household(r))
 }
 
@@ -309,7 +404,10 @@ pub fn classify<T: Keyed + PartialEq + Clone>(
             Some(previous) if *previous == record => counts[1] += 1,
             Some(previous) => {
                 counts[2] += 1;
-                changes.push(Change::Corrected { previous: previous.clone(), current: record });
+                changes.push(Change::Corrected {
+                    previous: previous.clone(),
+                    current: record,
+                });
             }
         }
     }
@@ -324,7 +422,11 @@ pub fn content_hash(kind: &str, request: &impl Message) -> String {
     hasher.update(kind.as_bytes());
     hasher.update([0u8]);
     hasher.update(request.encode_to_vec());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl SaleLine {
@@ -391,24 +493,68 @@ mod tests {
         let today = today_in_vietnam();
         let cases: Vec<(Box<dyn Fn(&mut pb::SalesRecord)>, &str, &str)> = vec![
             (Box::new(|r| r.record_id = " ".into()), "record_id", "empty"),
-            (Box::new(|r| r.province_code = "99".into()), "province_code", "not a province"),
-            (Box::new(|r| r.commune_code = "99999".into()), "commune_code", "not a commune"),
-            (Box::new(|r| r.commune_code = "00004".into()), "commune_code", "not in province"),
-            (Box::new(|r| r.category = "gold".into()), "category", "not a category"),
-            (Box::new(|r| r.quantity_grams = -1), "quantity_grams", "negative"),
-            (Box::new(|r| r.quantity_grams = 1_000_000_001), "quantity_grams", "1,000 tonnes"),
+            (
+                Box::new(|r| r.province_code = "99".into()),
+                "province_code",
+                "not a province",
+            ),
+            (
+                Box::new(|r| r.commune_code = "99999".into()),
+                "commune_code",
+                "not a commune",
+            ),
+            (
+                Box::new(|r| r.commune_code = "00004".into()),
+                "commune_code",
+                "not in province",
+            ),
+            (
+                Box::new(|r| r.category = "gold".into()),
+                "category",
+                "not a category",
+            ),
+            (
+                Box::new(|r| r.quantity_grams = -1),
+                "quantity_grams",
+                "negative",
+            ),
+            (
+                Box::new(|r| r.quantity_grams = 1_000_000_001),
+                "quantity_grams",
+                "1,000 tonnes",
+            ),
             (Box::new(|r| r.value_vnd = -5), "value_vnd", "negative"),
-            (Box::new(|r| r.value_vnd = 100_000_000_001), "value_vnd", "100 billion"),
-            (Box::new(|r| r.sale_date = "2021-07-20".into()), "sale_date", "before the plan"),
-            (Box::new(move |r| r.sale_date = (today + time::Duration::days(1)).to_string()), "sale_date", "future"),
-            (Box::new(|r| r.sale_date = "15/01/2022".into()), "sale_date", "YYYY-MM-DD"),
+            (
+                Box::new(|r| r.value_vnd = 100_000_000_001),
+                "value_vnd",
+                "100 billion",
+            ),
+            (
+                Box::new(|r| r.sale_date = "2021-07-20".into()),
+                "sale_date",
+                "before the plan",
+            ),
+            (
+                Box::new(move |r| r.sale_date = (today + time::Duration::days(1)).to_string()),
+                "sale_date",
+                "future",
+            ),
+            (
+                Box::new(|r| r.sale_date = "15/01/2022".into()),
+                "sale_date",
+                "YYYY-MM-DD",
+            ),
         ];
         for (mutate, field, words) in cases {
             let mut r = sale("x");
             mutate(&mut r);
             let rejection = reject(r);
             assert_eq!(rejection.field, field);
-            assert!(rejection.reason.contains(words), "{field}: {}", rejection.reason);
+            assert!(
+                rejection.reason.contains(words),
+                "{field}: {}",
+                rejection.reason
+            );
         }
     }
 
@@ -436,8 +582,14 @@ mod tests {
     #[test]
     fn envelope_limits_name_the_limit() {
         let limits = Limits::default();
-        assert!(check_envelope("b", 10_001, 10, &limits).unwrap_err().message.contains("10000"));
-        assert!(check_envelope("b", 1, 5 << 20, &limits).unwrap_err().message.contains("4194304"));
+        assert!(check_envelope("b", 10_001, 10, &limits)
+            .unwrap_err()
+            .message
+            .contains("10000"));
+        assert!(check_envelope("b", 1, 5 << 20, &limits)
+            .unwrap_err()
+            .message
+            .contains("4194304"));
         assert!(check_envelope("", 1, 10, &limits).is_err());
         assert!(check_envelope("b", 10_000, 4 << 20, &limits).is_ok());
     }
@@ -460,6 +612,9 @@ mod tests {
         let v = validate_onboarding(&[ok.clone()], &Limits::default());
         assert_eq!(v.records[0].categories, "fruit;vegetables");
         ok.categories.push("nope".into());
-        assert_eq!(validate_onboarding(&[ok], &Limits::default()).rejections[0].field, "categories");
+        assert_eq!(
+            validate_onboarding(&[ok], &Limits::default()).rejections[0].field,
+            "categories"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub fn batch_conflict(batch_id: &str) -> Error {
 pub fn too_many_records(count: usize, limits: &Limits) -> Error {
     Error::new(
         ErrorCode::ResourceExhausted,
-        format!("batch has {count} records; the limit is {} records per batch: split it", limits.max_records),
+        format!(
+            "batch has {count} records; the limit is {} records per batch: split it",
+            limits.max_records
+        ),
     )
 }
 
@@ -25,7 +28,10 @@ pub fn too_many_records(count: usize, limits: &Limits) -> Error {
 pub fn too_large(bytes: usize, limits: &Limits) -> Error {
     Error::new(
         ErrorCode::ResourceExhausted,
-        format!("batch is {bytes} bytes; the limit is {} bytes (4 MiB) per request: split it", limits.max_bytes),
+        format!(
+            "batch is {bytes} bytes; the limit is {} bytes (4 MiB) per request: split it",
+            limits.max_bytes
+        ),
     )
 }
 
@@ -36,5 +42,7 @@ pub fn bad_batch_id(why: &str) -> Error {
 
 /// No batch of this partner has that id.
 pub fn batch_not_found(batch_id: &str) -> Error {
-    Error::not_found(format!("no batch `{batch_id}` was received from this partner"))
+    Error::not_found(format!(
+        "no batch `{batch_id}` was received from this partner"
+    ))
 }

@@ -27,12 +27,25 @@ pub struct GrpcAdapter {
 impl GrpcAdapter {
     /// An adapter over `store`, authenticating with `auth`.
     pub fn new(store: Arc<dyn MarketplaceStore>, auth: Arc<Authenticator>, limits: Limits) -> Self {
-        GrpcAdapter { store, auth, limits }
+        GrpcAdapter {
+            store,
+            auth,
+            limits,
+        }
     }
 
-    async fn push_sales(&self, partner: Partner, request: pb::PushSalesRequest) -> Result<pb::PushResult> {
+    async fn push_sales(
+        &self,
+        partner: Partner,
+        request: pb::PushSalesRequest,
+    ) -> Result<pb::PushResult> {
         let encoded = request.encoded_len();
-        check_envelope(&request.batch_id, request.records.len(), encoded, &self.limits)?;
+        check_envelope(
+            &request.batch_id,
+            request.records.len(),
+            encoded,
+            &self.limits,
+        )?;
         let validated = domain::validate_sales(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("sales", &request),
@@ -45,9 +58,18 @@ impl GrpcAdapter {
         Ok(result)
     }
 
-    async fn push_onboarding(&self, partner: Partner, request: pb::PushOnboardingRequest) -> Result<pb::PushResult> {
+    async fn push_onboarding(
+        &self,
+        partner: Partner,
+        request: pb::PushOnboardingRequest,
+    ) -> Result<pb::PushResult> {
         let encoded = request.encoded_len();
-        check_envelope(&request.batch_id, request.records.len(), encoded, &self.limits)?;
+        check_envelope(
+            &request.batch_id,
+            request.records.len(),
+            encoded,
+            &self.limits,
+        )?;
         let validated = domain::validate_onboarding(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("onboarding", &request),
@@ -70,16 +92,29 @@ fn record_metrics(partner: Partner, kind: &str, result: &pb::PushResult) {
         ("corrected", result.corrected),
         ("rejected", result.rejected),
     ] {
-        let labels = format!("partner=\"{}\",kind=\"{kind}\",outcome=\"{outcome}\"", partner.code());
-        m.add("agriportal_marketplace_records_total", &labels, help, i64::from(n));
+        let labels = format!(
+            "partner=\"{}\",kind=\"{kind}\",outcome=\"{outcome}\"",
+            partner.code()
+        );
+        m.add(
+            "agriportal_marketplace_records_total",
+            &labels,
+            help,
+            i64::from(n),
+        );
     }
 }
 
 #[tonic::async_trait]
 impl MarketplaceIngest for GrpcAdapter {
-    async fn push_sales(&self, request: Request<pb::PushSalesRequest>) -> Result<Response<pb::PushResult>, Status> {
+    async fn push_sales(
+        &self,
+        request: Request<pb::PushSalesRequest>,
+    ) -> Result<Response<pb::PushResult>, Status> {
         let partner = self.auth.require_partner(request.metadata()).await?;
-        Ok(Response::new(self.push_sales(partner, request.into_inner()).await?))
+        Ok(Response::new(
+            self.push_sales(partner, request.into_inner()).await?,
+        ))
     }
 
     async fn push_onboarding(
@@ -87,10 +122,15 @@ impl MarketplaceIngest for GrpcAdapter {
         request: Request<pb::PushOnboardingRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
         let partner = self.auth.require_partner(request.metadata()).await?;
-        Ok(Response::new(self.push_onboarding(partner, request.into_inner()).await?))
+        Ok(Response::new(
+            self.push_onboarding(partner, request.into_inner()).await?,
+        ))
     }
 
-    async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::PushResult>, Status> {
+    async fn get_batch(
+        &self,
+        request: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::PushResult>, Status> {
         let partner = self.auth.require_partner(request.metadata()).await?;
         let batch_id = &request.get_ref().batch_id;
         if batch_id.is_empty() {

@@ -38,13 +38,18 @@ impl Marketplace {
         let wake = Arc::new(Notify::new());
         let store = Arc::new(SqlStore::open(db.clone(), wake.clone()).await?);
         spawn_relay(db, ctx.bus.clone(), wake, ctx.shutdown.clone(), &ctx.tasks);
-        Ok(Marketplace { store, ctx: ctx.clone() })
+        Ok(Marketplace {
+            store,
+            ctx: ctx.clone(),
+        })
     }
 
     /// The gRPC service, to mount on a server.
     pub fn grpc_service(&self) -> MarketplaceIngestServer<grpc::GrpcAdapter> {
-        let adapter = grpc::GrpcAdapter::new(self.store.clone(), self.ctx.auth.clone(), Limits::default());
-        MarketplaceIngestServer::new(adapter).max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES)
+        let adapter =
+            grpc::GrpcAdapter::new(self.store.clone(), self.ctx.auth.clone(), Limits::default());
+        MarketplaceIngestServer::new(adapter)
+            .max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES)
     }
 
     /// The store (reconciliation and tests read it).

@@ -59,7 +59,11 @@ pub trait MarketplaceStore: Send + Sync + 'static {
     /// Applies a sales batch of `partner` (or returns the result of its earlier identical push).
     async fn push_sales(&self, partner: Partner, batch: Batch<SaleLine>) -> Result<pb::PushResult>;
     /// Applies an onboarding batch of `partner` (or returns the earlier result).
-    async fn push_onboarding(&self, partner: Partner, batch: Batch<Household>) -> Result<pb::PushResult>;
+    async fn push_onboarding(
+        &self,
+        partner: Partner,
+        batch: Batch<Household>,
+    ) -> Result<pb::PushResult>;
     /// The result of an earlier batch of `partner`.
     async fn get_batch(&self, partner: Partner, batch_id: &str) -> Result<Option<pb::PushResult>>;
     /// Totals of what is held for `partner`.
@@ -75,7 +79,12 @@ trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Sen
     /// Columns after `partner`, the key first, with their PostgreSQL types.
     const COLUMNS: &'static [(&'static str, &'static str)];
     /// Builds the event for a batch's changes.
-    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>);
+    fn event(
+        partner: Partner,
+        batch_id: &str,
+        event_id: &str,
+        changes: &[Change<Self>],
+    ) -> (&'static str, Vec<u8>);
 }
 
 impl RecordKind for SaleLine {
@@ -91,7 +100,12 @@ impl RecordKind for SaleLine {
         ("value_vnd", "BIGINT"),
         ("orders", "BIGINT"),
     ];
-    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>) {
+    fn event(
+        partner: Partner,
+        batch_id: &str,
+        event_id: &str,
+        changes: &[Change<Self>],
+    ) -> (&'static str, Vec<u8>) {
         let changes = changes
             .iter()
             .map(|c| match c {
@@ -129,7 +143,12 @@ impl RecordKind for Household {
         ("status", "BIGINT"),
         ("categories", "TEXT"),
     ];
-    fn event(partner: Partner, batch_id: &str, event_id: &str, changes: &[Change<Self>]) -> (&'static str, Vec<u8>) {
+    fn event(
+        partner: Partner,
+        batch_id: &str,
+        event_id: &str,
+        changes: &[Change<Self>],
+    ) -> (&'static str, Vec<u8>) {
         let changes = changes
             .iter()
             .map(|c| match c {
@@ -190,7 +209,10 @@ impl KindSql {
             cols = names.join(", "),
             updates = updates.join(", "),
         );
-        KindSql { select_held, upsert }
+        KindSql {
+            select_held,
+            upsert,
+        }
     }
 }
 
@@ -207,7 +229,12 @@ impl SqlStore {
     pub async fn open(db: Database, relay: Arc<Notify>) -> anyhow::Result<Self> {
         db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
         let postgres = db.is_postgres();
-        Ok(SqlStore { sales: KindSql::new::<SaleLine>(postgres), households: KindSql::new::<Household>(postgres), db, relay })
+        Ok(SqlStore {
+            sales: KindSql::new::<SaleLine>(postgres),
+            households: KindSql::new::<Household>(postgres),
+            db,
+            relay,
+        })
     }
 
     /// The underlying database.
@@ -215,10 +242,24 @@ impl SqlStore {
         &self.db
     }
 
-    async fn push<K: RecordKind>(&self, sql: &KindSql, partner: Partner, batch: Batch<K>) -> Result<pb::PushResult> {
-        let Batch { batch_id, content_hash, request, validated } = batch;
-        let Validated { records, rejections } = validated;
-        let keys = serde_json::to_string(&records.iter().map(|r| r.key()).collect::<Vec<_>>()).map_err(Error::internal)?;
+    async fn push<K: RecordKind>(
+        &self,
+        sql: &KindSql,
+        partner: Partner,
+        batch: Batch<K>,
+    ) -> Result<pb::PushResult> {
+        let Batch {
+            batch_id,
+            content_hash,
+            request,
+            validated,
+        } = batch;
+        let Validated {
+            records,
+            rejections,
+        } = validated;
+        let keys = serde_json::to_string(&records.iter().map(|r| r.key()).collect::<Vec<_>>())
+            .map_err(Error::internal)?;
         let _guard = self.db.write_guard().await;
         let result = with_db!(&self.db.pool, pool => {
             let mut tx = pool.begin().await?;
@@ -326,7 +367,11 @@ impl MarketplaceStore for SqlStore {
         self.push(&self.sales, partner, batch).await
     }
 
-    async fn push_onboarding(&self, partner: Partner, batch: Batch<Household>) -> Result<pb::PushResult> {
+    async fn push_onboarding(
+        &self,
+        partner: Partner,
+        batch: Batch<Household>,
+    ) -> Result<pb::PushResult> {
         self.push(&self.households, partner, batch).await
     }
 
@@ -338,7 +383,9 @@ impl MarketplaceStore for SqlStore {
                 .fetch_optional(pool)
                 .await?
         });
-        result.map(|bytes| pb::PushResult::decode(bytes.as_slice()).map_err(Error::internal)).transpose()
+        result
+            .map(|bytes| pb::PushResult::decode(bytes.as_slice()).map_err(Error::internal))
+            .transpose()
     }
 
     async fn held_totals(&self, partner: Partner) -> Result<HeldTotals> {

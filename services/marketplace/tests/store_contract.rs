@@ -16,8 +16,13 @@ use tokio::sync::Notify;
 
 async fn sqlite() -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&Config::embedded(dir.path()), "marketplace").await.unwrap();
-    (SqlStore::open(db, Arc::new(Notify::new())).await.unwrap(), dir)
+    let db = Database::connect(&Config::embedded(dir.path()), "marketplace")
+        .await
+        .unwrap();
+    (
+        SqlStore::open(db, Arc::new(Notify::new())).await.unwrap(),
+        dir,
+    )
 }
 
 async fn postgres(name: &str) -> Option<SqlStore> {
@@ -40,8 +45,14 @@ fn line(id: &str, grams: i64) -> pb::SalesRecord {
     }
 }
 
-fn batch(id: &str, records: Vec<pb::SalesRecord>) -> Batch<agriportal_marketplace::domain::SaleLine> {
-    let request = pb::PushSalesRequest { batch_id: id.into(), records };
+fn batch(
+    id: &str,
+    records: Vec<pb::SalesRecord>,
+) -> Batch<agriportal_marketplace::domain::SaleLine> {
+    let request = pb::PushSalesRequest {
+        batch_id: id.into(),
+        records,
+    };
     Batch {
         batch_id: id.into(),
         content_hash: content_hash("sales", &request),
@@ -57,26 +68,44 @@ async fn events(store: &SqlStore) -> Vec<pb::SalesRecorded> {
             .await
             .unwrap()
     });
-    payloads.iter().map(|p| pb::SalesRecorded::decode(p.as_slice()).unwrap()).collect()
+    payloads
+        .iter()
+        .map(|p| pb::SalesRecorded::decode(p.as_slice()).unwrap())
+        .collect()
 }
 
 async fn contract(store: SqlStore) {
     let p = Partner::Postmart;
-    let first = store.push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)])).await.unwrap();
-    assert_eq!((first.accepted, first.unchanged, first.corrected), (2, 0, 0));
+    let first = store
+        .push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.accepted, first.unchanged, first.corrected),
+        (2, 0, 0)
+    );
     assert_eq!(events(&store).await.len(), 1, "one event per batch");
 
     // Replay: the stored result, no second event.
-    let again = store.push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)])).await.unwrap();
+    let again = store
+        .push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)]))
+        .await
+        .unwrap();
     assert_eq!(again, first);
     assert_eq!(events(&store).await.len(), 1);
 
     // Same id, other content: refused, nothing written.
-    let err = store.push_sales(p, batch("b1", vec![line("a", 101)])).await.unwrap_err();
+    let err = store
+        .push_sales(p, batch("b1", vec![line("a", 101)]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::FailedPrecondition);
 
     // Correction and unchanged: the event carries previous and current figures.
-    let r = store.push_sales(p, batch("b2", vec![line("a", 150), line("b", 200)])).await.unwrap();
+    let r = store
+        .push_sales(p, batch("b2", vec![line("a", 150), line("b", 200)]))
+        .await
+        .unwrap();
     assert_eq!((r.accepted, r.unchanged, r.corrected), (0, 1, 1));
     let all = events(&store).await;
     assert_eq!(all.len(), 2);
@@ -86,21 +115,33 @@ async fn contract(store: SqlStore) {
     assert_eq!(all[1].changes.len(), 1, "unchanged lines are not announced");
 
     // A batch of only unchanged lines emits nothing.
-    store.push_sales(p, batch("b3", vec![line("b", 200)])).await.unwrap();
+    store
+        .push_sales(p, batch("b3", vec![line("b", 200)]))
+        .await
+        .unwrap();
     assert_eq!(events(&store).await.len(), 2);
 
     // Keys are per partner.
-    let voso = store.push_sales(Partner::Voso, batch("b1", vec![line("a", 5)])).await.unwrap();
+    let voso = store
+        .push_sales(Partner::Voso, batch("b1", vec![line("a", 5)]))
+        .await
+        .unwrap();
     assert_eq!(voso.accepted, 1);
 
     let totals = store.held_totals(p).await.unwrap();
-    assert_eq!((totals.lines, totals.grams, totals.value_vnd, totals.orders), (2, 350, 7_000, 2));
+    assert_eq!(
+        (totals.lines, totals.grams, totals.value_vnd, totals.orders),
+        (2, 350, 7_000, 2)
+    );
     assert_eq!(store.held_totals(Partner::Voso).await.unwrap().grams, 5);
     assert_eq!(store.get_batch(p, "b2").await.unwrap(), Some(r));
     assert_eq!(store.get_batch(Partner::Voso, "b2").await.unwrap(), None);
 
     // Rejected records are reported and kept out.
-    let rejected = store.push_sales(p, batch("b4", vec![line("", 1), line("c", -1)])).await.unwrap();
+    let rejected = store
+        .push_sales(p, batch("b4", vec![line("", 1), line("c", -1)]))
+        .await
+        .unwrap();
     assert_eq!((rejected.accepted, rejected.rejected), (0, 2));
     assert_eq!(store.held_totals(p).await.unwrap().lines, 2);
 
@@ -111,7 +152,13 @@ async fn contract(store: SqlStore) {
             .await
             .unwrap()
     });
-    assert_eq!(pb::PushSalesRequest::decode(raw.as_slice()).unwrap().records.len(), 2);
+    assert_eq!(
+        pb::PushSalesRequest::decode(raw.as_slice())
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
 
     // Households: an update replaces, never adds.
     let mk = |status: HouseholdStatus, province: &str| pb::OnboardingRecord {
@@ -127,7 +174,10 @@ async fn contract(store: SqlStore) {
         ("o2", mk(HouseholdStatus::Active, "01"), (0, 1, 0)),
         ("o3", mk(HouseholdStatus::Closed, "24"), (0, 0, 1)),
     ] {
-        let request = pb::PushOnboardingRequest { batch_id: id.into(), records: vec![record] };
+        let request = pb::PushOnboardingRequest {
+            batch_id: id.into(),
+            records: vec![record],
+        };
         let b = Batch {
             batch_id: id.into(),
             content_hash: content_hash("onboarding", &request),
@@ -139,14 +189,20 @@ async fn contract(store: SqlStore) {
     }
     assert_eq!(store.held_totals(p).await.unwrap().households, 1);
     // A sales batch id reused for onboarding is a conflict, not a replay.
-    let request = pb::PushOnboardingRequest { batch_id: "b1".into(), records: vec![] };
+    let request = pb::PushOnboardingRequest {
+        batch_id: "b1".into(),
+        records: vec![],
+    };
     let b = Batch {
         batch_id: "b1".into(),
         content_hash: content_hash("onboarding", &request),
         validated: validate_onboarding(&[], &Limits::default()),
         request: request.encode_to_vec(),
     };
-    assert_eq!(store.push_onboarding(p, b).await.unwrap_err().code, ErrorCode::FailedPrecondition);
+    assert_eq!(
+        store.push_onboarding(p, b).await.unwrap_err().code,
+        ErrorCode::FailedPrecondition
+    );
 }
 
 /// Concurrent batches of one partner that correct the same line: each correction's
@@ -156,7 +212,13 @@ async fn concurrent_corrections(store: Arc<SqlStore>) {
     for i in 0..8i64 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.push_sales(Partner::Voso, batch(&format!("c{i}"), vec![line("same", 10 + i)])).await.unwrap()
+            store
+                .push_sales(
+                    Partner::Voso,
+                    batch(&format!("c{i}"), vec![line("same", 10 + i)]),
+                )
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {
@@ -165,12 +227,15 @@ async fn concurrent_corrections(store: Arc<SqlStore>) {
     let mut net: HashMap<String, i64> = HashMap::new();
     for e in events(&store).await {
         for c in e.changes {
-            *net.entry(c.record_id).or_default() +=
-                c.current.unwrap().quantity_grams - c.previous.map(|p| p.quantity_grams).unwrap_or(0);
+            *net.entry(c.record_id).or_default() += c.current.unwrap().quantity_grams
+                - c.previous.map(|p| p.quantity_grams).unwrap_or(0);
         }
     }
     let held = store.held_totals(Partner::Voso).await.unwrap();
-    assert_eq!(net["same"], held.grams, "announced differences add up to what is held");
+    assert_eq!(
+        net["same"], held.grams,
+        "announced differences add up to what is held"
+    );
 }
 
 #[tokio::test]

@@ -129,12 +129,15 @@ impl Authenticator {
         else {
             return Err(unauthenticated("malformed bearer token"));
         };
-        let signature = B64.decode(signature).map_err(|_| unauthenticated("malformed bearer token"))?;
+        let signature = B64
+            .decode(signature)
+            .map_err(|_| unauthenticated("malformed bearer token"))?;
         let mut mac = HmacSha256::new_from_slice(&self.key).map_err(Error::internal)?;
         mac.update(PREFIX.as_bytes());
         mac.update(b".");
         mac.update(body.as_bytes());
-        mac.verify_slice(&signature).map_err(|_| unauthenticated("bearer token signature is not valid"))?;
+        mac.verify_slice(&signature)
+            .map_err(|_| unauthenticated("bearer token signature is not valid"))?;
         let claims: Claims = B64
             .decode(body)
             .ok()
@@ -152,21 +155,35 @@ impl Authenticator {
     /// Verifies the `authorization: Bearer …` value of a request.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Claims> {
         let header = authorization.ok_or_else(|| {
-            Error::new(ErrorCode::Unauthenticated, "missing `authorization: Bearer <token>`")
+            Error::new(
+                ErrorCode::Unauthenticated,
+                "missing `authorization: Bearer <token>`",
+            )
         })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| Error::new(ErrorCode::Unauthenticated, "authorization must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::Unauthenticated,
+                    "authorization must be `Bearer <token>`",
+                )
+            })?;
         self.verify(token.trim()).await
     }
 
     /// Authenticates a gRPC request and requires a partner token; returns the partner.
-    pub async fn require_partner(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Partner> {
+    pub async fn require_partner(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Partner> {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
         let claims = self.authenticate(header).await?;
         claims.partner().ok_or_else(|| {
-            Error::new(ErrorCode::PermissionDenied, "this rpc is for partner marketplaces; the token is not a partner's")
+            Error::new(
+                ErrorCode::PermissionDenied,
+                "this rpc is for partner marketplaces; the token is not a partner's",
+            )
         })
     }
 
@@ -188,7 +205,9 @@ impl Authenticator {
     }
 
     async fn is_revoked(&self, id: &str) -> Result<bool> {
-        let Some(db) = &self.store else { return Ok(false) };
+        let Some(db) = &self.store else {
+            return Ok(false);
+        };
         {
             let guard = self.revoked.read().await;
             if guard.0.is_some_and(|at| at.elapsed() < REVOCATION_REFRESH) {
@@ -231,7 +250,14 @@ mod tests {
     #[tokio::test]
     async fn minted_token_verifies_and_names_its_partner() {
         let a = auth();
-        let (token, claims) = a.mint(Role::Partner { partner: "voso".into() }, Duration::from_secs(60)).unwrap();
+        let (token, claims) = a
+            .mint(
+                Role::Partner {
+                    partner: "voso".into(),
+                },
+                Duration::from_secs(60),
+            )
+            .unwrap();
         let got = a.verify(&token).await.unwrap();
         assert_eq!(got, claims);
         assert_eq!(got.partner(), Some(Partner::Voso));
@@ -242,12 +268,23 @@ mod tests {
         let a = auth();
         let (token, _) = a.mint(Role::Admin, Duration::from_secs(60)).unwrap();
         let other = Authenticator::new(&[8u8; 32], None).unwrap();
-        assert_eq!(other.verify(&token).await.unwrap_err().code, ErrorCode::Unauthenticated);
+        assert_eq!(
+            other.verify(&token).await.unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
         let mut forged = token.clone();
         forged.insert(10, 'x');
-        assert_eq!(a.verify(&forged).await.unwrap_err().code, ErrorCode::Unauthenticated);
+        assert_eq!(
+            a.verify(&forged).await.unwrap_err().code,
+            ErrorCode::Unauthenticated
+        );
         let (expired, _) = a.mint(Role::Admin, Duration::ZERO).unwrap();
-        assert!(a.verify(&expired).await.unwrap_err().message.contains("expired"));
+        assert!(a
+            .verify(&expired)
+            .await
+            .unwrap_err()
+            .message
+            .contains("expired"));
         assert!(a.verify("garbage").await.is_err());
         assert!(a.authenticate(None).await.is_err());
         assert!(a.authenticate(Some("Basic abc")).await.is_err());
@@ -256,8 +293,29 @@ mod tests {
     #[test]
     fn unknown_partner_or_province_cannot_be_minted() {
         let a = auth();
-        assert!(a.mint(Role::Partner { partner: "shopee".into() }, Duration::from_secs(1)).is_err());
-        assert!(a.mint(Role::Province { province: "99".into() }, Duration::from_secs(1)).is_err());
-        assert!(a.mint(Role::Province { province: "79".into() }, Duration::from_secs(1)).is_ok());
+        assert!(a
+            .mint(
+                Role::Partner {
+                    partner: "shopee".into()
+                },
+                Duration::from_secs(1)
+            )
+            .is_err());
+        assert!(a
+            .mint(
+                Role::Province {
+                    province: "99".into()
+                },
+                Duration::from_secs(1)
+            )
+            .is_err());
+        assert!(a
+            .mint(
+                Role::Province {
+                    province: "79".into()
+                },
+                Duration::from_secs(1)
+            )
+            .is_ok());
     }
 }

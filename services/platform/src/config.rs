@@ -13,7 +13,12 @@ use serde::Serialize;
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct Config {
     /// Directory for the embedded mode's SQLite files and generated token secret.
-    #[arg(long, env = "AGRIPORTAL_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL URL (`postgres://user@host/db`). When set, every store uses PostgreSQL,
@@ -23,7 +28,12 @@ pub struct Config {
     pub database_url: Option<String>,
 
     /// Maximum PostgreSQL connections per service pool.
-    #[arg(long, env = "AGRIPORTAL_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
     pub db_max_connections: u32,
 
     /// NATS URL (`nats://host:4222`). When set, events go through NATS JetStream; otherwise
@@ -33,29 +43,59 @@ pub struct Config {
 
     /// Prefix of every event subject (`<prefix>.<service>.<event>`); the JetStream stream is
     /// named after it. Distinct prefixes keep deployments (and tests) apart on one NATS server.
-    #[arg(long, env = "AGRIPORTAL_BUS_PREFIX", default_value = "agriportal", global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_BUS_PREFIX",
+        default_value = "agriportal",
+        global = true
+    )]
     pub bus_prefix: String,
 
     /// JetStream replicas of the event stream (3 on a 3-node cluster).
-    #[arg(long, env = "AGRIPORTAL_BUS_REPLICAS", default_value_t = 1, global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_BUS_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
     pub bus_replicas: usize,
 
     /// Address of the gRPC server (all gRPC services share it).
-    #[arg(long = "grpc", env = "AGRIPORTAL_GRPC_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    #[arg(
+        long = "grpc",
+        env = "AGRIPORTAL_GRPC_ADDR",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
     pub grpc_addr: SocketAddr,
 
     /// Address of the HTTP server (gateway JSON API and dashboard page; health and metrics).
-    #[arg(long = "http", env = "AGRIPORTAL_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long = "http",
+        env = "AGRIPORTAL_HTTP_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub http_addr: SocketAddr,
 
     /// Secret that signs bearer tokens (at least 32 bytes). In embedded mode it is generated
     /// once into `<data-dir>/token_secret` when not set.
-    #[arg(long, env = "AGRIPORTAL_TOKEN_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_TOKEN_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     #[serde(skip)]
     pub token_secret: Option<String>,
 
     /// Seconds to let in-flight requests finish on shutdown before telemetry is flushed.
-    #[arg(long, env = "AGRIPORTAL_DRAIN_SECONDS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DRAIN_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
     pub drain_seconds: u64,
 
     /// Log filter, in `tracing` env-filter syntax.
@@ -63,7 +103,12 @@ pub struct Config {
     pub log: String,
 
     /// Log format: `text` or `json`.
-    #[arg(long, env = "AGRIPORTAL_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "AGRIPORTAL_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: String,
 
     /// OTLP/gRPC endpoint for traces (`http://collector:4317`); tracing export is off when unset.

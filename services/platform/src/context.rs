@@ -31,7 +31,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,7 +53,9 @@ impl Context {
 
     /// Like [`Context::open`] with a given bus (tests share one in-process bus this way).
     pub async fn with_bus(config: Config, bus: Arc<dyn Bus>) -> anyhow::Result<Context> {
-        let platform = platform_database(&config).await.context("opening the platform store")?;
+        let platform = platform_database(&config)
+            .await
+            .context("opening the platform store")?;
         let secret = token_secret(&config)?;
         let auth = Authenticator::new(&secret, Some(platform))?;
         Ok(Context {
@@ -65,7 +69,9 @@ impl Context {
 
     /// Connects the store of a service (its schema or SQLite file).
     pub async fn database(&self, schema: &str) -> anyhow::Result<Database> {
-        Database::connect(&self.config, schema).await.with_context(|| format!("opening the {schema} store"))
+        Database::connect(&self.config, schema)
+            .await
+            .with_context(|| format!("opening the {schema} store"))
     }
 
     /// Signals shutdown and waits for background tasks to finish.
@@ -80,7 +86,10 @@ impl Context {
 /// `<data-dir>/token_secret` so `token mint` and `up` agree without any setup.
 pub fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.token_secret {
-        anyhow::ensure!(secret.len() >= 32, "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long");
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long"
+        );
         return Ok(secret.as_bytes().to_vec());
     }
     anyhow::ensure!(

@@ -25,9 +25,13 @@ pub async fn serve(
     drain: Duration,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     for name in services {
-        reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agriportal_proto::FILE_DESCRIPTOR_SET)
@@ -35,12 +39,16 @@ pub async fn serve(
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
 
-    let names: Vec<String> = std::iter::once(String::new()).chain(services.iter().map(|s| s.to_string())).collect();
+    let names: Vec<String> = std::iter::once(String::new())
+        .chain(services.iter().map(|s| s.to_string()))
+        .collect();
     let stopping = shutdown.clone();
     let signal = async move {
         stopping.cancelled().await;
         for name in &names {
-            reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+            reporter
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
         }
     };
     let server = tonic::transport::Server::builder()
@@ -51,7 +59,11 @@ pub async fn serve(
 }
 
 /// Runs a server future; once `shutdown` fires it gets `drain` to finish, then is dropped.
-pub async fn bounded_drain<F, E>(server: F, shutdown: CancellationToken, drain: Duration) -> anyhow::Result<()>
+pub async fn bounded_drain<F, E>(
+    server: F,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = Result<(), E>>,
     E: Into<anyhow::Error>,

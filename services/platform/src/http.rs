@@ -56,7 +56,10 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics().render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics().render(),
+    )
 }
 
 /// Serves `router` (traced) until `shutdown`, then drains for at most `drain`.
@@ -102,26 +105,46 @@ impl Metrics {
     pub fn set(&self, name: &str, labels: &str, help: &'static str, value: i64) {
         self.update(name, labels, help, "gauge", |v| *v = value);
     }
-    fn update(&self, name: &str, labels: &str, help: &'static str, kind: &'static str, f: impl FnOnce(&mut i64)) {
-        let Ok(mut series) = self.series.lock() else { return };
+    fn update(
+        &self,
+        name: &str,
+        labels: &str,
+        help: &'static str,
+        kind: &'static str,
+        f: impl FnOnce(&mut i64),
+    ) {
+        let Ok(mut series) = self.series.lock() else {
+            return;
+        };
         let entry = series
             .entry((name.to_string(), labels.to_string()))
-            .or_insert(Series { help, kind, value: 0 });
+            .or_insert(Series {
+                help,
+                kind,
+                value: 0,
+            });
         f(&mut entry.value);
     }
     /// The current value of a series, if it exists.
     pub fn get(&self, name: &str, labels: &str) -> Option<i64> {
         let series = self.series.lock().ok()?;
-        series.get(&(name.to_string(), labels.to_string())).map(|s| s.value)
+        series
+            .get(&(name.to_string(), labels.to_string()))
+            .map(|s| s.value)
     }
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let Ok(series) = self.series.lock() else { return String::new() };
+        let Ok(series) = self.series.lock() else {
+            return String::new();
+        };
         let mut out = String::new();
         let mut last = "";
         for ((name, labels), s) in series.iter() {
             if name != last {
-                out.push_str(&format!("# HELP {name} {}\n# TYPE {name} {}\n", s.help, s.kind));
+                out.push_str(&format!(
+                    "# HELP {name} {}\n# TYPE {name} {}\n",
+                    s.help, s.kind
+                ));
                 last = name;
             }
             if labels.is_empty() {

@@ -43,8 +43,15 @@ pub struct OutboxEvent {
 impl OutboxEvent {
     /// An event with a fresh id, carrying the current span's trace context.
     pub fn new(id: String, subject: impl Into<String>, payload: Vec<u8>) -> Self {
-        let headers = serde_json::to_string(&telemetry::current_context_headers()).unwrap_or_else(|_| "[]".into());
-        OutboxEvent { id, subject: subject.into(), headers, payload, created_at_ms: now_ms() }
+        let headers = serde_json::to_string(&telemetry::current_context_headers())
+            .unwrap_or_else(|_| "[]".into());
+        OutboxEvent {
+            id,
+            subject: subject.into(),
+            headers,
+            payload,
+            created_at_ms: now_ms(),
+        }
     }
 }
 

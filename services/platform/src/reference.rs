@@ -146,20 +146,38 @@ impl Reference {
                 subregion: r[3].clone(),
             })
             .collect();
-        let by_code = provinces.iter().enumerate().map(|(i, p)| (p.code.clone(), i)).collect();
+        let by_code = provinces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.code.clone(), i))
+            .collect();
         let old_to_new = rows(include_str!("../reference/provinces_before_2025.csv"))
             .map(|r| (r[0].clone(), r[2].clone()))
             .collect();
         let communes = rows(include_str!("../reference/communes.csv"))
             .map(|r| {
-                let c = Commune { code: r[0].clone(), name: r[1].clone(), province_code: r[2].clone() };
+                let c = Commune {
+                    code: r[0].clone(),
+                    name: r[1].clone(),
+                    province_code: r[2].clone(),
+                };
                 (c.code.clone(), c)
             })
             .collect();
         let categories = rows(include_str!("../reference/categories.csv"))
-            .map(|r| Category { code: r[0].clone(), name_vi: r[1].clone(), name_en: r[2].clone() })
+            .map(|r| Category {
+                code: r[0].clone(),
+                name_vi: r[1].clone(),
+                name_en: r[2].clone(),
+            })
             .collect();
-        Reference { provinces, by_code, old_to_new, communes, categories }
+        Reference {
+            provinces,
+            by_code,
+            old_to_new,
+            communes,
+            categories,
+        }
     }
 
     /// The 34 provinces since 1 July 2025, in code order.
@@ -188,8 +206,11 @@ impl Reference {
 
     /// Communes of a province, in code order.
     pub fn communes_of(&self, province_code: &str) -> Vec<&Commune> {
-        let mut list: Vec<&Commune> =
-            self.communes.values().filter(|c| c.province_code == province_code).collect();
+        let mut list: Vec<&Commune> = self
+            .communes
+            .values()
+            .filter(|c| c.province_code == province_code)
+            .collect();
         list.sort_by(|a, b| a.code.cmp(&b.code));
         list
     }
@@ -213,28 +234,31 @@ impl Reference {
 /// Data rows of an embedded CSV file (header skipped). Fields may be double-quoted; the files
 /// are ours and well-formed, so a short row is padded rather than refused.
 fn rows(text: &'static str) -> impl Iterator<Item = Vec<String>> {
-    text.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|line| {
-        let mut fields = Vec::new();
-        let mut field = String::new();
-        let mut quoted = false;
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match (c, quoted) {
-                ('"', true) if chars.peek() == Some(&'"') => {
-                    field.push('"');
-                    chars.next();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut fields = Vec::new();
+            let mut field = String::new();
+            let mut quoted = false;
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match (c, quoted) {
+                    ('"', true) if chars.peek() == Some(&'"') => {
+                        field.push('"');
+                        chars.next();
+                    }
+                    ('"', _) => quoted = !quoted,
+                    (',', false) => fields.push(std::mem::take(&mut field)),
+                    _ => field.push(c),
                 }
-                ('"', _) => quoted = !quoted,
-                (',', false) => fields.push(std::mem::take(&mut field)),
-                _ => field.push(c),
             }
-        }
-        fields.push(field);
-        while fields.len() < 5 {
-            fields.push(String::new());
-        }
-        fields
-    })
+            fields.push(field);
+            while fields.len() < 5 {
+                fields.push(String::new());
+            }
+            fields
+        })
 }
 
 #[cfg(test)]
@@ -248,22 +272,43 @@ mod tests {
         assert_eq!(r.old_to_new.len(), 63);
         assert_eq!(r.commune_count(), 3321);
         assert_eq!(r.categories().len(), 11);
-        assert_eq!(r.category("tea_coffee_cocoa").map(|c| c.name_vi.as_str()), Some("Chè, cà phê, ca cao"));
+        assert_eq!(
+            r.category("tea_coffee_cocoa").map(|c| c.name_vi.as_str()),
+            Some("Chè, cà phê, ca cao")
+        );
     }
 
     #[test]
     fn old_codes_map_to_their_new_province() {
         let r = Reference::get();
         // Hà Giang (02) merged into Tuyên Quang (08).
-        assert_eq!(r.resolve_province("02").map(|m| m.province().code.as_str()), Some("08"));
-        assert!(matches!(r.resolve_province("08"), Some(ProvinceMatch::Current(_))));
-        assert!(matches!(r.resolve_province("02"), Some(ProvinceMatch::Merged(_))));
+        assert_eq!(
+            r.resolve_province("02").map(|m| m.province().code.as_str()),
+            Some("08")
+        );
+        assert!(matches!(
+            r.resolve_province("08"),
+            Some(ProvinceMatch::Current(_))
+        ));
+        assert!(matches!(
+            r.resolve_province("02"),
+            Some(ProvinceMatch::Merged(_))
+        ));
         assert!(r.resolve_province("99").is_none());
         for p in r.provinces() {
-            assert!(REGIONS.contains(&p.region.as_str()), "{} has region {}", p.code, p.region);
+            assert!(
+                REGIONS.contains(&p.region.as_str()),
+                "{} has region {}",
+                p.code,
+                p.region
+            );
         }
         for c in r.communes.values() {
-            assert!(r.province(&c.province_code).is_some(), "commune {} in unknown province", c.code);
+            assert!(
+                r.province(&c.province_code).is_some(),
+                "commune {} in unknown province",
+                c.code
+            );
         }
     }
 }

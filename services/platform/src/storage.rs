@@ -60,10 +60,18 @@ impl Database {
     /// else `<data-dir>/<schema>.sqlite`. Creates the schema or file when missing.
     pub async fn connect(config: &Config, schema: &str) -> anyhow::Result<Database> {
         let pool = match &config.database_url {
-            Some(url) => Pool::Postgres(connect_postgres(url, schema, config.db_max_connections).await?),
-            None => Pool::Sqlite(connect_sqlite(&config.data_dir.join(format!("{schema}.sqlite"))).await?),
+            Some(url) => {
+                Pool::Postgres(connect_postgres(url, schema, config.db_max_connections).await?)
+            }
+            None => Pool::Sqlite(
+                connect_sqlite(&config.data_dir.join(format!("{schema}.sqlite"))).await?,
+            ),
         };
-        Ok(Database { pool, schema: schema.to_string(), write_lock: Arc::new(Mutex::new(())) })
+        Ok(Database {
+            pool,
+            schema: schema.to_string(),
+            write_lock: Arc::new(Mutex::new(())),
+        })
     }
 
     /// True on PostgreSQL.
@@ -110,7 +118,9 @@ async fn connect_postgres(url: &str, schema: &str, max: u32) -> anyhow::Result<P
     }
     let options = PgConnectOptions::from_str(url)?;
     let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).execute(&mut conn).await?;
+    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     let pool = PgPoolOptions::new()
         .max_connections(max.max(1))
@@ -166,9 +176,18 @@ pub fn json_rows(postgres: bool, param: usize, columns: &[(&str, &str)]) -> (Str
     if postgres {
         let select: Vec<String> = columns.iter().map(|(n, _)| format!("x.{n}")).collect();
         let typed: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-        (select.join(", "), format!("jsonb_to_recordset(${param}::jsonb) AS x({})", typed.join(", ")))
+        (
+            select.join(", "),
+            format!(
+                "jsonb_to_recordset(${param}::jsonb) AS x({})",
+                typed.join(", ")
+            ),
+        )
     } else {
-        let select: Vec<String> = columns.iter().map(|(n, _)| format!("json_extract(value, '$.{n}')")).collect();
+        let select: Vec<String> = columns
+            .iter()
+            .map(|(n, _)| format!("json_extract(value, '$.{n}')"))
+            .collect();
         (select.join(", "), format!("json_each(${param}) WHERE true"))
     }
 }

@@ -36,12 +36,16 @@ impl TelemetryGuard {
 pub fn init(config: &Config, service_name: &str) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_string()).build(),
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_string())
+            .build(),
     );
     if let Some(endpoint) = &config.otlp_endpoint {
         use opentelemetry_otlp::WithExportConfig;
-        let exporter =
-            opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint.clone()).build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();
@@ -51,9 +55,17 @@ pub fn init(config: &Config, service_name: &str) -> anyhow::Result<TelemetryGuar
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     // A second init (tests starting several services) keeps the first subscriber.
     let _ = if config.log_format == "json" {
-        registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init()
     };
     Ok(TelemetryGuard { provider })
 }
@@ -70,7 +82,10 @@ struct PairExtractor<'a>(&'a [(String, String)]);
 
 impl Extractor for PairExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(k, _)| k.as_str()).collect()

@@ -44,8 +44,9 @@ pub fn require_servers() -> bool {
 /// When NATS is unreachable and [`require_servers`] is true.
 pub async fn nats_url(test: &str) -> Option<String> {
     let url = std::env::var(NATS_URL_ENV).unwrap_or_else(|_| DEFAULT_NATS_URL.to_string());
-    let connecting =
-        async_nats::ConnectOptions::new().connection_timeout(REACH_TIMEOUT).connect(url.as_str());
+    let connecting = async_nats::ConnectOptions::new()
+        .connection_timeout(REACH_TIMEOUT)
+        .connect(url.as_str());
     let why = match tokio::time::timeout(REACH_TIMEOUT + Duration::from_secs(1), connecting).await {
         Ok(Ok(_client)) => return Some(url),
         Ok(Err(e)) => e.to_string(),
@@ -64,15 +65,22 @@ pub async fn nats_url(test: &str) -> Option<String> {
 /// reachable but refuses to create the database (a misconfiguration, not a missing server).
 pub async fn fresh_postgres(test: &str) -> Option<String> {
     let url = std::env::var(DATABASE_URL_ENV).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_string());
-    let mut conn = match tokio::time::timeout(REACH_TIMEOUT, sqlx::PgConnection::connect(&url)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return unreachable(test, "PostgreSQL", &url, &e.to_string()),
-        Err(_) => return unreachable(test, "PostgreSQL", &url, "timed out"),
-    };
+    let mut conn =
+        match tokio::time::timeout(REACH_TIMEOUT, sqlx::PgConnection::connect(&url)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return unreachable(test, "PostgreSQL", &url, &e.to_string()),
+            Err(_) => return unreachable(test, "PostgreSQL", &url, "timed out"),
+        };
     let name = unique_name(test, 63);
     // The name is made of `[a-z0-9_]` only, so quoting it is enough.
-    if let Err(e) = sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await {
-        panic!("{test}: cannot create database {name} on {}: {e}", redact(&url));
+    if let Err(e) = sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+    {
+        panic!(
+            "{test}: cannot create database {name} on {}: {e}",
+            redact(&url)
+        );
     }
     let _ = conn.close().await;
     Some(with_database(&url, &name))
@@ -91,7 +99,13 @@ fn unique_name(test: &str, max_len: usize) -> String {
     let random = &random[..10];
     let mut name: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     name.truncate(max_len.saturating_sub(random.len() + 3));
     format!("t_{name}_{random}")
@@ -100,8 +114,12 @@ fn unique_name(test: &str, max_len: usize) -> String {
 /// `url` with its database (the path) replaced by `name`, keeping any query parameters.
 fn with_database(url: &str, name: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let query_start = url[authority_start..].find('?').map_or(url.len(), |i| authority_start + i);
-    let path_start = url[authority_start..query_start].find('/').map_or(query_start, |i| authority_start + i);
+    let query_start = url[authority_start..]
+        .find('?')
+        .map_or(url.len(), |i| authority_start + i);
+    let path_start = url[authority_start..query_start]
+        .find('/')
+        .map_or(query_start, |i| authority_start + i);
     format!("{}/{name}{}", &url[..path_start], &url[query_start..])
 }
 
@@ -110,11 +128,17 @@ fn redact(url: &str) -> String {
     let Some(authority_start) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let authority_end = url[authority_start..].find(['/', '?']).map_or(url.len(), |i| authority_start + i);
+    let authority_end = url[authority_start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority_start + i);
     let authority = &url[authority_start..authority_end];
     match (authority.rfind('@'), authority.find(':')) {
         (Some(at), Some(colon)) if colon < at => {
-            format!("{}***{}", &url[..authority_start + colon + 1], &url[authority_start + at..])
+            format!(
+                "{}***{}",
+                &url[..authority_start + colon + 1],
+                &url[authority_start + at..]
+            )
         }
         _ => url.to_string(),
     }
@@ -140,17 +164,31 @@ mod tests {
         let a = unique_prefix("bus_contract::jetstream::Headers survive!");
         let b = unique_prefix("bus_contract::jetstream::Headers survive!");
         assert_ne!(a, b);
-        assert!(a.starts_with("t_bus_contract__jetstream__headers_survive__"), "{a}");
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        assert!(
+            a.starts_with("t_bus_contract__jetstream__headers_survive__"),
+            "{a}"
+        );
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         assert!(unique_name(&"x".repeat(200), 63).len() <= 63);
     }
 
     #[test]
     fn database_is_replaced() {
-        assert_eq!(with_database("postgres://u@h:5432/test", "t_x"), "postgres://u@h:5432/t_x");
-        assert_eq!(with_database("postgres://u@h/test?sslmode=disable", "t_x"), "postgres://u@h/t_x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "t_x"),
+            "postgres://u@h:5432/t_x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "t_x"),
+            "postgres://u@h/t_x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://u@h", "t_x"), "postgres://u@h/t_x");
-        assert_eq!(with_database("postgres:///test?host=/run/pg", "t_x"), "postgres:///t_x?host=/run/pg");
+        assert_eq!(
+            with_database("postgres:///test?host=/run/pg", "t_x"),
+            "postgres:///t_x?host=/run/pg"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agriportal_platform::bus::{stream_name, Bus, BusKind, ConsumerSpec, Delivery, InProcessBus, JetStreamBus, Message};
+use agriportal_platform::bus::{
+    stream_name, Bus, BusKind, ConsumerSpec, Delivery, InProcessBus, JetStreamBus, Message,
+};
 use agriportal_platform::testing::{nats_url, unique_prefix};
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -50,7 +52,10 @@ async fn publish_all(bus: &Arc<dyn Bus>, messages: impl IntoIterator<Item = Mess
 }
 
 /// Fetches (and acks) until `count` deliveries arrived or `FETCH_WAIT` passed.
-async fn collect(consumer: &mut Box<dyn agriportal_platform::bus::Consumer>, count: usize) -> Vec<Delivery> {
+async fn collect(
+    consumer: &mut Box<dyn agriportal_platform::bus::Consumer>,
+    count: usize,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + FETCH_WAIT;
     let mut out = Vec::new();
     while out.len() < count {
@@ -58,7 +63,10 @@ async fn collect(consumer: &mut Box<dyn agriportal_platform::bus::Consumer>, cou
         if left.is_zero() {
             break;
         }
-        let got = consumer.fetch(count - out.len(), left).await.expect("fetch");
+        let got = consumer
+            .fetch(count - out.len(), left)
+            .await
+            .expect("fetch");
         for d in got {
             d.ack().await.expect("ack");
             out.push(d);
@@ -80,7 +88,10 @@ async fn assert_quiet(consumer: &mut Box<dyn agriportal_platform::bus::Consumer>
 // The contract.
 
 async fn publish_fetch_ack_then_nothing_redelivered(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     publish_all(&bus, [message("orders.placed", "m1")]).await;
     let got = c.fetch(10, FETCH_WAIT).await.expect("fetch");
     assert_eq!(got.len(), 1);
@@ -95,29 +106,51 @@ async fn publish_fetch_ack_then_nothing_redelivered(bus: Arc<dyn Bus>) {
 }
 
 async fn fetch_returns_as_soon_as_a_message_arrives(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     let started = Instant::now();
-    assert!(c.fetch(10, Duration::from_millis(300)).await.expect("fetch").is_empty());
+    assert!(c
+        .fetch(10, Duration::from_millis(300))
+        .await
+        .expect("fetch")
+        .is_empty());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250), "an empty fetch returned after {waited:?}");
-    assert!(waited < Duration::from_secs(3), "an empty fetch returned after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "an empty fetch returned after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "an empty fetch returned after {waited:?}"
+    );
 
     let publisher = Arc::clone(&bus);
     let publishing = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        publisher.publish(message("orders.placed", "late")).await.expect("publish");
+        publisher
+            .publish(message("orders.placed", "late"))
+            .await
+            .expect("publish");
     });
     let started = Instant::now();
     let got = c.fetch(10, Duration::from_secs(20)).await.expect("fetch");
     let waited = started.elapsed();
     publishing.await.expect("publisher");
     assert_eq!(ids(&got), ["late"]);
-    assert!(waited < Duration::from_secs(5), "fetch(10, 20s) took {waited:?} for one message");
+    assert!(
+        waited < Duration::from_secs(5),
+        "fetch(10, 20s) took {waited:?} for one message"
+    );
     got[0].ack().await.expect("ack");
 }
 
 async fn unacked_is_redelivered_after_ack_wait(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     publish_all(&bus, [message("orders.placed", "m1")]).await;
     let first = c.fetch(10, FETCH_WAIT).await.expect("fetch");
     assert_eq!(ids(&first), ["m1"]);
@@ -127,19 +160,31 @@ async fn unacked_is_redelivered_after_ack_wait(bus: Arc<dyn Bus>) {
     let after = fetched_at.elapsed();
     assert_eq!(ids(&again), ["m1"]);
     assert_eq!(again[0].delivered, 2);
-    assert!(after >= ACK_WAIT - Duration::from_millis(100), "redelivered after {after:?}");
+    assert!(
+        after >= ACK_WAIT - Duration::from_millis(100),
+        "redelivered after {after:?}"
+    );
     again[0].ack().await.expect("ack");
     assert_quiet(&mut c).await;
 }
 
 async fn same_id_twice_is_a_duplicate(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
-    let first = bus.publish(message("orders.placed", "same")).await.expect("publish");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
+    let first = bus
+        .publish(message("orders.placed", "same"))
+        .await
+        .expect("publish");
     assert!(!first.duplicate);
     let mut again = message("orders.placed", "same");
     again.payload = Bytes::from_static(b"another payload");
     let second = bus.publish(again).await.expect("publish");
-    assert!(second.duplicate, "the second publish of an id must be a duplicate");
+    assert!(
+        second.duplicate,
+        "the second publish of an id must be a duplicate"
+    );
     publish_all(&bus, [message("orders.placed", "other")]).await;
     let got = collect(&mut c, 3).await;
     assert_eq!(ids(&got), ["same", "other"]);
@@ -148,48 +193,87 @@ async fn same_id_twice_is_a_duplicate(bus: Arc<dyn Bus>) {
 }
 
 async fn two_durables_each_get_every_message(bus: Arc<dyn Bus>) {
-    let mut a = bus.consumer(spec("a", &["orders.>"])).await.expect("consumer");
-    let mut b = bus.consumer(spec("b", &["orders.>"])).await.expect("consumer");
-    publish_all(&bus, (1..=3).map(|i| message("orders.placed", &format!("m{i}")))).await;
+    let mut a = bus
+        .consumer(spec("a", &["orders.>"]))
+        .await
+        .expect("consumer");
+    let mut b = bus
+        .consumer(spec("b", &["orders.>"]))
+        .await
+        .expect("consumer");
+    publish_all(
+        &bus,
+        (1..=3).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
     assert_eq!(ids(&collect(&mut a, 3).await), ["m1", "m2", "m3"]);
     assert_eq!(ids(&collect(&mut b, 3).await), ["m1", "m2", "m3"]);
-    assert_quiet(&mut a).await;
-    assert_quiet(&mut b).await;
+    tokio::join!(assert_quiet(&mut a), assert_quiet(&mut b));
 }
 
 async fn handles_of_one_durable_share_the_work(bus: Arc<dyn Bus>) {
-    let mut h1 = bus.consumer(spec("w", &["orders.>"])).await.expect("consumer");
-    let mut h2 = bus.consumer(spec("w", &["orders.>"])).await.expect("consumer");
-    publish_all(&bus, (1..=10).map(|i| message("orders.placed", &format!("m{i}")))).await;
+    let mut h1 = bus
+        .consumer(spec("w", &["orders.>"]))
+        .await
+        .expect("consumer");
+    let mut h2 = bus
+        .consumer(spec("w", &["orders.>"]))
+        .await
+        .expect("consumer");
+    publish_all(
+        &bus,
+        (1..=10).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
     let (mut by1, mut by2) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + FETCH_WAIT * 2;
     while by1.len() + by2.len() < 10 && Instant::now() < deadline {
         for (handle, seen) in [(&mut h1, &mut by1), (&mut h2, &mut by2)] {
-            for d in handle.fetch(3, Duration::from_millis(500)).await.expect("fetch") {
+            for d in handle
+                .fetch(3, Duration::from_millis(500))
+                .await
+                .expect("fetch")
+            {
                 d.ack().await.expect("ack");
                 seen.push(d.message.id.clone());
             }
         }
     }
-    assert!(!by1.is_empty() && !by2.is_empty(), "both handles should get work: {by1:?} {by2:?}");
+    assert!(
+        !by1.is_empty() && !by2.is_empty(),
+        "both handles should get work: {by1:?} {by2:?}"
+    );
     let all: Vec<&String> = by1.iter().chain(&by2).collect();
     let unique: HashSet<&String> = all.iter().copied().collect();
     assert_eq!(all.len(), 10, "each message exactly once: {by1:?} {by2:?}");
-    assert_eq!(unique.len(), 10, "each message exactly once: {by1:?} {by2:?}");
-    assert_quiet(&mut h1).await;
-    assert_quiet(&mut h2).await;
+    assert_eq!(
+        unique.len(),
+        10,
+        "each message exactly once: {by1:?} {by2:?}"
+    );
+    tokio::join!(assert_quiet(&mut h1), assert_quiet(&mut h2));
 }
 
 async fn position_survives_recreating_the_handle(bus: Arc<dyn Bus>) {
-    publish_all(&bus, (1..=5).map(|i| message("orders.placed", &format!("m{i}")))).await;
-    let mut c = bus.consumer(spec("p", &["orders.>"])).await.expect("consumer");
+    publish_all(
+        &bus,
+        (1..=5).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
+    let mut c = bus
+        .consumer(spec("p", &["orders.>"]))
+        .await
+        .expect("consumer");
     assert_eq!(ids(&collect(&mut c, 2).await), ["m1", "m2"]);
     let unacked = c.fetch(1, FETCH_WAIT).await.expect("fetch");
     assert_eq!(ids(&unacked), ["m3"]);
     drop(unacked);
     drop(c);
 
-    let mut c = bus.consumer(spec("p", &["orders.>"])).await.expect("consumer again");
+    let mut c = bus
+        .consumer(spec("p", &["orders.>"]))
+        .await
+        .expect("consumer again");
     let got = collect(&mut c, 3).await;
     let mut got_ids = ids(&got);
     got_ids.sort();
@@ -202,11 +286,20 @@ async fn position_survives_recreating_the_handle(bus: Arc<dyn Bus>) {
 }
 
 async fn headers_survive(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     let headers = vec![
-        ("traceparent".to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+        (
+            "traceparent".to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        ),
         ("tracestate".to_string(), "congo=t61rcWkgMzE".to_string()),
-        ("x-agriportal-source".to_string(), "bus contract test".to_string()),
+        (
+            "x-agriportal-source".to_string(),
+            "bus contract test".to_string(),
+        ),
     ];
     let mut m = message("orders.placed", "with-headers");
     m.headers = headers.clone();
@@ -220,11 +313,26 @@ async fn headers_survive(bus: Arc<dyn Bus>) {
 }
 
 async fn subjects_are_filtered(bus: Arc<dyn Bus>) {
-    let mut market = bus.consumer(spec("market", &["marketplace.>"])).await.expect("consumer");
-    let mut star = bus.consumer(spec("star", &["*.x"])).await.expect("consumer");
-    let mut exact = bus.consumer(spec("exact", &["marketplace.a"])).await.expect("consumer");
-    let mut several = bus.consumer(spec("several", &["content.x", "marketplace.b.>"])).await.expect("consumer");
-    let mut everything = bus.consumer(spec("everything", &[])).await.expect("consumer");
+    let mut market = bus
+        .consumer(spec("market", &["marketplace.>"]))
+        .await
+        .expect("consumer");
+    let mut star = bus
+        .consumer(spec("star", &["*.x"]))
+        .await
+        .expect("consumer");
+    let mut exact = bus
+        .consumer(spec("exact", &["marketplace.a"]))
+        .await
+        .expect("consumer");
+    let mut several = bus
+        .consumer(spec("several", &["content.x", "marketplace.b.>"]))
+        .await
+        .expect("consumer");
+    let mut everything = bus
+        .consumer(spec("everything", &[]))
+        .await
+        .expect("consumer");
     publish_all(
         &bus,
         [
@@ -240,14 +348,24 @@ async fn subjects_are_filtered(bus: Arc<dyn Bus>) {
     assert_eq!(ids(&collect(&mut star, 1).await), ["c1"]);
     assert_eq!(ids(&collect(&mut exact, 1).await), ["m1"]);
     assert_eq!(ids(&collect(&mut several, 2).await), ["c1", "m2"]);
-    assert_eq!(ids(&collect(&mut everything, 5).await), ["c1", "m1", "m2", "m3", "c2"]);
+    assert_eq!(
+        ids(&collect(&mut everything, 5).await),
+        ["c1", "m1", "m2", "m3", "c2"]
+    );
     for c in [&mut market, &mut star, &mut exact, &mut several] {
-        assert!(c.fetch(10, Duration::from_millis(300)).await.expect("fetch").is_empty());
+        assert!(c
+            .fetch(10, Duration::from_millis(300))
+            .await
+            .expect("fetch")
+            .is_empty());
     }
 }
 
 async fn a_single_publisher_is_delivered_in_order(bus: Arc<dyn Bus>) {
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     let sent: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
     publish_all(&bus, sent.iter().map(|id| message("orders.placed", id))).await;
     let mut received = Vec::new();
@@ -262,8 +380,15 @@ async fn a_single_publisher_is_delivered_in_order(bus: Arc<dyn Bus>) {
 }
 
 async fn a_later_consumer_gets_every_stored_message(bus: Arc<dyn Bus>) {
-    publish_all(&bus, (1..=3).map(|i| message("orders.placed", &format!("m{i}")))).await;
-    let mut c = bus.consumer(spec("late", &["orders.>"])).await.expect("consumer");
+    publish_all(
+        &bus,
+        (1..=3).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
+    let mut c = bus
+        .consumer(spec("late", &["orders.>"]))
+        .await
+        .expect("consumer");
     assert_eq!(ids(&collect(&mut c, 3).await), ["m1", "m2", "m3"]);
 }
 
@@ -274,16 +399,35 @@ async fn invalid_input_is_refused(bus: Arc<dyn Bus>) {
         message("orders..placed", "id"),
         message("", "id"),
         message("orders.placed", ""),
-        Message { headers: vec![("Nats-Msg-Id".into(), "x".into())], ..message("orders.placed", "id") },
-        Message { headers: vec![("bad name".into(), "x".into())], ..message("orders.placed", "id") },
-        Message { headers: vec![("ok".into(), "line\nbreak".into())], ..message("orders.placed", "id") },
+        Message {
+            headers: vec![("Nats-Msg-Id".into(), "x".into())],
+            ..message("orders.placed", "id")
+        },
+        Message {
+            headers: vec![("bad name".into(), "x".into())],
+            ..message("orders.placed", "id")
+        },
+        Message {
+            headers: vec![("ok".into(), "line\nbreak".into())],
+            ..message("orders.placed", "id")
+        },
     ] {
         assert!(bus.publish(bad.clone()).await.is_err(), "accepted {bad:?}");
     }
-    for (durable, subjects) in [("a.b", vec!["orders.>"]), ("", vec!["orders.>"]), ("d", vec!["orders.>.x"])] {
-        assert!(bus.consumer(spec(durable, &subjects)).await.is_err(), "accepted {durable:?} {subjects:?}");
+    for (durable, subjects) in [
+        ("a.b", vec!["orders.>"]),
+        ("", vec!["orders.>"]),
+        ("d", vec!["orders.>.x"]),
+    ] {
+        assert!(
+            bus.consumer(spec(durable, &subjects)).await.is_err(),
+            "accepted {durable:?} {subjects:?}"
+        );
     }
-    let zero = ConsumerSpec { ack_wait: Duration::ZERO, ..spec("d", &["orders.>"]) };
+    let zero = ConsumerSpec {
+        ack_wait: Duration::ZERO,
+        ..spec("d", &["orders.>"])
+    };
     assert!(bus.consumer(zero).await.is_err());
 }
 
@@ -356,7 +500,9 @@ impl Nats {
     async fn start(test: &str, name: &str) -> Option<Nats> {
         let url = nats_url(test).await?;
         let prefix = unique_prefix(name);
-        let bus = JetStreamBus::connect(&url, &prefix, 1).await.expect("JetStream bus");
+        let bus = JetStreamBus::connect(&url, &prefix, 1)
+            .await
+            .expect("JetStream bus");
         assert_eq!(bus.stream(), stream_name(&prefix));
         assert_eq!(bus.kind(), BusKind::JetStream);
         Some(Nats { bus, url, prefix })
@@ -364,17 +510,26 @@ impl Nats {
 
     /// Deletes the test's stream (left behind if the test failed, for inspection).
     async fn clean_up(self) {
-        let client = async_nats::connect(self.url.as_str()).await.expect("connect");
+        let client = async_nats::connect(self.url.as_str())
+            .await
+            .expect("connect");
         let js = async_nats::jetstream::new(client);
-        js.delete_stream(stream_name(&self.prefix)).await.expect("delete the test stream");
+        js.delete_stream(stream_name(&self.prefix))
+            .await
+            .expect("delete the test stream");
     }
 }
 
 #[tokio::test]
 async fn jetstream_connect_to_nothing_is_unavailable() {
     let started = Instant::now();
-    let err = JetStreamBus::connect("nats://127.0.0.1:1", "t", 1).await.expect_err("nothing listens on port 1");
-    assert!(matches!(err, agriportal_platform::bus::BusError::Unavailable(_)), "{err:?}");
+    let err = JetStreamBus::connect("nats://127.0.0.1:1", "t", 1)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(err, agriportal_platform::bus::BusError::Unavailable(_)),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
@@ -392,9 +547,19 @@ async fn reopening_redelivers_what_was_not_acked() {
     {
         let bus = open(&path).await;
         let dynbus: Arc<dyn Bus> = bus.clone();
-        let mut d = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
-        let _e = bus.consumer(spec("e", &["orders.>"])).await.expect("consumer");
-        publish_all(&dynbus, (1..=4).map(|i| message("orders.placed", &format!("m{i}")))).await;
+        let mut d = bus
+            .consumer(spec("d", &["orders.>"]))
+            .await
+            .expect("consumer");
+        let _e = bus
+            .consumer(spec("e", &["orders.>"]))
+            .await
+            .expect("consumer");
+        publish_all(
+            &dynbus,
+            (1..=4).map(|i| message("orders.placed", &format!("m{i}"))),
+        )
+        .await;
         let got = d.fetch(10, FETCH_WAIT).await.expect("fetch");
         assert_eq!(ids(&got), ["m1", "m2", "m3", "m4"]);
         got[0].ack().await.expect("ack");
@@ -403,34 +568,62 @@ async fn reopening_redelivers_what_was_not_acked() {
     }
 
     let bus = open(&path).await;
-    let mut d = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut d = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     let got = d.fetch(10, FETCH_WAIT).await.expect("fetch");
     assert_eq!(ids(&got), ["m2", "m4"], "only the unacked ones come back");
-    assert!(got.iter().all(|d| d.delivered == 2), "delivery counts are remembered");
+    assert!(
+        got.iter().all(|d| d.delivered == 2),
+        "delivery counts are remembered"
+    );
     for g in &got {
         g.ack().await.expect("ack");
     }
     assert!(d.fetch(10, QUIET).await.expect("fetch").is_empty());
 
     // `e` never fetched: it gets everything, for the first time.
-    let mut e = bus.consumer(spec("e", &["orders.>"])).await.expect("consumer");
+    let mut e = bus
+        .consumer(spec("e", &["orders.>"]))
+        .await
+        .expect("consumer");
     let got = e.fetch(10, FETCH_WAIT).await.expect("fetch");
     assert_eq!(ids(&got), ["m1", "m2", "m3", "m4"]);
     assert!(got.iter().all(|d| d.delivered == 1));
 
     // The de-duplication window survives too.
-    assert!(bus.publish(message("orders.placed", "m1")).await.expect("publish").duplicate);
-    assert!(!bus.publish(message("orders.placed", "m5")).await.expect("publish").duplicate);
+    assert!(
+        bus.publish(message("orders.placed", "m1"))
+            .await
+            .expect("publish")
+            .duplicate
+    );
+    assert!(
+        !bus.publish(message("orders.placed", "m5"))
+            .await
+            .expect("publish")
+            .duplicate
+    );
 }
 
 /// The child half of [`persisted_bus_survives_kill_9`]: does nothing unless that test runs it.
 #[tokio::test]
 async fn kill_9_child() {
-    let Ok(path) = std::env::var("BUS_CONTRACT_KILL_9_FILE") else { return };
+    let Ok(path) = std::env::var("BUS_CONTRACT_KILL_9_FILE") else {
+        return;
+    };
     let bus = open(Path::new(&path)).await;
     let dynbus: Arc<dyn Bus> = bus.clone();
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
-    publish_all(&dynbus, (1..=6).map(|i| message("orders.placed", &format!("m{i}")))).await;
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
+    publish_all(
+        &dynbus,
+        (1..=6).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
     let got = c.fetch(10, FETCH_WAIT).await.expect("fetch");
     assert_eq!(got.len(), 6);
     for d in &got[..3] {
@@ -452,7 +645,10 @@ async fn persisted_bus_survives_kill_9() {
         .expect("spawn the child");
     let stdout = child.stdout.take().expect("child stdout");
     let ready = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains("BUS-CONTRACT-CHILD-READY"))
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("BUS-CONTRACT-CHILD-READY"))
     });
     let ready = tokio::time::timeout(Duration::from_secs(60), ready).await;
     child.kill().expect("SIGKILL the child");
@@ -460,11 +656,23 @@ async fn persisted_bus_survives_kill_9() {
     assert!(matches!(ready, Ok(Ok(true))), "the child never got ready");
 
     let bus = open(&path).await;
-    let mut c = bus.consumer(spec("d", &["orders.>"])).await.expect("consumer");
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
     let got = c.fetch(10, FETCH_WAIT).await.expect("fetch");
-    assert_eq!(ids(&got), ["m4", "m5", "m6"], "acked messages stay acked, unacked come back");
+    assert_eq!(
+        ids(&got),
+        ["m4", "m5", "m6"],
+        "acked messages stay acked, unacked come back"
+    );
     assert!(got.iter().all(|d| d.delivered == 2));
-    assert!(bus.publish(message("orders.placed", "m1")).await.expect("publish").duplicate);
+    assert!(
+        bus.publish(message("orders.placed", "m1"))
+            .await
+            .expect("publish")
+            .duplicate
+    );
 }
 
 #[tokio::test]
@@ -476,10 +684,23 @@ async fn retention_prunes_what_every_durable_acked() {
         let bus = open(&path).await;
         bus.set_dedup_window(window);
         let dynbus: Arc<dyn Bus> = bus.clone();
-        let mut a = bus.consumer(spec("a", &["orders.>"])).await.expect("consumer");
-        let mut b = bus.consumer(spec("b", &["orders.>"])).await.expect("consumer");
-        let mut other = bus.consumer(spec("other", &["content.>"])).await.expect("consumer");
-        publish_all(&dynbus, (1..=5).map(|i| message("orders.placed", &format!("m{i}")))).await;
+        let mut a = bus
+            .consumer(spec("a", &["orders.>"]))
+            .await
+            .expect("consumer");
+        let mut b = bus
+            .consumer(spec("b", &["orders.>"]))
+            .await
+            .expect("consumer");
+        let mut other = bus
+            .consumer(spec("other", &["content.>"]))
+            .await
+            .expect("consumer");
+        publish_all(
+            &dynbus,
+            (1..=5).map(|i| message("orders.placed", &format!("m{i}"))),
+        )
+        .await;
         assert_eq!(collect(&mut a, 5).await.len(), 5);
         tokio::time::sleep(window).await;
         assert_eq!(bus.prune().await.expect("prune"), 0, "b has not acked");
@@ -488,11 +709,21 @@ async fn retention_prunes_what_every_durable_acked() {
         let got = collect(&mut b, 5).await;
         assert_eq!(got.len(), 5);
         // `other` wants none of them, so it holds nothing back.
-        assert!(other.fetch(10, Duration::from_millis(100)).await.expect("fetch").is_empty());
+        assert!(other
+            .fetch(10, Duration::from_millis(100))
+            .await
+            .expect("fetch")
+            .is_empty());
         tokio::time::sleep(window).await;
         assert_eq!(bus.prune().await.expect("prune"), 5);
         assert_eq!(bus.stored_messages().await, 0);
-        assert!(!bus.publish(message("orders.placed", "m1")).await.expect("publish").duplicate, "window passed");
+        assert!(
+            !bus.publish(message("orders.placed", "m1"))
+                .await
+                .expect("publish")
+                .duplicate,
+            "window passed"
+        );
         assert_eq!(ids(&collect(&mut a, 1).await), ["m1"]);
         bus.close().await;
     }
@@ -500,11 +731,17 @@ async fn retention_prunes_what_every_durable_acked() {
     // After reopening, sequences continue: nothing new is mistaken for acked.
     let bus = open(&path).await;
     assert_eq!(bus.stored_messages().await, 1, "m1 is still unacked by b");
-    let mut b = bus.consumer(spec("b", &["orders.>"])).await.expect("consumer");
+    let mut b = bus
+        .consumer(spec("b", &["orders.>"]))
+        .await
+        .expect("consumer");
     let dynbus: Arc<dyn Bus> = bus.clone();
     publish_all(&dynbus, [message("orders.placed", "m6")]).await;
     assert_eq!(ids(&collect(&mut b, 2).await), ["m1", "m6"]);
-    let mut a = bus.consumer(spec("a", &["orders.>"])).await.expect("consumer");
+    let mut a = bus
+        .consumer(spec("a", &["orders.>"]))
+        .await
+        .expect("consumer");
     assert_eq!(ids(&collect(&mut a, 1).await), ["m6"]);
     bus.set_dedup_window(Duration::ZERO);
     assert_eq!(bus.prune().await.expect("prune"), 2);
@@ -515,8 +752,15 @@ async fn retention_applies_to_the_volatile_bus_too() {
     let bus = InProcessBus::memory("t");
     bus.set_dedup_window(Duration::ZERO);
     let dynbus: Arc<dyn Bus> = bus.clone();
-    let mut a = bus.consumer(spec("a", &["orders.>"])).await.expect("consumer");
-    publish_all(&dynbus, (1..=3).map(|i| message("orders.placed", &format!("m{i}")))).await;
+    let mut a = bus
+        .consumer(spec("a", &["orders.>"]))
+        .await
+        .expect("consumer");
+    publish_all(
+        &dynbus,
+        (1..=3).map(|i| message("orders.placed", &format!("m{i}"))),
+    )
+    .await;
     let got = collect(&mut a, 3).await;
     assert_eq!(got.len(), 3);
     assert_eq!(bus.prune().await.expect("prune"), 3);
@@ -532,10 +776,19 @@ async fn a_bus_file_is_used_by_one_bus_at_a_time() {
     let first = open(&path).await;
     let started = Instant::now();
     let second = InProcessBus::open(&path, "t").await;
-    assert!(second.is_err(), "a second bus on the same file would diverge from the first");
+    let Err(err) = second else {
+        panic!("a second bus on the same file would diverge from the first");
+    };
+    assert!(err.to_string().contains("in use"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15));
     first.close().await;
-    let err = first.publish(message("orders.placed", "x")).await.expect_err("closed");
-    assert!(matches!(err, agriportal_platform::bus::BusError::Unavailable(_)));
+    let err = first
+        .publish(message("orders.placed", "x"))
+        .await
+        .expect_err("closed");
+    assert!(matches!(
+        err,
+        agriportal_platform::bus::BusError::Unavailable(_)
+    ));
     open(&path).await;
 }

@@ -19,14 +19,19 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    self, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType,
+};
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::{timeout, Instant};
 
 use super::memory::{check_message, check_spec, check_subject, subject_matches};
-use super::{stream_name, Acker, Bus, BusError, BusKind, Consumer, ConsumerSpec, Delivery, Message, PublishAck};
+use super::{
+    stream_name, Acker, Bus, BusError, BusKind, Consumer, ConsumerSpec, Delivery, Message,
+    PublishAck,
+};
 
 /// How long the first connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +65,9 @@ impl JetStreamBus {
     pub async fn connect(url: &str, prefix: &str, replicas: usize) -> Result<Arc<Self>, BusError> {
         check_subject(prefix, false)?;
         if replicas == 0 {
-            return Err(BusError::Other("JetStream replicas must be at least 1".into()));
+            return Err(BusError::Other(
+                "JetStream replicas must be at least 1".into(),
+            ));
         }
         let connecting = async_nats::ConnectOptions::new()
             .name("agriportal")
@@ -84,15 +91,24 @@ impl JetStreamBus {
             num_replicas: replicas,
             ..Default::default()
         };
-        timeout(REQUEST_TIMEOUT + GRACE, context.create_or_update_stream(config))
-            .await
-            .map_err(|_| BusError::Unavailable(format!("creating stream {stream}: timed out")))?
-            .map_err(|e| match e.kind() {
-                CreateStreamErrorKind::JetStream(_) => BusError::Other(format!("creating stream {stream}: {e}")),
-                _ => BusError::Unavailable(format!("creating stream {stream}: {e}")),
-            })?;
+        timeout(
+            REQUEST_TIMEOUT + GRACE,
+            context.create_or_update_stream(config),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable(format!("creating stream {stream}: timed out")))?
+        .map_err(|e| match e.kind() {
+            CreateStreamErrorKind::JetStream(_) => {
+                BusError::Other(format!("creating stream {stream}: {e}"))
+            }
+            _ => BusError::Unavailable(format!("creating stream {stream}: {e}")),
+        })?;
         tracing::debug!(%stream, replicas, "JetStream stream ready");
-        Ok(Arc::new(JetStreamBus { context, prefix: prefix.to_string(), stream }))
+        Ok(Arc::new(JetStreamBus {
+            context,
+            prefix: prefix.to_string(),
+            stream,
+        }))
     }
 
     /// The subject prefix.
@@ -108,7 +124,10 @@ impl JetStreamBus {
 
 impl std::fmt::Debug for JetStreamBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamBus").field("prefix", &self.prefix).field("stream", &self.stream).finish()
+        f.debug_struct("JetStreamBus")
+            .field("prefix", &self.prefix)
+            .field("stream", &self.stream)
+            .finish()
     }
 }
 
@@ -119,14 +138,19 @@ impl Bus for JetStreamBus {
         let mut headers = HeaderMap::new();
         for (name, value) in &message.headers {
             // Parsed rather than converted: async-nats' conversions panic on invalid input.
-            let name = HeaderName::from_str(name).map_err(|e| BusError::Other(format!("header {name:?}: {e}")))?;
-            let value = HeaderValue::from_str(value).map_err(|e| BusError::Other(format!("header value: {e}")))?;
+            let name = HeaderName::from_str(name)
+                .map_err(|e| BusError::Other(format!("header {name:?}: {e}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| BusError::Other(format!("header value: {e}")))?;
             headers.append(name, value);
         }
-        let id = HeaderValue::from_str(&message.id).map_err(|e| BusError::Other(format!("message id: {e}")))?;
+        let id = HeaderValue::from_str(&message.id)
+            .map_err(|e| BusError::Other(format!("message id: {e}")))?;
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
         let subject = format!("{}.{}", self.prefix, message.subject);
-        let publish = PublishMessage::build().payload(message.payload).headers(headers);
+        let publish = PublishMessage::build()
+            .payload(message.payload)
+            .headers(headers);
         let acked = timeout(REQUEST_TIMEOUT + GRACE, async {
             let ack = self.context.send_publish(subject, publish).await?;
             ack.await
@@ -139,7 +163,9 @@ impl Bus for JetStreamBus {
             | PublishErrorKind::MaxPayloadExceeded => BusError::Other(format!("publishing: {e}")),
             _ => BusError::Unavailable(format!("publishing: {e}")),
         })?;
-        Ok(PublishAck { duplicate: acked.duplicate })
+        Ok(PublishAck {
+            duplicate: acked.duplicate,
+        })
     }
 
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError> {
@@ -151,7 +177,11 @@ impl Bus for JetStreamBus {
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         };
-        let mut full: Vec<String> = spec.subjects.iter().map(|s| format!("{}.{s}", self.prefix)).collect();
+        let mut full: Vec<String> = spec
+            .subjects
+            .iter()
+            .map(|s| format!("{}.{s}", self.prefix))
+            .collect();
         if full.len() == 1 {
             config.filter_subject = full.remove(0);
         } else {
@@ -160,18 +190,20 @@ impl Bus for JetStreamBus {
         let several = spec.subjects.len() > 1;
         let durable = spec.durable.clone();
         // Create-or-update: a restarted service rebinds to its durable and keeps its position.
-        let consumer: PullConsumer =
-            timeout(REQUEST_TIMEOUT + GRACE, self.context.create_consumer_on_stream(config, &self.stream))
-                .await
-                .map_err(|_| BusError::Unavailable(format!("creating consumer {durable}: timed out")))?
-                .map_err(|e| match e.kind() {
-                    ConsumerErrorKind::JetStream(_)
-                    | ConsumerErrorKind::InvalidName
-                    | ConsumerErrorKind::InvalidConsumerType => {
-                        BusError::Other(format!("creating consumer {durable}: {e}"))
-                    }
-                    _ => BusError::Unavailable(format!("creating consumer {durable}: {e}")),
-                })?;
+        let consumer: PullConsumer = timeout(
+            REQUEST_TIMEOUT + GRACE,
+            self.context.create_consumer_on_stream(config, &self.stream),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable(format!("creating consumer {durable}: timed out")))?
+        .map_err(|e| match e.kind() {
+            ConsumerErrorKind::JetStream(_)
+            | ConsumerErrorKind::InvalidName
+            | ConsumerErrorKind::InvalidConsumerType => {
+                BusError::Other(format!("creating consumer {durable}: {e}"))
+            }
+            _ => BusError::Unavailable(format!("creating consumer {durable}: {e}")),
+        })?;
         let client_filter = if several && consumer.cached_info().config.filter_subjects.is_empty() {
             tracing::warn!(
                 %durable,
@@ -181,7 +213,11 @@ impl Bus for JetStreamBus {
         } else {
             None
         };
-        Ok(Box::new(JetStreamConsumer { consumer, prefix: format!("{}.", self.prefix), client_filter }))
+        Ok(Box::new(JetStreamConsumer {
+            consumer,
+            prefix: format!("{}.", self.prefix),
+            client_filter,
+        }))
     }
 
     fn kind(&self) -> BusKind {
@@ -230,14 +266,26 @@ impl Consumer for JetStreamConsumer {
 
 impl JetStreamConsumer {
     /// One pull request: `no_wait` without `expires`, else waiting up to `expires`.
-    async fn pull(&self, batch: usize, expires: Option<Duration>) -> Result<Vec<Delivery>, BusError> {
+    async fn pull(
+        &self,
+        batch: usize,
+        expires: Option<Duration>,
+    ) -> Result<Vec<Delivery>, BusError> {
         let limit = expires.unwrap_or_default() + REQUEST_TIMEOUT;
         let pulling = async {
             let messages = match expires {
                 None => self.consumer.fetch().max_messages(batch).messages().await,
-                Some(expires) => self.consumer.batch().max_messages(batch).expires(expires).messages().await,
+                Some(expires) => {
+                    self.consumer
+                        .batch()
+                        .max_messages(batch)
+                        .expires(expires)
+                        .messages()
+                        .await
+                }
             };
-            let mut messages = messages.map_err(|e| BusError::Unavailable(format!("pulling messages: {e}")))?;
+            let mut messages =
+                messages.map_err(|e| BusError::Unavailable(format!("pulling messages: {e}")))?;
             let mut out = Vec::new();
             while let Some(message) = messages.next().await {
                 match message {
@@ -256,12 +304,20 @@ impl JetStreamConsumer {
 
     fn delivery(&self, message: async_nats::jetstream::Message) -> Result<Delivery, BusError> {
         let (delivered, seq) = {
-            let info = message.info().map_err(|e| BusError::Other(format!("not a JetStream message: {e}")))?;
-            (u64::try_from(info.delivered).unwrap_or(1), info.stream_sequence)
+            let info = message
+                .info()
+                .map_err(|e| BusError::Other(format!("not a JetStream message: {e}")))?;
+            (
+                u64::try_from(info.delivered).unwrap_or(1),
+                info.stream_sequence,
+            )
         };
         let (message, acker) = message.split();
         let subject = message.subject.as_str();
-        let subject = subject.strip_prefix(self.prefix.as_str()).unwrap_or(subject).to_string();
+        let subject = subject
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(subject)
+            .to_string();
         let mut id = None;
         let mut headers = Vec::new();
         if let Some(map) = &message.headers {
@@ -270,7 +326,11 @@ impl JetStreamConsumer {
                 if name.eq_ignore_ascii_case("Nats-Msg-Id") {
                     id = values.last().map(|v| v.as_str().to_string());
                 } else if !(name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-")) {
-                    headers.extend(values.iter().map(|v| (name.clone(), v.as_str().to_string())));
+                    headers.extend(
+                        values
+                            .iter()
+                            .map(|v| (name.clone(), v.as_str().to_string())),
+                    );
                 }
             }
         }
@@ -280,8 +340,17 @@ impl JetStreamConsumer {
         // Only a message published around this bus lacks an id; the stream sequence keeps
         // consumers' inboxes from taking it for another.
         let id = id.unwrap_or_else(|| format!("{}-{seq}", self.consumer.cached_info().stream_name));
-        let message = Message { subject, id, headers, payload: message.payload };
-        Ok(Delivery::new(message, delivered, Box::new(JetStreamAcker { acker })))
+        let message = Message {
+            subject,
+            id,
+            headers,
+            payload: message.payload,
+        };
+        Ok(Delivery::new(
+            message,
+            delivered,
+            Box::new(JetStreamAcker { acker }),
+        ))
     }
 
     /// Acks and drops the messages the consumer does not want (only when filtering here).
@@ -291,7 +360,10 @@ impl JetStreamConsumer {
         };
         let mut kept = Vec::with_capacity(got.len());
         for delivery in got {
-            if filter.iter().any(|p| subject_matches(p, &delivery.message.subject)) {
+            if filter
+                .iter()
+                .any(|p| subject_matches(p, &delivery.message.subject))
+            {
                 kept.push(delivery);
             } else {
                 delivery.ack().await?;

@@ -156,10 +156,18 @@ impl Durable {
 
     /// The highest floor the durable can have: up to the first stored message it wants and
     /// has not acked (`also_acked` counts as acked).
-    fn reachable_floor(&self, messages: &BTreeMap<u64, Stored>, last_seq: u64, also_acked: Option<u64>) -> u64 {
+    fn reachable_floor(
+        &self,
+        messages: &BTreeMap<u64, Stored>,
+        last_seq: u64,
+        also_acked: Option<u64>,
+    ) -> u64 {
         let from = self.ack_floor.saturating_add(1);
         for (&seq, stored) in messages.range(from..) {
-            if self.wants(&stored.message.subject) && !self.acked.contains(&seq) && also_acked != Some(seq) {
+            if self.wants(&stored.message.subject)
+                && !self.acked.contains(&seq)
+                && also_acked != Some(seq)
+            {
                 return seq - 1;
             }
         }
@@ -180,7 +188,9 @@ impl Durable {
 impl InProcessBus {
     /// A volatile bus: nothing survives the process. For tests.
     pub fn memory(prefix: &str) -> Arc<Self> {
-        Arc::new(InProcessBus { inner: Arc::new(Inner::new(prefix, None, State::empty(None))) })
+        Arc::new(InProcessBus {
+            inner: Arc::new(Inner::new(prefix, None, State::empty(None))),
+        })
     }
 
     /// Opens (or creates) a bus persisted in the SQLite file at `path`.
@@ -196,20 +206,25 @@ impl InProcessBus {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .disable_statement_logging();
-        let mut db = options.connect().await.map_err(|e| {
-            BusError::Unavailable(format!("opening the bus file {}: {e}", path.display()))
-        })?;
-        prepare_schema(&mut db).await.map_err(|e| match e {
-            BusError::Unavailable(m) => BusError::Unavailable(format!(
-                "preparing the bus file {} (is another process using it?): {m}",
+        let in_path = |e: BusError| match e {
+            BusError::Unavailable(m) if m.contains("locked") => BusError::Unavailable(format!(
+                "the bus file {} is in use by another process (or by a bus of this process \
+                 that is not closed yet): {m}",
                 path.display()
             )),
+            BusError::Unavailable(m) => {
+                BusError::Unavailable(format!("opening the bus file {}: {m}", path.display()))
+            }
             other => other,
-        })?;
-        let state = State::load(db).await?;
+        };
+        let mut db = options.connect().await.map_err(store_error).map_err(in_path)?;
+        prepare_schema(&mut db).await.map_err(in_path)?;
+        let state = State::load(db).await.map_err(in_path)?;
         let inner = Inner::new(prefix, Some(path.to_path_buf()), state);
         tracing::debug!(path = %path.display(), "opened the in-process bus");
-        let bus = Arc::new(InProcessBus { inner: Arc::new(inner) });
+        let bus = Arc::new(InProcessBus {
+            inner: Arc::new(inner),
+        });
         bus.prune().await?;
         Ok(bus)
     }
@@ -227,7 +242,9 @@ impl InProcessBus {
 
     /// Sets the de-duplication window (default [`DEFAULT_DEDUP_WINDOW`]).
     pub fn set_dedup_window(&self, window: Duration) {
-        self.inner.dedup_window_ms.store(duration_ms(window), Ordering::Relaxed);
+        self.inner
+            .dedup_window_ms
+            .store(duration_ms(window), Ordering::Relaxed);
     }
 
     /// The de-duplication window.
@@ -238,7 +255,9 @@ impl InProcessBus {
     /// Sets the maximum age of a message (default [`DEFAULT_MAX_AGE`]); older messages are
     /// pruned even if a durable has not acked them, as JetStream's `max_age` does.
     pub fn set_max_age(&self, max_age: Duration) {
-        self.inner.max_age_ms.store(duration_ms(max_age), Ordering::Relaxed);
+        self.inner
+            .max_age_ms
+            .store(duration_ms(max_age), Ordering::Relaxed);
     }
 
     /// Removes the messages every known durable has acked (or does not want) that are older
@@ -320,7 +339,13 @@ impl Bus for InProcessBus {
         state.last_published_ms = now_ms;
         state.recent_ids.insert(message.id.clone(), now_ms);
         state.recent_order.push_back((now_ms, message.id.clone()));
-        state.messages.insert(seq, Stored { message, published_ms: now_ms });
+        state.messages.insert(
+            seq,
+            Stored {
+                message,
+                published_ms: now_ms,
+            },
+        );
         state.maybe_prune(inner).await;
         drop(state);
         inner.published.notify_waiters();
@@ -358,11 +383,16 @@ impl Bus for InProcessBus {
                     d.ack_wait = spec.ack_wait;
                 }
                 None => {
-                    state.durables.insert(spec.durable.clone(), Durable::new(&spec));
+                    state
+                        .durables
+                        .insert(spec.durable.clone(), Durable::new(&spec));
                 }
             }
         }
-        Ok(Box::new(InProcessConsumer { inner: Arc::clone(&self.inner), durable: spec.durable }))
+        Ok(Box::new(InProcessConsumer {
+            inner: Arc::clone(&self.inner),
+            durable: spec.durable,
+        }))
     }
 
     fn kind(&self) -> BusKind {
@@ -403,7 +433,10 @@ impl Consumer for InProcessConsumer {
                         })
                         .collect());
                 }
-                state.durables.get(&self.durable).and_then(|d| d.in_flight.values().map(|f| f.deadline).min())
+                state
+                    .durables
+                    .get(&self.durable)
+                    .and_then(|d| d.in_flight.values().map(|f| f.deadline).min())
             };
             if Instant::now() >= deadline {
                 return Ok(Vec::new());
@@ -463,10 +496,11 @@ impl State {
     }
 
     async fn load(mut db: SqliteConnection) -> Result<Self, BusError> {
-        let meta_last: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'")
-            .fetch_optional(&mut db)
-            .await
-            .map_err(store_error)?;
+        let meta_last: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_seq'")
+                .fetch_optional(&mut db)
+                .await
+                .map_err(store_error)?;
         let rows = sqlx::query(
             "SELECT seq, subject, msg_id, headers, payload, published_ms FROM messages ORDER BY seq",
         )
@@ -486,7 +520,13 @@ impl State {
                 headers,
                 payload: Bytes::from(payload),
             };
-            messages.insert(seq, Stored { message, published_ms: row.try_get("published_ms").map_err(store_error)? });
+            messages.insert(
+                seq,
+                Stored {
+                    message,
+                    published_ms: row.try_get("published_ms").map_err(store_error)?,
+                },
+            );
         }
         let mut durables = HashMap::new();
         let rows = sqlx::query("SELECT name, subjects, ack_wait_ms, ack_floor FROM durables")
@@ -525,7 +565,8 @@ impl State {
                 if acked {
                     d.acked.insert(seq);
                 } else {
-                    d.earlier_deliveries.insert(seq, u64::try_from(delivered).unwrap_or(0));
+                    d.earlier_deliveries
+                        .insert(seq, u64::try_from(delivered).unwrap_or(0));
                 }
             }
         }
@@ -541,8 +582,12 @@ impl State {
         state.last_seq = last_seq;
         state.last_published_ms = messages.values().map(|s| s.published_ms).max().unwrap_or(0);
         for stored in messages.values() {
-            state.recent_ids.insert(stored.message.id.clone(), stored.published_ms);
-            state.recent_order.push_back((stored.published_ms, stored.message.id.clone()));
+            state
+                .recent_ids
+                .insert(stored.message.id.clone(), stored.published_ms);
+            state
+                .recent_order
+                .push_back((stored.published_ms, stored.message.id.clone()));
         }
         state.messages = messages;
         state.durables = durables;
@@ -573,7 +618,11 @@ impl State {
 
     /// Picks up to `max` deliveries for `durable`: expired ones first, then new ones in
     /// sequence order; records them (file first) and returns them.
-    async fn take(&mut self, durable: &str, max: usize) -> Result<Vec<(u64, u64, Message)>, BusError> {
+    async fn take(
+        &mut self,
+        durable: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, u64, Message)>, BusError> {
         let now = Instant::now();
         let Some(d) = self.durables.get(durable) else {
             return Err(BusError::Other(format!("unknown durable {durable}")));
@@ -598,8 +647,14 @@ impl State {
                 break;
             }
             cursor = seq;
-            if d.wants(&stored.message.subject) && !d.acked.contains(&seq) && !d.in_flight.contains_key(&seq) {
-                picks.push((seq, d.earlier_deliveries.get(&seq).copied().unwrap_or(0) + 1));
+            if d.wants(&stored.message.subject)
+                && !d.acked.contains(&seq)
+                && !d.in_flight.contains_key(&seq)
+            {
+                picks.push((
+                    seq,
+                    d.earlier_deliveries.get(&seq).copied().unwrap_or(0) + 1,
+                ));
             }
         }
         if !picks.is_empty() {
@@ -630,7 +685,13 @@ impl State {
         let deadline = now + d.ack_wait;
         let mut out = Vec::with_capacity(picks.len());
         for (seq, delivered) in picks {
-            d.in_flight.insert(seq, InFlight { delivered, deadline });
+            d.in_flight.insert(
+                seq,
+                InFlight {
+                    delivered,
+                    deadline,
+                },
+            );
             d.earlier_deliveries.remove(&seq);
             if let Some(stored) = self.messages.get(&seq) {
                 out.push((seq, delivered, stored.message.clone()));
@@ -798,7 +859,10 @@ impl State {
 }
 
 async fn prepare_schema(db: &mut SqliteConnection) -> Result<(), BusError> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *db).await.map_err(store_error)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *db)
+        .await
+        .map_err(store_error)?;
     if version > SCHEMA_VERSION {
         return Err(BusError::Other(format!(
             "the bus file has schema version {version}, newer than this program's {SCHEMA_VERSION}"
@@ -807,8 +871,12 @@ async fn prepare_schema(db: &mut SqliteConnection) -> Result<(), BusError> {
     // One write transaction, which also takes the exclusive lock for the life of the
     // connection.
     let mut tx = db.begin().await.map_err(store_error)?;
-    sqlx::Executor::execute(&mut *tx, SCHEMA).await.map_err(store_error)?;
-    sqlx::Executor::execute(&mut *tx, "PRAGMA user_version = 1").await.map_err(store_error)?;
+    sqlx::Executor::execute(&mut *tx, SCHEMA)
+        .await
+        .map_err(store_error)?;
+    sqlx::Executor::execute(&mut *tx, "PRAGMA user_version = 1")
+        .await
+        .map_err(store_error)?;
     tx.commit().await.map_err(store_error)?;
     Ok(())
 }
@@ -831,7 +899,11 @@ pub(super) fn subject_matches(pattern: &str, subject: &str) -> bool {
 /// Checks a subject (relative, or a prefix) the way NATS would, so that both buses accept
 /// and refuse the same things. With `wildcards`, `*` tokens and a final `>` are allowed.
 pub(super) fn check_subject(subject: &str, wildcards: bool) -> Result<(), BusError> {
-    let invalid = |why: &str| Err(BusError::Other(format!("invalid subject {subject:?}: {why}")));
+    let invalid = |why: &str| {
+        Err(BusError::Other(format!(
+            "invalid subject {subject:?}: {why}"
+        )))
+    };
     if subject.is_empty() {
         return invalid("empty");
     }
@@ -859,14 +931,19 @@ pub(super) fn check_subject(subject: &str, wildcards: bool) -> Result<(), BusErr
 pub(super) fn check_message(message: &Message) -> Result<(), BusError> {
     check_subject(&message.subject, false)?;
     if message.id.is_empty() || message.id.contains(['\r', '\n']) {
-        return Err(BusError::Other(format!("invalid message id {:?}", message.id)));
+        return Err(BusError::Other(format!(
+            "invalid message id {:?}",
+            message.id
+        )));
     }
     for (name, value) in &message.headers {
         if name.is_empty() || name.chars().any(|c| !c.is_ascii_graphic() || c == ':') {
             return Err(BusError::Other(format!("invalid header name {name:?}")));
         }
         if name.len() >= 5 && name[..5].eq_ignore_ascii_case("nats-") {
-            return Err(BusError::Other(format!("header {name:?} is reserved by NATS")));
+            return Err(BusError::Other(format!(
+                "header {name:?} is reserved by NATS"
+            )));
         }
         if value.contains(['\r', '\n']) {
             return Err(BusError::Other(format!("invalid value of header {name:?}")));
@@ -879,7 +956,10 @@ pub(super) fn check_message(message: &Message) -> Result<(), BusError> {
 /// and a non-zero `ack_wait`.
 pub(super) fn check_spec(spec: &ConsumerSpec) -> Result<(), BusError> {
     if spec.durable.is_empty()
-        || !spec.durable.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !spec
+            .durable
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(BusError::Other(format!(
             "invalid durable name {:?}: use ASCII letters, digits, `-` and `_`",
@@ -918,7 +998,8 @@ fn seq_i64(seq: u64) -> Result<i64, BusError> {
 }
 
 fn seq_u64(seq: i64) -> Result<u64, BusError> {
-    u64::try_from(seq).map_err(|_| BusError::Other(format!("corrupt sequence {seq} in the bus file")))
+    u64::try_from(seq)
+        .map_err(|_| BusError::Other(format!("corrupt sequence {seq} in the bus file")))
 }
 
 #[cfg(test)]
@@ -927,7 +1008,10 @@ mod tests {
 
     #[test]
     fn subjects_match_like_nats() {
-        assert!(subject_matches("marketplace.>", "marketplace.sales_recorded"));
+        assert!(subject_matches(
+            "marketplace.>",
+            "marketplace.sales_recorded"
+        ));
         assert!(subject_matches("marketplace.>", "marketplace.a.b"));
         assert!(!subject_matches("marketplace.>", "marketplace"));
         assert!(!subject_matches("marketplace.>", "content.x"));

@@ -107,7 +107,11 @@ pub struct Delivery {
 impl Delivery {
     /// Builds a delivery (for bus implementations).
     pub fn new(message: Message, delivered: u64, acker: Box<dyn Acker>) -> Self {
-        Delivery { message, delivered, acker }
+        Delivery {
+            message,
+            delivered,
+            acker,
+        }
     }
     /// Acknowledges the message; call only after its effects are committed.
     pub async fn ack(&self) -> Result<(), BusError> {
@@ -128,6 +132,12 @@ impl std::fmt::Debug for Delivery {
 pub fn stream_name(prefix: &str) -> String {
     prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
