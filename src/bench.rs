@@ -221,7 +221,14 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let baseline = baseline.context("the gateway did not come up")?;
+    let Some(baseline) = baseline else {
+        shutdown.cancel();
+        let why = match server.await {
+            Ok(Err(err)) => format!("{err:#}"),
+            _ => "no answer from /api/v1/national".into(),
+        };
+        anyhow::bail!("the system did not come up: {why}");
+    };
 
     // Poll the dashboard while pushing, recording when each partner's orders grew.
     let seen: Arc<Mutex<Observations>> = Arc::default();

@@ -4,13 +4,17 @@
 //! [`BusError::Unavailable`] within seconds (callers retry with backoff) instead of hanging;
 //! async-nats keeps reconnecting in the background meanwhile.
 //!
-//! NATS 2.9 (the development machine's version) has two limits that matter here:
-//! - a consumer on several subjects needs `filter_subjects`, which only NATS 2.10 knows; 2.9
-//!   silently ignores it and delivers the whole stream, so such a consumer filters on the
-//!   client side, acking what it does not want (correct, but every message crosses the wire);
-//! - a durable's filter cannot always be changed in place; re-creating a durable with other
-//!   subjects may then fail, and the durable has to be deleted (it restarts from the oldest
-//!   stored message, which the services' inboxes make harmless).
+//! NATS 2.9 (the development machine's version): a consumer on several subjects needs
+//! `filter_subjects`, which only NATS 2.10 knows; 2.9 silently ignores it and would deliver the
+//! whole stream. Such a consumer notices (the server echoes no `filter_subjects`) and filters
+//! on the client side, acking what it does not want: correct, but every message of the stream
+//! crosses the wire to it. Re-creating a durable with other subjects updates its filter in
+//! place and keeps its position (as the in-process bus does): messages published earlier on a
+//! newly added subject are not delivered to it.
+//!
+//! At-least-once, as usual: a publish that timed out may still be stored once the client
+//! reconnects (so callers re-send with the same id and the de-duplication window drops the
+//! copy), and a NATS server killed with `kill -9` may forget recent acks and redeliver.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -253,6 +257,8 @@ impl Consumer for JetStreamConsumer {
                 }
                 got = self.pull(1, Some(remaining)).await?;
                 if !got.is_empty() && max > 1 {
+                    // The first message is already delivered to us: a failure to top up the
+                    // batch must not make the caller drop it and wait out `ack_wait`.
                     got.extend(self.pull(max - 1, None).await.unwrap_or_default());
                 }
             }

@@ -29,10 +29,10 @@ use tokio::time::Instant;
 use super::{Acker, Bus, BusError, BusKind, Consumer, ConsumerSpec, Delivery, Message, PublishAck};
 
 /// Default de-duplication window, the same as the JetStream stream's `duplicate_window`.
-pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
+const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
 /// Default maximum age of a message, the same as the JetStream stream's `max_age`.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Automatic pruning runs at most this often, piggybacking on publishes and acks, so that
 /// neither needs a background task nor pays for a scan every time.
@@ -217,7 +217,11 @@ impl InProcessBus {
             }
             other => other,
         };
-        let mut db = options.connect().await.map_err(store_error).map_err(in_path)?;
+        let mut db = options
+            .connect()
+            .await
+            .map_err(store_error)
+            .map_err(in_path)?;
         prepare_schema(&mut db).await.map_err(in_path)?;
         let state = State::load(db).await.map_err(in_path)?;
         let inner = Inner::new(prefix, Some(path.to_path_buf()), state);
@@ -240,7 +244,7 @@ impl InProcessBus {
         self.inner.path.as_deref()
     }
 
-    /// Sets the de-duplication window (default [`DEFAULT_DEDUP_WINDOW`]).
+    /// Sets the de-duplication window (default 2 minutes, as the JetStream stream).
     pub fn set_dedup_window(&self, window: Duration) {
         self.inner
             .dedup_window_ms
@@ -252,8 +256,8 @@ impl InProcessBus {
         Duration::from_millis(self.inner.dedup_window_ms.load(Ordering::Relaxed))
     }
 
-    /// Sets the maximum age of a message (default [`DEFAULT_MAX_AGE`]); older messages are
-    /// pruned even if a durable has not acked them, as JetStream's `max_age` does.
+    /// Sets the maximum age of a message (default 30 days, as the JetStream stream); older
+    /// messages are pruned even if a durable has not acked them, as JetStream's `max_age` does.
     pub fn set_max_age(&self, max_age: Duration) {
         self.inner
             .max_age_ms
