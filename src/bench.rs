@@ -12,7 +12,6 @@ use agriportal_platform::context::token_secret;
 use agriportal_platform::reference::{Partner, Reference};
 use agriportal_platform::Config;
 use agriportal_proto::marketplace::v1 as pb;
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

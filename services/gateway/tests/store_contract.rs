@@ -121,7 +121,7 @@ async fn contract(store: SqlStore) {
     );
     assert_eq!(store.apply(&[e1.clone(), e2.clone()]).await.unwrap(), 2);
     // Redelivered, alone or mixed with a new one: applied once.
-    assert_eq!(store.apply(&[e1.clone()]).await.unwrap(), 0);
+    assert_eq!(store.apply(std::slice::from_ref(&e1)).await.unwrap(), 0);
     let e3 = sales_event(
         "e3",
         Partner::Voso,

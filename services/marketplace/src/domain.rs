@@ -491,7 +491,12 @@ mod tests {
     #[test]
     fn every_rejection_names_its_field() {
         let today = today_in_vietnam();
-        let cases: Vec<(Box<dyn Fn(&mut pb::SalesRecord)>, &str, &str)> = vec![
+        type Case = (
+            Box<dyn Fn(&mut pb::SalesRecord)>,
+            &'static str,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
             (Box::new(|r| r.record_id = " ".into()), "record_id", "empty"),
             (
                 Box::new(|r| r.province_code = "99".into()),
