@@ -2,5 +2,6 @@
 //! partner → marketplace → bus → gateway flow, in embedded mode and on PostgreSQL + JetStream.
 
 mod binary;
+mod deploy;
 mod flow;
 mod support;
