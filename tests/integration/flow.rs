@@ -764,3 +764,47 @@ async fn bad_dashboard_queries_get_json_errors() {
     assert!(page.contains("Tiến độ toàn quốc") && page.contains("5.000.000"));
     app.stop().await;
 }
+
+/// The W3C trace context a partner sends travels with the event: the outbox row (and so the
+/// bus message) carries a `traceparent` of the same trace.
+#[tokio::test]
+async fn trace_context_travels_from_partner_to_the_event() {
+    let Some(app) = spawn_app(Mode::Embedded, "trace").await else {
+        return;
+    };
+    let mut quiet = app.config.clone();
+    quiet.log = "error".into();
+    let _telemetry =
+        agriportal_platform::telemetry::init(&quiet, "agriportal-test").expect("telemetry");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let token = app.token(Role::Partner {
+        partner: "voso".into(),
+    });
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = pb::marketplace_ingest_client::MarketplaceIngestClient::new(channel);
+    let mut request = tonic::Request::new(sales("traced", vec![line("t1", "01", 1, 1, 1)]));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("header"),
+    );
+    client.push_sales(request).await.expect("push");
+    let db = app.ctx.database("marketplace").await.expect("db");
+    let headers: String = agriportal_platform::with_db!(&db.pool, pool => {
+        sqlx::query_scalar("SELECT headers FROM outbox").fetch_one(pool).await.expect("outbox")
+    });
+    assert!(
+        headers.contains("traceparent") && headers.contains(trace_id),
+        "headers: {headers}"
+    );
+    app.stop().await;
+}

@@ -10,7 +10,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -50,22 +50,19 @@ pub fn init(config: &Config, service_name: &str) -> anyhow::Result<TelemetryGuar
     }
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("agriportal"));
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // The log filter applies to logs only: spans must exist at INFO for the trace context to
+    // be carried along even when logs are quiet (AGRIPORTAL_LOG=warn).
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("agriportal"))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let filter = || EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(otel);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // A second init (tests starting several services) keeps the first subscriber.
     let _ = if config.log_format == "json" {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+        registry.with(fmt.json().with_filter(filter())).try_init()
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init()
+        registry.with(fmt.with_filter(filter())).try_init()
     };
     Ok(TelemetryGuard { provider })
 }
@@ -166,5 +163,30 @@ where
         let _ = span.set_parent(cx);
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(future.instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_carries_its_parents_trace_into_headers() {
+        let mut config = Config::embedded("unused");
+        config.log = "error".into();
+        let _guard = init(&config, "test").unwrap();
+        let parent = vec![(
+            "traceparent".to_string(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+        )];
+        let span = tracing::info_span!("child");
+        set_parent_from_headers(&span, &parent);
+        let headers = span.in_scope(current_context_headers);
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "traceparent" && v.contains("4bf92f3577b34da6a3ce929d0e0e4736")),
+            "{headers:?}"
+        );
     }
 }
