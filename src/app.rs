@@ -1,12 +1,16 @@
 //! Assembly: which services run in this process, on which listeners, until when.
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 
 use agriportal_gateway::Gateway;
 use agriportal_marketplace::Marketplace;
-use agriportal_platform::bus::BusKind;
+use agriportal_platform::bus::{BusError, BusKind};
+use agriportal_platform::context::token_secret;
 use agriportal_platform::http::{admin_router, Readiness};
+use agriportal_platform::limits::ConcurrencyLimitLayer;
 use agriportal_platform::{grpc, http, Config, Context};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +63,20 @@ pub async fn run_up(
     http_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut ctx = Context::open(config).await?;
+    let retry = config.database_url.is_some() || config.nats_url.is_some();
+    if retry {
+        // A configuration error, not an outage: fail at once rather than retry.
+        token_secret(&config)?;
+    }
+    let opening = until_started(
+        "connecting to the stores and the bus",
+        retry,
+        &shutdown,
+        || Context::open(config.clone()),
+    );
+    let Some(mut ctx) = opening.await? else {
+        return Ok(());
+    };
     ctx.shutdown = shutdown;
     run_context(ctx, grpc_listener, http_listener).await
 }
@@ -80,8 +97,19 @@ async fn serve_all(
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 ) -> anyhow::Result<()> {
-    let marketplace = Marketplace::start(ctx).await?;
-    let gateway = Gateway::start(ctx).await?;
+    let retry = ctx.config.database_url.is_some();
+    let starting = until_started("starting the marketplace", retry, &ctx.shutdown, || {
+        Marketplace::start(ctx)
+    });
+    let Some(marketplace) = starting.await? else {
+        return Ok(());
+    };
+    let starting = until_started("starting the gateway", retry, &ctx.shutdown, || {
+        Gateway::start(ctx)
+    });
+    let Some(gateway) = starting.await? else {
+        return Ok(());
+    };
     let routes =
         tonic::service::Routes::new(marketplace.grpc_service()).add_service(gateway.grpc_service());
     let readiness = Readiness::new(vec![marketplace.database(), gateway.database()]);
@@ -92,7 +120,14 @@ async fn serve_all(
         agriportal_gateway::GRPC_SERVICE,
     ];
     tokio::try_join!(
-        grpc::serve(grpc_listener, routes, &names, ctx.shutdown.clone(), drain),
+        grpc::serve_with(
+            grpc_listener,
+            routes,
+            &names,
+            ctx.shutdown.clone(),
+            drain,
+            ConcurrencyLimitLayer::from_config(&ctx.config),
+        ),
         http::serve(http_listener, router, ctx.shutdown.clone(), drain),
     )?;
     Ok(())
@@ -108,24 +143,124 @@ pub async fn run_target(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     check_distributed(&config)?;
-    let mut ctx = Context::open(config).await?;
+    // A configuration error, not an outage: fail at once rather than retry.
+    token_secret(&config)?;
+    let opening = until_started("connecting to NATS and PostgreSQL", true, &shutdown, || {
+        Context::open(config.clone())
+    });
+    let Some(mut ctx) = opening.await? else {
+        return Ok(());
+    };
     anyhow::ensure!(
         ctx.bus.kind() == BusKind::JetStream,
         "serve needs NATS JetStream (set NATS_URL)"
     );
     ctx.shutdown = shutdown;
+    let shutdown = ctx.shutdown.clone();
     let result = match target {
-        Target::Marketplace => match Marketplace::start(&ctx).await {
-            Ok(service) => service.run(grpc_listener, http_listener).await,
-            Err(err) => Err(err),
-        },
-        Target::Gateway => match Gateway::start(&ctx).await {
-            Ok(service) => service.run(grpc_listener, http_listener).await,
-            Err(err) => Err(err),
-        },
+        Target::Marketplace => {
+            match until_started("starting the marketplace", true, &shutdown, || {
+                Marketplace::start(&ctx)
+            })
+            .await
+            {
+                Ok(Some(service)) => service.run(grpc_listener, http_listener).await,
+                Ok(None) => Ok(()),
+                Err(err) => Err(err),
+            }
+        }
+        Target::Gateway => {
+            match until_started("starting the gateway", true, &shutdown, || {
+                Gateway::start(&ctx)
+            })
+            .await
+            {
+                Ok(Some(service)) => service.run(grpc_listener, http_listener).await,
+                Ok(None) => Ok(()),
+                Err(err) => Err(err),
+            }
+        }
     };
     ctx.stop().await;
     result
+}
+
+/// Longest wait between two attempts to start while a dependency is down.
+const START_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Bound of one attempt: a database behind a network partition may never answer a connect.
+const START_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `attempt` until it succeeds, or `None` once `shutdown` fires first. With `retry`
+/// (PostgreSQL or NATS configured), a failure that an outage explains (the dependency
+/// unreachable, refusing connections, starting up, or not answering in time) is logged and
+/// retried with backoff: a process started while NATS or PostgreSQL is down waits for it, as a
+/// running one rides out the same outage, rather than exiting into a crash loop whose delays
+/// grow far beyond the outage. Any other failure (a wrong password, a bad URL, a failed
+/// migration) is returned at once.
+async fn until_started<T, F, Fut>(
+    what: &str,
+    retry: bool,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    if !retry {
+        return tokio::select! {
+            outcome = attempt() => outcome.map(Some),
+            _ = shutdown.cancelled() => Ok(None),
+        };
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(START_ATTEMPT_TIMEOUT, attempt()) => outcome,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        match outcome {
+            Ok(Ok(value)) => return Ok(Some(value)),
+            Ok(Err(err)) if is_outage(&err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "{what}: a dependency is unavailable; retrying"
+                );
+            }
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                tracing::warn!(timeout = ?START_ATTEMPT_TIMEOUT, "{what}: no answer in time; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(START_BACKOFF_MAX);
+    }
+}
+
+/// Whether `err` comes from a dependency being down rather than from the configuration.
+fn is_outage(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        if let Some(bus) = cause.downcast_ref::<BusError>() {
+            return matches!(bus, BusError::Unavailable(_));
+        }
+        if let Some(db) = cause.downcast_ref::<sqlx::Error>() {
+            return match db {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                // cannot_connect_now (starting up or shutting down), admin_shutdown,
+                // crash_shutdown, too_many_connections.
+                sqlx::Error::Database(e) => matches!(
+                    e.code().as_deref(),
+                    Some("57P03" | "57P01" | "57P02" | "53300")
+                ),
+                _ => false,
+            };
+        }
+        cause.downcast_ref::<std::io::Error>().is_some()
+    })
 }
 
 /// Explains what `serve` needs when it is not configured for the distributed mode.

@@ -3,6 +3,11 @@
 //! until `/api/v1/national` includes it) and peak RSS; in the same run it measures PostgreSQL
 //! `COPY` of the same rows into a bare table, so the rate is reported as a ratio that a noisy
 //! machine cannot skew much.
+//!
+//! `agriportal bench overload`: one partner floods at a multiple of its quota while the other
+//! pushes steadily within its own; reports the steady partner's latency alone, beside a
+//! partner at its quota, and beside the flood (same run, side by side), the flooding partner's
+//! shed rate, and memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +32,103 @@ use crate::client::partner_client;
 pub enum Which {
     /// Partner ingest throughput and dashboard freshness.
     Ingest(IngestArgs),
+    /// One partner flooding at a multiple of its quota: the other partner's latency, the
+    /// flood's shed rate, and memory.
+    Overload(OverloadArgs),
+}
+
+/// Settings of `bench overload`.
+#[derive(Args, Debug, Clone)]
+pub struct OverloadArgs {
+    /// Each partner's quota in records per second for this run (it replaces
+    /// `--partner-records-per-second`, whose default is far above what one machine can flood).
+    #[arg(long, default_value_t = 2_000)]
+    pub quota: u32,
+    /// Each partner's burst in records (replaces `--partner-burst-records`); defaults to one
+    /// second of quota.
+    #[arg(long)]
+    pub burst: Option<u32>,
+    /// How many times its quota the flooding partner (Postmart) pushes.
+    #[arg(long, default_value_t = 10.0)]
+    pub flood_factor: f64,
+    /// The steady partner's (Vỏ Sò's) rate as a fraction of its quota.
+    #[arg(long, default_value_t = 0.5)]
+    pub steady_fraction: f64,
+    /// Records per batch, for both partners.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Seconds each phase lasts in one round.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Rounds: each runs the three phases in turn, so that a machine whose background load
+    /// drifts weighs on every phase alike; the figures are over all rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// What one phase of `bench overload` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    /// `steady alone`, `beside a partner at its quota`, `beside a flood`.
+    pub name: String,
+    /// Records per second the flooding partner offered (0: it was idle).
+    pub flood_records_per_second: f64,
+    /// The steady partner's calls, and how they went.
+    pub steady: Calls,
+    /// The flooding partner's calls, and how they went.
+    pub flood: Calls,
+    /// Resident memory at the end of the phase's last round, MiB.
+    pub rss_mib: f64,
+    /// CPU this process used during the phase (server and both clients), in cores.
+    pub cpu_cores: f64,
+}
+
+/// Calls of one partner in one phase.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Calls {
+    /// Calls made.
+    pub sent: usize,
+    /// Calls answered with a result.
+    pub accepted: usize,
+    /// Refused by the partner's rate limit.
+    pub rate_limited: usize,
+    /// Refused by the server's concurrency limit.
+    pub shed: usize,
+    /// Any other failure.
+    pub failed: usize,
+    /// Fraction refused (rate limit or concurrency).
+    pub refused_fraction: f64,
+    /// Latency of answered calls, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+/// What `bench overload` measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OverloadReport {
+    /// `embedded` or `postgres+jetstream`.
+    pub mode: &'static str,
+    /// Quota per partner, records per second.
+    pub quota: u32,
+    /// Burst per partner, records.
+    pub burst: u32,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Rounds of the three phases.
+    pub rounds: usize,
+    /// Seconds per phase and round.
+    pub seconds: u64,
+    /// The three phases, in order.
+    pub phases: Vec<Phase>,
+    /// Steady partner's p99 beside the flood, relative to beside a partner at its quota.
+    pub p99_rise_vs_quota: f64,
+    /// Steady partner's p99 beside the flood, relative to alone.
+    pub p99_rise_vs_alone: f64,
+    /// Peak resident memory of this process (server and both clients), MiB.
+    pub peak_rss_mib: f64,
 }
 
 /// Settings of `bench ingest`.
@@ -83,6 +185,12 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Which::Overload(args) => {
+            let report = overload(config, args).await?;
+            println!("{}", render_overload(&report));
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }
 
@@ -107,42 +215,77 @@ fn batches(
     size: usize,
     seed: u64,
 ) -> Vec<pb::PushSalesRequest> {
-    let reference = Reference::get();
-    let provinces: Vec<&str> = reference
-        .provinces()
-        .iter()
-        .map(|p| p.code.as_str())
-        .collect();
-    let categories: Vec<&str> = reference
-        .categories()
-        .iter()
-        .map(|c| c.code.as_str())
-        .collect();
-    let today = agriportal_marketplace::domain::today_in_vietnam();
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut maker = BatchMaker::new(partner, run, seed);
     let mut out = Vec::new();
     let mut i = 0;
     while i < records {
         let n = size.min(records - i);
-        let recs = (0..n)
+        out.push(maker.next(n));
+        i += n;
+    }
+    out
+}
+
+/// Makes a partner's sales batches, with realistic records and ids unique to the run.
+struct BatchMaker {
+    partner: Partner,
+    run: String,
+    rng: StdRng,
+    provinces: Vec<&'static str>,
+    categories: Vec<&'static str>,
+    today: time::Date,
+    batches: usize,
+    records: usize,
+}
+
+impl BatchMaker {
+    fn new(partner: Partner, run: &str, seed: u64) -> Self {
+        let reference = Reference::get();
+        BatchMaker {
+            partner,
+            run: run.to_string(),
+            rng: StdRng::seed_from_u64(seed),
+            provinces: reference
+                .provinces()
+                .iter()
+                .map(|p| p.code.as_str())
+                .collect(),
+            categories: reference
+                .categories()
+                .iter()
+                .map(|c| c.code.as_str())
+                .collect(),
+            today: agriportal_marketplace::domain::today_in_vietnam(),
+            batches: 0,
+            records: 0,
+        }
+    }
+
+    fn next(&mut self, n: usize) -> pb::PushSalesRequest {
+        let (partner, run, start) = (self.partner.code(), &self.run, self.records);
+        let rng = &mut self.rng;
+        let records = (0..n)
             .map(|k| pb::SalesRecord {
-                record_id: format!("bench-{run}-{}-{}", partner.code(), i + k),
-                sale_date: (today - time::Duration::days(rng.random_range(0..365))).to_string(),
-                province_code: provinces[rng.random_range(0..provinces.len())].to_string(),
+                record_id: format!("bench-{run}-{partner}-{}", start + k),
+                sale_date: (self.today - time::Duration::days(rng.random_range(0..365)))
+                    .to_string(),
+                province_code: self.provinces[rng.random_range(0..self.provinces.len())]
+                    .to_string(),
                 commune_code: String::new(),
-                category: categories[rng.random_range(0..categories.len())].to_string(),
+                category: self.categories[rng.random_range(0..self.categories.len())].to_string(),
                 quantity_grams: rng.random_range(1_000..1_000_000),
                 value_vnd: rng.random_range(10_000..50_000_000),
                 orders: rng.random_range(1..50),
             })
             .collect();
-        out.push(pb::PushSalesRequest {
-            batch_id: format!("bench-{run}-{}-{}", partner.code(), out.len()),
-            records: recs,
-        });
-        i += n;
+        let batch = pb::PushSalesRequest {
+            batch_id: format!("bench-{run}-{partner}-{}", self.batches),
+            records,
+        };
+        self.batches += 1;
+        self.records += n;
+        batch
     }
-    out
 }
 
 /// When the dashboard was polled, and each partner's orders above the baseline then.
@@ -180,6 +323,8 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         config.data_dir = temp.clone();
         config.database_url = None;
         config.nats_url = None;
+        // The in-process bus opens its file before anything else creates the directory.
+        std::fs::create_dir_all(&temp)?;
     }
     config.log = "warn".into();
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
@@ -391,6 +536,348 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         copy_rate,
         ratio_to_copy: copy_rate.map(|c| ack_rate / c),
     })
+}
+
+/// How one call of `bench overload` went.
+enum Answer {
+    Accepted(Duration),
+    RateLimited,
+    Shed,
+    Failed(String),
+}
+
+/// Pushes `partner`'s batches at `batches_per_second` for `length`, open loop: each call starts
+/// on schedule whatever the previous ones are doing, so a slow server cannot lower the offered
+/// load (and hide its own latency). Latency runs from the scheduled start to the answer.
+async fn open_loop(
+    client: crate::client::PartnerClient,
+    maker: Arc<Mutex<BatchMaker>>,
+    batch_size: usize,
+    batches_per_second: f64,
+    length: Duration,
+) -> Vec<Answer> {
+    if batches_per_second <= 0.0 {
+        return Vec::new();
+    }
+    let period = Duration::from_secs_f64(1.0 / batches_per_second);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    while started.elapsed() < length {
+        let scheduled = ticks.tick().await.into_std();
+        let batch = maker.lock().await.next(batch_size);
+        let mut client = client.clone();
+        calls.spawn(async move {
+            match client.push_sales(batch).await {
+                Ok(_) => Answer::Accepted(scheduled.elapsed()),
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                    if status.message().contains("concurrent requests") {
+                        Answer::Shed
+                    } else {
+                        Answer::RateLimited
+                    }
+                }
+                Err(status) => Answer::Failed(format!("{:?}: {}", status.code(), status.message())),
+            }
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = calls.join_next().await {
+        answers.push(answer.unwrap_or_else(|err| Answer::Failed(err.to_string())));
+    }
+    answers
+}
+
+/// One phase's measurements, summed over the rounds.
+#[derive(Default)]
+struct PhaseRun {
+    steady: Vec<Answer>,
+    flood: Vec<Answer>,
+    cpu: Duration,
+    wall: Duration,
+    /// Resident memory after the latest round.
+    rss_mib: Option<f64>,
+}
+
+fn tally(answers: &[Answer]) -> Calls {
+    let mut calls = Calls {
+        sent: answers.len(),
+        ..Calls::default()
+    };
+    let mut latencies = Vec::new();
+    for answer in answers {
+        match answer {
+            Answer::Accepted(latency) => {
+                calls.accepted += 1;
+                latencies.push(latency.as_secs_f64() * 1000.0);
+            }
+            Answer::RateLimited => calls.rate_limited += 1,
+            Answer::Shed => calls.shed += 1,
+            Answer::Failed(why) => {
+                if calls.failed == 0 {
+                    eprintln!("a call failed: {why}");
+                }
+                calls.failed += 1;
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i.min(latencies.len() - 1)]
+    };
+    calls.p50_ms = pct(0.5);
+    calls.p99_ms = pct(0.99);
+    calls.max_ms = pct(1.0);
+    calls.refused_fraction = if calls.sent == 0 {
+        0.0
+    } else {
+        (calls.rate_limited + calls.shed) as f64 / calls.sent as f64
+    };
+    calls
+}
+
+/// CPU time this process has used (user + system), from `/proc/self/stat`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<OverloadReport> {
+    anyhow::ensure!(
+        args.batch_size > 0 && args.batch_size <= 10_000,
+        "--batch-size must be 1..=10000"
+    );
+    anyhow::ensure!(args.quota > 0, "--quota must be above 0");
+    anyhow::ensure!(
+        args.flood_factor > 0.0 && args.steady_fraction > 0.0,
+        "--flood-factor and --steady-fraction must be above 0"
+    );
+    let burst = args.burst.unwrap_or(args.quota);
+    anyhow::ensure!(
+        burst as usize >= args.batch_size,
+        "--burst ({burst}) must hold at least one batch (--batch-size {})",
+        args.batch_size
+    );
+    let distributed = config.database_url.is_some() && config.nats_url.is_some();
+    let run_id = format!("ovl{}", time::OffsetDateTime::now_utc().unix_timestamp());
+    let temp =
+        std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()));
+    if !distributed {
+        config.data_dir = temp.clone();
+        config.database_url = None;
+        config.nats_url = None;
+        // The in-process bus opens its file before anything else creates the directory.
+        std::fs::create_dir_all(&temp)?;
+    }
+    config.log = "warn".into();
+    config.partner_records_per_second = args.quota;
+    config.partner_burst_records = burst;
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_addr = grpc.local_addr()?.to_string();
+    let http_addr = http.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::app::run_up(
+        config.clone(),
+        grpc,
+        http,
+        shutdown.clone(),
+    ));
+    let web = reqwest::Client::new();
+    let ready = format!("http://{http_addr}/readyz");
+    let mut up = false;
+    for _ in 0..200 {
+        if web
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        shutdown.cancel();
+        let why = match server.await {
+            Ok(Err(err)) => format!("{err:#}"),
+            _ => "not ready within 20 s".into(),
+        };
+        anyhow::bail!("the system did not come up: {why}");
+    }
+
+    let auth = Authenticator::new(&token_secret(&config)?, None)?;
+    let mut clients = Vec::new();
+    for partner in [Partner::Postmart, Partner::Voso] {
+        let (token, _) = auth.mint(
+            Role::Partner {
+                partner: partner.code().into(),
+            },
+            Duration::from_secs(3600),
+        )?;
+        clients.push(partner_client(&grpc_addr, Some(&token)).await?);
+    }
+    let (flooder, steady) = (clients[0].clone(), clients[1].clone());
+    let flood_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &run_id, 1)));
+    let steady_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Voso, &run_id, 2)));
+    let per_batch = args.batch_size as f64;
+    let steady_rate = f64::from(args.quota) * args.steady_fraction / per_batch;
+    let length = Duration::from_secs(args.seconds.max(1));
+
+    // Warm up (caches, connections, the SQLite files) before anything is measured.
+    open_loop(
+        steady.clone(),
+        steady_maker.clone(),
+        args.batch_size,
+        steady_rate,
+        Duration::from_secs(3),
+    )
+    .await;
+
+    let kinds = [
+        ("steady alone", 0.0),
+        ("beside a partner at its quota", 1.0),
+        ("beside a flood", args.flood_factor),
+    ];
+    let mut runs: Vec<PhaseRun> = kinds.iter().map(|_| PhaseRun::default()).collect();
+    for _ in 0..args.rounds.max(1) {
+        for ((_, factor), run) in kinds.iter().zip(runs.iter_mut()) {
+            let flood_rate = f64::from(args.quota) * factor / per_batch;
+            let (cpu_before, wall_before) = (cpu_time(), Instant::now());
+            let (steady_answers, flood_answers) = tokio::join!(
+                open_loop(
+                    steady.clone(),
+                    steady_maker.clone(),
+                    args.batch_size,
+                    steady_rate,
+                    length
+                ),
+                open_loop(
+                    flooder.clone(),
+                    flood_maker.clone(),
+                    args.batch_size,
+                    flood_rate,
+                    length
+                ),
+            );
+            run.steady.extend(steady_answers);
+            run.flood.extend(flood_answers);
+            if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
+                run.cpu += after.saturating_sub(before);
+            }
+            run.wall += wall_before.elapsed();
+            run.rss_mib = rss_kib().map(|k| k as f64 / 1024.0);
+            // Let the flooding partner's bucket refill, so phases do not leak into each other.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let phases: Vec<Phase> = kinds
+        .iter()
+        .zip(&runs)
+        .map(|((name, factor), run)| Phase {
+            name: name.to_string(),
+            flood_records_per_second: f64::from(args.quota) * factor,
+            steady: tally(&run.steady),
+            flood: tally(&run.flood),
+            rss_mib: run.rss_mib.unwrap_or(f64::NAN),
+            cpu_cores: run.cpu.as_secs_f64() / run.wall.as_secs_f64().max(1e-9),
+        })
+        .collect();
+    let peak_rss_mib = peak_rss_kib()
+        .map(|k| k as f64 / 1024.0)
+        .unwrap_or(f64::NAN);
+    shutdown.cancel();
+    server.await??;
+    if !distributed {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    let p99 = |i: usize| phases[i].steady.p99_ms;
+    Ok(OverloadReport {
+        mode: if distributed {
+            "postgres+jetstream"
+        } else {
+            "embedded"
+        },
+        quota: args.quota,
+        burst,
+        batch_size: args.batch_size,
+        rounds: args.rounds.max(1),
+        seconds: args.seconds.max(1),
+        p99_rise_vs_quota: p99(2) / p99(1) - 1.0,
+        p99_rise_vs_alone: p99(2) / p99(0) - 1.0,
+        phases,
+        peak_rss_mib,
+    })
+}
+
+fn render_overload(r: &OverloadReport) -> String {
+    let mut s = format!(
+        "bench overload ({}): quota {} records/s per partner (burst {}), batches of {}, {} rounds of {} s per phase\n\
+         steady partner voso at a fixed rate; flooding partner postmart idle, at its quota, then over it\n\n\
+         {:<32} {:>10} {:>9} {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>5}\n",
+        r.mode,
+        r.quota,
+        r.burst,
+        r.batch_size,
+        r.rounds,
+        r.seconds,
+        "phase",
+        "flood r/s",
+        "voso p50",
+        "voso p99",
+        "voso max",
+        "voso ok",
+        "pm sent",
+        "pm ok",
+        "pm rate",
+        "pm shed",
+        "pm ref%",
+        "RSS MiB",
+        "CPU"
+    );
+    for p in &r.phases {
+        s.push_str(&format!(
+            "{:<32} {:>10.0} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>4}/{:<3} | {:>8} {:>8} {:>8} {:>8} {:>6.1}% | {:>8.0} {:>5.2}\n",
+            p.name,
+            p.flood_records_per_second,
+            p.steady.p50_ms,
+            p.steady.p99_ms,
+            p.steady.max_ms,
+            p.steady.accepted,
+            p.steady.sent,
+            p.flood.sent,
+            p.flood.accepted,
+            p.flood.rate_limited,
+            p.flood.shed,
+            p.flood.refused_fraction * 100.0,
+            p.rss_mib,
+            p.cpu_cores
+        ));
+    }
+    s.push_str(&format!(
+        "\nvoso p99 beside the flood vs beside a partner at its quota: {:+.1}%; vs alone: {:+.1}%\npeak RSS: {:.0} MiB\n",
+        r.p99_rise_vs_quota * 100.0,
+        r.p99_rise_vs_alone * 100.0,
+        r.peak_rss_mib
+    ));
+    s
 }
 
 /// COPY of the same rows into a bare table, rows per second.

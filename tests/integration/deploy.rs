@@ -9,7 +9,11 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).arg("--help").output().expect("run --help");
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run --help");
     assert!(out.status.success(), "{args:?} --help failed");
     String::from_utf8(out.stdout).expect("utf8")
 }
@@ -36,12 +40,17 @@ struct Contract {
 
 fn contract() -> Contract {
     let top = help(&[]);
-    let subcommands: BTreeSet<String> = ["up", "serve", "migrate", "token", "config", "health", "bench"]
-        .iter()
-        .filter(|s| top.contains(&format!("  {s} ")))
-        .map(|s| s.to_string())
-        .collect();
-    assert!(subcommands.len() >= 6, "subcommands not found in --help: {top}");
+    let subcommands: BTreeSet<String> = [
+        "up", "serve", "migrate", "token", "config", "health", "bench",
+    ]
+    .iter()
+    .filter(|s| top.contains(&format!("  {s} ")))
+    .map(|s| s.to_string())
+    .collect();
+    assert!(
+        subcommands.len() >= 6,
+        "subcommands not found in --help: {top}"
+    );
     let mut help_by_subcommand = Vec::new();
     let mut env = words_after(&top, "[env: ");
     for sub in &subcommands {
@@ -53,16 +62,29 @@ fn contract() -> Contract {
     let targets = serve
         .lines()
         .skip_while(|l| !l.contains("--target"))
-        .filter_map(|l| l.trim().strip_prefix("- ").or_else(|| l.trim().strip_prefix("* ")))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("- ")
+                .or_else(|| l.trim().strip_prefix("* "))
+        })
         .filter_map(|l| l.split([':', ' ']).next())
         .map(str::to_string)
         .collect();
-    Contract { subcommands, env, targets, help_by_subcommand }
+    Contract {
+        subcommands,
+        env,
+        targets,
+        help_by_subcommand,
+    }
 }
 
 fn files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut out = vec![root.join("deploy/compose.yaml"), root.join("deploy/Dockerfile"), root.join("k8s/base/agriportal.env")];
+    let mut out = vec![
+        root.join("deploy/compose.yaml"),
+        root.join("deploy/Dockerfile"),
+        root.join("k8s/base/agriportal.env"),
+    ];
     let mut stack = vec![root.join("k8s")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).expect("read k8s").flatten() {
@@ -85,7 +107,12 @@ fn argument_lists(text: &str) -> Vec<Vec<String>> {
             let open = l.find('[')?;
             let close = l.rfind(']')?;
             let head = &l[..open];
-            if !(head.contains("args:") || head.contains("command:") || head.contains("test:") || head.contains("CMD") || head.contains("ENTRYPOINT")) {
+            if !(head.contains("args:")
+                || head.contains("command:")
+                || head.contains("test:")
+                || head.contains("CMD")
+                || head.contains("ENTRYPOINT"))
+            {
                 return None;
             }
             let items: Vec<String> = l[open + 1..close]
@@ -101,7 +128,11 @@ fn argument_lists(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn deployment_files_name_only_what_the_binary_has() {
     let c = contract();
-    assert!(c.targets.contains("marketplace") && c.targets.contains("gateway"), "targets: {:?}", c.targets);
+    assert!(
+        c.targets.contains("marketplace") && c.targets.contains("gateway"),
+        "targets: {:?}",
+        c.targets
+    );
     let mut invocations = 0;
     let mut ports = BTreeSet::new();
     for path in files() {
@@ -109,17 +140,40 @@ fn deployment_files_name_only_what_the_binary_has() {
         let name = path.display().to_string();
         // Environment variables the files set for the binary must be ones it reads.
         for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
-            let t = line.trim().trim_start_matches("- ").trim_start_matches("name: ");
-            let key: String = t.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
+            let t = line
+                .trim()
+                .trim_start_matches("- ")
+                .trim_start_matches("name: ");
+            let key: String = t
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
             let rest = &t[key.len()..];
-            let sets = rest.starts_with('=') || rest.starts_with(':') || (line.contains("name:") && rest.is_empty());
-            let ours = key.starts_with("AGRIPORTAL_") || ["DATABASE_URL", "NATS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"].contains(&key.as_str());
+            let sets = rest.starts_with('=')
+                || rest.starts_with(':')
+                || (line.contains("name:") && rest.is_empty());
+            let ours = key.starts_with("AGRIPORTAL_")
+                || ["DATABASE_URL", "NATS_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+                    .contains(&key.as_str());
             if sets && ours && key != "AGRIPORTAL_IMAGE" {
-                assert!(c.env.contains(&key), "{name}: sets {key}, which the binary does not read (known: {:?})", c.env);
+                assert!(
+                    c.env.contains(&key),
+                    "{name}: sets {key}, which the binary does not read (known: {:?})",
+                    c.env
+                );
             }
             for addr in ["AGRIPORTAL_GRPC_ADDR", "AGRIPORTAL_HTTP_ADDR"] {
-                if let Some(v) = line.split_once(&format!("{addr}=")).or_else(|| line.split_once(&format!("{addr}: "))) {
-                    if let Some(port) = v.1.trim().trim_matches('"').rsplit(':').next().and_then(|p| p.parse::<u16>().ok()) {
+                if let Some(v) = line
+                    .split_once(&format!("{addr}="))
+                    .or_else(|| line.split_once(&format!("{addr}: ")))
+                {
+                    if let Some(port) =
+                        v.1.trim()
+                            .trim_matches('"')
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                    {
                         ports.insert(port);
                     }
                 }
@@ -133,19 +187,32 @@ fn deployment_files_name_only_what_the_binary_has() {
             if args.first().is_some_and(|a| a.ends_with("/agriportal")) {
                 args.remove(0);
             }
-            let Some(sub) = args.first().cloned() else { continue };
+            let Some(sub) = args.first().cloned() else {
+                continue;
+            };
             if !c.subcommands.contains(&sub) {
                 continue; // another program's arguments (nats-server, otelcol, pg_isready)
             }
             invocations += 1;
-            let help = &c.help_by_subcommand.iter().find(|(s, _)| *s == sub).expect("help").1;
+            let help = &c
+                .help_by_subcommand
+                .iter()
+                .find(|(s, _)| *s == sub)
+                .expect("help")
+                .1;
             for (i, arg) in args.iter().enumerate() {
                 if let Some(flag) = arg.strip_prefix("--") {
                     let flag = flag.split('=').next().unwrap_or(flag);
-                    assert!(help.contains(&format!("--{flag}")), "{name}: `{sub} --{flag}` is not a flag of the binary");
+                    assert!(
+                        help.contains(&format!("--{flag}")),
+                        "{name}: `{sub} --{flag}` is not a flag of the binary"
+                    );
                     if flag == "target" {
                         let target = args.get(i + 1).expect("target value");
-                        assert!(c.targets.contains(target), "{name}: unknown target {target}");
+                        assert!(
+                            c.targets.contains(target),
+                            "{name}: unknown target {target}"
+                        );
                     }
                 }
             }
@@ -154,18 +221,31 @@ fn deployment_files_name_only_what_the_binary_has() {
         for line in text.lines() {
             if let Some(v) = line.trim().strip_prefix("containerPort:") {
                 let port: u16 = v.trim().parse().expect("port");
-                assert!(port == 50051 || port == 8080, "{name}: containerPort {port} is neither the gRPC nor the HTTP port");
+                assert!(
+                    port == 50051 || port == 8080,
+                    "{name}: containerPort {port} is neither the gRPC nor the HTTP port"
+                );
             }
         }
     }
-    assert!(invocations >= 5, "expected the manifests and compose file to invoke the binary; found {invocations}");
-    assert_eq!(ports, BTreeSet::from([50051, 8080]), "addresses set in the deployment files");
+    assert!(
+        invocations >= 5,
+        "expected the manifests and compose file to invoke the binary; found {invocations}"
+    );
+    assert_eq!(
+        ports,
+        BTreeSet::from([50051, 8080]),
+        "addresses set in the deployment files"
+    );
 }
 
 #[test]
 fn config_dump_leaves_secrets_out() {
     let out = Command::new(BIN)
-        .env("AGRIPORTAL_TOKEN_SECRET", "do-not-print-this-secret-ever-0123456789")
+        .env(
+            "AGRIPORTAL_TOKEN_SECRET",
+            "do-not-print-this-secret-ever-0123456789",
+        )
         .env("DATABASE_URL", "postgres://user:hunter2@db/agriportal")
         .arg("config")
         .output()
@@ -174,5 +254,8 @@ fn config_dump_leaves_secrets_out() {
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(json["bus_prefix"], "agriportal");
-    assert!(!text.contains("do-not-print") && !text.contains("hunter2"), "{text}");
+    assert!(
+        !text.contains("do-not-print") && !text.contains("hunter2"),
+        "{text}"
+    );
 }

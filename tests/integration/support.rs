@@ -54,6 +54,17 @@ pub async fn spawn_app(mode: Mode, name: &str) -> Option<TestApp> {
     Some(start(config, dir).await)
 }
 
+/// [`spawn_app`] with the configuration changed by `tune` first (small limits, for example).
+pub async fn spawn_app_with(
+    mode: Mode,
+    name: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let (mut config, dir) = config_for(mode, name).await?;
+    tune(&mut config);
+    Some(start(config, dir).await)
+}
+
 async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");

@@ -1,10 +1,11 @@
-//! The tonic adapter: authenticates, checks the envelope, validates, and hands over to the
-//! store. No business rule lives here.
+//! The tonic adapter: authenticates, checks the envelope, applies the partner's rate limit,
+//! validates, and hands over to the store. No business rule lives here.
 
 use std::sync::Arc;
 
 use agriportal_platform::auth::Authenticator;
 use agriportal_platform::http::metrics;
+use agriportal_platform::limits::{rate_limited, RateLimiter};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::Result;
 use agriportal_proto::marketplace::v1 as pb;
@@ -17,21 +18,57 @@ use crate::domain::{self, check_envelope, content_hash};
 use crate::error;
 use crate::store::{Batch, MarketplaceStore};
 
+/// Each partner's token bucket of records per second (`None`: no limit).
+pub type PartnerRates = Option<Arc<RateLimiter<Partner>>>;
+
 /// Implements `agriportal.marketplace.v1.MarketplaceIngest` over a store.
 pub struct GrpcAdapter {
     store: Arc<dyn MarketplaceStore>,
     auth: Arc<Authenticator>,
     limits: Limits,
+    rates: PartnerRates,
 }
 
 impl GrpcAdapter {
-    /// An adapter over `store`, authenticating with `auth`.
+    /// An adapter over `store`, authenticating with `auth`, without a rate limit.
     pub fn new(store: Arc<dyn MarketplaceStore>, auth: Arc<Authenticator>, limits: Limits) -> Self {
         GrpcAdapter {
             store,
             auth,
             limits,
+            rates: None,
         }
+    }
+
+    /// The same adapter, throttling each partner with `rates`.
+    pub fn with_rates(mut self, rates: PartnerRates) -> Self {
+        self.rates = rates;
+        self
+    }
+
+    /// Takes `records` from the partner's bucket, or refuses the call before anything is read
+    /// or stored. Every call counts at least one record: empty batches and `GetBatch` cost the
+    /// database a round trip too, and must not be free to flood.
+    fn throttle(&self, partner: Partner, records: usize) -> Result<()> {
+        let Some(rates) = &self.rates else {
+            return Ok(());
+        };
+        let cost = u32::try_from(records.max(1)).unwrap_or(u32::MAX);
+        rates.try_acquire(&partner, cost).map_err(|refusal| {
+            metrics().add(
+                "agriportal_marketplace_rate_limited_total",
+                &format!("partner=\"{}\"", partner.code()),
+                "Partner calls refused by the per-partner rate limit",
+                1,
+            );
+            rate_limited(
+                &format!("partner `{}`", partner.code()),
+                rates.rate(),
+                rates.burst(),
+                cost,
+                refusal,
+            )
+        })
     }
 
     async fn push_sales(
@@ -46,6 +83,7 @@ impl GrpcAdapter {
             encoded,
             &self.limits,
         )?;
+        self.throttle(partner, request.records.len())?;
         let validated = domain::validate_sales(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("sales", &request),
@@ -70,6 +108,7 @@ impl GrpcAdapter {
             encoded,
             &self.limits,
         )?;
+        self.throttle(partner, request.records.len())?;
         let validated = domain::validate_onboarding(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("onboarding", &request),
@@ -133,9 +172,10 @@ impl MarketplaceIngest for GrpcAdapter {
     ) -> Result<Response<pb::PushResult>, Status> {
         let partner = self.auth.require_partner(request.metadata()).await?;
         let batch_id = &request.get_ref().batch_id;
-        if batch_id.is_empty() {
-            return Err(error::bad_batch_id("is empty").into());
-        }
+        // The same checks as on push: an id no push could have used is a mistake to name, and
+        // a huge one must not be echoed back in a NOT_FOUND message.
+        check_envelope(batch_id, 0, 0, &self.limits)?;
+        self.throttle(partner, 1)?;
         match self.store.get_batch(partner, batch_id).await? {
             Some(result) => Ok(Response::new(result)),
             None => Err(error::batch_not_found(batch_id).into()),

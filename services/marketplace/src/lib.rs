@@ -15,6 +15,7 @@ pub mod store;
 use std::sync::Arc;
 
 use agriportal_platform::http::{admin_router, Readiness};
+use agriportal_platform::limits::{ConcurrencyLimitLayer, RateLimiter};
 use agriportal_platform::outbox::spawn_relay;
 use agriportal_platform::storage::Database;
 use agriportal_platform::{grpc as platform_grpc, http as platform_http, Context};
@@ -29,6 +30,9 @@ pub use store::{MarketplaceStore, SqlStore};
 pub struct Marketplace {
     store: Arc<SqlStore>,
     ctx: Context,
+    /// One set of partner buckets per process, shared by every adapter built from this
+    /// service, so mounting the service twice cannot double a partner's quota.
+    rates: grpc::PartnerRates,
 }
 
 impl Marketplace {
@@ -38,16 +42,23 @@ impl Marketplace {
         let wake = Arc::new(Notify::new());
         let store = Arc::new(SqlStore::open(db.clone(), wake.clone()).await?);
         spawn_relay(db, ctx.bus.clone(), wake, ctx.shutdown.clone(), &ctx.tasks);
+        let rates = RateLimiter::new(
+            ctx.config.partner_records_per_second,
+            ctx.config.partner_burst_records,
+        )
+        .map(Arc::new);
         Ok(Marketplace {
             store,
             ctx: ctx.clone(),
+            rates,
         })
     }
 
     /// The gRPC service, to mount on a server.
     pub fn grpc_service(&self) -> MarketplaceIngestServer<grpc::GrpcAdapter> {
         let adapter =
-            grpc::GrpcAdapter::new(self.store.clone(), self.ctx.auth.clone(), Limits::default());
+            grpc::GrpcAdapter::new(self.store.clone(), self.ctx.auth.clone(), Limits::default())
+                .with_rates(self.rates.clone());
         MarketplaceIngestServer::new(adapter)
             .max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES)
     }
@@ -70,7 +81,14 @@ impl Marketplace {
         let admin = admin_router(Readiness::new(vec![self.database()]));
         let drain = ctx.config.drain();
         tokio::try_join!(
-            platform_grpc::serve(grpc, routes, &[GRPC_SERVICE], ctx.shutdown.clone(), drain),
+            platform_grpc::serve_with(
+                grpc,
+                routes,
+                &[GRPC_SERVICE],
+                ctx.shutdown.clone(),
+                drain,
+                ConcurrencyLimitLayer::from_config(&ctx.config),
+            ),
             platform_http::serve(http, admin, ctx.shutdown.clone(), drain),
         )?;
         Ok(())

@@ -114,7 +114,51 @@ pub struct Config {
     /// OTLP/gRPC endpoint for traces (`http://collector:4317`); tracing export is off when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
+
+    /// Records per second each partner may push (token bucket refill rate, per process);
+    /// calls over it get RESOURCE_EXHAUSTED with a retry hint. Every call counts at least one
+    /// record. `0` turns the limit off.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PARTNER_RECORDS_PER_SECOND",
+        default_value_t = DEFAULT_PARTNER_RECORDS_PER_SECOND,
+        global = true
+    )]
+    pub partner_records_per_second: u32,
+
+    /// Records a partner may push at once above its rate (token bucket size). A batch larger
+    /// than this can never pass, so keep it at least the batch limit (10,000 records).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PARTNER_BURST_RECORDS",
+        default_value_t = DEFAULT_PARTNER_BURST_RECORDS,
+        global = true
+    )]
+    pub partner_burst_records: u32,
+
+    /// gRPC requests served at once by this process (health checks excepted); a request over
+    /// it is refused at once with RESOURCE_EXHAUSTED and a retry hint instead of being queued,
+    /// which bounds memory (each in-flight ingest call may hold up to 16 MiB).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_MAX_CONCURRENT_REQUESTS",
+        default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub max_concurrent_requests: u32,
 }
+
+/// Default of `--partner-records-per-second`: well above what a partner sends in normal
+/// operation and what `up --demo` backfills, so only a runaway client meets it.
+pub const DEFAULT_PARTNER_RECORDS_PER_SECOND: u32 = 20_000;
+
+/// Default of `--partner-burst-records`: ten full batches, so a partner catching up after an
+/// outage (or the demo's backfill) is not slowed down.
+pub const DEFAULT_PARTNER_BURST_RECORDS: u32 = 100_000;
+
+/// Default of `--max-concurrent-requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 64;
 
 impl Config {
     /// The drain period as a duration.
@@ -143,6 +187,9 @@ impl Config {
             log: "info".into(),
             log_format: "text".into(),
             otlp_endpoint: None,
+            partner_records_per_second: DEFAULT_PARTNER_RECORDS_PER_SECOND,
+            partner_burst_records: DEFAULT_PARTNER_BURST_RECORDS,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 }

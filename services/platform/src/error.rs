@@ -1,6 +1,7 @@
 //! The one error type that crosses service boundaries, and its single mapping to gRPC and HTTP.
 
 use std::fmt;
+use std::time::Duration;
 
 /// What went wrong, in the small vocabulary callers can act on. Mapped once to `tonic::Code`
 /// and to an HTTP status; services never build a `tonic::Status` themselves.
@@ -33,6 +34,10 @@ pub struct Error {
     pub code: ErrorCode,
     /// A message a person can act on.
     pub message: String,
+    /// When retrying makes sense, how long to wait first (a rate or concurrency limit). Sent as
+    /// gRPC metadata `retry-after-ms` and `grpc-retry-pushback-ms` (which gRPC clients with a
+    /// retry policy obey), and as the HTTP `Retry-After` header.
+    pub retry_after: Option<Duration>,
 }
 
 /// Result with the platform error.
@@ -44,7 +49,17 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// The same error with a retry hint.
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+    /// `ResourceExhausted`: a size or rate limit, named in `message`.
+    pub fn exhausted(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceExhausted, message)
     }
     /// `InvalidArgument`.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -104,9 +119,21 @@ impl From<ErrorCode> for tonic::Code {
     }
 }
 
+/// gRPC metadata key of the retry hint in milliseconds, for people and simple clients.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+/// The standard gRPC key for the same hint, which clients with a retry policy obey.
+pub const GRPC_RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        tonic::Status::new(err.code.into(), err.message)
+        let mut status = tonic::Status::new(err.code.into(), err.message);
+        if let Some(after) = err.retry_after {
+            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
+            let value = tonic::metadata::MetadataValue::from(ms);
+            status.metadata_mut().insert(RETRY_AFTER_MS, value.clone());
+            status.metadata_mut().insert(GRPC_RETRY_PUSHBACK_MS, value);
+        }
+        status
     }
 }
 
@@ -127,6 +154,48 @@ impl axum::response::IntoResponse for Error {
         let body = serde_json::json!({
             "error": { "code": format!("{:?}", self.code), "message": self.message }
         });
-        (self.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.http_status(), axum::Json(body)).into_response();
+        if let Some(after) = self.retry_after {
+            // `Retry-After` counts whole seconds; round up so a client never retries too early.
+            let secs = after.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn a_retry_hint_reaches_grpc_metadata_and_http_retry_after() {
+        let err = Error::exhausted("over the limit").with_retry_after(Duration::from_millis(1200));
+        let status = tonic::Status::from(err.clone());
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_AFTER_MS)
+                .and_then(|v| v.to_str().ok()),
+            Some("1200")
+        );
+        let response = err.into_response();
+        assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        // Whole seconds, rounded up.
+        assert_eq!(
+            response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        let plain = tonic::Status::from(Error::invalid("no hint"));
+        assert!(plain.metadata().get(RETRY_AFTER_MS).is_none());
     }
 }

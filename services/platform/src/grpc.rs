@@ -1,6 +1,8 @@
-//! gRPC server plumbing shared by every service: health, reflection, tracing, size limits, and
-//! a drain-bounded graceful shutdown.
+//! gRPC server plumbing shared by every service: health, reflection, tracing, size limits,
+//! load shedding, the mapping of tonic's own request-decoding failures onto the platform's
+//! error vocabulary, and a drain-bounded graceful shutdown.
 
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -8,21 +10,38 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::error::Error;
+use crate::limits::ConcurrencyLimitLayer;
 use crate::telemetry::TraceLayer;
 
 /// Largest request the server decodes. Services refuse batches above their own, smaller limit
 /// with a message naming it; this outer bound only protects memory.
 pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
-/// Serves `routes` plus gRPC health (each of `services` and the empty name reported SERVING)
-/// and reflection on `listener` until `shutdown` fires, then lets in-flight calls finish for at
-/// most `drain`.
+/// [`serve_with`] with the default concurrency limit (`--max-concurrent-requests`'s default).
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     services: &[&str],
     shutdown: CancellationToken,
     drain: Duration,
+) -> anyhow::Result<()> {
+    let limit = ConcurrencyLimitLayer::new(crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS);
+    serve_with(listener, routes, services, shutdown, drain, limit).await
+}
+
+/// Serves `routes` plus gRPC health (each of `services` and the empty name reported SERVING)
+/// and reflection on `listener` until `shutdown` fires, then lets in-flight calls finish for at
+/// most `drain`. Requests over `limit` are shed (`RESOURCE_EXHAUSTED` with a retry hint), and
+/// requests tonic cannot decode are answered `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED`
+/// ([`DecodeStatusLayer`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    routes: Routes,
+    services: &[&str],
+    shutdown: CancellationToken,
+    drain: Duration,
+    limit: ConcurrencyLimitLayer,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -53,6 +72,8 @@ pub async fn serve(
     };
     let server = tonic::transport::Server::builder()
         .layer(TraceLayer)
+        .layer(limit)
+        .layer(DecodeStatusLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     bounded_drain(server, shutdown, drain).await
@@ -75,5 +96,166 @@ where
             tracing::warn!(?drain, "drain period over; dropping remaining connections");
             Ok(())
         }
+    }
+}
+
+/// Rewrites the statuses tonic itself produces when it cannot decode a request, before any
+/// handler runs, into the platform's vocabulary: a malformed body is the caller's mistake
+/// (`INVALID_ARGUMENT`, not `INTERNAL`, which tonic answers and which tells the caller nothing
+/// and pages an operator), and a message over [`MAX_DECODED_BYTES`] is a size limit
+/// (`RESOURCE_EXHAUSTED` naming it, not `OUT_OF_RANGE`).
+///
+/// tonic answers such failures "trailers-only" (the status in the response headers), which is
+/// where this layer looks; every other response passes untouched. Handlers never produce these
+/// statuses themselves: their internal errors carry a generic message
+/// ([`Error::internal`]), and `OUT_OF_RANGE` is not in [`crate::ErrorCode`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeStatusLayer;
+
+impl<S> tower::Layer<S> for DecodeStatusLayer {
+    type Service = DecodeStatus<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeStatus { inner }
+    }
+}
+
+/// The service of [`DecodeStatusLayer`].
+#[derive(Clone, Debug)]
+pub struct DecodeStatus<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for DecodeStatus<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let rpc = request.uri().path().to_string();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            rewrite_decode_failure(&rpc, &mut response);
+            Ok(response)
+        })
+    }
+}
+
+fn rewrite_decode_failure<R>(rpc: &str, response: &mut http::Response<R>) {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return;
+    };
+    let Some(error) = decode_failure(rpc, status.code(), status.message()) else {
+        return;
+    };
+    tracing::debug!(rpc, tonic = %status.message(), "request could not be decoded");
+    let status = tonic::Status::from(error);
+    let headers = response.headers_mut();
+    headers.remove(tonic::Status::GRPC_MESSAGE);
+    headers.remove(tonic::Status::GRPC_STATUS_DETAILS);
+    if status.add_header(headers).is_err() {
+        // Our own messages are plain text and always encodable; should one not be, the
+        // original status (still in place but for its message) is better than none.
+        headers.insert(
+            tonic::Status::GRPC_STATUS,
+            http::HeaderValue::from(status.code() as i32),
+        );
+    }
+    response.extensions_mut().insert(status);
+}
+
+/// The platform error for a status tonic produced while decoding a request to `rpc`, or `None`
+/// when the status is not one of those.
+pub fn decode_failure(rpc: &str, code: tonic::Code, message: &str) -> Option<Error> {
+    use tonic::Code;
+    const PROTOBUF: &str = "failed to decode Protobuf message";
+    const TOO_LARGE: &str = "Error, decoded message length too large";
+    match code {
+        Code::Internal => {
+            let detail = if let Some(rest) = message.strip_prefix(PROTOBUF) {
+                let rest = rest.trim_start_matches(':').trim();
+                format!("is not a valid protobuf message for this rpc ({rest})")
+            } else if message.starts_with("Unexpected EOF decoding stream") {
+                "ends inside a gRPC message frame (the request was truncated)".to_string()
+            } else if message.starts_with("Missing request message") {
+                "carries no message; a unary rpc takes exactly one".to_string()
+            } else if message.starts_with("protocol error: received message with") {
+                let rest = message.trim_start_matches("protocol error: received message with");
+                format!("has a malformed gRPC frame (message with{rest})")
+            } else if message.starts_with("Error decompressing") {
+                format!("could not be decompressed ({message})")
+            } else {
+                return None;
+            };
+            Some(Error::invalid(format!("the request to {rpc} {detail}")))
+        }
+        Code::OutOfRange if message.starts_with(TOO_LARGE) => {
+            let found = message
+                .split("found ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or("more than the limit of");
+            Some(Error::exhausted(format!(
+                "the request to {rpc} is a message of {found} bytes; the limit is {MAX_DECODED_BYTES} bytes \
+                 per message (16 MiB; ingest batches are further limited to 4 MiB and 10,000 records): split it"
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn decode_failures_become_invalid_argument() {
+        let rpc = "/agriportal.marketplace.v1.MarketplaceIngest/PushSales";
+        let err = decode_failure(
+            rpc,
+            tonic::Code::Internal,
+            "failed to decode Protobuf message: PushSalesRequest.batch_id: invalid wire type: Varint (expected LengthDelimited)",
+        )
+        .expect("mapped");
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.contains("PushSales") && err.message.contains("invalid wire type"));
+        for message in [
+            "Unexpected EOF decoding stream.",
+            "Missing request message.",
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+        ] {
+            let err = decode_failure(rpc, tonic::Code::Internal, message).expect(message);
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{message}");
+        }
+        let err = decode_failure(
+            rpc,
+            tonic::Code::OutOfRange,
+            "Error, decoded message length too large: found 20000000 bytes, the limit is: 16777216 bytes",
+        )
+        .expect("mapped");
+        assert_eq!(err.code, ErrorCode::ResourceExhausted);
+        assert!(err.message.contains("20000000") && err.message.contains("16777216"));
+        // Anything else is left alone, in particular our own generic internal errors.
+        assert!(decode_failure(
+            rpc,
+            tonic::Code::Internal,
+            "internal error; it has been logged"
+        )
+        .is_none());
+        assert!(decode_failure(
+            rpc,
+            tonic::Code::NotFound,
+            "failed to decode Protobuf message"
+        )
+        .is_none());
     }
 }

@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod outbox;
 pub mod reference;
 pub mod storage;

@@ -1,0 +1,308 @@
+//! Overload protection shared by every service: a per-key token bucket (a partner's records
+//! per second), and a process-wide limit on concurrent gRPC requests that refuses what is over
+//! it at once instead of queueing it.
+//!
+//! Both answer with `RESOURCE_EXHAUSTED`, a message naming the limit and the flag that sets it,
+//! and a retry hint ([`Error::retry_after`]). Neither ever waits: a queue that grows under a
+//! flood turns one client's excess into everyone's latency and into unbounded memory.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::http::metrics;
+
+/// How long a client shed by the concurrency limit is told to wait: long enough for a typical
+/// request to finish and free a slot, short enough not to idle a client for nothing.
+pub const SHED_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// Path prefix of gRPC health: never shed, so an orchestrator does not restart a replica for
+/// being busy, which would only move its load to the others.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
+
+/// A token bucket per key: `rate` tokens per second up to `burst`. Keys are whatever the caller
+/// throttles by (a partner); the map holds one small entry per key ever seen, so keys must come
+/// from a bounded set (authenticated identities, never raw input).
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    rate: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Why a rate limiter refused a call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Refusal {
+    /// Not enough tokens now; this many would be there after the wait.
+    RetryAfter(Duration),
+    /// The call costs more than the bucket holds: it can never pass and must be split.
+    OverBurst,
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter of `rate` tokens per second with buckets of `burst`; `None` when `rate` is 0
+    /// (no limit).
+    pub fn new(rate: u32, burst: u32) -> Option<Self> {
+        (rate > 0).then(|| RateLimiter {
+            rate,
+            burst: burst.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The refill rate, tokens per second.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// The bucket size.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket now, or says how long until it could.
+    pub fn try_acquire(&self, key: &K, cost: u32) -> Result<(), Refusal> {
+        self.try_acquire_at(key, cost, Instant::now())
+    }
+
+    /// [`RateLimiter::try_acquire`] at a given instant (tests drive the clock).
+    pub fn try_acquire_at(&self, key: &K, cost: u32, now: Instant) -> Result<(), Refusal> {
+        if cost > self.burst {
+            return Err(Refusal::OverBurst);
+        }
+        let burst = f64::from(self.burst);
+        let rate = f64::from(self.rate);
+        // A poisoned lock only means another call panicked mid-update of plain numbers; the
+        // bucket is still usable, and refusing every partner forever would be worse.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+        bucket.updated = bucket.updated.max(now);
+        let cost = f64::from(cost);
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
+            return Ok(());
+        }
+        // Refused calls take nothing, so a client hammering at its limit is not pushed back
+        // further than the hint says.
+        let wait = (cost - bucket.tokens) / rate;
+        Err(Refusal::RetryAfter(
+            Duration::from_secs_f64(wait).max(Duration::from_millis(1)),
+        ))
+    }
+}
+
+/// The error for a call refused by a per-partner rate limiter, naming the limit and the flags.
+pub fn rate_limited(
+    who: &str,
+    limiter_rate: u32,
+    burst: u32,
+    cost: u32,
+    refusal: Refusal,
+) -> Error {
+    match refusal {
+        Refusal::RetryAfter(after) => Error::exhausted(format!(
+            "{who} is over its rate limit of {limiter_rate} records per second (bursts up to {burst}; \
+             --partner-records-per-second, --partner-burst-records): retry this call of {cost} records after {} ms",
+            after.as_millis().max(1)
+        ))
+        .with_retry_after(after),
+        Refusal::OverBurst => Error::exhausted(format!(
+            "this call of {cost} records is larger than {who}'s rate-limit burst of {burst} records \
+             (--partner-burst-records) and can never pass: split it"
+        )),
+    }
+}
+
+/// The process-wide limit on concurrent gRPC requests, as a tower layer for the server. A
+/// request over the limit is answered at once with `RESOURCE_EXHAUSTED` and a retry hint,
+/// before its body is read, so a flood costs neither memory nor other clients' latency.
+#[derive(Clone, Debug)]
+pub struct ConcurrencyLimitLayer {
+    permits: Arc<Semaphore>,
+    max: u32,
+}
+
+impl ConcurrencyLimitLayer {
+    /// At most `max` requests at once (at least one).
+    pub fn new(max: u32) -> Self {
+        let max = max.max(1);
+        ConcurrencyLimitLayer {
+            permits: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+
+    /// The limit `--max-concurrent-requests` configures.
+    pub fn from_config(config: &Config) -> Self {
+        Self::new(config.max_concurrent_requests)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    fn shed_error(&self) -> Error {
+        Error::exhausted(format!(
+            "the server is at its limit of {} concurrent requests (--max-concurrent-requests) and refuses \
+             this one rather than queue it: retry after {} ms",
+            self.max,
+            SHED_RETRY_AFTER.as_millis()
+        ))
+        .with_retry_after(SHED_RETRY_AFTER)
+    }
+}
+
+impl<S> tower::Layer<S> for ConcurrencyLimitLayer {
+    type Service = ConcurrencyLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ConcurrencyLimit {
+            inner,
+            limit: self.clone(),
+        }
+    }
+}
+
+/// The service of [`ConcurrencyLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    limit: ConcurrencyLimitLayer,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for ConcurrencyLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is the inner service's; the limit is applied per call so that an
+        // over-limit request is answered, not left waiting for a slot.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path().starts_with(HEALTH_PATH) {
+            return Box::pin(self.inner.call(request));
+        }
+        let permit: OwnedSemaphorePermit = match self.limit.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics().add(
+                    "agriportal_grpc_shed_total",
+                    "",
+                    "gRPC requests refused because the server was at --max-concurrent-requests",
+                    1,
+                );
+                let status = tonic::Status::from(self.limit.shed_error());
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            // Held until the handler answered: for unary calls that covers reading the request
+            // and all the work, which is what the limit bounds.
+            drop(permit);
+            response
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_at_its_rate_up_to_its_burst() {
+        let limiter = RateLimiter::new(10, 20).expect("on");
+        let t0 = Instant::now();
+        assert_eq!(limiter.try_acquire_at(&"a", 15, t0), Ok(()));
+        // 5 left; 15 more need 10 tokens = 1 s.
+        assert_eq!(
+            limiter.try_acquire_at(&"a", 15, t0),
+            Err(Refusal::RetryAfter(Duration::from_secs(1)))
+        );
+        // Another key has its own bucket.
+        assert_eq!(limiter.try_acquire_at(&"b", 20, t0), Ok(()));
+        assert_eq!(
+            limiter.try_acquire_at(&"a", 15, t0 + Duration::from_secs(1)),
+            Ok(())
+        );
+        // Never more than the burst, however long the pause.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(limiter.try_acquire_at(&"a", 20, later), Ok(()));
+        assert!(matches!(
+            limiter.try_acquire_at(&"a", 1, later),
+            Err(Refusal::RetryAfter(_))
+        ));
+        assert_eq!(
+            limiter.try_acquire_at(&"a", 21, later),
+            Err(Refusal::OverBurst)
+        );
+        assert!(RateLimiter::<&str>::new(0, 10).is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_limit_and_carry_a_hint() {
+        let err = rate_limited(
+            "partner `voso`",
+            10,
+            20,
+            15,
+            Refusal::RetryAfter(Duration::from_millis(1500)),
+        );
+        assert_eq!(err.code, crate::ErrorCode::ResourceExhausted);
+        assert!(
+            err.message.contains("10 records per second"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("1500 ms"), "{}", err.message);
+        assert_eq!(err.retry_after, Some(Duration::from_millis(1500)));
+        let status = tonic::Status::from(err);
+        assert_eq!(
+            status
+                .metadata()
+                .get("retry-after-ms")
+                .map(|v| v.to_str().ok()),
+            Some(Some("1500"))
+        );
+        assert_eq!(
+            status
+                .metadata()
+                .get("grpc-retry-pushback-ms")
+                .map(|v| v.to_str().ok()),
+            Some(Some("1500"))
+        );
+        let err = rate_limited("partner `voso`", 10, 20, 30, Refusal::OverBurst);
+        assert!(err.message.contains("split"), "{}", err.message);
+        assert_eq!(err.retry_after, None);
+    }
+}

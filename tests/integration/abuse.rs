@@ -1,0 +1,1048 @@
+//! Bad input and overload: a corpus of malformed, oversized and absurd requests over gRPC (raw
+//! bytes, below the generated clients) and HTTP (raw query strings and paths), each answered
+//! with the exact code and a message naming the problem, nothing stored from any of them, and
+//! the server still answering afterwards; then the per-partner rate limit and the concurrency
+//! limit, asserted functionally (who is refused, with which hint), never by timing.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use agriportal_platform::auth::Role;
+use agriportal_proto::gateway::v1 as gpb;
+use agriportal_proto::marketplace::v1 as pb;
+use futures::future::poll_fn;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::bytes::{Buf, BufMut};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
+use tonic::codegen::{Body as _, Service as _};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::support::{spawn_app, spawn_app_with, Mode, TestApp};
+
+pub(crate) const PUSH_SALES: &str = "/agriportal.marketplace.v1.MarketplaceIngest/PushSales";
+pub(crate) const PUSH_ONBOARDING: &str =
+    "/agriportal.marketplace.v1.MarketplaceIngest/PushOnboarding";
+pub(crate) const GET_BATCH: &str = "/agriportal.marketplace.v1.MarketplaceIngest/GetBatch";
+const GET_PROVINCE: &str = "/agriportal.gateway.v1.Dashboard/GetProvince";
+const GET_TIME_SERIES: &str = "/agriportal.gateway.v1.Dashboard/GetTimeSeries";
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Raw gRPC: arbitrary message bytes in a well-formed frame, and arbitrary frames.
+
+/// A codec that sends and receives message bytes as they are, so a test can put anything in
+/// a correctly framed gRPC message.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+/// A fresh connection to the app's gRPC server.
+pub(crate) async fn channel(app: &TestApp) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc))
+        .expect("uri")
+        .timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// One unary call to `path` whose request message is `message`, byte for byte; the reply's
+/// message bytes or its status.
+pub(crate) async fn raw_unary(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel(app).await)
+        .max_encoding_message_size(64 * MIB)
+        .max_decoding_message_size(64 * MIB);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii token"),
+        );
+    }
+    let path = http::uri::PathAndQuery::try_from(path).expect("path");
+    grpc.unary(request, path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A gRPC request to `path` whose whole HTTP/2 body is `body` (frame headers included, so a
+/// test can send truncated or malformed frames; ASCII only, which the frames here are). Returns
+/// the status, from the headers (trailers-only answer) or the trailers.
+async fn raw_frames(app: &TestApp, path: &str, headers: &[(&str, &str)], body: &str) -> Status {
+    let mut channel = channel(app).await;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{path}", app.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(tonic::body::Body::new(body.to_string()))
+        .expect("request");
+    poll_fn(|cx| channel.poll_ready(cx)).await.expect("ready");
+    let response = channel.call(request).await.expect("response");
+    let (parts, mut body) = response.into_parts();
+    if let Some(status) = Status::from_header_map(&parts.headers) {
+        return status;
+    }
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(trailers) = frame.expect("frame").into_trailers() {
+            return Status::from_header_map(&trailers).expect("grpc-status in trailers");
+        }
+    }
+    panic!("{path}: no grpc-status in the answer");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protobuf by hand, so that the corpus can hold what no generated encoder would write.
+
+fn varint(mut value: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn tag(field: u64, wire: u64, out: &mut Vec<u8>) {
+    varint((field << 3) | wire, out);
+}
+
+fn bytes_field(field: u64, data: &[u8], out: &mut Vec<u8>) {
+    tag(field, 2, out);
+    varint(data.len() as u64, out);
+    out.extend_from_slice(data);
+}
+
+fn int_field(field: u64, value: u64, out: &mut Vec<u8>) {
+    tag(field, 0, out);
+    varint(value, out);
+}
+
+/// A `SalesRecord`, encoded; `category` may be any bytes.
+fn sales_record(id: &str, category: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    bytes_field(1, id.as_bytes(), &mut r);
+    bytes_field(2, b"2022-03-10", &mut r);
+    bytes_field(3, b"01", &mut r);
+    bytes_field(5, category, &mut r);
+    int_field(6, 10, &mut r);
+    int_field(7, 100, &mut r);
+    int_field(8, 1, &mut r);
+    r
+}
+
+/// A `PushSalesRequest`, encoded, from encoded records.
+fn push_sales(batch_id: &[u8], records: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = Vec::new();
+    bytes_field(1, batch_id, &mut m);
+    for r in records {
+        bytes_field(2, r, &mut m);
+    }
+    m
+}
+
+fn line(id: &str, province: &str, grams: i64) -> pb::SalesRecord {
+    pb::SalesRecord {
+        record_id: id.into(),
+        sale_date: "2022-03-10".into(),
+        province_code: province.into(),
+        commune_code: String::new(),
+        category: "fruit".into(),
+        quantity_grams: grams,
+        value_vnd: grams * 10,
+        orders: 1,
+    }
+}
+
+fn sales(batch: &str, records: Vec<pb::SalesRecord>) -> pb::PushSalesRequest {
+    pb::PushSalesRequest {
+        batch_id: batch.into(),
+        records,
+    }
+}
+
+/// What a refused case must answer: the code, and words its message must contain.
+struct Expect<'a> {
+    code: Code,
+    words: &'a [&'a str],
+}
+
+const fn refused<'a>(code: Code, words: &'a [&'a str]) -> Expect<'a> {
+    Expect { code, words }
+}
+
+fn check(case: &str, status: &Status, expect: &Expect<'_>) {
+    assert_eq!(
+        status.code(),
+        expect.code,
+        "{case}: {:?} {}",
+        status.code(),
+        status.message()
+    );
+    for word in expect.words {
+        assert!(
+            status.message().contains(word),
+            "{case}: message {:?} does not name {word:?}",
+            status.message()
+        );
+    }
+    // Messages are for people: bounded, whatever the size of the input that caused them.
+    assert!(
+        status.message().len() < 1_000,
+        "{case}: message of {} bytes",
+        status.message().len()
+    );
+}
+
+/// The marketplace's stored batches (partner, batch id) and record counts, read from its own
+/// store: the ground truth of "nothing was stored".
+pub(crate) async fn stored(app: &TestApp) -> (Vec<(String, String)>, i64, i64) {
+    let db = app.ctx.database("marketplace").await.expect("db");
+    agriportal_platform::with_db!(&db.pool, pool => {
+        let batches = sqlx::query_as::<_, (String, String)>(
+            "SELECT partner, batch_id FROM batches ORDER BY partner, batch_id",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("batches");
+        let sales: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sales_records")
+            .fetch_one(pool)
+            .await
+            .expect("sales");
+        let households: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM households")
+            .fetch_one(pool)
+            .await
+            .expect("households");
+        (batches, sales, households)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gRPC corpus.
+
+async fn bad_grpc_input(mode: Mode) {
+    let Some(app) = spawn_app(mode, "bad_grpc_input").await else {
+        return;
+    };
+    let token = app.token(Role::Partner {
+        partner: "postmart".into(),
+    });
+    let mut postmart = app.partner("postmart").await;
+    // One good batch first, so that "nothing changed" has something to keep.
+    postmart
+        .push_sales(sales("good", vec![line("g1", "01", 10)]))
+        .await
+        .expect("good batch");
+
+    const DECODE: &[&str] = &["PushSales", "not a valid protobuf message"];
+    let valid = push_sales(
+        b"trunc",
+        &[sales_record("t1", b"fruit"), sales_record("t2", b"fruit")],
+    );
+    let mut deep = Vec::new();
+    for _ in 0..1_000 {
+        tag(15, 3, &mut deep); // start group, unknown field 15
+    }
+    let mut nested_bad_utf8 = Vec::new();
+    bytes_field(1, b"nested", &mut nested_bad_utf8);
+    let mut record = Vec::new();
+    bytes_field(1, &[b'r', 0xc3, 0x28], &mut record);
+    bytes_field(2, &record, &mut nested_bad_utf8);
+    let mut grams_as_string = Vec::new();
+    bytes_field(6, b"ten", &mut grams_as_string);
+    let mut unknown_only = Vec::new();
+    int_field(15, 7, &mut unknown_only);
+    bytes_field(16, &[0xff; 64], &mut unknown_only);
+
+    let cases: Vec<(&str, Vec<u8>, Expect<'static>)> = vec![
+        (
+            "truncated message",
+            valid[..valid.len() - 5].to_vec(),
+            refused(Code::InvalidArgument, DECODE),
+        ),
+        (
+            "batch_id sent as a varint (wrong type)",
+            vec![0x08, 0x01],
+            refused(Code::InvalidArgument, &["PushSales", "invalid wire type"]),
+        ),
+        (
+            "records sent as fixed64 (wrong type)",
+            {
+                let mut m = vec![0x11];
+                m.extend_from_slice(&[0u8; 8]);
+                m
+            },
+            refused(Code::InvalidArgument, &["PushSales", "invalid wire type"]),
+        ),
+        (
+            "quantity_grams sent as a string (wrong type)",
+            push_sales(b"wrong-type", &[grams_as_string]),
+            refused(Code::InvalidArgument, &["PushSales", "invalid wire type"]),
+        ),
+        (
+            "batch_id not UTF-8",
+            vec![0x0a, 0x02, 0xff, 0xfe],
+            refused(Code::InvalidArgument, &["PushSales", "UTF-8"]),
+        ),
+        (
+            "record_id not UTF-8",
+            nested_bad_utf8,
+            refused(Code::InvalidArgument, &["PushSales", "UTF-8"]),
+        ),
+        (
+            "a thousand nested groups",
+            deep,
+            refused(Code::InvalidArgument, &["PushSales", "recursion limit"]),
+        ),
+        (
+            "length past the end",
+            vec![0x0a, 0x7f, b'a'],
+            refused(Code::InvalidArgument, DECODE),
+        ),
+        (
+            "varint of eleven bytes",
+            {
+                let mut m = vec![0x78]; // field 15, varint
+                m.extend_from_slice(&[0xff; 11]);
+                m
+            },
+            refused(Code::InvalidArgument, &["PushSales", "varint"]),
+        ),
+        (
+            "field number 0",
+            vec![0x00, 0x01],
+            refused(Code::InvalidArgument, &["PushSales", "tag"]),
+        ),
+        (
+            "wire type 7",
+            vec![0x0f],
+            refused(Code::InvalidArgument, &["PushSales", "wire type"]),
+        ),
+        (
+            "end of a group never started",
+            vec![0x7c],
+            refused(Code::InvalidArgument, DECODE),
+        ),
+        (
+            "only unknown fields (no batch id)",
+            unknown_only,
+            refused(Code::InvalidArgument, &["batch_id", "empty"]),
+        ),
+        (
+            "control characters in batch_id",
+            push_sales(b"ctrl\x00\x07", &[sales_record("c1", b"fruit")]),
+            refused(Code::InvalidArgument, &["batch_id", "control characters"]),
+        ),
+        (
+            "batch_id of 1 MiB",
+            push_sales(&vec![b'b'; MIB], &[sales_record("l1", b"fruit")]),
+            refused(Code::InvalidArgument, &["batch_id", "longer than 128"]),
+        ),
+        (
+            "10,001 records",
+            push_sales(
+                b"too-many",
+                &(0..10_001)
+                    .map(|i| sales_record(&format!("m{i}"), b"fruit"))
+                    .collect::<Vec<_>>(),
+            ),
+            refused(Code::ResourceExhausted, &["10001 records", "10000"]),
+        ),
+        (
+            "5 MiB batch",
+            push_sales(b"too-big", &[sales_record("b1", &vec![b'x'; 5 * MIB])]),
+            refused(Code::ResourceExhausted, &["4194304"]),
+        ),
+        (
+            "17 MiB message, over the server's decode limit",
+            push_sales(b"huge", &[sales_record("h1", &vec![b'x'; 17 * MIB])]),
+            refused(Code::ResourceExhausted, &["PushSales", "16777216"]),
+        ),
+    ];
+    for (case, message, expect) in &cases {
+        let status = raw_unary(&app, PUSH_SALES, Some(&token), message.clone())
+            .await
+            .expect_err(case);
+        check(case, &status, expect);
+    }
+
+    // Random bytes, reproducibly: never accepted, never anything but INVALID_ARGUMENT.
+    let mut rng = StdRng::seed_from_u64(1034);
+    for round in 0..50 {
+        let len = rng.random_range(1..4_096);
+        let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let status = raw_unary(&app, PUSH_SALES, Some(&token), bytes)
+            .await
+            .expect_err("random bytes are never a batch");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "random round {round}: {status:?}"
+        );
+    }
+
+    // The other rpcs decode through the same layer.
+    for (path, rpc) in [
+        (PUSH_ONBOARDING, "PushOnboarding"),
+        (GET_BATCH, "GetBatch"),
+        (GET_PROVINCE, "GetProvince"),
+        (GET_TIME_SERIES, "GetTimeSeries"),
+        (HEALTH_CHECK, "Check"),
+    ] {
+        let status = raw_unary(&app, path, Some(&token), vec![0x0a, 0x02, 0xff, 0xfe])
+            .await
+            .expect_err(rpc);
+        check(
+            rpc,
+            &status,
+            &refused(
+                Code::InvalidArgument,
+                &[rpc, "not a valid protobuf message"],
+            ),
+        );
+    }
+    // Onboarding: a category that is not UTF-8, and a status of the wrong type.
+    let mut household = Vec::new();
+    bytes_field(1, b"h1", &mut household);
+    bytes_field(6, &[0xe2, 0x82], &mut household);
+    let mut onboarding = Vec::new();
+    bytes_field(1, b"hb", &mut onboarding);
+    bytes_field(2, &household, &mut onboarding);
+    let status = raw_unary(&app, PUSH_ONBOARDING, Some(&token), onboarding)
+        .await
+        .expect_err("categories not UTF-8");
+    check(
+        "categories not UTF-8",
+        &status,
+        &refused(Code::InvalidArgument, &["PushOnboarding", "UTF-8"]),
+    );
+    let mut household = Vec::new();
+    bytes_field(1, b"h2", &mut household);
+    bytes_field(5, b"ACTIVE", &mut household);
+    let mut onboarding = Vec::new();
+    bytes_field(1, b"hb2", &mut onboarding);
+    bytes_field(2, &household, &mut onboarding);
+    let status = raw_unary(&app, PUSH_ONBOARDING, Some(&token), onboarding)
+        .await
+        .expect_err("status as a string");
+    check(
+        "status as a string",
+        &status,
+        &refused(Code::InvalidArgument, &["PushOnboarding", "wire type"]),
+    );
+
+    // Malformed gRPC frames, below the message.
+    let auth = format!("Bearer {token}");
+    let bearer = [("authorization", auth.as_str())];
+    for (case, headers, body, expect) in [
+        (
+            "no message at all",
+            &bearer[..],
+            "",
+            refused(Code::InvalidArgument, &["PushSales", "no message"]),
+        ),
+        (
+            "frame cut short",
+            &bearer[..],
+            "\0\0\0\0\x64abc",
+            refused(Code::InvalidArgument, &["PushSales", "truncated"]),
+        ),
+        (
+            "compressed flag without an encoding",
+            &bearer[..],
+            "\x01\0\0\0\x03abc",
+            refused(Code::InvalidArgument, &["PushSales", "compressed-flag"]),
+        ),
+        (
+            "compression flag 2",
+            &bearer[..],
+            "\x02\0\0\0\x03abc",
+            refused(Code::InvalidArgument, &["PushSales", "compression flag"]),
+        ),
+        (
+            "frame announcing 2 GiB",
+            &bearer[..],
+            "\0\x7f\x7f\x7f\x7f",
+            refused(Code::ResourceExhausted, &["PushSales", "16777216"]),
+        ),
+        (
+            "frame announcing 16 MiB + 1",
+            &bearer[..],
+            "\0\x01\0\0\x01",
+            refused(Code::ResourceExhausted, &["16777217", "16777216"]),
+        ),
+        (
+            "two messages in a unary call (the second is ignored; the first has no batch id)",
+            &bearer[..],
+            "\0\0\0\0\0\0\0\0\0\0",
+            refused(Code::InvalidArgument, &["batch_id"]),
+        ),
+        // An encoding the server does not speak is UNIMPLEMENTED by the gRPC specification
+        // (the client can retry without it); it still names the problem.
+        (
+            "unsupported grpc-encoding",
+            &[("authorization", auth.as_str()), ("grpc-encoding", "br")][..],
+            "\x01\0\0\0\x03abc",
+            refused(Code::Unimplemented, &["br"]),
+        ),
+    ] {
+        let status = raw_frames(&app, PUSH_SALES, headers, body).await;
+        check(case, &status, &expect);
+    }
+
+    // Huge and absurd values inside records are rejected record by record, each naming its
+    // field, in a bounded message; the batch is answered, and none of its records is kept.
+    // Four strings of 900 KiB and one of 100 KB: large, yet together under the 4 MiB limit.
+    let large = "x".repeat(900 * 1024);
+    let mut strings = vec![line("s-id", "01", 1); 7];
+    strings[0].record_id = "r".repeat(100_000);
+    strings[1].category = large.clone();
+    strings[2].province_code = large.clone();
+    strings[3].sale_date = large.clone();
+    strings[4].commune_code = large.clone();
+    strings[5].record_id = "s-grams".into();
+    strings[5].quantity_grams = i64::MIN;
+    strings[6].record_id = "s-value".into();
+    strings[6].value_vnd = i64::MAX;
+    let result = postmart
+        .push_sales(sales("strings", strings))
+        .await
+        .expect("a batch of bad records is answered")
+        .into_inner();
+    assert_eq!((result.accepted, result.rejected), (0, 7), "{result:?}");
+    let fields: Vec<&str> = result.rejections.iter().map(|r| r.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "record_id",
+            "category",
+            "province_code",
+            "sale_date",
+            "commune_code",
+            "quantity_grams",
+            "value_vnd"
+        ]
+    );
+    for rejection in &result.rejections {
+        assert!(
+            rejection.reason.len() < 300 && rejection.record_id.len() <= 100_000,
+            "{}",
+            rejection.reason
+        );
+    }
+    // GetBatch with a batch id no push could have used says so instead of echoing it back.
+    let err = postmart
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "g".repeat(MIB),
+        })
+        .await
+        .expect_err("huge id");
+    check(
+        "GetBatch with a 1 MiB id",
+        &err,
+        &refused(Code::InvalidArgument, &["batch_id", "longer than 128"]),
+    );
+
+    // Dashboards over gRPC: absurd ranges and huge values are INVALID_ARGUMENT or NOT_FOUND.
+    let huge = "x".repeat(MIB);
+    let mut dashboard = gpb::dashboard_client::DashboardClient::new(channel(&app).await)
+        .max_encoding_message_size(64 * MIB);
+    let series = |metric: &str, from: &str, to: &str| gpb::GetTimeSeriesRequest {
+        metric: metric.into(),
+        granularity: "day".into(),
+        from: from.into(),
+        to: to.into(),
+        ..Default::default()
+    };
+    for (case, request, expect) in [
+        (
+            "ten thousand years",
+            series("orders", "0001-01-01", "9999-12-31"),
+            refused(Code::InvalidArgument, &["to", "3660"]),
+        ),
+        (
+            "inverted range",
+            series("orders", "2024-01-01", "2023-01-01"),
+            refused(Code::InvalidArgument, &["before"]),
+        ),
+        (
+            "year 10000",
+            series("orders", "+10000-01-01", "2022-01-01"),
+            refused(Code::InvalidArgument, &["from", "YYYY-MM-DD"]),
+        ),
+        (
+            "1 MiB metric",
+            series(&huge, "2022-01-01", "2022-01-02"),
+            refused(Code::InvalidArgument, &["metric"]),
+        ),
+        (
+            "1 MiB date",
+            series("orders", &huge, "2022-01-02"),
+            refused(Code::InvalidArgument, &["from"]),
+        ),
+    ] {
+        let status = dashboard.get_time_series(request).await.expect_err(case);
+        check(case, &status, &expect);
+    }
+    let status = dashboard
+        .get_province(gpb::GetProvinceRequest { code: huge.clone() })
+        .await
+        .expect_err("huge province code");
+    check(
+        "1 MiB province code",
+        &status,
+        &refused(Code::NotFound, &["province"]),
+    );
+
+    // Nothing was stored from any refused request: the good batch and the answered batch of
+    // rejected records are the only batches, with the good line the only record, and the
+    // totals show that line alone.
+    for id in [
+        "trunc",
+        "wrong-type",
+        "nested",
+        "too-many",
+        "too-big",
+        "huge",
+        "hb",
+        "hb2",
+    ] {
+        let err = postmart
+            .get_batch(pb::GetBatchRequest {
+                batch_id: id.into(),
+            })
+            .await
+            .expect_err(id);
+        assert_eq!(err.code(), Code::NotFound, "{id}: {err:?}");
+    }
+    let (batches, sales_records, households) = stored(&app).await;
+    assert_eq!(
+        batches,
+        [
+            ("postmart".to_string(), "good".to_string()),
+            ("postmart".to_string(), "strings".to_string())
+        ]
+    );
+    assert_eq!((sales_records, households), (1, 0));
+    // Still answering, and still counting right: a marker after everything shows up exactly.
+    postmart
+        .push_sales(sales("marker", vec![line("m1", "79", 5)]))
+        .await
+        .expect("the server still takes good batches");
+    app.wait_national(|n| {
+        n["sales"]["grams"] == 15 && n["sales"]["orders"] == 2 && n["households"]["onboarded"] == 0
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_grpc_input_is_refused_by_name_and_stores_nothing_embedded() {
+    bad_grpc_input(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn bad_grpc_input_is_refused_by_name_and_stores_nothing_on_postgres_and_jetstream() {
+    bad_grpc_input(Mode::Distributed).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP corpus.
+
+/// Sends `request` as raw bytes over HTTP/1.1 and returns the status code: for requests no
+/// HTTP client library would send (raw non-ASCII bytes, a 1 MiB request line).
+async fn raw_http(app: &TestApp, request: &[u8]) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(&app.http)
+        .await
+        .expect("connect");
+    // The server may answer and close before reading everything; that is its right.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status line in {line:?}"))
+}
+
+#[tokio::test]
+async fn bad_http_input_gets_json_errors_naming_the_problem() {
+    let Some(app) = spawn_app(Mode::Embedded, "bad_http_input").await else {
+        return;
+    };
+    let (_, before) = app.get("/api/v1/national").await;
+    let ok = "metric=orders&from=2022-01-01&to=2022-01-31";
+    let long = "a".repeat(20_000);
+    let cases: Vec<(String, u16, &[&str])> = vec![
+        // Invalid UTF-8 behind percent-escapes, in values, names and both.
+        (
+            format!("/api/v1/timeseries?{ok}&granularity=%C3%28"),
+            400,
+            &["granularity"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=%ED%A0%80&to=2022-01-31".into(),
+            400,
+            &["from"],
+        ),
+        (format!("/api/v1/timeseries?{ok}&%FF%FE=1"), 400, &["query"]),
+        (format!("/api/v1/timeseries?{ok}&%="), 400, &["query"]),
+        (
+            format!("/api/v1/timeseries?{ok}&province=%FF"),
+            404,
+            &["province"],
+        ),
+        // Unknown and repeated parameters.
+        (format!("/api/v1/timeseries?{ok}&bogus=1"), 400, &["bogus"]),
+        (
+            format!("/api/v1/timeseries?{ok}&metric=orders"),
+            400,
+            &["duplicate", "metric"],
+        ),
+        // Huge values.
+        (
+            format!("/api/v1/timeseries?metric={long}&from=2022-01-01&to=2022-01-31"),
+            400,
+            &["metric"],
+        ),
+        (
+            format!("/api/v1/timeseries?metric=orders&from={long}&to=2022-01-31"),
+            400,
+            &["from", "YYYY-MM-DD"],
+        ),
+        // Absurd date ranges.
+        (
+            "/api/v1/timeseries?metric=orders&from=0001-01-01&to=9999-12-31".into(),
+            400,
+            &["to", "3660"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=-9999-01-01&to=9999-12-31".into(),
+            400,
+            &["3660"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=%2B10000-01-01&to=%2B10000-01-02".into(),
+            400,
+            &["from", "YYYY-MM-DD"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=2022-01-31&to=2022-01-01".into(),
+            400,
+            &["to", "before"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=2022-02-30&to=2022-03-01".into(),
+            400,
+            &["from"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=2022-01-01T00:00:00&to=2022-03-01".into(),
+            400,
+            &["from"],
+        ),
+        // Province codes with odd bytes.
+        ("/api/v1/provinces/%00".into(), 404, &["province"]),
+        ("/api/v1/provinces/..%2F..%2Fetc".into(), 404, &["province"]),
+        (format!("/api/v1/provinces/{long}"), 404, &["province"]),
+        ("/api/v1/provinces/79%20OR%201=1".into(), 404, &["province"]),
+    ];
+    for (path, status, words) in &cases {
+        let (got, body) = app.get(path).await;
+        let shown = &path[..path.len().min(100)];
+        assert_eq!(got, *status, "{shown}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            body["error"]["code"].is_string() && message.len() < 1_000,
+            "{shown}: {body}"
+        );
+        for word in *words {
+            assert!(
+                message.contains(word),
+                "{shown}: {message:?} lacks {word:?}"
+            );
+        }
+    }
+    // Requests no client library would send are refused by the HTTP parser itself, before any
+    // handler: raw non-ASCII bytes in the query, a request line of 1 MiB.
+    let status = raw_http(
+        &app,
+        b"GET /api/v1/timeseries?metric=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "raw invalid UTF-8 in the request line");
+    let mut request = b"GET /api/v1/timeseries?metric=".to_vec();
+    request.extend(std::iter::repeat_n(b'a', MIB));
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let status = raw_http(&app, &request).await;
+    assert!(
+        (400..500).contains(&status),
+        "a 1 MiB request line: {status}"
+    );
+    // Nothing changed, and the server still answers.
+    let (status, after) = app.get("/api/v1/national").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["sales"], before["sales"]);
+    assert_eq!(after["households"], before["households"]);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overload.
+
+#[tokio::test]
+async fn a_partner_over_its_rate_limit_is_refused_with_a_hint_and_the_other_is_not() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "rate_limit", |config| {
+        config.partner_records_per_second = 10;
+        config.partner_burst_records = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut postmart = app.partner("postmart").await;
+    let mut voso = app.partner("voso").await;
+    let batch = |id: &str, n: usize| {
+        sales(
+            id,
+            (0..n)
+                .map(|i| line(&format!("{id}-{i}"), "01", 1))
+                .collect(),
+        )
+    };
+    postmart
+        .push_sales(batch("p1", 15))
+        .await
+        .expect("within the burst");
+    let err = postmart
+        .push_sales(batch("p2", 15))
+        .await
+        .expect_err("over the rate");
+    check(
+        "over the rate",
+        &err,
+        &refused(
+            Code::ResourceExhausted,
+            &[
+                "postmart",
+                "10 records per second",
+                "--partner-records-per-second",
+                "retry",
+            ],
+        ),
+    );
+    let hint = |name: &str| -> u64 {
+        err.metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {:?}", err.metadata()))
+    };
+    let retry_ms = hint("retry-after-ms");
+    assert_eq!(hint("grpc-retry-pushback-ms"), retry_ms);
+    assert!(
+        (1..=1_000).contains(&retry_ms),
+        "15 records with at least 5 left at 10/s: {retry_ms} ms"
+    );
+    // A call that could never pass says so, without a hint to retry.
+    let err = postmart
+        .push_sales(batch("p3", 21))
+        .await
+        .expect_err("over the burst");
+    check(
+        "over the burst",
+        &err,
+        &refused(
+            Code::ResourceExhausted,
+            &["burst of 20", "--partner-burst-records", "split"],
+        ),
+    );
+    assert!(err.metadata().get("retry-after-ms").is_none());
+    // The other partner has its own quota, untouched by the first one's excess.
+    let result = voso
+        .push_sales(batch("v1", 20))
+        .await
+        .expect("voso is not throttled by postmart")
+        .into_inner();
+    assert_eq!(result.accepted, 20);
+    // Nothing was kept from the refused calls, and the hint is honest: after it, the call passes.
+    tokio::time::sleep(Duration::from_millis(retry_ms)).await;
+    for id in ["p2", "p3"] {
+        let err = postmart
+            .get_batch(pb::GetBatchRequest {
+                batch_id: id.into(),
+            })
+            .await
+            .expect_err(id);
+        assert_eq!(err.code(), Code::NotFound, "{id}: {err:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the two GetBatch calls' tokens
+    postmart
+        .push_sales(batch("p2", 15))
+        .await
+        .expect("after the hinted wait");
+    app.wait_national(|n| {
+        n["sales"]["by_partner"]["postmart"]["grams"] == 30
+            && n["sales"]["by_partner"]["voso"]["grams"] == 20
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "concurrency_limit", |config| {
+        config.max_concurrent_requests = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let token = app.token(Role::Partner {
+        partner: "voso".into(),
+    });
+    // Hold the one slot: a call whose request message never comes.
+    let holder = {
+        let channel = channel(&app).await;
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("ready");
+            let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+            let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
+            grpc.client_streaming(request, path, RawCodec).await
+        })
+    };
+    // Once the slot is taken, another call is refused at once with a hint, not queued.
+    let mut voso = app.partner("voso").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match voso
+            .get_batch(pb::GetBatchRequest {
+                batch_id: "any".into(),
+            })
+            .await
+        {
+            Err(err) if err.code() == Code::ResourceExhausted => break err,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never shed: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    check(
+        "shed",
+        &err,
+        &refused(
+            Code::ResourceExhausted,
+            &[
+                "1 concurrent requests",
+                "--max-concurrent-requests",
+                "retry",
+            ],
+        ),
+    );
+    assert_eq!(
+        err.metadata()
+            .get("grpc-retry-pushback-ms")
+            .and_then(|v| v.to_str().ok()),
+        Some("100")
+    );
+    // Health checks are never shed: a busy replica is not a dead one.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&app).await);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health while saturated")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // When the slot frees, calls pass again.
+    holder.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match voso
+            .get_batch(pb::GetBatchRequest {
+                batch_id: "any".into(),
+            })
+            .await
+        {
+            Err(err) if err.code() == Code::NotFound => break,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the slot never freed: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    app.stop().await;
+}

@@ -1,0 +1,515 @@
+//! Authorization: every rpc and HTTP route against every kind of caller, written as one table
+//! of expected outcomes; and isolation between partners, who can never read or change each
+//! other's batches or records.
+//!
+//! By design the dashboards (gRPC `Dashboard`, the HTTP API and page), health, metrics and
+//! reflection are public: they carry aggregate figures meant for "dashboards, ours and
+//! others'". Only the ingest rpcs need a credential, and only a partner's.
+
+use std::fmt;
+use std::time::Duration;
+
+use agriportal::client::Bearer;
+use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_proto::common::v1::HouseholdStatus;
+use agriportal_proto::gateway::v1 as gpb;
+use agriportal_proto::marketplace::v1 as pb;
+use tonic::Code;
+
+use crate::abuse::{channel, raw_unary, stored};
+use crate::support::{spawn_app, Mode, TestApp};
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// No `authorization` at all.
+    Nobody,
+    /// Partner Postmart.
+    Postmart,
+    /// Partner Vỏ Sò.
+    Voso,
+    /// A provincial officer (Hồ Chí Minh City).
+    Province,
+    /// The central working group.
+    Admin,
+    /// A Postmart token that has been revoked.
+    Revoked,
+    /// A Postmart token past its expiry.
+    Expired,
+    /// A Postmart token signed with another key.
+    Foreign,
+}
+
+/// The columns of the matrix, in order.
+const WHO: [Who; 8] = [
+    Who::Nobody,
+    Who::Postmart,
+    Who::Voso,
+    Who::Province,
+    Who::Admin,
+    Who::Revoked,
+    Who::Expired,
+    Who::Foreign,
+];
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", format!("{self:?}").to_lowercase())
+    }
+}
+
+/// What a cell expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The call works.
+    Allowed,
+    /// The call is refused with this code.
+    Refused(Code),
+}
+
+const OK: Outcome = Outcome::Allowed;
+const UNAUTHENTICATED: Outcome = Outcome::Refused(Code::Unauthenticated);
+const DENIED: Outcome = Outcome::Refused(Code::PermissionDenied);
+
+/// The gRPC rpcs.
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    PushSales,
+    PushOnboarding,
+    GetBatch,
+    GetNationalSummary,
+    ListProvinces,
+    GetProvince,
+    GetTimeSeries,
+    HealthCheck,
+    ListServices,
+}
+
+/// Ingest: partners only; a credential that is missing, revoked, expired or not ours is
+/// UNAUTHENTICATED, a valid one of another role PERMISSION_DENIED.
+const INGEST: [Outcome; 8] = [
+    UNAUTHENTICATED, // nobody
+    OK,              // postmart
+    OK,              // voso
+    DENIED,          // province officer
+    DENIED,          // admin
+    UNAUTHENTICATED, // revoked
+    UNAUTHENTICATED, // expired
+    UNAUTHENTICATED, // signed with another key
+];
+/// Public: whoever calls, with whatever credential (it is not looked at).
+const PUBLIC: [Outcome; 8] = [OK; 8];
+
+/// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote.
+const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 9] = [
+    (Rpc::PushSales, INGEST),
+    (Rpc::PushOnboarding, INGEST),
+    (Rpc::GetBatch, INGEST),
+    (Rpc::GetNationalSummary, PUBLIC),
+    (Rpc::ListProvinces, PUBLIC),
+    (Rpc::GetProvince, PUBLIC),
+    (Rpc::GetTimeSeries, PUBLIC),
+    (Rpc::HealthCheck, PUBLIC),
+    (Rpc::ListServices, PUBLIC),
+];
+
+/// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
+/// read-only; there is no way to write over HTTP, for anyone.
+const HTTP_MATRIX: [(&str, &str, [u16; 8]); 10] = [
+    ("GET", "/", [200; 8]),
+    ("GET", "/api/v1/national", [200; 8]),
+    ("GET", "/api/v1/provinces", [200; 8]),
+    ("GET", "/api/v1/provinces/79", [200; 8]),
+    (
+        "GET",
+        "/api/v1/timeseries?metric=orders&granularity=month&from=2022-01-01&to=2022-12-31",
+        [200; 8],
+    ),
+    ("GET", "/healthz", [200; 8]),
+    ("GET", "/readyz", [200; 8]),
+    ("GET", "/metrics", [200; 8]),
+    ("POST", "/api/v1/national", [405; 8]),
+    ("DELETE", "/api/v1/provinces/79", [405; 8]),
+];
+
+/// Every caller's credential.
+struct Credentials {
+    tokens: Vec<(Who, Option<String>)>,
+}
+
+impl Credentials {
+    async fn new(app: &TestApp) -> Credentials {
+        let partner = |p: &str| Role::Partner { partner: p.into() };
+        let (revoked, claims) = app
+            .ctx
+            .auth
+            .mint(partner("postmart"), Duration::from_secs(3600))
+            .expect("mint");
+        app.ctx.auth.revoke(&claims.id).await.expect("revoke");
+        let (expired, _) = app
+            .ctx
+            .auth
+            .mint(partner("postmart"), Duration::ZERO)
+            .expect("mint");
+        let (foreign, _) = Authenticator::new(&[9u8; 32], None)
+            .expect("auth")
+            .mint(partner("postmart"), Duration::from_secs(3600))
+            .expect("mint");
+        let tokens = WHO
+            .iter()
+            .map(|who| {
+                let token = match who {
+                    Who::Nobody => None,
+                    Who::Postmart => Some(app.token(partner("postmart"))),
+                    Who::Voso => Some(app.token(partner("voso"))),
+                    Who::Province => Some(app.token(Role::Province {
+                        province: "79".into(),
+                    })),
+                    Who::Admin => Some(app.token(Role::Admin)),
+                    Who::Revoked => Some(revoked.clone()),
+                    Who::Expired => Some(expired.clone()),
+                    Who::Foreign => Some(foreign.clone()),
+                };
+                (*who, token)
+            })
+            .collect();
+        Credentials { tokens }
+    }
+}
+
+fn sales_batch(who: Who) -> pb::PushSalesRequest {
+    pb::PushSalesRequest {
+        batch_id: format!("authz-sales-{who}"),
+        records: vec![pb::SalesRecord {
+            record_id: format!("authz-{who}"),
+            sale_date: "2022-03-10".into(),
+            province_code: "79".into(),
+            commune_code: String::new(),
+            category: "fruit".into(),
+            quantity_grams: 1_000,
+            value_vnd: 10_000,
+            orders: 1,
+        }],
+    }
+}
+
+fn onboarding_batch(batch_id: &str, household: &str) -> pb::PushOnboardingRequest {
+    pb::PushOnboardingRequest {
+        batch_id: batch_id.into(),
+        records: vec![pb::OnboardingRecord {
+            household_ref: household.into(),
+            province_code: "79".into(),
+            commune_code: String::new(),
+            registered_on: "2021-09-01".into(),
+            status: HouseholdStatus::Active as i32,
+            categories: vec!["fruit".into()],
+        }],
+    }
+}
+
+/// Calls `rpc` as `who`; `Ok` when it worked (and its answer is what that rpc should answer).
+async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<(), tonic::Status> {
+    let bearer = Bearer::new(token).expect("bearer");
+    let mut ingest = app.client_with(token).await;
+    let mut dashboard = gpb::dashboard_client::DashboardClient::with_interceptor(
+        channel(app).await,
+        bearer.clone(),
+    );
+    match rpc {
+        Rpc::PushSales => {
+            let result = ingest.push_sales(sales_batch(who)).await?.into_inner();
+            assert_eq!(result.accepted, 1, "{who}: {result:?}");
+        }
+        Rpc::PushOnboarding => {
+            let id = format!("authz-onboarding-{who}");
+            let result = ingest
+                .push_onboarding(onboarding_batch(&id, &format!("authz-{who}")))
+                .await?
+                .into_inner();
+            assert_eq!(result.accepted, 1, "{who}: {result:?}");
+        }
+        Rpc::GetBatch => {
+            let result = ingest
+                .get_batch(pb::GetBatchRequest {
+                    batch_id: format!("authz-sales-{who}"),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(result.batch_id, format!("authz-sales-{who}"));
+        }
+        Rpc::GetNationalSummary => {
+            let summary = dashboard
+                .get_national_summary(gpb::GetNationalSummaryRequest {})
+                .await?
+                .into_inner();
+            assert_eq!(summary.households.map(|h| h.target), Some(5_000_000));
+        }
+        Rpc::ListProvinces => {
+            let list = dashboard
+                .list_provinces(gpb::ListProvincesRequest {})
+                .await?
+                .into_inner();
+            assert_eq!(list.provinces.len(), 34);
+        }
+        Rpc::GetProvince => {
+            let province = dashboard
+                .get_province(gpb::GetProvinceRequest { code: "79".into() })
+                .await?
+                .into_inner();
+            assert_eq!(province.code, "79");
+        }
+        Rpc::GetTimeSeries => {
+            let series = dashboard
+                .get_time_series(gpb::GetTimeSeriesRequest {
+                    metric: "orders".into(),
+                    granularity: "month".into(),
+                    from: "2022-01-01".into(),
+                    to: "2022-12-31".into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(series.points.len(), 12);
+        }
+        Rpc::HealthCheck => {
+            let mut health = tonic_health::pb::health_client::HealthClient::with_interceptor(
+                channel(app).await,
+                bearer,
+            );
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "agriportal.marketplace.v1.MarketplaceIngest".into(),
+                })
+                .await?
+                .into_inner()
+                .status;
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
+        }
+        Rpc::ListServices => {
+            // `ServerReflectionRequest { list_services: "" }`, field 7, by hand: the
+            // reflection client types are not a dependency of this crate.
+            let answer = raw_unary(
+                app,
+                "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                token,
+                vec![0x3a, 0x00],
+            )
+            .await?;
+            let text = String::from_utf8_lossy(&answer);
+            for service in [
+                "agriportal.marketplace.v1.MarketplaceIngest",
+                "agriportal.gateway.v1.Dashboard",
+                "grpc.health.v1.Health",
+            ] {
+                assert!(text.contains(service), "{who}: {text:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn matrix(mode: Mode) {
+    let Some(app) = spawn_app(mode, "authz_matrix").await else {
+        return;
+    };
+    let credentials = Credentials::new(&app).await;
+    let mut failures = Vec::new();
+    for (rpc, row) in GRPC_MATRIX {
+        for ((who, token), expected) in credentials.tokens.iter().zip(row) {
+            let got = match call(&app, rpc, *who, token.as_deref()).await {
+                Ok(()) => Outcome::Allowed,
+                Err(status) => {
+                    // A refusal says why, in words a partner's engineer can act on.
+                    if status.code() == Code::Unauthenticated {
+                        let why = status.message();
+                        let named = match who {
+                            Who::Nobody => why.contains("missing"),
+                            Who::Revoked => why.contains("revoked"),
+                            Who::Expired => why.contains("expired"),
+                            Who::Foreign => why.contains("signature"),
+                            _ => true,
+                        };
+                        assert!(named, "{rpc:?} as {who}: {why}");
+                    }
+                    if status.code() == Code::PermissionDenied {
+                        assert!(status.message().contains("partner"), "{status:?}");
+                    }
+                    Outcome::Refused(status.code())
+                }
+            };
+            if got != expected {
+                failures.push(format!(
+                    "{rpc:?} as {who}: expected {expected:?}, got {got:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    let web = reqwest::Client::new();
+    for (method, path, row) in HTTP_MATRIX {
+        for ((who, token), expected) in credentials.tokens.iter().zip(row) {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let mut request = web.request(method.clone(), format!("http://{}{path}", app.http));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let status = request.send().await.expect("http").status().as_u16();
+            if status != expected {
+                failures.push(format!(
+                    "{method} {path} as {who}: expected {expected}, got {status}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Refused cells stored nothing: only the two partners' own batches exist, and the totals
+    // are theirs alone.
+    let (batches, sales, households) = stored(&app).await;
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for who in [Who::Postmart, Who::Voso] {
+        for kind in ["onboarding", "sales"] {
+            expected.push((who.to_string(), format!("authz-{kind}-{who}")));
+        }
+    }
+    assert_eq!(batches, expected);
+    assert_eq!((sales, households), (2, 2));
+    app.wait_national(|n| {
+        n["sales"]["grams"] == 2_000
+            && n["sales"]["by_partner"]["postmart"]["grams"] == 1_000
+            && n["households"]["onboarded"] == 2
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_rpc_and_route_against_every_caller_embedded() {
+    matrix(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn every_rpc_and_route_against_every_caller_on_postgres_and_jetstream() {
+    matrix(Mode::Distributed).await;
+}
+
+/// Partner B can neither read nor change partner A's batches and records: batch ids and
+/// record keys are each partner's own namespace.
+async fn isolation(mode: Mode) {
+    let Some(app) = spawn_app(mode, "authz_isolation").await else {
+        return;
+    };
+    let mut postmart = app.partner("postmart").await;
+    let mut voso = app.partner("voso").await;
+    let record = |grams: i64| pb::SalesRecord {
+        record_id: "shared-1".into(),
+        sale_date: "2022-03-10".into(),
+        province_code: "01".into(),
+        commune_code: String::new(),
+        category: "fruit".into(),
+        quantity_grams: grams,
+        value_vnd: grams * 10,
+        orders: 1,
+    };
+    let batch = |id: &str, grams: i64| pb::PushSalesRequest {
+        batch_id: id.into(),
+        records: vec![record(grams)],
+    };
+    let a = postmart
+        .push_sales(batch("iso-1", 100))
+        .await
+        .expect("A pushes")
+        .into_inner();
+    assert_eq!(a.accepted, 1);
+    postmart
+        .push_onboarding(onboarding_batch("iso-h", "hh-shared"))
+        .await
+        .expect("A onboards");
+
+    // B asking for A's batch learns nothing: the same answer as for a batch nobody pushed.
+    let theirs = voso
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "iso-1".into(),
+        })
+        .await
+        .expect_err("not B's");
+    let nobodys = voso
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "iso-0".into(),
+        })
+        .await
+        .expect_err("nobody's");
+    assert_eq!(theirs.code(), Code::NotFound);
+    assert_eq!(
+        theirs.message().replace("iso-1", "ID"),
+        nobodys.message().replace("iso-0", "ID")
+    );
+
+    // B reusing A's batch id and record key makes B's own batch and record.
+    let b = voso
+        .push_sales(batch("iso-1", 7))
+        .await
+        .expect("B's own iso-1")
+        .into_inner();
+    assert_eq!((b.accepted, b.corrected, b.unchanged), (1, 0, 0), "{b:?}");
+    let b = voso
+        .push_onboarding(onboarding_batch("iso-h", "hh-shared"))
+        .await
+        .expect("B's own household")
+        .into_inner();
+    assert_eq!(b.accepted, 1, "{b:?}");
+    // B correcting "its" record changes only its own.
+    let b = voso
+        .push_sales(batch("iso-2", 9))
+        .await
+        .expect("B corrects its own")
+        .into_inner();
+    assert_eq!(b.corrected, 1, "{b:?}");
+
+    // A's batch and figures are as A left them.
+    let again = postmart
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "iso-1".into(),
+        })
+        .await
+        .expect("A's batch")
+        .into_inner();
+    assert_eq!(again, a);
+    app.wait_national(|n| {
+        let by = &n["sales"]["by_partner"];
+        by["postmart"]["grams"] == 100
+            && by["voso"]["grams"] == 9
+            && n["sales"]["grams"] == 109
+            && n["households"]["by_partner"]["postmart"] == 1
+            && n["households"]["by_partner"]["voso"] == 1
+    })
+    .await;
+    let db = app.ctx.database("marketplace").await.expect("db");
+    let rows: Vec<(String, i64)> = agriportal_platform::with_db!(&db.pool, pool => {
+        sqlx::query_as(
+            "SELECT partner, quantity_grams FROM sales_records WHERE record_id = 'shared-1' ORDER BY partner",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("records")
+    });
+    assert_eq!(
+        rows,
+        [("postmart".to_string(), 100), ("voso".to_string(), 9)]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn partners_never_read_or_change_each_others_batches_embedded() {
+    isolation(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn partners_never_read_or_change_each_others_batches_on_postgres_and_jetstream() {
+    isolation(Mode::Distributed).await;
+}
