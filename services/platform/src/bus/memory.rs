@@ -193,11 +193,18 @@ impl InProcessBus {
         })
     }
 
-    /// Opens (or creates) a bus persisted in the SQLite file at `path`.
+    /// Opens (or creates, with its directory) a bus persisted in the SQLite file at `path`.
     ///
     /// Messages not acked by a durable before the process stopped (or was killed) are
     /// delivered to it again. Fails if another process has the file open.
     pub async fn open(path: &Path, prefix: &str) -> Result<Arc<Self>, BusError> {
+        // Like the stores' SQLite files: `up` on a fresh data directory must create it, and
+        // the bus is the first thing opened there.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BusError::Other(format!("creating the bus directory {}: {e}", dir.display()))
+            })?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
