@@ -310,3 +310,61 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     done.push("gateway".to_string());
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_retried_and_configuration_errors_are_not() {
+        let bus_down = anyhow::Error::new(BusError::Unavailable("connection refused".into()))
+            .context("connecting to NATS");
+        assert!(is_outage(&bus_down));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let db_down = anyhow::Error::new(sqlx::Error::Io(refused)).context("opening the store");
+        assert!(is_outage(&db_down));
+        assert!(is_outage(&anyhow::Error::new(sqlx::Error::PoolTimedOut)));
+
+        let refused_by_bus = anyhow::Error::new(BusError::Other("bad stream config".into()));
+        assert!(!is_outage(&refused_by_bus));
+        let bad_url = anyhow::Error::new(sqlx::Error::Configuration("bad URL".into()));
+        assert!(!is_outage(&bad_url));
+        assert!(!is_outage(&anyhow::anyhow!(
+            "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long"
+        )));
+    }
+
+    #[tokio::test]
+    async fn startup_retries_outages_until_up_and_stops_on_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut attempts = 0;
+        let started = until_started("test", true, &shutdown, || {
+            attempts += 1;
+            let n = attempts;
+            async move {
+                if n < 3 {
+                    Err(anyhow::Error::new(BusError::Unavailable("down".into())))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await
+        .expect("started");
+        assert_eq!(started, Some(3));
+
+        let failed = until_started("test", true, &shutdown, || async {
+            Err::<(), _>(anyhow::anyhow!("wrong password"))
+        })
+        .await;
+        assert!(failed.is_err(), "a configuration error is returned at once");
+
+        shutdown.cancel();
+        let stopped = until_started("test", true, &shutdown, || async {
+            Err::<(), _>(anyhow::Error::new(BusError::Unavailable("down".into())))
+        })
+        .await
+        .expect("no error");
+        assert_eq!(stopped, None);
+    }
+}

@@ -120,10 +120,10 @@ fn ledger_line(ledger: &Arc<Mutex<Ledger>>) -> String {
 async fn process_crashes_lose_nothing_and_count_nothing_twice() {
     let _serial = SERIAL.lock().await;
     let name = "faults_process_crashes";
-    let Some(db) = testing::fresh_postgres(name).await else {
+    let Some(nats) = nats_binary(name) else {
         return;
     };
-    let Some(nats) = nats_binary(name) else {
+    let Some(db) = testing::fresh_postgres(name).await else {
         return;
     };
     let mut cluster = Cluster::start(name, nats, db.clone(), db)
@@ -408,10 +408,10 @@ fn fault_time(fault: &Fault) -> Duration {
 async fn broker_and_database_faults_lose_nothing_and_never_hang() {
     let _serial = SERIAL.lock().await;
     let name = "faults_broker_database";
-    let Some(db) = testing::fresh_postgres(name).await else {
+    let Some(nats) = nats_binary(name) else {
         return;
     };
-    let Some(nats) = nats_binary(name) else {
+    let Some(db) = testing::fresh_postgres(name).await else {
         return;
     };
     let (upstream, through) = via_proxy(&db).await.expect("database URL");

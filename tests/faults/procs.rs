@@ -236,7 +236,7 @@ impl Service {
 /// or `nats-server` on the `PATH`.
 pub fn nats_server_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("AGRIPORTAL_TEST_NATS_SERVER") {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.exists());
     }
     let fixed = PathBuf::from("/usr/sbin/nats-server");
     if fixed.exists() {

@@ -90,12 +90,17 @@ pub fn spawn(
     });
 }
 
+/// Longest wait between two attempts while the bus or the database is down. Short, so that the
+/// rollups move again within a couple of seconds of an outage ending (the services recover
+/// within 10 s of a fault clearing); an attempt costs one pull or one transaction.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 async fn sleep_or_stop(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
     let stop = tokio::select! {
         _ = tokio::time::sleep(*backoff) => false,
         _ = shutdown.cancelled() => true,
     };
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
     stop
 }
 

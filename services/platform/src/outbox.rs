@@ -95,6 +95,10 @@ macro_rules! inbox_claim {
 
 /// Rows published per relay round.
 const RELAY_BATCH: i64 = 256;
+/// Longest wait between two relay attempts while the bus or the database is down. Short, so
+/// that events flow again within a couple of seconds of an outage ending (the services recover
+/// within 10 s of a fault clearing); an attempt costs one query or publish.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Sent rows are kept this long (for audit and debugging), then deleted.
 const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
 
@@ -124,7 +128,7 @@ pub fn spawn_relay(
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => break,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                     continue;
                 }
             }

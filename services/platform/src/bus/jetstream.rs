@@ -55,6 +55,20 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 /// The stream's maximum message age.
 const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
+/// Longest wait between two reconnection attempts after the connection to NATS is lost.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
+
+/// Delay before reconnection attempt `attempts`: at once, then doubling from 2 ms up to
+/// [`RECONNECT_DELAY_MAX`]. async-nats' default grows to 4 s, which alone would use up much of
+/// the 10 s in which the services must recover after NATS is back.
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(20);
+    Duration::from_millis(2u64.saturating_pow(exponent)).min(RECONNECT_DELAY_MAX)
+}
+
 /// A bus on NATS JetStream.
 pub struct JetStreamBus {
     context: async_nats::jetstream::Context,
@@ -76,6 +90,7 @@ impl JetStreamBus {
         let connecting = async_nats::ConnectOptions::new()
             .name("agriportal")
             .connection_timeout(CONNECT_TIMEOUT)
+            .reconnect_delay_callback(reconnect_delay)
             .connect(url);
         let client = timeout(CONNECT_TIMEOUT + GRACE, connecting)
             .await
