@@ -37,6 +37,12 @@ impl Deltas {
     /// Adds a sales event: every change removes its previous figures and adds its current ones.
     pub fn add_sales(&mut self, event: &mpb::SalesRecorded) -> Result<(), String> {
         let partner = event_partner(event.partner)?;
+        // Checked before anything is added, so a refused event leaves no partial change.
+        for change in &event.changes {
+            for figures in change.previous.iter().chain(change.current.iter()) {
+                check_sales(figures)?;
+            }
+        }
         for change in &event.changes {
             if let Some(previous) = &change.previous {
                 self.sales(partner, previous, -1);
@@ -122,6 +128,19 @@ impl Deltas {
     pub fn is_empty(&self) -> bool {
         self.sales_daily.is_empty() && self.households_daily.is_empty() && self.newest_ms == 0
     }
+}
+
+/// Figures outside what the marketplace accepts can only come from a corrupt or foreign event:
+/// refusing them keeps the sums' arithmetic far from overflow.
+fn check_sales(f: &mpb::SalesFigures) -> Result<(), String> {
+    const MAX: i64 = 1_000_000_000_000;
+    if !(0..=MAX).contains(&f.quantity_grams) || !(0..=MAX).contains(&f.value_vnd) {
+        return Err(format!(
+            "sales figures out of range: {} g, {} đồng",
+            f.quantity_grams, f.value_vnd
+        ));
+    }
+    Ok(())
 }
 
 fn add(cell: &mut SalesCell, by: &SalesCell) {
@@ -630,6 +649,25 @@ mod tests {
         };
         d.add_sales(&event).unwrap();
         assert_eq!(d.sales_totals[&("79".to_string(), "voso")], [30, 300, 0, 0]);
+    }
+
+    #[test]
+    fn out_of_range_figures_are_refused_not_overflowed() {
+        let mut d = Deltas::default();
+        let event = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![mpb::SalesChange {
+                record_id: "a".into(),
+                previous: Some(mpb::SalesFigures {
+                    quantity_grams: i64::MIN,
+                    ..figures(1)
+                }),
+                current: Some(figures(1)),
+            }],
+            ..Default::default()
+        };
+        assert!(d.add_sales(&event).is_err());
+        assert!(d.sales_totals.is_empty());
     }
 
     #[test]
