@@ -20,6 +20,7 @@ pub mod store;
 use std::sync::Arc;
 
 use agriportal_platform::http::{admin_router, Readiness};
+use agriportal_platform::limits::ConcurrencyLimitLayer;
 use agriportal_platform::storage::Database;
 use agriportal_platform::{grpc as platform_grpc, http as platform_http, Context};
 use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
@@ -82,7 +83,14 @@ impl Gateway {
             .merge(admin_router(Readiness::new(vec![self.database()])));
         let drain = ctx.config.drain();
         tokio::try_join!(
-            platform_grpc::serve(grpc, routes, &[GRPC_SERVICE], ctx.shutdown.clone(), drain),
+            platform_grpc::serve_with(
+                grpc,
+                routes,
+                &[GRPC_SERVICE],
+                ctx.shutdown.clone(),
+                drain,
+                ConcurrencyLimitLayer::from_config(&ctx.config),
+            ),
             platform_http::serve(http, router, ctx.shutdown.clone(), drain),
         )?;
         Ok(())
