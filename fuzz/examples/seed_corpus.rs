@@ -4,10 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_proto::gateway::v1::GetTimeSeriesRequest;
 use agriportal_proto::marketplace::v1 as pb;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use prost::Message;
+use sha2::Sha256;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let dir = dir.join(target);
@@ -28,7 +31,13 @@ fn sale(id: &str, date: &str, province: &str, commune: &str, category: &str) -> 
     }
 }
 
-fn household(r: &str, province: &str, commune: &str, status: i32, cats: &[&str]) -> pb::OnboardingRecord {
+fn household(
+    r: &str,
+    province: &str,
+    commune: &str,
+    status: i32,
+    cats: &[&str],
+) -> pb::OnboardingRecord {
     pb::OnboardingRecord {
         household_ref: r.into(),
         province_code: province.into(),
@@ -53,7 +62,10 @@ fn figures(date: &str, province: &str, grams: i64) -> pb::SalesFigures {
 
 /// An events-target input: selector byte, traceparent length, traceparent, payload.
 fn event_input(selector: u8, traceparent: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![selector, u8::try_from(traceparent.len()).expect("short traceparent")];
+    let mut out = vec![
+        selector,
+        u8::try_from(traceparent.len()).expect("short traceparent"),
+    ];
     out.extend_from_slice(traceparent.as_bytes());
     out.extend_from_slice(payload);
     out
@@ -121,7 +133,12 @@ fn main() {
         household("\n", "01", "", 1, &[]),
     ];
     invalid.records[1].registered_on = "2999-01-01".into();
-    write(&dir, "push_onboarding", "rejections", &invalid.encode_to_vec());
+    write(
+        &dir,
+        "push_onboarding",
+        "rejections",
+        &invalid.encode_to_vec(),
+    );
     write(&dir, "push_onboarding", "empty", &[]);
 
     // timeseries_query: HTTP query strings, province codes and gRPC requests.
@@ -169,11 +186,21 @@ fn main() {
             },
         ],
     };
-    write(&dir, "events", "sales", &event_input(0, traceparent, &sales.encode_to_vec()));
+    write(
+        &dir,
+        "events",
+        "sales",
+        &event_input(0, traceparent, &sales.encode_to_vec()),
+    );
     let mut no_current = sales.clone();
     no_current.changes[1].current = None;
     no_current.partner = 1;
-    write(&dir, "events", "sales-no-current", &event_input(0, "", &no_current.encode_to_vec()));
+    write(
+        &dir,
+        "events",
+        "sales-no-current",
+        &event_input(0, "", &no_current.encode_to_vec()),
+    );
     let households = pb::HouseholdsRecorded {
         event_id: "0190f3a0-0000-7000-8000-000000000002".into(),
         partner: 1,
@@ -207,28 +234,74 @@ fn main() {
             },
         ],
     };
-    write(&dir, "events", "households", &event_input(1, traceparent, &households.encode_to_vec()));
-    let unknown_partner = pb::HouseholdsRecorded { partner: 9, ..households.clone() };
-    write(&dir, "events", "households-unknown-partner", &event_input(1, "garbage", &unknown_partner.encode_to_vec()));
-    write(&dir, "events", "unknown-subject", &event_input(2, traceparent, &sales.encode_to_vec()));
+    write(
+        &dir,
+        "events",
+        "households",
+        &event_input(1, traceparent, &households.encode_to_vec()),
+    );
+    let unknown_partner = pb::HouseholdsRecorded {
+        partner: 9,
+        ..households.clone()
+    };
+    write(
+        &dir,
+        "events",
+        "households-unknown-partner",
+        &event_input(1, "garbage", &unknown_partner.encode_to_vec()),
+    );
+    write(
+        &dir,
+        "events",
+        "unknown-subject",
+        &event_input(2, traceparent, &sales.encode_to_vec()),
+    );
     // Structured mode (selector bit 2): the payload is built from these bytes.
     let structured: Vec<u8> = (0u8..64).map(|i| i % 5).collect();
-    write(&dir, "events", "structured-sales", &event_input(4, "", &structured));
-    write(&dir, "events", "structured-households", &event_input(5, "", &structured));
+    write(
+        &dir,
+        "events",
+        "structured-sales",
+        &event_input(4, "", &structured),
+    );
+    write(
+        &dir,
+        "events",
+        "structured-households",
+        &event_input(5, "", &structured),
+    );
 
     // bearer_token: raw strings, and claims JSON (which the target also signs).
-    let foreign = Authenticator::new(&[8u8; 32], None).expect("authenticator");
-    let (token, _) = foreign
-        .mint(Role::Partner { partner: "postmart".into() }, std::time::Duration::from_secs(60))
-        .expect("mint");
+    // A well-formed token signed with another key (fixed claims, so the file never churns).
+    let body = B64.encode(
+        r#"{"id":"0123456789abcdef0123456789abcdef","role":"partner","partner":"postmart","iat":1714521600,"exp":4102444800}"#,
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(&[8u8; 32]).expect("hmac key");
+    mac.update(format!("ap1.{body}").as_bytes());
+    let token = format!("ap1.{body}.{}", B64.encode(mac.finalize().into_bytes()));
     write(&dir, "bearer_token", "foreign-token", token.as_bytes());
     write(&dir, "bearer_token", "bearer-malformed", b"Bearer ap1..");
     for (name, claims) in [
-        ("claims-partner", r#"{"id":"a","role":"partner","partner":"voso","iat":0,"exp":9999999999}"#),
-        ("claims-admin", r#"{"id":"b","role":"admin","iat":0,"exp":9999999999}"#),
-        ("claims-province", r#"{"id":"c","role":"province","province":"79","iat":0,"exp":9999999999}"#),
-        ("claims-expired", r#"{"id":"d","role":"admin","iat":0,"exp":-9223372036854775808}"#),
-        ("claims-odd", r#"{"id":"e","role":"partner","partner":"shopee","iat":1e400,"exp":18446744073709551616}"#),
+        (
+            "claims-partner",
+            r#"{"id":"a","role":"partner","partner":"voso","iat":0,"exp":9999999999}"#,
+        ),
+        (
+            "claims-admin",
+            r#"{"id":"b","role":"admin","iat":0,"exp":9999999999}"#,
+        ),
+        (
+            "claims-province",
+            r#"{"id":"c","role":"province","province":"79","iat":0,"exp":9999999999}"#,
+        ),
+        (
+            "claims-expired",
+            r#"{"id":"d","role":"admin","iat":0,"exp":-9223372036854775808}"#,
+        ),
+        (
+            "claims-odd",
+            r#"{"id":"e","role":"partner","partner":"shopee","iat":1e400,"exp":18446744073709551616}"#,
+        ),
     ] {
         write(&dir, "bearer_token", name, claims.as_bytes());
     }

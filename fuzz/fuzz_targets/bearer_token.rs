@@ -23,7 +23,12 @@ fn auth() -> &'static Arc<Authenticator> {
         let a = Authenticator::new(&KEY, None).expect("a 32-byte secret");
         // Sanity: a freshly minted token verifies, so a refusal below is the input's fault.
         let (token, claims) = a
-            .mint(Role::Partner { partner: "voso".into() }, Duration::from_secs(3600))
+            .mint(
+                Role::Partner {
+                    partner: "voso".into(),
+                },
+                Duration::from_secs(3600),
+            )
             .expect("mint");
         assert_eq!(block_on(a.verify(&token)).expect("verify"), claims);
         a

@@ -12,10 +12,10 @@
 use agriportal_gateway::consumer;
 use agriportal_gateway::domain::Deltas;
 use agriportal_platform::bus::{Acker, BusError, Delivery, Message as BusMessage};
-use agriportal_proto::marketplace::v1::{HouseholdsRecorded, SalesRecorded};
 use agriportal_proto::marketplace::v1::{
     HouseholdChange, HouseholdFigures, SalesChange, SalesFigures,
 };
+use agriportal_proto::marketplace::v1::{HouseholdsRecorded, SalesRecorded};
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -84,7 +84,12 @@ fn check_sales(payload: &[u8]) {
         };
         let mut both = Deltas::default();
         let all_new = SalesRecorded {
-            changes: event.changes.iter().filter(|c| c.previous.is_none()).cloned().collect(),
+            changes: event
+                .changes
+                .iter()
+                .filter(|c| c.previous.is_none())
+                .cloned()
+                .collect(),
             ..event.clone()
         };
         if both.add_sales(&all_new).is_ok() && both.add_sales(&inverse).is_ok() {
@@ -168,8 +173,14 @@ fn structured(households: bool, data: &[u8]) -> ArbResult<Vec<u8>> {
                 current: household_figures(&mut u)?,
             });
         }
-        Ok(HouseholdsRecorded { event_id, partner, batch_id: String::new(), recorded_at_ms, changes }
-            .encode_to_vec())
+        Ok(HouseholdsRecorded {
+            event_id,
+            partner,
+            batch_id: String::new(),
+            recorded_at_ms,
+            changes,
+        }
+        .encode_to_vec())
     } else {
         let mut changes = Vec::with_capacity(n);
         for _ in 0..n {
@@ -179,8 +190,14 @@ fn structured(households: bool, data: &[u8]) -> ArbResult<Vec<u8>> {
                 current: sales_figures(&mut u)?,
             });
         }
-        Ok(SalesRecorded { event_id, partner, batch_id: String::new(), recorded_at_ms, changes }
-            .encode_to_vec())
+        Ok(SalesRecorded {
+            event_id,
+            partner,
+            batch_id: String::new(),
+            recorded_at_ms,
+            changes,
+        }
+        .encode_to_vec())
     }
 }
 

@@ -51,16 +51,27 @@ fuzz_target!(|data: &[u8]| {
     let mut keys = HashSet::new();
     let mut accepted = (0..n).filter(|i| !rejected.contains(i));
     for household in &validated.records {
-        let index = accepted.next().expect("more valid households than unrejected records");
+        let index = accepted
+            .next()
+            .expect("more valid households than unrejected records");
         let record = &request.records[index];
         assert_eq!(household.household_ref, record.household_ref);
-        assert!(keys.insert(household.household_ref.as_str()), "duplicate key accepted");
+        assert!(
+            keys.insert(household.household_ref.as_str()),
+            "duplicate key accepted"
+        );
         let province = reference
             .province(&household.province_code)
             .expect("a valid household has a 2025 province code");
-        assert!((1..=3).contains(&household.status), "status {}", household.status);
+        assert!(
+            (1..=3).contains(&household.status),
+            "status {}",
+            household.status
+        );
         if !household.commune_code.is_empty() {
-            let commune = reference.commune(&household.commune_code).expect("known commune");
+            let commune = reference
+                .commune(&household.commune_code)
+                .expect("known commune");
             assert_eq!(commune.province_code, province.code);
         }
         let day = time::Date::parse(&household.registered_on, format).expect("a date");
@@ -71,13 +82,19 @@ fuzz_target!(|data: &[u8]| {
         } else {
             household.categories.split(';').collect()
         };
-        assert!(categories.windows(2).all(|w| w[0] < w[1]), "categories not sorted/unique");
+        assert!(
+            categories.windows(2).all(|w| w[0] < w[1]),
+            "categories not sorted/unique"
+        );
         assert!(categories.iter().all(|c| reference.category(c).is_some()));
         let given: HashSet<&str> = record.categories.iter().map(String::as_str).collect();
         assert_eq!(given, categories.iter().copied().collect::<HashSet<_>>());
         assert_eq!(household.figures().status, household.status);
     }
-    assert!(accepted.next().is_none(), "a record neither valid nor rejected");
+    assert!(
+        accepted.next().is_none(),
+        "a record neither valid nor rejected"
+    );
 
     let hash = content_hash("onboarding", &request);
     assert_eq!(hash.len(), 64);

@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use agriportal_marketplace::domain::{check_envelope, content_hash, today_in_vietnam, validate_sales};
+use agriportal_marketplace::domain::{
+    check_envelope, content_hash, today_in_vietnam, validate_sales,
+};
 use agriportal_marketplace::Limits;
 use agriportal_platform::reference::{Reference, PLAN_START};
 use agriportal_proto::marketplace::v1::PushSalesRequest;
@@ -52,10 +54,15 @@ fuzz_target!(|data: &[u8]| {
     let mut accepted = (0..n).filter(|i| !rejected.contains(i));
     for line in &validated.records {
         // Valid lines come out in batch order, each from the record at its index.
-        let index = accepted.next().expect("more valid lines than unrejected records");
+        let index = accepted
+            .next()
+            .expect("more valid lines than unrejected records");
         let record = &request.records[index];
         assert_eq!(line.record_id, record.record_id);
-        assert!(keys.insert(line.record_id.as_str()), "duplicate key accepted");
+        assert!(
+            keys.insert(line.record_id.as_str()),
+            "duplicate key accepted"
+        );
         let province = reference
             .province(&line.province_code)
             .expect("a valid line has a 2025 province code");
@@ -65,14 +72,19 @@ fuzz_target!(|data: &[u8]| {
         assert!((0..=limits.max_value_vnd).contains(&line.value_vnd));
         assert!(reference.category(&line.category).is_some());
         if !line.commune_code.is_empty() {
-            let commune = reference.commune(&line.commune_code).expect("known commune");
+            let commune = reference
+                .commune(&line.commune_code)
+                .expect("known commune");
             assert_eq!(commune.province_code, province.code);
         }
         let day = time::Date::parse(&line.sale_date, format).expect("a valid line has a date");
         assert!(day >= PLAN_START && day <= today + time::Duration::days(1));
         assert!(line.figures().orders >= 1);
     }
-    assert!(accepted.next().is_none(), "a record neither valid nor rejected");
+    assert!(
+        accepted.next().is_none(),
+        "a record neither valid nor rejected"
+    );
 
     let hash = content_hash("sales", &request);
     assert_eq!(hash.len(), 64);

@@ -18,9 +18,15 @@ fn check(params: &SeriesParams) {
         return;
     };
     assert!(query.from <= query.to, "from after to");
-    assert!((query.to - query.from).whole_days() <= MAX_SERIES_DAYS, "span too long");
+    assert!(
+        (query.to - query.from).whole_days() <= MAX_SERIES_DAYS,
+        "span too long"
+    );
     if let Some(code) = &query.province {
-        assert!(Reference::get().province(code).is_some(), "unknown province {code}");
+        assert!(
+            Reference::get().province(code).is_some(),
+            "unknown province {code}"
+        );
     }
     let empty = bucket(&query, &[]);
     assert!(!empty.is_empty(), "empty series");
@@ -32,7 +38,10 @@ fn check(params: &SeriesParams) {
         .iter()
         .map(|p| time::Date::parse(&p.period_start, format).expect("period_start is a date"))
         .collect();
-    assert!(starts.windows(2).all(|w| w[0] < w[1]), "periods out of order");
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "periods out of order"
+    );
     assert!(starts[0] <= query.from && *starts.last().unwrap() <= query.to);
     // Values on the first and last day are kept, whatever the granularity.
     let points = bucket(&query, &[(query.from, 2), (query.to, 3)]);
