@@ -310,35 +310,99 @@ async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i
     Ok([get("postmart"), get("voso")])
 }
 
-async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> {
+/// The system under benchmark: every service in this process on free ports, in a temporary
+/// data directory unless PostgreSQL and NATS are configured (then on those).
+struct BenchSystem {
+    config: Config,
+    grpc_addr: String,
+    http_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    temp: Option<std::path::PathBuf>,
+}
+
+impl BenchSystem {
+    /// Starts the system and waits until `/readyz` answers (at most 20 s).
+    async fn start(mut config: Config, run_id: &str) -> anyhow::Result<Self> {
+        let distributed = config.database_url.is_some() && config.nats_url.is_some();
+        let temp = (!distributed).then(|| {
+            std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()))
+        });
+        if let Some(dir) = &temp {
+            config.data_dir = dir.clone();
+            config.database_url = None;
+            config.nats_url = None;
+        }
+        config.log = "warn".into();
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
+        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let grpc_addr = grpc.local_addr()?.to_string();
+        let http_addr = http.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(crate::app::run_up(
+            config.clone(),
+            grpc,
+            http,
+            shutdown.clone(),
+        ));
+        let system = BenchSystem {
+            config,
+            grpc_addr,
+            http_addr,
+            shutdown,
+            server,
+            temp,
+        };
+        let web = reqwest::Client::new();
+        let ready = format!("http://{http_addr}/readyz");
+        for _ in 0..200 {
+            if web
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(system);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        system.shutdown.cancel();
+        let why = match system.server.await {
+            Ok(Err(err)) => format!("{err:#}"),
+            _ => "not ready within 20 s".into(),
+        };
+        anyhow::bail!("the system did not come up: {why}")
+    }
+
+    /// `embedded` or `postgres+jetstream`.
+    fn mode(&self) -> &'static str {
+        if self.temp.is_some() {
+            "embedded"
+        } else {
+            "postgres+jetstream"
+        }
+    }
+
+    /// Stops the system, drains it, and removes its temporary data directory.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        if let Some(dir) = &self.temp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(())
+    }
+}
+
+async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.batch_size > 0 && args.batch_size <= 10_000,
         "--batch-size must be 1..=10000"
     );
-    let distributed = config.database_url.is_some() && config.nats_url.is_some();
     let run_id = format!("{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let temp =
-        std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()));
-    if !distributed {
-        config.data_dir = temp.clone();
-        config.database_url = None;
-        config.nats_url = None;
-        // The in-process bus opens its file before anything else creates the directory.
-        std::fs::create_dir_all(&temp)?;
-    }
-    config.log = "warn".into();
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_addr = grpc.local_addr()?.to_string();
-    let http_addr = http.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::app::run_up(
-        config.clone(),
-        grpc,
-        http,
-        shutdown.clone(),
-    ));
-
+    let system = BenchSystem::start(config, &run_id).await?;
+    let (grpc_addr, http_addr) = (system.grpc_addr.clone(), system.http_addr);
+    let config = system.config.clone();
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
     let per_partner = args.records / 2;
     let mut work = Vec::new();
@@ -366,12 +430,8 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let Some(baseline) = baseline else {
-        shutdown.cancel();
-        let why = match server.await {
-            Ok(Err(err)) => format!("{err:#}"),
-            _ => "no answer from /api/v1/national".into(),
-        };
-        anyhow::bail!("the system did not come up: {why}");
+        system.stop().await?;
+        anyhow::bail!("the dashboard did not answer /api/v1/national");
     };
 
     // Poll the dashboard while pushing, recording when each partner's orders grew.
@@ -487,8 +547,8 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
     let peak_rss_mib = peak_rss_kib()
         .map(|k| k as f64 / 1024.0)
         .unwrap_or(f64::NAN);
-    shutdown.cancel();
-    server.await??;
+    let mode = system.mode();
+    system.stop().await?;
 
     let copy_rate = if args.no_copy {
         None
@@ -516,16 +576,9 @@ async fn ingest(mut config: Config, args: IngestArgs) -> anyhow::Result<Report> 
             }
         }
     };
-    if !distributed {
-        let _ = std::fs::remove_dir_all(&temp);
-    }
     let ack_rate = pushed as f64 / elapsed.max(1e-9);
     Ok(Report {
-        mode: if distributed {
-            "postgres+jetstream"
-        } else {
-            "embedded"
-        },
+        mode,
         records: pushed,
         batch_size: args.batch_size,
         ack_rate,
@@ -674,55 +727,12 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         "--burst ({burst}) must hold at least one batch (--batch-size {})",
         args.batch_size
     );
-    let distributed = config.database_url.is_some() && config.nats_url.is_some();
     let run_id = format!("ovl{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let temp =
-        std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()));
-    if !distributed {
-        config.data_dir = temp.clone();
-        config.database_url = None;
-        config.nats_url = None;
-        // The in-process bus opens its file before anything else creates the directory.
-        std::fs::create_dir_all(&temp)?;
-    }
-    config.log = "warn".into();
     config.partner_records_per_second = args.quota;
     config.partner_burst_records = burst;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_addr = grpc.local_addr()?.to_string();
-    let http_addr = http.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::app::run_up(
-        config.clone(),
-        grpc,
-        http,
-        shutdown.clone(),
-    ));
-    let web = reqwest::Client::new();
-    let ready = format!("http://{http_addr}/readyz");
-    let mut up = false;
-    for _ in 0..200 {
-        if web
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    if !up {
-        shutdown.cancel();
-        let why = match server.await {
-            Ok(Err(err)) => format!("{err:#}"),
-            _ => "not ready within 20 s".into(),
-        };
-        anyhow::bail!("the system did not come up: {why}");
-    }
-
+    let system = BenchSystem::start(config, &run_id).await?;
+    let grpc_addr = system.grpc_addr.clone();
+    let config = system.config.clone();
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
     let mut clients = Vec::new();
     for partner in [Partner::Postmart, Partner::Voso] {
@@ -803,18 +813,11 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     let peak_rss_mib = peak_rss_kib()
         .map(|k| k as f64 / 1024.0)
         .unwrap_or(f64::NAN);
-    shutdown.cancel();
-    server.await??;
-    if !distributed {
-        let _ = std::fs::remove_dir_all(&temp);
-    }
+    let mode = system.mode();
+    system.stop().await?;
     let p99 = |i: usize| phases[i].steady.p99_ms;
     Ok(OverloadReport {
-        mode: if distributed {
-            "postgres+jetstream"
-        } else {
-            "embedded"
-        },
+        mode,
         quota: args.quota,
         burst,
         batch_size: args.batch_size,
