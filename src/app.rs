@@ -110,13 +110,28 @@ async fn serve_all(
     let Some(gateway) = starting.await? else {
         return Ok(());
     };
-    let routes =
-        tonic::service::Routes::new(marketplace.grpc_service()).add_service(gateway.grpc_service());
+    // The gateway reconciles against the marketplace mounted on this very listener.
+    let own = grpc_listener.local_addr()?;
+    let own = if own.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], own.port()))
+    } else {
+        own
+    };
+    let marketplace_url = ctx
+        .config
+        .marketplace_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{own}"));
+    gateway.start_reconciliation(Some(&marketplace_url))?;
+    let routes = tonic::service::Routes::new(marketplace.grpc_service())
+        .add_service(marketplace.audit_service())
+        .add_service(gateway.grpc_service());
     let readiness = Readiness::new(vec![marketplace.database(), gateway.database()]);
     let router = gateway.http_router().merge(admin_router(readiness));
     let drain = ctx.config.drain();
     let names = [
         agriportal_marketplace::GRPC_SERVICE,
+        agriportal_marketplace::AUDIT_GRPC_SERVICE,
         agriportal_gateway::GRPC_SERVICE,
     ];
     tokio::try_join!(
@@ -175,7 +190,12 @@ pub async fn run_target(
             })
             .await
             {
-                Ok(Some(service)) => service.run(grpc_listener, http_listener).await,
+                Ok(Some(service)) => {
+                    match service.start_reconciliation(ctx.config.marketplace_url.as_deref()) {
+                        Ok(()) => service.run(grpc_listener, http_listener).await,
+                        Err(err) => Err(err),
+                    }
+                }
                 Ok(None) => Ok(()),
                 Err(err) => Err(err),
             }

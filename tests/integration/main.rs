@@ -6,4 +6,5 @@ mod authz;
 mod binary;
 mod deploy;
 mod flow;
+mod reconcile;
 mod support;

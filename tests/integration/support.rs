@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use agriportal::client::{partner_client, PartnerClient};
 use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::bus::Bus;
 use agriportal_platform::context::token_secret;
 use agriportal_platform::testing;
 use agriportal_platform::{Config, Context};
@@ -65,12 +66,33 @@ pub async fn spawn_app_with(
     Some(start(config, dir).await)
 }
 
+/// [`spawn_app_with`], with the bus wrapped by `wrap` (a bus that loses messages, say).
+pub async fn spawn_app_with_bus(
+    mode: Mode,
+    name: &str,
+    tune: impl FnOnce(&mut Config),
+    wrap: impl FnOnce(Arc<dyn Bus>) -> Arc<dyn Bus>,
+) -> Option<TestApp> {
+    let (mut config, dir) = config_for(mode, name).await?;
+    tune(&mut config);
+    Some(start_wrapped(config, dir, wrap).await)
+}
+
 async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
+    start_wrapped(config, dir, |bus| bus).await
+}
+
+async fn start_wrapped(
+    config: Config,
+    dir: Arc<tempfile::TempDir>,
+    wrap: impl FnOnce(Arc<dyn Bus>) -> Arc<dyn Bus>,
+) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let grpc_addr = grpc.local_addr().expect("addr").to_string();
     let http_addr = http.local_addr().expect("addr").to_string();
-    let ctx = Context::open(config.clone()).await.expect("open context");
+    let mut ctx = Context::open(config.clone()).await.expect("open context");
+    ctx.bus = wrap(ctx.bus.clone());
     let handle = tokio::spawn(agriportal::app::run_context(ctx.clone(), grpc, http));
     let app = TestApp {
         config,

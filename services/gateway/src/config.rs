@@ -23,3 +23,11 @@ pub const APPLY_BATCH: usize = 256;
 
 /// Longest time series, in days between `from` and `to`.
 pub const MAX_SERIES_DAYS: i64 = 3_660;
+
+/// Reconciliation trusts a difference only if the consumer found nothing left to apply within
+/// this time (it fetches with a 1 s wait, so an idle consumer renews this every second).
+pub const RECONCILE_DRAINED_WITHIN: Duration = Duration::from_secs(5);
+
+/// Largest answer of the marketplace's audit rpc: one province's cells of one partner
+/// (about 60 bytes each; years of days × categories stay far below this).
+pub const RECONCILE_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

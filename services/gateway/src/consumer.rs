@@ -2,8 +2,11 @@
 //! transaction (inbox + rollups), and acks only after the commit. A redelivered event finds
 //! its id in the inbox and changes nothing.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use agriportal_platform::storage::now_ms;
 
 use agriportal_platform::bus::{Bus, ConsumerSpec, Delivery};
 use agriportal_platform::http::metrics;
@@ -18,10 +21,40 @@ use crate::config::{ACK_WAIT, APPLY_BATCH, CONSUMER, SUBJECTS};
 use crate::domain::Deltas;
 use crate::store::{GatewayStore, PendingEvent};
 
+/// What reconciliation must know of the consumer before it trusts a difference between the
+/// rollups and the records: that the consumer recently found nothing left to apply, and that
+/// neither fetching nor applying is failing (events stuck in the stream are not lost).
+#[derive(Debug, Default)]
+pub struct ConsumerHealth {
+    drained_at_ms: AtomicI64,
+    failing: AtomicBool,
+}
+
+impl ConsumerHealth {
+    /// True when the last fetch or apply succeeded and a fetch found nothing to apply within
+    /// the last `within`.
+    pub fn caught_up(&self, within: Duration) -> bool {
+        let within = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+        !self.failing.load(Ordering::SeqCst)
+            && now_ms().saturating_sub(self.drained_at_ms.load(Ordering::SeqCst)) <= within
+    }
+
+    /// Records that a fetch found nothing to apply.
+    pub fn drained(&self) {
+        self.failing.store(false, Ordering::SeqCst);
+        self.drained_at_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
 /// Starts the consumer; it runs until `shutdown`.
 pub fn spawn(
     store: Arc<dyn GatewayStore>,
     bus: Arc<dyn Bus>,
+    health: Arc<ConsumerHealth>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) {
@@ -40,6 +73,7 @@ pub fn spawn(
             let mut consumer = match consumer {
                 Ok(c) => c,
                 Err(err) => {
+                    health.set_failing(true);
                     tracing::warn!(error = %err, "cannot bind the rollup consumer; retrying");
                     if sleep_or_stop(&shutdown, &mut backoff).await {
                         return;
@@ -55,6 +89,7 @@ pub fn spawn(
                 let deliveries = match fetched {
                     Ok(d) => d,
                     Err(err) => {
+                        health.set_failing(true);
                         tracing::warn!(error = %err, "fetching events failed; retrying");
                         if sleep_or_stop(&shutdown, &mut backoff).await {
                             return;
@@ -64,14 +99,19 @@ pub fn spawn(
                 };
                 backoff = Duration::from_millis(100);
                 if deliveries.is_empty() {
+                    health.drained();
                     continue;
                 }
                 // Retried until it commits: the deliveries stay unacked meanwhile, and the
                 // inbox makes a late redelivery of the same events harmless.
                 loop {
                     match apply(store.as_ref(), &deliveries).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            health.set_failing(false);
+                            break;
+                        }
                         Err(err) => {
+                            health.set_failing(true);
                             tracing::warn!(error = %err, "applying events failed; retrying");
                             if sleep_or_stop(&shutdown, &mut backoff).await {
                                 return;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod page;
+pub mod reconcile;
 pub mod service;
 pub mod store;
 
@@ -33,6 +34,7 @@ pub use store::{GatewayStore, SqlStore};
 /// A started gateway: its store is open and its consumer runs.
 pub struct Gateway {
     store: Arc<SqlStore>,
+    health: Arc<consumer::ConsumerHealth>,
     ctx: Context,
 }
 
@@ -41,16 +43,51 @@ impl Gateway {
     pub async fn start(ctx: &Context) -> anyhow::Result<Gateway> {
         let db = ctx.database(config::SCHEMA).await?;
         let store = Arc::new(SqlStore::open(db).await?);
+        let health = Arc::new(consumer::ConsumerHealth::default());
         consumer::spawn(
             store.clone(),
             ctx.bus.clone(),
+            health.clone(),
             ctx.shutdown.clone(),
             &ctx.tasks,
         );
         Ok(Gateway {
             store,
+            health,
             ctx: ctx.clone(),
         })
+    }
+
+    /// Starts the periodic reconciliation against the marketplace service at `marketplace_url`
+    /// (its gRPC address, `http://host:port`), every `--reconcile-interval-seconds`; `None`,
+    /// or an interval of 0, leaves it off and says so in the log.
+    pub fn start_reconciliation(&self, marketplace_url: Option<&str>) -> anyhow::Result<()> {
+        let interval = self.ctx.config.reconcile_interval_seconds;
+        let url = match marketplace_url {
+            Some(url) if interval > 0 => url,
+            _ => {
+                tracing::warn!(
+                    interval_seconds = interval,
+                    has_marketplace_url = marketplace_url.is_some(),
+                    "reconciliation of the rollups is off: set AGRIPORTAL_MARKETPLACE_URL and a \
+                     non-zero AGRIPORTAL_RECONCILE_INTERVAL_SECONDS"
+                );
+                return Ok(());
+            }
+        };
+        let source = reconcile::GrpcCellSource::new(url, self.ctx.auth.clone())?;
+        self.reconcile_with(Arc::new(source), std::time::Duration::from_secs(interval));
+        Ok(())
+    }
+
+    /// Starts the periodic reconciliation against any cell source (tests pass their own).
+    pub fn reconcile_with(
+        &self,
+        source: Arc<dyn reconcile::CellSource>,
+        interval: std::time::Duration,
+    ) {
+        let reconciler = reconcile::Reconciler::new(self.store.clone(), source, self.health.clone());
+        reconcile::spawn(reconciler, interval, self.ctx.shutdown.clone(), &self.ctx.tasks);
     }
 
     /// The shared queries.

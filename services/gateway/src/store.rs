@@ -1,8 +1,11 @@
 //! The gateway's store: rollups of marketplace events and the inbox that makes applying them
 //! idempotent, on PostgreSQL or SQLite behind one trait.
 
-use agriportal_platform::storage::{json_rows, Database};
+use agriportal_platform::reconcile;
+use agriportal_platform::reference::Partner;
+use agriportal_platform::storage::{json_rows, now_ms, Database};
 use agriportal_platform::{inbox_claim, with_db, Error, Result};
+use agriportal_proto::marketplace::v1::{self as pb, RollupKind};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -37,6 +40,25 @@ pub trait GatewayStore: Send + Sync + 'static {
     async fn as_of_ms(&self) -> Result<Option<i64>>;
     /// Daily values of a metric within the query's range and filters.
     async fn daily(&self, query: &SeriesQuery) -> Result<Vec<(Date, i64)>>;
+    /// `partner`'s non-empty daily cells of `kind`, in all provinces or in one, in the shape
+    /// the marketplace service recomputes them (for reconciliation).
+    async fn rollup_cells(
+        &self,
+        partner: Partner,
+        kind: RollupKind,
+        province: Option<&str>,
+    ) -> Result<Vec<pb::RollupCell>>;
+    /// Sets the daily cell keyed like `found` to `wanted`'s figures, but only while it still
+    /// holds `found`'s (an absent row holds zeros), moves the province total by the same
+    /// difference and records the repair, all in one transaction. `false` when the cell
+    /// changed meanwhile: nothing is written, and the next round looks again.
+    async fn repair(
+        &self,
+        partner: Partner,
+        kind: RollupKind,
+        found: &pb::RollupCell,
+        wanted: &pb::RollupCell,
+    ) -> Result<bool>;
 }
 
 const SALES_DAILY: &[(&str, &str)] = &[
@@ -273,5 +295,188 @@ impl GatewayStore for SqlStore {
             .into_iter()
             .filter_map(|(day, total)| Date::parse(&day, format).ok().map(|d| (d, total)))
             .collect())
+    }
+
+    async fn rollup_cells(
+        &self,
+        partner: Partner,
+        kind: RollupKind,
+        province: Option<&str>,
+    ) -> Result<Vec<pb::RollupCell>> {
+        let sql = match kind {
+            RollupKind::Sales => {
+                "SELECT day, province_code, category, CAST(0 AS BIGINT) AS status, grams, value_vnd, orders, \
+                 lines AS n FROM sales_daily WHERE partner = $1 AND ($2 = '' OR province_code = $2)"
+            }
+            RollupKind::Households => {
+                "SELECT day, province_code, '' AS category, status, CAST(0 AS BIGINT) AS grams, \
+                 CAST(0 AS BIGINT) AS value_vnd, CAST(0 AS BIGINT) AS orders, households AS n \
+                 FROM households_daily WHERE partner = $1 AND ($2 = '' OR province_code = $2)"
+            }
+            RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
+        };
+        with_db!(&self.db.pool, pool => {
+            let rows = sqlx::query(sql)
+                .bind(partner.code())
+                .bind(province.unwrap_or_default())
+                .fetch_all(pool)
+                .await?;
+            let mut cells = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let status: i64 = r.try_get("status")?;
+                let cell = pb::RollupCell {
+                    day: r.try_get("day")?,
+                    province_code: r.try_get("province_code")?,
+                    category: r.try_get("category")?,
+                    status: i32::try_from(status).map_err(Error::internal)?,
+                    quantity_grams: r.try_get("grams")?,
+                    value_vnd: r.try_get("value_vnd")?,
+                    orders: r.try_get("orders")?,
+                    count: r.try_get("n")?,
+                };
+                if !reconcile::is_empty(&cell) {
+                    cells.push(cell);
+                }
+            }
+            Ok(cells)
+        })
+    }
+
+    async fn repair(
+        &self,
+        partner: Partner,
+        kind: RollupKind,
+        found: &pb::RollupCell,
+        wanted: &pb::RollupCell,
+    ) -> Result<bool> {
+        let diff = [
+            wanted.quantity_grams - found.quantity_grams,
+            wanted.value_vnd - found.value_vnd,
+            wanted.orders - found.orders,
+            wanted.count - found.count,
+        ];
+        let mut totals = Deltas::default();
+        let (cas, insert, cell_key) = match kind {
+            RollupKind::Sales => {
+                totals
+                    .sales_totals
+                    .insert((found.province_code.clone(), partner.code()), diff);
+                (
+                    "UPDATE sales_daily SET grams = $5, value_vnd = $6, orders = $7, lines = $8 \
+                     WHERE day = $1 AND province_code = $2 AND partner = $3 AND category = $4 \
+                     AND grams = $9 AND value_vnd = $10 AND orders = $11 AND lines = $12",
+                    "INSERT INTO sales_daily (day, province_code, partner, category, grams, value_vnd, orders, lines) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (day, province_code, partner, category) DO NOTHING",
+                    found.category.clone(),
+                )
+            }
+            RollupKind::Households => {
+                totals.household_totals.insert(
+                    (found.province_code.clone(), partner.code(), i64::from(found.status)),
+                    diff[3],
+                );
+                (
+                    "UPDATE households_daily SET households = $5 WHERE day = $1 AND province_code = $2 \
+                     AND partner = $3 AND status = $4 AND households = $6",
+                    "INSERT INTO households_daily (day, province_code, partner, status, households) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (day, province_code, partner, status) DO NOTHING",
+                    found.status.to_string(),
+                )
+            }
+            RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
+        };
+        let _guard = self.db.write_guard().await;
+        with_db!(&self.db.pool, pool => {
+            let mut tx = pool.begin().await?;
+            // Compare-and-set: the update matches only while the cell holds what the round
+            // saw; an absent row (seen as zeros) is inserted instead, unless one appeared.
+            let absent = reconcile::is_empty(found);
+            let changed = match kind {
+                RollupKind::Sales => {
+                    let mut changed = sqlx::query(cas)
+                        .bind(&found.day)
+                        .bind(&found.province_code)
+                        .bind(partner.code())
+                        .bind(&found.category)
+                        .bind(wanted.quantity_grams)
+                        .bind(wanted.value_vnd)
+                        .bind(wanted.orders)
+                        .bind(wanted.count)
+                        .bind(found.quantity_grams)
+                        .bind(found.value_vnd)
+                        .bind(found.orders)
+                        .bind(found.count)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if changed == 0 && absent {
+                        changed = sqlx::query(insert)
+                            .bind(&found.day)
+                            .bind(&found.province_code)
+                            .bind(partner.code())
+                            .bind(&found.category)
+                            .bind(wanted.quantity_grams)
+                            .bind(wanted.value_vnd)
+                            .bind(wanted.orders)
+                            .bind(wanted.count)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                    changed
+                }
+                _ => {
+                    let mut changed = sqlx::query(cas)
+                        .bind(&found.day)
+                        .bind(&found.province_code)
+                        .bind(partner.code())
+                        .bind(i64::from(found.status))
+                        .bind(wanted.count)
+                        .bind(found.count)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if changed == 0 && absent {
+                        changed = sqlx::query(insert)
+                            .bind(&found.day)
+                            .bind(&found.province_code)
+                            .bind(partner.code())
+                            .bind(i64::from(found.status))
+                            .bind(wanted.count)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                    }
+                    changed
+                }
+            };
+            if changed != 1 {
+                return Ok(false);
+            }
+            for (sql, rows) in self.upserts.iter().zip(rollup_rows(&totals)) {
+                if !rows.is_empty() {
+                    let json = serde_json::to_string(&rows).map_err(Error::internal)?;
+                    sqlx::query(sql).bind(json).execute(&mut *tx).await?;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, grams, value_vnd, orders, count) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(now_ms())
+            .bind(kind.as_str_name())
+            .bind(partner.code())
+            .bind(&found.day)
+            .bind(&found.province_code)
+            .bind(&cell_key)
+            .bind(diff[0])
+            .bind(diff[1])
+            .bind(diff[2])
+            .bind(diff[3])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 }

@@ -7,6 +7,9 @@ pub const SCHEMA: &str = "marketplace";
 /// Fully qualified gRPC service name, as reported by gRPC health.
 pub const GRPC_SERVICE: &str = "agriportal.marketplace.v1.MarketplaceIngest";
 
+/// Fully qualified name of the audit service (recomputed rollups, for reconciliation).
+pub const AUDIT_GRPC_SERVICE: &str = "agriportal.marketplace.v1.MarketplaceAudit";
+
 /// Subject of the event a sales batch emits.
 pub const SALES_SUBJECT: &str = "marketplace.sales_recorded";
 /// Subject of the event an onboarding batch emits.

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use agriportal_platform::reference::{Reference, PLAN_START};
-use agriportal_platform::Result;
+use agriportal_platform::reference::{Partner, Reference, PLAN_START};
+use agriportal_platform::{Error, Result};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as pb;
 use prost::Message;
@@ -115,6 +115,31 @@ pub fn check_envelope(
 }
 
 /// Today in Vietnam (UTC+7): partners date records by local days, and a sale made this
+
+/// Checks a rollup request: a known partner, a kind, and an empty or known province code.
+/// Returns them, the province as `None` when the request asks for digests.
+pub fn check_rollup_request(
+    request: &pb::GetRollupCellsRequest,
+) -> Result<(Partner, pb::RollupKind, Option<&str>)> {
+    let partner = Partner::from_proto(request.partner)
+        .ok_or_else(|| Error::invalid("partner must be postmart or voso"))?;
+    let kind = match pb::RollupKind::try_from(request.kind) {
+        Ok(kind @ (pb::RollupKind::Sales | pb::RollupKind::Households)) => kind,
+        _ => return Err(Error::invalid("kind must be ROLLUP_KIND_SALES or ROLLUP_KIND_HOUSEHOLDS")),
+    };
+    let province = match request.province_code.as_str() {
+        "" => None,
+        code if Reference::get().province(code).is_some() => Some(code),
+        code => {
+            return Err(Error::invalid(format!(
+                "province_code `{}` is not one of the 34 provinces' 2025 codes",
+                code.chars().take(16).collect::<String>()
+            )))
+        }
+    };
+    Ok((partner, kind, province))
+}
+
 /// morning in Hà Nội is still "yesterday" in UTC.
 pub fn today_in_vietnam() -> Date {
     let offset = UtcOffset::from_hms(7, 0, 0).unwrap_or(UtcOffset::UTC);

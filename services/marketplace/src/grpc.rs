@@ -9,6 +9,8 @@ use agriportal_platform::limits::{rate_limited, RateLimiter};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::Result;
 use agriportal_proto::marketplace::v1 as pb;
+use agriportal_platform::reconcile;
+use agriportal_proto::marketplace::v1::marketplace_audit_server::MarketplaceAudit;
 use agriportal_proto::marketplace::v1::marketplace_ingest_server::MarketplaceIngest;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -180,5 +182,49 @@ impl MarketplaceIngest for GrpcAdapter {
             Some(result) => Ok(Response::new(result)),
             None => Err(error::batch_not_found(batch_id).into()),
         }
+    }
+}
+
+/// Implements `agriportal.marketplace.v1.MarketplaceAudit` over a store: admin tokens only.
+pub struct AuditAdapter {
+    store: Arc<dyn MarketplaceStore>,
+    auth: Arc<Authenticator>,
+}
+
+impl AuditAdapter {
+    /// An adapter over `store`, authenticating with `auth`.
+    pub fn new(store: Arc<dyn MarketplaceStore>, auth: Arc<Authenticator>) -> Self {
+        AuditAdapter { store, auth }
+    }
+
+    async fn get_rollup_cells(
+        &self,
+        request: pb::GetRollupCellsRequest,
+    ) -> Result<pb::GetRollupCellsResponse> {
+        let (partner, kind, province) = domain::check_rollup_request(&request)?;
+        let held = self.store.rollup_cells(partner, kind, province).await?;
+        let mut response = pb::GetRollupCellsResponse {
+            unsent_events: held.unsent_events,
+            ..Default::default()
+        };
+        if province.is_some() {
+            response.cells = held.cells;
+        } else {
+            response.provinces = reconcile::province_digests(&held.cells);
+        }
+        Ok(response)
+    }
+}
+
+#[tonic::async_trait]
+impl MarketplaceAudit for AuditAdapter {
+    async fn get_rollup_cells(
+        &self,
+        request: Request<pb::GetRollupCellsRequest>,
+    ) -> Result<Response<pb::GetRollupCellsResponse>, Status> {
+        self.auth.require_admin(request.metadata()).await?;
+        Ok(Response::new(
+            self.get_rollup_cells(request.into_inner()).await?,
+        ))
     }
 }

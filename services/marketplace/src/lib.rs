@@ -19,11 +19,12 @@ use agriportal_platform::limits::{ConcurrencyLimitLayer, RateLimiter};
 use agriportal_platform::outbox::spawn_relay;
 use agriportal_platform::storage::Database;
 use agriportal_platform::{grpc as platform_grpc, http as platform_http, Context};
+use agriportal_proto::marketplace::v1::marketplace_audit_server::MarketplaceAuditServer;
 use agriportal_proto::marketplace::v1::marketplace_ingest_server::MarketplaceIngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-pub use config::{Limits, GRPC_SERVICE};
+pub use config::{Limits, AUDIT_GRPC_SERVICE, GRPC_SERVICE};
 pub use store::{MarketplaceStore, SqlStore};
 
 /// A started marketplace service: its store is open and its outbox relay runs.
@@ -63,7 +64,16 @@ impl Marketplace {
             .max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES)
     }
 
-    /// The store (reconciliation and tests read it).
+    /// The audit service (rollups recomputed from the records, for the gateway's
+    /// reconciliation), to mount beside [`Marketplace::grpc_service`].
+    pub fn audit_service(&self) -> MarketplaceAuditServer<grpc::AuditAdapter> {
+        MarketplaceAuditServer::new(grpc::AuditAdapter::new(
+            self.store.clone(),
+            self.ctx.auth.clone(),
+        ))
+    }
+
+    /// The store (tests read it).
     pub fn store(&self) -> Arc<SqlStore> {
         self.store.clone()
     }
@@ -77,14 +87,15 @@ impl Marketplace {
     /// until the context's shutdown fires.
     pub async fn run(self, grpc: TcpListener, http: TcpListener) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
-        let routes = tonic::service::Routes::new(self.grpc_service());
+        let routes =
+            tonic::service::Routes::new(self.grpc_service()).add_service(self.audit_service());
         let admin = admin_router(Readiness::new(vec![self.database()]));
         let drain = ctx.config.drain();
         tokio::try_join!(
             platform_grpc::serve_with(
                 grpc,
                 routes,
-                &[GRPC_SERVICE],
+                &[GRPC_SERVICE, AUDIT_GRPC_SERVICE],
                 ctx.shutdown.clone(),
                 drain,
                 ConcurrencyLimitLayer::from_config(&ctx.config),

@@ -68,6 +68,24 @@ pub trait MarketplaceStore: Send + Sync + 'static {
     async fn get_batch(&self, partner: Partner, batch_id: &str) -> Result<Option<pb::PushResult>>;
     /// Totals of what is held for `partner`.
     async fn held_totals(&self, partner: Partner) -> Result<HeldTotals>;
+    /// `partner`'s records of `kind` folded into the gateway's rollup cells (all provinces, or
+    /// one), then the outbox backlog, read in that order: a zero backlog means every event
+    /// behind the cells had been published.
+    async fn rollup_cells(
+        &self,
+        partner: Partner,
+        kind: pb::RollupKind,
+        province: Option<&str>,
+    ) -> Result<RollupCells>;
+}
+
+/// Cells recomputed from the records, with the outbox backlog read after them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RollupCells {
+    /// Non-empty cells.
+    pub cells: Vec<pb::RollupCell>,
+    /// Events committed but not yet published.
+    pub unsent_events: i64,
 }
 
 /// How one kind of record is stored and announced.
@@ -409,6 +427,59 @@ impl MarketplaceStore for SqlStore {
                 orders: sales.try_get("orders")?,
                 households,
             })
+        })
+    }
+
+    async fn rollup_cells(
+        &self,
+        partner: Partner,
+        kind: pb::RollupKind,
+        province: Option<&str>,
+    ) -> Result<RollupCells> {
+        // The same folding as the gateway's: sales by (sale day, province, category) with
+        // grams, đồng, orders and lines; households by (registration day, province, status).
+        let sql = match kind {
+            pb::RollupKind::Sales => {
+                "SELECT sale_date AS day, province_code, category, CAST(0 AS BIGINT) AS status, \
+                 CAST(SUM(quantity_grams) AS BIGINT) AS grams, CAST(SUM(value_vnd) AS BIGINT) AS value_vnd, \
+                 CAST(SUM(orders) AS BIGINT) AS orders, COUNT(*) AS n FROM sales_records \
+                 WHERE partner = $1 AND ($2 = '' OR province_code = $2) GROUP BY sale_date, province_code, category"
+            }
+            pb::RollupKind::Households => {
+                "SELECT registered_on AS day, province_code, '' AS category, status, CAST(0 AS BIGINT) AS grams, \
+                 CAST(0 AS BIGINT) AS value_vnd, CAST(0 AS BIGINT) AS orders, COUNT(*) AS n FROM households \
+                 WHERE partner = $1 AND ($2 = '' OR province_code = $2) GROUP BY registered_on, province_code, status"
+            }
+            pb::RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
+        };
+        with_db!(&self.db.pool, pool => {
+            let rows = sqlx::query(sql)
+                .bind(partner.code())
+                .bind(province.unwrap_or_default())
+                .fetch_all(pool)
+                .await?;
+            let mut cells = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let status: i64 = r.try_get("status")?;
+                let cell = pb::RollupCell {
+                    day: r.try_get("day")?,
+                    province_code: r.try_get("province_code")?,
+                    category: r.try_get("category")?,
+                    status: i32::try_from(status).map_err(Error::internal)?,
+                    quantity_grams: r.try_get("grams")?,
+                    value_vnd: r.try_get("value_vnd")?,
+                    orders: r.try_get("orders")?,
+                    count: r.try_get("n")?,
+                };
+                if !agriportal_platform::reconcile::is_empty(&cell) {
+                    cells.push(cell);
+                }
+            }
+            let unsent_events: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
+                    .fetch_one(pool)
+                    .await?;
+            Ok(RollupCells { cells, unsent_events })
         })
     }
 }

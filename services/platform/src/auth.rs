@@ -187,6 +187,20 @@ impl Authenticator {
         })
     }
 
+    /// Authenticates a gRPC request and requires an admin token (the central working group,
+    /// or a service acting for it, such as the gateway's reconciliation).
+    pub async fn require_admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Claims> {
+        let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        let claims = self.authenticate(header).await?;
+        if claims.role != Role::Admin {
+            return Err(Error::new(
+                ErrorCode::PermissionDenied,
+                "this rpc is for the central working group; the token is not an admin's",
+            ));
+        }
+        Ok(claims)
+    }
+
     /// Revokes a token id (idempotent).
     pub async fn revoke(&self, id: &str) -> Result<()> {
         let Some(db) = &self.store else {

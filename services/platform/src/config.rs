@@ -147,7 +147,28 @@ pub struct Config {
         global = true
     )]
     pub max_concurrent_requests: u32,
+
+    /// The marketplace service's gRPC address (`http://host:port`), which the gateway asks for
+    /// figures recomputed from the records when it reconciles its rollups. `up` uses its own
+    /// gRPC listener; `serve --target gateway` without it does not reconcile (and says so).
+    #[arg(long, env = "AGRIPORTAL_MARKETPLACE_URL", global = true)]
+    pub marketplace_url: Option<String>,
+
+    /// Seconds between two reconciliation rounds of the gateway; `0` turns reconciliation
+    /// off. A gap is repaired only when two consecutive rounds see it unchanged, so keep this
+    /// well above the bus's redelivery time (30 s).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS",
+        default_value_t = DEFAULT_RECONCILE_INTERVAL_SECONDS,
+        global = true
+    )]
+    pub reconcile_interval_seconds: u64,
 }
+
+/// Default of `--reconcile-interval-seconds`: five minutes, so a lost event is repaired
+/// within about ten minutes, at the cost of one grouped scan of the records per round.
+pub const DEFAULT_RECONCILE_INTERVAL_SECONDS: u64 = 300;
 
 /// Default of `--partner-records-per-second`: well above what a partner sends in normal
 /// operation and what `up --demo` backfills, so only a runaway client meets it.
@@ -190,6 +211,8 @@ impl Config {
             partner_records_per_second: DEFAULT_PARTNER_RECORDS_PER_SECOND,
             partner_burst_records: DEFAULT_PARTNER_BURST_RECORDS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            marketplace_url: None,
+            reconcile_interval_seconds: DEFAULT_RECONCILE_INTERVAL_SECONDS,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod reconcile;
 pub mod reference;
 pub mod storage;
 pub mod telemetry;
