@@ -305,4 +305,44 @@ fn main() {
     ] {
         write(&dir, "bearer_token", name, claims.as_bytes());
     }
+
+    // rollup_cells: first byte even → a request, odd → an answer.
+    let with_mode = |mode: u8, bytes: Vec<u8>| {
+        let mut out = vec![mode];
+        out.extend(bytes);
+        out
+    };
+    for (name, partner, kind, province) in [
+        ("request-digests", 1, 1, ""),
+        ("request-province", 2, 2, "79"),
+        ("request-bad", 7, 9, "74"),
+    ] {
+        let request = pb::GetRollupCellsRequest {
+            partner,
+            kind,
+            province_code: province.into(),
+        };
+        write(&dir, "rollup_cells", name, &with_mode(0, request.encode_to_vec()));
+    }
+    let cell = |day: &str, province: &str, grams: i64| pb::RollupCell {
+        day: day.into(),
+        province_code: province.into(),
+        category: "fruit".into(),
+        status: 0,
+        quantity_grams: grams,
+        value_vnd: grams.saturating_mul(30),
+        orders: 2,
+        count: 1,
+    };
+    let answer = pb::GetRollupCellsResponse {
+        unsent_events: 0,
+        provinces: Vec::new(),
+        cells: vec![
+            cell("2024-05-01", "79", 250_000),
+            cell("2024-05-02", "79", -5),
+            cell("2024-05-01", "01", i64::MAX),
+            cell("2024-05-03", "01", 0),
+        ],
+    };
+    write(&dir, "rollup_cells", "answer", &with_mode(1, answer.encode_to_vec()));
 }

@@ -144,11 +144,22 @@ impl Cluster {
             &["serve", "--target", "marketplace"],
             env(&service_database_url),
         );
+        // Reconciliation runs every 2 s against the marketplace process: under kills and
+        // outages it must never "repair" an event that is only late, or totals would drift.
+        let mut gateway_env = env(&service_database_url);
+        gateway_env.push((
+            "AGRIPORTAL_MARKETPLACE_URL".to_string(),
+            format!("http://{}", marketplace.grpc_addr()),
+        ));
+        gateway_env.push((
+            "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS".to_string(),
+            "2".to_string(),
+        ));
         let mut gateway = Service::new(
             "gateway",
             dir.path(),
             &["serve", "--target", "gateway"],
-            env(&service_database_url),
+            gateway_env,
         );
         marketplace.start()?;
         gateway.start()?;
@@ -217,6 +228,48 @@ impl Cluster {
     /// Events the gateway applied (inbox rows).
     pub async fn inbox(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM gateway.inbox")
+            .fetch_one(&self.pg)
+            .await?)
+    }
+
+    /// Waits until the running gateway has compared its rollups with the marketplace's records
+    /// in `rounds` reconciliation rounds (enough for a difference to be confirmed and
+    /// repaired), then returns how many cells reconciliation repaired in this test.
+    pub async fn reconciled(&self, rounds: i64, limit: Duration) -> anyhow::Result<(i64, i64)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let url = format!("{}/metrics", self.gateway.http_base());
+        loop {
+            let compared = match reqwest::get(&url).await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with(
+                            "agriportal_gateway_reconcile_rounds_total{outcome=\"compared\"}",
+                        )
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+                    .sum(),
+                Err(_) => 0,
+            };
+            if compared >= rounds {
+                return Ok((compared, self.repairs().await?));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the gateway compared only {compared} reconciliation rounds in {limit:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Cells the gateway's reconciliation repaired. Every event reaches the gateway in these
+    /// scenarios, so any repair would be a false one (an event taken for lost while late).
+    pub async fn repairs(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM gateway.repairs")
             .fetch_one(&self.pg)
             .await?)
     }
@@ -316,6 +369,26 @@ pub async fn stream_messages(url: &str, stream: &str) -> anyhow::Result<u64> {
     tokio::time::timeout(Duration::from_secs(10), work)
         .await
         .context("stream info: timed out")?
+}
+
+/// Deletes the stream's newest `n` messages, as a power loss takes the tail that JetStream
+/// had acknowledged but not yet written to disk. Returns their sequence numbers.
+pub async fn lose_tail(url: &str, stream: &str, n: u64) -> anyhow::Result<Vec<u64>> {
+    let js = jetstream(url).await?;
+    let work = async {
+        let stream = js.get_stream(stream).await?;
+        let last = stream.cached_info().state.last_sequence;
+        let mut lost = Vec::new();
+        for seq in (last.saturating_sub(n) + 1)..=last {
+            if stream.delete_message(seq).await? {
+                lost.push(seq);
+            }
+        }
+        anyhow::Ok(lost)
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .context("deleting messages: timed out")?
 }
 
 /// The gateway consumer's (pending, unacknowledged) messages.

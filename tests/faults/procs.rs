@@ -159,6 +159,8 @@ impl Service {
             "AGRIPORTAL_BUS_PREFIX",
             "AGRIPORTAL_GRPC_ADDR",
             "AGRIPORTAL_HTTP_ADDR",
+            "AGRIPORTAL_MARKETPLACE_URL",
+            "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
         ] {
             command.env_remove(var);

@@ -77,6 +77,7 @@ enum Rpc {
     PushSales,
     PushOnboarding,
     GetBatch,
+    GetRollupCells,
     GetNationalSummary,
     ListProvinces,
     GetProvince,
@@ -97,14 +98,26 @@ const INGEST: [Outcome; 8] = [
     UNAUTHENTICATED, // expired
     UNAUTHENTICATED, // signed with another key
 ];
+/// Audit (the gateway's reconciliation, operators): admin only.
+const ADMIN_ONLY: [Outcome; 8] = [
+    UNAUTHENTICATED, // nobody
+    DENIED,          // postmart
+    DENIED,          // voso
+    DENIED,          // province officer
+    OK,              // admin
+    UNAUTHENTICATED, // revoked
+    UNAUTHENTICATED, // expired
+    UNAUTHENTICATED, // signed with another key
+];
 /// Public: whoever calls, with whatever credential (it is not looked at).
 const PUBLIC: [Outcome; 8] = [OK; 8];
 
 /// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote.
-const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 9] = [
+const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 10] = [
     (Rpc::PushSales, INGEST),
     (Rpc::PushOnboarding, INGEST),
     (Rpc::GetBatch, INGEST),
+    (Rpc::GetRollupCells, ADMIN_ONLY),
     (Rpc::GetNationalSummary, PUBLIC),
     (Rpc::ListProvinces, PUBLIC),
     (Rpc::GetProvince, PUBLIC),
@@ -237,6 +250,22 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
                 .into_inner();
             assert_eq!(result.batch_id, format!("authz-sales-{who}"));
         }
+        Rpc::GetRollupCells => {
+            let mut audit = pb::marketplace_audit_client::MarketplaceAuditClient::with_interceptor(
+                channel(app).await,
+                bearer.clone(),
+            );
+            let cells = audit
+                .get_rollup_cells(pb::GetRollupCellsRequest {
+                    partner: agriportal_platform::reference::Partner::Postmart.to_proto() as i32,
+                    kind: pb::RollupKind::Sales as i32,
+                    province_code: String::new(),
+                })
+                .await?
+                .into_inner();
+            // Postmart's one line, pushed by the first row.
+            assert_eq!(cells.provinces.len(), 1, "{who}: {cells:?}");
+        }
         Rpc::GetNationalSummary => {
             let summary = dashboard
                 .get_national_summary(gpb::GetNationalSummaryRequest {})
@@ -301,6 +330,7 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
             let text = String::from_utf8_lossy(&answer);
             for service in [
                 "agriportal.marketplace.v1.MarketplaceIngest",
+                "agriportal.marketplace.v1.MarketplaceAudit",
                 "agriportal.gateway.v1.Dashboard",
                 "grpc.health.v1.Health",
             ] {
@@ -335,7 +365,12 @@ async fn matrix(mode: Mode) {
                         assert!(named, "{rpc:?} as {who}: {why}");
                     }
                     if status.code() == Code::PermissionDenied {
-                        assert!(status.message().contains("partner"), "{status:?}");
+                        let role = if matches!(rpc, Rpc::GetRollupCells) {
+                            "admin"
+                        } else {
+                            "partner"
+                        };
+                        assert!(status.message().contains(role), "{status:?}");
                     }
                     Outcome::Refused(status.code())
                 }

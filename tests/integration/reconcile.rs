@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agriportal_platform::auth::Role;
-use agriportal_platform::bus::{Bus, BusError, BusKind, Consumer, ConsumerSpec, Message, PublishAck};
+use agriportal_platform::bus::{
+    Bus, BusError, BusKind, Consumer, ConsumerSpec, Message, PublishAck,
+};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
 use agriportal_proto::common::v1::HouseholdStatus;
@@ -91,7 +93,11 @@ impl Ledger {
             }
             let b = &n["sales"]["by_partner"][p];
             ok &= b["grams"] == t[0] && b["value_vnd"] == t[1] && b["orders"] == t[2];
-            let h = self.households.keys().filter(|(partner, _)| partner == p).count();
+            let h = self
+                .households
+                .keys()
+                .filter(|(partner, _)| partner == p)
+                .count();
             ok &= n["households"]["by_partner"][p] == h as i64;
         }
         let active = self
@@ -119,7 +125,9 @@ async fn metric(app: &TestApp, name: &str) -> i64 {
 /// Repairs recorded in this system's own gateway store (the metrics registry is shared by
 /// every test in the process, the store is not).
 async fn repairs(app: &TestApp) -> i64 {
-    let db = Database::connect(&app.config, "gateway").await.expect("gateway db");
+    let db = Database::connect(&app.config, "gateway")
+        .await
+        .expect("gateway db");
     let n: i64 = agriportal_platform::with_db!(&db.pool, pool => {
         sqlx::query_scalar("SELECT COUNT(*) FROM repairs").fetch_one(pool).await.expect("count")
     });
@@ -133,7 +141,9 @@ async fn assert_cells_agree(app: &TestApp) {
     let mut audit = MarketplaceAuditClient::connect(format!("http://{}", app.grpc))
         .await
         .expect("connect");
-    let db = Database::connect(&app.config, "gateway").await.expect("gateway db");
+    let db = Database::connect(&app.config, "gateway")
+        .await
+        .expect("gateway db");
     let store = agriportal_gateway::SqlStore::open(db).await.expect("store");
     use agriportal_gateway::GatewayStore;
     for partner in Partner::ALL {
@@ -143,11 +153,19 @@ async fn assert_cells_agree(app: &TestApp) {
                 kind: kind as i32,
                 province_code: String::new(),
             });
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().expect("meta"));
-            let theirs = audit.get_rollup_cells(request).await.expect("audit").into_inner();
-            let ours = store.rollup_cells(partner, kind, None).await.expect("cells");
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("meta"),
+            );
+            let theirs = audit
+                .get_rollup_cells(request)
+                .await
+                .expect("audit")
+                .into_inner();
+            let ours = store
+                .rollup_cells(partner, kind, None)
+                .await
+                .expect("cells");
             assert_eq!(
                 theirs.provinces,
                 agriportal_platform::reconcile::province_digests(&ours),
@@ -180,9 +198,15 @@ async fn lost_events_are_repaired(mode: Mode) {
     let mut voso = app.partner("voso").await;
     let mut postmart = app.partner("postmart").await;
     let batches = [
-        vec![sale("a1", "2022-03-01", "01", 1_000), sale("a2", "2022-03-01", "79", 2_000)],
+        vec![
+            sale("a1", "2022-03-01", "01", 1_000),
+            sale("a2", "2022-03-01", "79", 2_000),
+        ],
         // Lost: two lines, one of them corrected later.
-        vec![sale("b1", "2022-03-02", "01", 5_000), sale("b2", "2022-03-05", "48", 7_000)],
+        vec![
+            sale("b1", "2022-03-02", "01", 5_000),
+            sale("b2", "2022-03-05", "48", 7_000),
+        ],
     ];
     for (i, records) in batches.iter().enumerate() {
         let r = voso
@@ -220,7 +244,10 @@ async fn lost_events_are_repaired(mode: Mode) {
     }
     // Delivered: a correction of a lost line (its "previous" figures were never added) moved
     // to another day and province, and a new line.
-    let fix = vec![sale("b1", "2022-03-03", "79", 4_000), sale("c1", "2022-03-02", "01", 9)];
+    let fix = vec![
+        sale("b1", "2022-03-03", "79", 4_000),
+        sale("c1", "2022-03-02", "01", 9),
+    ];
     voso.push_sales(pb::PushSalesRequest {
         batch_id: "fix".into(),
         records: fix.clone(),
@@ -257,7 +284,14 @@ async fn lost_events_are_repaired(mode: Mode) {
     // "repaired", so nothing is counted twice and no further repair is reported.
     for i in 0..30 {
         let records: Vec<pb::SalesRecord> = (0..20)
-            .map(|j| sale(&format!("d{i}-{j}"), "2022-04-01", if j % 2 == 0 { "01" } else { "31" }, 100 + j))
+            .map(|j| {
+                sale(
+                    &format!("d{i}-{j}"),
+                    "2022-04-01",
+                    if j % 2 == 0 { "01" } else { "31" },
+                    100 + j,
+                )
+            })
             .collect();
         voso.push_sales(pb::PushSalesRequest {
             batch_id: format!("d{i}"),
@@ -276,13 +310,23 @@ async fn lost_events_are_repaired(mode: Mode) {
     app.wait_national(|n| ledger.matches(n)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, national) = app.get("/api/v1/national").await;
-    assert!(ledger.matches(&national), "totals moved after settling: {national:#}");
+    assert!(
+        ledger.matches(&national),
+        "totals moved after settling: {national:#}"
+    );
     assert_eq!(
         repairs(&app).await,
         repaired,
         "a round repaired cells that were not gaps"
     );
-    assert!(metric(&app, "agriportal_gateway_reconcile_rounds_total{outcome=\"compared\"").await >= 3);
+    assert!(
+        metric(
+            &app,
+            "agriportal_gateway_reconcile_rounds_total{outcome=\"compared\""
+        )
+        .await
+            >= 3
+    );
     assert_cells_agree(&app).await;
 }
 
@@ -311,9 +355,10 @@ async fn the_audit_rpc_is_for_admins_and_checks_its_request() {
             province_code: province.into(),
         });
         if let Some(t) = token {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {t}").parse().expect("meta"));
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("meta"),
+            );
         }
         request
     };
@@ -324,12 +369,54 @@ async fn the_audit_rpc_is_for_admins_and_checks_its_request() {
     let voso = Partner::Voso.to_proto() as i32;
     let sales = pb::RollupKind::Sales as i32;
     let cases = [
-        (None, voso, sales, "", Code::Unauthenticated, "authorization"),
-        (Some(partner), voso, sales, "", Code::PermissionDenied, "admin"),
-        (Some(admin.clone()), 0, sales, "", Code::InvalidArgument, "partner"),
-        (Some(admin.clone()), voso, 0, "", Code::InvalidArgument, "kind"),
-        (Some(admin.clone()), voso, 9, "", Code::InvalidArgument, "kind"),
-        (Some(admin.clone()), voso, sales, "99", Code::InvalidArgument, "province_code"),
+        (
+            None,
+            voso,
+            sales,
+            "",
+            Code::Unauthenticated,
+            "authorization",
+        ),
+        (
+            Some(partner),
+            voso,
+            sales,
+            "",
+            Code::PermissionDenied,
+            "admin",
+        ),
+        (
+            Some(admin.clone()),
+            0,
+            sales,
+            "",
+            Code::InvalidArgument,
+            "partner",
+        ),
+        (
+            Some(admin.clone()),
+            voso,
+            0,
+            "",
+            Code::InvalidArgument,
+            "kind",
+        ),
+        (
+            Some(admin.clone()),
+            voso,
+            9,
+            "",
+            Code::InvalidArgument,
+            "kind",
+        ),
+        (
+            Some(admin.clone()),
+            voso,
+            sales,
+            "99",
+            Code::InvalidArgument,
+            "province_code",
+        ),
     ];
     for (token, p, k, province, code, names) in cases {
         let err = audit

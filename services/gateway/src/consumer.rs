@@ -22,8 +22,9 @@ use crate::domain::Deltas;
 use crate::store::{GatewayStore, PendingEvent};
 
 /// What reconciliation must know of the consumer before it trusts a difference between the
-/// rollups and the records: that the consumer recently found nothing left to apply, and that
-/// neither fetching nor applying is failing (events stuck in the stream are not lost).
+/// rollups and the records: that the consumer recently found nothing left to apply and the
+/// durable nothing delivered and unacked, and that neither fetching nor applying is failing
+/// (events stuck in the stream, or held by a crashed replica, are late, not lost).
 #[derive(Debug, Default)]
 pub struct ConsumerHealth {
     drained_at_ms: AtomicI64,
@@ -99,7 +100,16 @@ pub fn spawn(
                 };
                 backoff = Duration::from_millis(100);
                 if deliveries.is_empty() {
-                    health.drained();
+                    // Nothing to fetch is not yet nothing in flight: a delivery another
+                    // replica (or a killed process) holds unacked comes back after ack_wait.
+                    match consumer.backlog().await {
+                        Ok(0) => health.drained(),
+                        Ok(_) => {}
+                        Err(err) => {
+                            health.set_failing(true);
+                            tracing::debug!(error = %err, "cannot read the consumer's backlog");
+                        }
+                    }
                     continue;
                 }
                 // Retried until it commits: the deliveries stay unacked meanwhile, and the

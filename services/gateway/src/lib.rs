@@ -86,8 +86,14 @@ impl Gateway {
         source: Arc<dyn reconcile::CellSource>,
         interval: std::time::Duration,
     ) {
-        let reconciler = reconcile::Reconciler::new(self.store.clone(), source, self.health.clone());
-        reconcile::spawn(reconciler, interval, self.ctx.shutdown.clone(), &self.ctx.tasks);
+        let reconciler =
+            reconcile::Reconciler::new(self.store.clone(), source, self.health.clone());
+        reconcile::spawn(
+            reconciler,
+            interval,
+            self.ctx.shutdown.clone(),
+            &self.ctx.tasks,
+        );
     }
 
     /// The shared queries.

@@ -179,7 +179,10 @@ impl Reconciler {
                     if wanted.unsent_events > 0 {
                         return Ok(self.defer(report, "the marketplace's outbox is not empty"));
                     }
-                    let found = self.store.rollup_cells(partner, kind, Some(province)).await?;
+                    let found = self
+                        .store
+                        .rollup_cells(partner, kind, Some(province))
+                        .await?;
                     report.compared_cells += wanted.cells.len().max(found.len());
                     for (id, gap) in differences(partner, kind, found, wanted.cells) {
                         gaps.insert(id, gap);
@@ -282,7 +285,13 @@ fn differences(
     }
     for (id, ours) in found {
         let wanted = zero(&ours);
-        out.push((id, Gap { found: ours, wanted }));
+        out.push((
+            id,
+            Gap {
+                found: ours,
+                wanted,
+            },
+        ));
     }
     out
 }
@@ -307,7 +316,11 @@ fn log_repair(partner: Partner, kind: RollupKind, gap: &Gap) {
         &format!(
             "partner=\"{}\",kind=\"{}\"",
             partner.code(),
-            if kind == RollupKind::Sales { "sales" } else { "households" }
+            if kind == RollupKind::Sales {
+                "sales"
+            } else {
+                "households"
+            }
         ),
         "Rollup cells repaired by reconciliation (each one a gap, such as a lost event)",
         1,

@@ -372,7 +372,11 @@ impl GatewayStore for SqlStore {
             }
             RollupKind::Households => {
                 totals.household_totals.insert(
-                    (found.province_code.clone(), partner.code(), i64::from(found.status)),
+                    (
+                        found.province_code.clone(),
+                        partner.code(),
+                        i64::from(found.status),
+                    ),
                     diff[3],
                 );
                 (
@@ -383,7 +387,9 @@ impl GatewayStore for SqlStore {
                     found.status.to_string(),
                 )
             }
-            RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
+            RollupKind::Unspecified => {
+                return Err(Error::invalid("kind must be sales or households"))
+            }
         };
         let _guard = self.db.write_guard().await;
         with_db!(&self.db.pool, pool => {

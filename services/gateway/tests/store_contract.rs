@@ -234,6 +234,196 @@ async fn concurrent_apply(store: Arc<SqlStore>) {
     assert_eq!(grams(store.as_ref()).await, 400);
 }
 
+/// Cells in the marketplace's shape, and repairs: a compare-and-set on the daily cell that
+/// moves the province total by the same difference, and steps back when the cell changed.
+async fn cells_and_repairs(store: SqlStore) {
+    use mpb::RollupKind::{Households, Sales};
+    store
+        .apply(&[
+            sales_event(
+                "s1",
+                Partner::Voso,
+                1,
+                vec![(None, figures("2022-05-01", "79", 100))],
+            ),
+            sales_event(
+                "s2",
+                Partner::Voso,
+                2,
+                vec![(None, figures("2022-05-02", "01", 7))],
+            ),
+            // A cell emptied by a correction: kept as a zero row, never reported.
+            sales_event(
+                "s3",
+                Partner::Voso,
+                3,
+                vec![(None, figures("2022-05-03", "01", 5))],
+            ),
+            sales_event(
+                "s4",
+                Partner::Voso,
+                4,
+                vec![(
+                    Some(figures("2022-05-03", "01", 5)),
+                    figures("2022-05-02", "01", 5),
+                )],
+            ),
+            household_event("h1", None, ("79", HouseholdStatus::Active)),
+        ])
+        .await
+        .unwrap();
+    let mut cells = store
+        .rollup_cells(Partner::Voso, Sales, None)
+        .await
+        .unwrap();
+    cells.sort_by(|a, b| a.day.cmp(&b.day));
+    let shape: Vec<(String, String, String, [i64; 4])> = cells
+        .iter()
+        .map(|c| {
+            (
+                c.day.clone(),
+                c.province_code.clone(),
+                c.category.clone(),
+                [c.quantity_grams, c.value_vnd, c.orders, c.count],
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (
+                "2022-05-01".into(),
+                "79".into(),
+                "fruit".into(),
+                [100, 300, 2, 1]
+            ),
+            (
+                "2022-05-02".into(),
+                "01".into(),
+                "fruit".into(),
+                [12, 36, 4, 2]
+            ),
+        ]
+    );
+    assert_eq!(
+        store
+            .rollup_cells(Partner::Voso, Sales, Some("79"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .rollup_cells(Partner::Postmart, Sales, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let hh = store
+        .rollup_cells(Partner::Postmart, Households, None)
+        .await
+        .unwrap();
+    assert_eq!(hh.len(), 1);
+    assert_eq!(
+        (hh[0].status, hh[0].count, hh[0].category.as_str()),
+        (HouseholdStatus::Active as i32, 1, "")
+    );
+
+    // Repair an existing cell: 79 / 2022-05-01 should hold 150 g.
+    let found = cells[0].clone();
+    let mut wanted = found.clone();
+    wanted.quantity_grams = 150;
+    wanted.value_vnd = 450;
+    wanted.count = 2;
+    assert!(store
+        .repair(Partner::Voso, Sales, &found, &wanted)
+        .await
+        .unwrap());
+    assert_eq!(grams(&store).await, 162);
+    // The same repair again finds the cell changed and writes nothing.
+    assert!(!store
+        .repair(Partner::Voso, Sales, &found, &wanted)
+        .await
+        .unwrap());
+    assert_eq!(grams(&store).await, 162);
+    // A cell the gateway never saw (absent, seen as zeros) is inserted, and the zero row
+    // left by the correction can be filled too.
+    for day in ["2022-06-01", "2022-05-03"] {
+        let absent = mpb::RollupCell {
+            day: day.into(),
+            province_code: "01".into(),
+            category: "fruit".into(),
+            ..Default::default()
+        };
+        let missing = mpb::RollupCell {
+            quantity_grams: 8,
+            value_vnd: 24,
+            orders: 1,
+            count: 1,
+            ..absent.clone()
+        };
+        assert!(store
+            .repair(Partner::Voso, Sales, &absent, &missing)
+            .await
+            .unwrap());
+        assert!(!store
+            .repair(Partner::Voso, Sales, &absent, &missing)
+            .await
+            .unwrap());
+    }
+    assert_eq!(grams(&store).await, 178);
+    let totals = store.sales_totals().await.unwrap();
+    let hn = totals.iter().find(|t| t.province_code == "01").unwrap();
+    assert_eq!(hn.cell, [28, 84, 6, 4]);
+    // A household cell that should not be there is emptied, total included.
+    let gone = mpb::RollupCell {
+        count: 0,
+        ..hh[0].clone()
+    };
+    assert!(store
+        .repair(Partner::Postmart, Households, &hh[0], &gone)
+        .await
+        .unwrap());
+    assert!(store
+        .rollup_cells(Partner::Postmart, Households, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let households: i64 = store
+        .household_totals()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.households)
+        .sum();
+    assert_eq!(households, 0);
+    // Repairs never touch the inbox: a late event still applies once.
+    assert_eq!(
+        store
+            .apply(&[sales_event(
+                "s1",
+                Partner::Voso,
+                1,
+                vec![(None, figures("2022-05-01", "79", 100))]
+            )])
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn cells_and_repairs_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    cells_and_repairs(store).await;
+}
+
+#[tokio::test]
+async fn cells_and_repairs_on_postgres() {
+    if let Some(store) = postgres("gw_repairs").await {
+        cells_and_repairs(store).await;
+    }
+}
+
 #[tokio::test]
 async fn contract_on_sqlite() {
     let (store, _dir) = sqlite().await;

@@ -125,7 +125,11 @@ pub fn check_rollup_request(
         .ok_or_else(|| Error::invalid("partner must be postmart or voso"))?;
     let kind = match pb::RollupKind::try_from(request.kind) {
         Ok(kind @ (pb::RollupKind::Sales | pb::RollupKind::Households)) => kind,
-        _ => return Err(Error::invalid("kind must be ROLLUP_KIND_SALES or ROLLUP_KIND_HOUSEHOLDS")),
+        _ => {
+            return Err(Error::invalid(
+                "kind must be ROLLUP_KIND_SALES or ROLLUP_KIND_HOUSEHOLDS",
+            ))
+        }
     };
     let province = match request.province_code.as_str() {
         "" => None,

@@ -238,6 +238,134 @@ async fn concurrent_corrections(store: Arc<SqlStore>) {
     );
 }
 
+/// Records folded into rollup cells the way the gateway folds events, and the outbox backlog
+/// read after them.
+async fn rollup_cells(store: SqlStore) {
+    use pb::RollupKind::{Households, Sales};
+    let p = Partner::Voso;
+    let mut other_day = line("c", 5);
+    other_day.sale_date = "2023-01-03".into();
+    let mut other_province = line("d", 9);
+    other_province.province_code = "01".into();
+    store
+        .push_sales(
+            p,
+            batch(
+                "r1",
+                vec![line("a", 100), line("b", 200), other_day, other_province],
+            ),
+        )
+        .await
+        .unwrap();
+    // A correction moves `b` to Hà Nội: its old cell loses it.
+    let mut moved = line("b", 50);
+    moved.province_code = "01".into();
+    store.push_sales(p, batch("r2", vec![moved])).await.unwrap();
+    let got = store.rollup_cells(p, Sales, None).await.unwrap();
+    assert_eq!(got.unsent_events, 2, "nothing relays in this test");
+    let mut shape: Vec<(String, String, [i64; 4])> = got
+        .cells
+        .iter()
+        .map(|c| {
+            assert_eq!(c.category, "vegetables");
+            (
+                c.day.clone(),
+                c.province_code.clone(),
+                [c.quantity_grams, c.value_vnd, c.orders, c.count],
+            )
+        })
+        .collect();
+    shape.sort();
+    assert_eq!(
+        shape,
+        vec![
+            ("2023-01-02".into(), "01".into(), [59, 1180, 2, 2]),
+            ("2023-01-02".into(), "31".into(), [100, 2000, 1, 1]),
+            ("2023-01-03".into(), "31".into(), [5, 100, 1, 1]),
+        ]
+    );
+    assert_eq!(
+        store
+            .rollup_cells(p, Sales, Some("01"))
+            .await
+            .unwrap()
+            .cells
+            .len(),
+        1
+    );
+    assert!(store
+        .rollup_cells(Partner::Postmart, Sales, None)
+        .await
+        .unwrap()
+        .cells
+        .is_empty());
+    let request = pb::PushOnboardingRequest {
+        batch_id: "h1".into(),
+        records: vec![pb::OnboardingRecord {
+            household_ref: "h".into(),
+            province_code: "31".into(),
+            commune_code: String::new(),
+            registered_on: "2022-02-02".into(),
+            status: HouseholdStatus::Suspended as i32,
+            categories: vec!["vegetables".into()],
+        }],
+    };
+    store
+        .push_onboarding(
+            p,
+            Batch {
+                batch_id: "h1".into(),
+                content_hash: content_hash("onboarding", &request),
+                validated: validate_onboarding(&request.records, &Limits::default()),
+                request: request.encode_to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    let hh = store.rollup_cells(p, Households, None).await.unwrap();
+    assert_eq!(hh.cells.len(), 1);
+    let c = &hh.cells[0];
+    assert_eq!(
+        (
+            c.day.as_str(),
+            c.province_code.as_str(),
+            c.status,
+            c.count,
+            c.quantity_grams
+        ),
+        ("2022-02-02", "31", HouseholdStatus::Suspended as i32, 1, 0)
+    );
+    assert_eq!(hh.unsent_events, 3);
+    with_db!(&store.database().pool, pool => {
+        sqlx::query("UPDATE outbox SET sent_at_ms = 1").execute(pool).await.unwrap();
+    });
+    assert_eq!(
+        store
+            .rollup_cells(p, Households, None)
+            .await
+            .unwrap()
+            .unsent_events,
+        0
+    );
+    assert!(store
+        .rollup_cells(p, pb::RollupKind::Unspecified, None)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn rollup_cells_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    rollup_cells(store).await;
+}
+
+#[tokio::test]
+async fn rollup_cells_on_postgres() {
+    if let Some(store) = postgres("mp_rollup_cells").await {
+        rollup_cells(store).await;
+    }
+}
+
 #[tokio::test]
 async fn contract_on_sqlite() {
     let (store, _dir) = sqlite().await;

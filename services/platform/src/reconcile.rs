@@ -44,7 +44,9 @@ pub fn cell_hash(cell: &RollupCell) -> u64 {
 
 /// One digest per province over the non-empty `cells`, ordered by province code. The digest
 /// is a wrapping sum of the cells' hashes, so the order the cells come in does not matter.
-pub fn province_digests<'a>(cells: impl IntoIterator<Item = &'a RollupCell>) -> Vec<ProvinceDigest> {
+pub fn province_digests<'a>(
+    cells: impl IntoIterator<Item = &'a RollupCell>,
+) -> Vec<ProvinceDigest> {
     let mut by_province: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for cell in cells.into_iter().filter(|c| !is_empty(c)) {
         let entry = by_province.entry(cell.province_code.as_str()).or_default();
@@ -80,7 +82,11 @@ mod tests {
 
     #[test]
     fn digests_ignore_order_and_empty_cells_but_see_any_figure() {
-        let a = vec![cell("2026-01-01", "01", 5), cell("2026-01-02", "01", 7), cell("2026-01-01", "79", 1)];
+        let a = vec![
+            cell("2026-01-01", "01", 5),
+            cell("2026-01-02", "01", 7),
+            cell("2026-01-01", "79", 1),
+        ];
         let mut b = a.clone();
         b.reverse();
         b.push(RollupCell {
@@ -98,7 +104,10 @@ mod tests {
         let mut d = a.clone();
         d[0].quantity_grams = 7;
         d[1].quantity_grams = 5;
-        assert_ne!(province_digests(&a)[0].digest, province_digests(&d)[0].digest);
+        assert_ne!(
+            province_digests(&a)[0].digest,
+            province_digests(&d)[0].digest
+        );
     }
 
     #[test]

@@ -168,6 +168,45 @@ async fn unacked_is_redelivered_after_ack_wait(bus: Arc<dyn Bus>) {
     assert_quiet(&mut c).await;
 }
 
+async fn backlog_counts_what_is_not_acked(bus: Arc<dyn Bus>) {
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
+    assert_eq!(c.backlog().await.expect("backlog"), 0);
+    publish_all(
+        &bus,
+        [
+            message("orders.placed", "m1"),
+            message("orders.placed", "m2"),
+            message("stock.moved", "other"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        c.backlog().await.expect("backlog"),
+        2,
+        "pending, unwanted not counted"
+    );
+    let got = c.fetch(1, FETCH_WAIT).await.expect("fetch");
+    assert_eq!(ids(&got), ["m1"]);
+    // Delivered but not acked still counts: another replica may be about to redeliver it.
+    assert_eq!(c.backlog().await.expect("backlog"), 2);
+    got[0].ack().await.expect("ack");
+    let rest = collect(&mut c, 1).await;
+    assert_eq!(ids(&rest), ["m2"]);
+    let deadline = Instant::now() + FETCH_WAIT;
+    // JetStream applies acks asynchronously; the count settles at zero.
+    loop {
+        let left = c.backlog().await.expect("backlog");
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backlog stayed at {left}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn same_id_twice_is_a_duplicate(bus: Arc<dyn Bus>) {
     let mut c = bus
         .consumer(spec("d", &["orders.>"]))
@@ -478,6 +517,7 @@ contract!(
     publish_fetch_ack_then_nothing_redelivered,
     fetch_returns_as_soon_as_a_message_arrives,
     unacked_is_redelivered_after_ack_wait,
+    backlog_counts_what_is_not_acked,
     same_id_twice_is_a_duplicate,
     two_durables_each_get_every_message,
     handles_of_one_durable_share_the_work,

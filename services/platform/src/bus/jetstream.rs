@@ -283,6 +283,14 @@ impl Consumer for JetStreamConsumer {
             }
         }
     }
+
+    async fn backlog(&mut self) -> Result<u64, BusError> {
+        let info = timeout(REQUEST_TIMEOUT, self.consumer.info())
+            .await
+            .map_err(|_| BusError::Unavailable("consumer info: timed out".into()))?
+            .map_err(|e| BusError::Unavailable(format!("consumer info: {e}")))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
 }
 
 impl JetStreamConsumer {

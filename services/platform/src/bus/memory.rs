@@ -459,6 +459,20 @@ impl Consumer for InProcessConsumer {
             }
         }
     }
+
+    async fn backlog(&mut self) -> Result<u64, BusError> {
+        let state = self.inner.state.lock().await;
+        state.ensure_open()?;
+        let Some(d) = state.durables.get(&self.durable) else {
+            return Ok(0);
+        };
+        let waiting = state
+            .messages
+            .range(d.ack_floor.saturating_add(1)..)
+            .filter(|(seq, stored)| d.wants(&stored.message.subject) && !d.acked.contains(seq))
+            .count();
+        Ok(waiting as u64)
+    }
 }
 
 struct InProcessAcker {

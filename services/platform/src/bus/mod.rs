@@ -86,6 +86,9 @@ pub trait Consumer: Send + Sync {
     /// Waits up to `wait` for messages and returns at most `max` of them (possibly none).
     /// Delivered messages must be acked; unacked ones come back after `ack_wait`.
     async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError>;
+    /// Messages this durable still has to deliver, or delivered (to any of its handles, in
+    /// any process) and not yet acked. Zero means every stored message it wants is acked.
+    async fn backlog(&mut self) -> Result<u64, BusError>;
 }
 
 /// Acknowledges one delivery.
