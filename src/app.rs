@@ -127,7 +127,7 @@ async fn serve_all(
         .add_service(marketplace.audit_service())
         .add_service(gateway.grpc_service());
     let readiness = Readiness::new(vec![marketplace.database(), gateway.database()]);
-    let router = gateway.http_router().merge(admin_router(readiness));
+    let router = gateway.http_router().merge(admin_router(readiness.clone()));
     let drain = ctx.config.drain();
     let names = [
         agriportal_marketplace::GRPC_SERVICE,
@@ -139,6 +139,7 @@ async fn serve_all(
             grpc_listener,
             routes,
             &names,
+            readiness,
             ctx.shutdown.clone(),
             drain,
             ConcurrencyLimitLayer::from_config(&ctx.config),
@@ -312,8 +313,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     )
     .await?;
     db.migrate(
-        &agriportal_marketplace::store::POSTGRES_MIGRATIONS,
-        &agriportal_marketplace::store::SQLITE_MIGRATIONS,
+        &agriportal_marketplace::store::postgres_migrations(),
+        &agriportal_marketplace::store::sqlite_migrations(),
     )
     .await?;
     db.close().await;
@@ -322,8 +323,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
         agriportal_platform::storage::Database::connect(config, agriportal_gateway::config::SCHEMA)
             .await?;
     db.migrate(
-        &agriportal_gateway::store::POSTGRES_MIGRATIONS,
-        &agriportal_gateway::store::SQLITE_MIGRATIONS,
+        &agriportal_gateway::store::postgres_migrations(),
+        &agriportal_gateway::store::sqlite_migrations(),
     )
     .await?;
     db.close().await;

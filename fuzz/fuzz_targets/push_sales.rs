@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
             .province(&line.province_code)
             .expect("a valid line has a 2025 province code");
         assert!(line.orders >= 1, "orders below 1");
+        assert!(line.orders <= limits.max_orders, "orders above the limit");
         assert_eq!(line.orders, i64::from(record.orders.max(1)));
         assert!((0..=limits.max_grams).contains(&line.quantity_grams));
         assert!((0..=limits.max_value_vnd).contains(&line.value_vnd));

@@ -18,6 +18,8 @@ fn check(params: &SeriesParams) {
         return;
     };
     assert!(query.from <= query.to, "from after to");
+    let years = agriportal_gateway::domain::SERIES_YEARS.0..=agriportal_gateway::domain::SERIES_YEARS.1;
+    assert!(years.contains(&query.from.year()) && years.contains(&query.to.year()));
     assert!(
         (query.to - query.from).whole_days() <= MAX_SERIES_DAYS,
         "span too long"
@@ -31,8 +33,8 @@ fn check(params: &SeriesParams) {
     let empty = bucket(&query, &[]);
     assert!(!empty.is_empty(), "empty series");
     assert!(empty.iter().all(|p| p.value == 0));
-    // Periods are dates in increasing order (compared as dates: years run from -9999, so
-    // the strings do not sort), the first one holding `from`.
+    // Periods are dates in increasing order (compared as dates, not as strings), the first
+    // one holding `from`.
     let format = time::macros::format_description!("[year]-[month]-[day]");
     let starts: Vec<time::Date> = empty
         .iter()

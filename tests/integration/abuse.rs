@@ -770,12 +770,22 @@ async fn bad_http_input_gets_json_errors_naming_the_problem() {
         (
             "/api/v1/timeseries?metric=orders&from=0001-01-01&to=9999-12-31".into(),
             400,
+            &["from", "2000"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=2000-01-01&to=2100-12-31".into(),
+            400,
             &["to", "3660"],
         ),
         (
-            "/api/v1/timeseries?metric=orders&from=-9999-01-01&to=9999-12-31".into(),
+            "/api/v1/timeseries?metric=orders&from=-9999-01-01&to=-9999-12-31".into(),
             400,
-            &["3660"],
+            &["from", "2000", "2100"],
+        ),
+        (
+            "/api/v1/timeseries?metric=orders&from=2022-01-01&to=2200-01-01".into(),
+            400,
+            &["to", "2100"],
         ),
         (
             "/api/v1/timeseries?metric=orders&from=%2B10000-01-01&to=%2B10000-01-02".into(),
@@ -802,6 +812,15 @@ async fn bad_http_input_gets_json_errors_naming_the_problem() {
         ("/api/v1/provinces/..%2F..%2Fetc".into(), 404, &["province"]),
         (format!("/api/v1/provinces/{long}"), 404, &["province"]),
         ("/api/v1/provinces/79%20OR%201=1".into(), 404, &["province"]),
+        // Not UTF-8 once decoded: JSON like every other refusal, not the framework's text.
+        ("/api/v1/provinces/%FF".into(), 400, &["code", "UTF-8"]),
+        // No such route: JSON too.
+        (
+            "/api/v2/national".into(),
+            404,
+            &["/api/v2/national", "/api/v1"],
+        ),
+        ("/wp-login.php".into(), 404, &["/wp-login.php"]),
     ];
     for (path, status, words) in &cases {
         let (got, body) = app.get(path).await;
@@ -819,6 +838,25 @@ async fn bad_http_input_gets_json_errors_naming_the_problem() {
             );
         }
     }
+    // A method nothing accepts: 405 in JSON, with `Allow`.
+    let refused = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/national", app.http))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status().as_u16(), 405);
+    assert_eq!(
+        refused.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
+    let body: serde_json::Value = refused.json().await.expect("json body");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("POST"),
+        "{body}"
+    );
     // Requests no client library would send are refused by the HTTP parser itself, before any
     // handler: raw non-ASCII bytes in the query, a request line of 1 MiB.
     let status = raw_http(

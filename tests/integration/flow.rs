@@ -541,6 +541,7 @@ async fn rejections(mode: Mode) {
     push(&|r| r.quantity_grams = 1_000_000_001, "quantity_grams");
     push(&|r| r.value_vnd = -1, "value_vnd");
     push(&|r| r.value_vnd = 100_000_000_001, "value_vnd");
+    push(&|r| r.orders = 1_000_001, "orders");
     push(&|r| r.sale_date = tomorrow.clone(), "sale_date");
     push(&|r| r.sale_date = "2021-07-20".into(), "sale_date");
     push(&|r| r.sale_date = "2022-02-30".into(), "sale_date");

@@ -513,14 +513,29 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
 fn parse_day(name: &str, value: Option<&str>) -> Result<Date> {
     let value = value.ok_or_else(|| bad_parameter(name, "is required (YYYY-MM-DD)"))?;
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    Date::parse(value, format).map_err(|_| {
+    let day = Date::parse(value, format).map_err(|_| {
         let shown: String = value.chars().take(20).collect();
         bad_parameter(
             name,
             format!("`{shown}` is not a date in the form YYYY-MM-DD"),
         )
-    })
+    })?;
+    // The programme's figures start in 2021; a year far outside any dashboard's range is a
+    // mistake (a typo, a negative year), answered as such rather than with an empty series.
+    if !(SERIES_YEARS.0..=SERIES_YEARS.1).contains(&day.year()) {
+        return Err(bad_parameter(
+            name,
+            format!(
+                "`{value}` is outside the years {} to {}",
+                SERIES_YEARS.0, SERIES_YEARS.1
+            ),
+        ));
+    }
+    Ok(day)
 }
+
+/// Years a time series may start or end in.
+pub const SERIES_YEARS: (i32, i32) = (2000, 2100);
 
 impl SeriesParams {
     /// Checks the parameters; every problem gets an error naming the parameter.

@@ -2,6 +2,7 @@
 //! dashboard queries. Errors are JSON bodies naming the problem (`{"error": {code, message}}`).
 
 use agriportal_platform::Error;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
@@ -36,7 +37,13 @@ async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
     Ok(([CACHE], Json(serde_json::json!({ "provinces": provinces }))).into_response())
 }
 
-async fn province(State(d): State<Dashboard>, Path(code): Path<String>) -> Result<Response, Error> {
+async fn province(
+    State(d): State<Dashboard>,
+    code: Result<Path<String>, PathRejection>,
+) -> Result<Response, Error> {
+    // A code that is not UTF-8 once percent-decoded (`%FF`) is refused in JSON like any
+    // other bad input, not with the framework's plain-text 400.
+    let Path(code) = code.map_err(|_| bad_parameter("code", "is not valid UTF-8 text"))?;
     Ok(([CACHE], Json(d.province(&code).await?)).into_response())
 }
 

@@ -121,15 +121,15 @@ impl Gateway {
     pub async fn run(self, grpc: TcpListener, http: TcpListener) -> anyhow::Result<()> {
         let ctx = self.ctx.clone();
         let routes = tonic::service::Routes::new(self.grpc_service());
-        let router = self
-            .http_router()
-            .merge(admin_router(Readiness::new(vec![self.database()])));
+        let readiness = Readiness::new(vec![self.database()]);
+        let router = self.http_router().merge(admin_router(readiness.clone()));
         let drain = ctx.config.drain();
         tokio::try_join!(
             platform_grpc::serve_with(
                 grpc,
                 routes,
                 &[GRPC_SERVICE],
+                readiness,
                 ctx.shutdown.clone(),
                 drain,
                 ConcurrencyLimitLayer::from_config(&ctx.config),

@@ -13,10 +13,15 @@ use time::Date;
 
 use crate::domain::{Deltas, HouseholdTotal, Metric, SalesTotal, SeriesQuery};
 
-/// Migrations for PostgreSQL (schema `gateway`).
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-/// Migrations for SQLite (`gateway.sqlite`).
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Migrations for PostgreSQL (schema `gateway`). Newer migrations than this binary knows
+/// are tolerated (see [`agriportal_platform::storage::tolerant`]).
+pub fn postgres_migrations() -> sqlx::migrate::Migrator {
+    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/postgres"))
+}
+/// Migrations for SQLite (`gateway.sqlite`), tolerant likewise.
+pub fn sqlite_migrations() -> sqlx::migrate::Migrator {
+    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/sqlite"))
+}
 
 /// An event ready to apply: its id and the deltas it makes.
 #[derive(Debug, Clone)]
@@ -118,7 +123,8 @@ pub struct SqlStore {
 impl SqlStore {
     /// Opens the store on `db`, migrating it.
     pub async fn open(db: Database) -> anyhow::Result<Self> {
-        db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
+        db.migrate(&postgres_migrations(), &sqlite_migrations())
+            .await?;
         let pg = db.is_postgres();
         let upserts = [
             increment_sql(pg, "sales_daily", SALES_DAILY, 4),

@@ -449,3 +449,39 @@ async fn concurrent_apply_on_postgres() {
         concurrent_apply(Arc::new(store)).await;
     }
 }
+
+/// Rolling back: the previous release must start on a database that a newer release already
+/// migrated one step further, instead of refusing the unknown migration.
+async fn an_older_binary_starts_on_a_newer_schema(config: Config) {
+    let db = Database::connect(&config, "gateway").await.unwrap();
+    let store = SqlStore::open(db.clone()).await.unwrap();
+    agriportal_platform::with_db!(&db.pool, pool => {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101, 'from a newer release', TRUE, $1, 1)",
+        )
+        .bind(vec![0u8; 48])
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    drop(store);
+    let reopened = SqlStore::open(Database::connect(&config, "gateway").await.unwrap()).await;
+    assert!(reopened.is_ok(), "{:?}", reopened.err());
+}
+
+#[tokio::test]
+async fn an_older_binary_starts_on_a_newer_schema_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    an_older_binary_starts_on_a_newer_schema(Config::embedded(dir.path())).await;
+}
+
+#[tokio::test]
+async fn an_older_binary_starts_on_a_newer_schema_on_postgres() {
+    let mut config = Config::embedded("unused");
+    let Some(url) = testing::fresh_postgres("gw_rollback").await else {
+        return;
+    };
+    config.database_url = Some(url);
+    an_older_binary_starts_on_a_newer_schema(config).await;
+}

@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_grams: i64,
     /// Đồng in one sales line (100 billion).
     pub max_value_vnd: i64,
+    /// Orders in one sales line (one million: a line is one commune, category and day).
+    pub max_orders: i64,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             max_key_len: 128,
             max_grams: 1_000_000_000,
             max_value_vnd: 100_000_000_000,
+            max_orders: 1_000_000,
         }
     }
 }

@@ -289,6 +289,15 @@ impl Checker<'_> {
                 format!("{} đồng is over 100 billion in one line", r.value_vnd),
             ));
         }
+        if i64::from(r.orders) > self.limits.max_orders {
+            return Err((
+                "orders",
+                format!(
+                    "{} orders is over {} in one line",
+                    r.orders, self.limits.max_orders
+                ),
+            ));
+        }
         Ok(SaleLine {
             record_id: r.record_id.clone(),
             sale_date,

@@ -89,13 +89,15 @@ impl Marketplace {
         let ctx = self.ctx.clone();
         let routes =
             tonic::service::Routes::new(self.grpc_service()).add_service(self.audit_service());
-        let admin = admin_router(Readiness::new(vec![self.database()]));
+        let readiness = Readiness::new(vec![self.database()]);
+        let admin = admin_router(readiness.clone());
         let drain = ctx.config.drain();
         tokio::try_join!(
             platform_grpc::serve_with(
                 grpc,
                 routes,
                 &[GRPC_SERVICE, AUDIT_GRPC_SERVICE],
+                readiness,
                 ctx.shutdown.clone(),
                 drain,
                 ConcurrencyLimitLayer::from_config(&ctx.config),

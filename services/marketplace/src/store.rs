@@ -20,10 +20,15 @@ use crate::config::{HOUSEHOLDS_SUBJECT, SALES_SUBJECT};
 use crate::domain::{classify, Change, Household, Keyed, SaleLine, Validated};
 use crate::error;
 
-/// Migrations for PostgreSQL (schema `marketplace`).
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-/// Migrations for SQLite (`marketplace.sqlite`).
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Migrations for PostgreSQL (schema `marketplace`). Newer migrations than this binary knows
+/// are tolerated (see [`agriportal_platform::storage::tolerant`]).
+pub fn postgres_migrations() -> sqlx::migrate::Migrator {
+    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/postgres"))
+}
+/// Migrations for SQLite (`marketplace.sqlite`), tolerant likewise.
+pub fn sqlite_migrations() -> sqlx::migrate::Migrator {
+    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/sqlite"))
+}
 
 /// A validated batch, ready to apply.
 #[derive(Debug)]
@@ -245,7 +250,8 @@ pub struct SqlStore {
 impl SqlStore {
     /// Opens the store on `db` (migrating it) and wakes `relay` after each commit that wrote an event.
     pub async fn open(db: Database, relay: Arc<Notify>) -> anyhow::Result<Self> {
-        db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
+        db.migrate(&postgres_migrations(), &sqlite_migrations())
+            .await?;
         let postgres = db.is_postgres();
         Ok(SqlStore {
             sales: KindSql::new::<SaleLine>(postgres),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::error::Error;
+use crate::http::Readiness;
 use crate::limits::ConcurrencyLimitLayer;
 use crate::telemetry::TraceLayer;
 
@@ -18,27 +19,23 @@ use crate::telemetry::TraceLayer;
 /// with a message naming it; this outer bound only protects memory.
 pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
-/// [`serve_with`] with the default concurrency limit (`--max-concurrent-requests`'s default).
-pub async fn serve(
-    listener: TcpListener,
-    routes: Routes,
-    services: &[&str],
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> anyhow::Result<()> {
-    let limit = ConcurrencyLimitLayer::new(crate::config::DEFAULT_MAX_CONCURRENT_REQUESTS);
-    serve_with(listener, routes, services, shutdown, drain, limit).await
-}
+/// How often the named services' gRPC health follows the stores' readiness.
+const READINESS_PERIOD: Duration = Duration::from_secs(2);
 
-/// Serves `routes` plus gRPC health (each of `services` and the empty name reported SERVING)
-/// and reflection on `listener` until `shutdown` fires, then lets in-flight calls finish for at
-/// most `drain`. Requests over `limit` are shed (`RESOURCE_EXHAUSTED` with a retry hint), and
-/// requests tonic cannot decode are answered `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED`
-/// ([`DecodeStatusLayer`]).
+/// Serves `routes` plus gRPC health and reflection on `listener` until `shutdown` fires, then
+/// lets in-flight calls finish for at most `drain`. Requests over `limit` are shed
+/// (`RESOURCE_EXHAUSTED` with a retry hint), and requests tonic cannot decode are answered
+/// `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED` ([`DecodeStatusLayer`]).
+///
+/// Health: the empty service name (liveness) is SERVING while the process runs; each of
+/// `services` (readiness) is SERVING only while every store of `readiness` answers, checked
+/// every two seconds, so a replica that lost its database stops getting traffic without being
+/// restarted. The bus is not part of it: the outbox keeps accepting while NATS is away.
 pub async fn serve_with(
     listener: TcpListener,
     routes: Routes,
     services: &[&str],
+    readiness: Readiness,
     shutdown: CancellationToken,
     drain: Duration,
     limit: ConcurrencyLimitLayer,
@@ -47,11 +44,35 @@ pub async fn serve_with(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    let ready = readiness.ready().await;
     for name in services {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
+        reporter.set_service_status(*name, serving(ready)).await;
     }
+    let follow = {
+        let reporter = reporter.clone();
+        let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = ready;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(READINESS_PERIOD) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let now = readiness.ready().await;
+                if now != last && !shutdown.is_cancelled() {
+                    tracing::warn!(
+                        ready = now,
+                        "gRPC readiness changed with the stores' reachability"
+                    );
+                    for name in &names {
+                        reporter.set_service_status(name, serving(now)).await;
+                    }
+                    last = now;
+                }
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(agriportal_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -76,7 +97,17 @@ pub async fn serve_with(
         .layer(DecodeStatusLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
-    bounded_drain(server, shutdown, drain).await
+    let served = bounded_drain(server, shutdown, drain).await;
+    follow.abort();
+    served
+}
+
+fn serving(ready: bool) -> tonic_health::ServingStatus {
+    if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    }
 }
 
 /// Runs a server future; once `shutdown` fires it gets `drain` to finish, then is dropped.

@@ -28,7 +28,8 @@ impl Readiness {
     pub fn new(databases: Vec<Database>) -> Self {
         Readiness { databases }
     }
-    async fn ready(&self) -> bool {
+    /// True when every store answers.
+    pub async fn ready(&self) -> bool {
         for db in &self.databases {
             if !db.ping().await {
                 return false;
@@ -62,7 +63,8 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
-/// Serves `router` (traced) until `shutdown`, then drains for at most `drain`.
+/// Serves `router` (traced) until `shutdown`, then drains for at most `drain`. An unknown path
+/// or method gets a JSON error naming it, like every other refusal.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -70,10 +72,36 @@ pub async fn serve(
     drain: Duration,
 ) -> anyhow::Result<()> {
     let stopping = shutdown.clone();
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     let server = axum::serve(listener, router.layer(TraceLayer))
         .with_graceful_shutdown(async move { stopping.cancelled().await })
         .into_future();
     crate::grpc::bounded_drain(server, shutdown, drain).await
+}
+
+async fn not_found(uri: axum::http::Uri) -> crate::Error {
+    let path: String = uri.path().chars().take(100).collect();
+    crate::Error::not_found(format!(
+        "no such page or API route: `{path}`; the API is under /api/v1 (national, provinces, \
+         provinces/{{code}}, timeseries)"
+    ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
+    let path: String = uri.path().chars().take(100).collect();
+    let body = serde_json::json!({
+        "error": {
+            "code": "MethodNotAllowed",
+            "message": format!("`{method}` is not allowed on `{path}`: everything here is read-only, use GET"),
+        }
+    });
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD")],
+        axum::Json(body),
+    )
 }
 
 /// A minimal Prometheus registry of counters and gauges, enough for the services' own figures

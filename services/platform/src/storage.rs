@@ -52,6 +52,9 @@ macro_rules! with_db {
     };
 }
 
+/// How long a readiness ping may take before the store counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a request waits for a connection before answering UNAVAILABLE.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -100,10 +103,17 @@ impl Database {
 
     /// Checks that the database answers (readiness).
     pub async fn ping(&self) -> bool {
-        let ok: Result<i32, _> = with_db!(&self.pool, pool => {
-            sqlx::query_scalar("SELECT 1").fetch_one(pool).await
-        });
-        ok.is_ok()
+        // Bounded: behind a network black hole a query may never answer, and a probe that
+        // hangs is worse than one that says "not ready".
+        let ping = async {
+            let ok: Result<i32, _> = with_db!(&self.pool, pool => {
+                sqlx::query_scalar("SELECT 1").fetch_one(pool).await
+            });
+            ok.is_ok()
+        };
+        tokio::time::timeout(PING_TIMEOUT, ping)
+            .await
+            .unwrap_or(false)
     }
 
     /// Closes the pool.
@@ -149,15 +159,28 @@ async fn connect_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
+/// A migrator that tolerates migrations newer than itself in the database. Rolling back to
+/// the previous release then just works: the older binary starts on a schema one step ahead
+/// (migrations only add, see docs/operations.md), instead of refusing with "migration N was
+/// previously applied but is missing". A known migration whose file changed still fails.
+pub fn tolerant(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
 /// The platform's own migrations (token revocations), for schema `platform`.
-pub static PLATFORM_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+pub fn platform_postgres() -> Migrator {
+    tolerant(sqlx::migrate!("./migrations/postgres"))
+}
 /// The platform's own migrations (token revocations), for SQLite.
-pub static PLATFORM_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub fn platform_sqlite() -> Migrator {
+    tolerant(sqlx::migrate!("./migrations/sqlite"))
+}
 
 /// Opens and migrates the `platform` store.
 pub async fn platform_database(config: &Config) -> anyhow::Result<Database> {
     let db = Database::connect(config, "platform").await?;
-    db.migrate(&PLATFORM_POSTGRES, &PLATFORM_SQLITE).await?;
+    db.migrate(&platform_postgres(), &platform_sqlite()).await?;
     Ok(db)
 }
 
