@@ -984,6 +984,65 @@ async fn a_partner_over_its_rate_limit_is_refused_with_a_hint_and_the_other_is_n
 }
 
 #[tokio::test]
+async fn a_partner_with_an_empty_bucket_is_refused_before_its_body_is_read() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "early_throttle", |config| {
+        config.partner_records_per_second = 1;
+        config.partner_burst_records = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let token = app.token(Role::Partner {
+        partner: "voso".into(),
+    });
+    let garbage = vec![0x0a, 0x02, 0xff, 0xfe];
+    // With tokens left, the body is read: garbage is INVALID_ARGUMENT.
+    let status = raw_unary(&app, PUSH_SALES, Some(&token), garbage.clone())
+        .await
+        .expect_err("garbage");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let mut voso = app.partner("voso").await;
+    let records: Vec<pb::SalesRecord> = (0..20).map(|i| line(&format!("e{i}"), "01", 1)).collect();
+    voso.push_sales(sales("empties", records))
+        .await
+        .expect("within the burst");
+    // Bucket empty: refused from the headers alone, so the same garbage is never decoded, and
+    // the answer is the rate limit with a hint; a 15 MiB body costs no more.
+    for body in [garbage, vec![0xff; 15 * MIB]] {
+        let status = raw_unary(&app, PUSH_SALES, Some(&token), body)
+            .await
+            .expect_err("refused early");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("voso") && status.message().contains("1 records per second"),
+            "{status:?}"
+        );
+        assert!(status.metadata().get("retry-after-ms").is_some());
+    }
+    // Postmart's calls are untouched, and a bad token still gets its own answer.
+    let postmart = app.token(Role::Partner {
+        partner: "postmart".into(),
+    });
+    let status = raw_unary(
+        &app,
+        PUSH_SALES,
+        Some(&postmart),
+        vec![0x0a, 0x02, 0xff, 0xfe],
+    )
+    .await
+    .expect_err("garbage");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = raw_unary(&app, PUSH_SALES, Some("ap1.forged.token"), vec![])
+        .await
+        .expect_err("forged");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    app.wait_national(|n| n["sales"]["by_partner"]["voso"]["grams"] == 20)
+        .await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
     let Some(app) = spawn_app_with(Mode::Embedded, "concurrency_limit", |config| {
         config.max_concurrent_requests = 1;

@@ -23,6 +23,7 @@ use agriportal_proto::marketplace::v1::marketplace_audit_server::MarketplaceAudi
 use agriportal_proto::marketplace::v1::marketplace_ingest_server::MarketplaceIngestServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tonic::service::interceptor::InterceptedService;
 
 pub use config::{Limits, AUDIT_GRPC_SERVICE, GRPC_SERVICE};
 pub use store::{MarketplaceStore, SqlStore};
@@ -55,13 +56,20 @@ impl Marketplace {
         })
     }
 
-    /// The gRPC service, to mount on a server.
-    pub fn grpc_service(&self) -> MarketplaceIngestServer<grpc::GrpcAdapter> {
+    /// The gRPC service, to mount on a server: a partner over its quota is refused before its
+    /// call's body is read ([`grpc::EarlyThrottle`]), every other call goes to the adapter.
+    pub fn grpc_service(
+        &self,
+    ) -> InterceptedService<MarketplaceIngestServer<grpc::GrpcAdapter>, grpc::EarlyThrottle> {
         let adapter =
             grpc::GrpcAdapter::new(self.store.clone(), self.ctx.auth.clone(), Limits::default())
                 .with_rates(self.rates.clone());
-        MarketplaceIngestServer::new(adapter)
-            .max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES)
+        let server = MarketplaceIngestServer::new(adapter)
+            .max_decoding_message_size(platform_grpc::MAX_DECODED_BYTES);
+        InterceptedService::new(
+            server,
+            grpc::EarlyThrottle::new(self.ctx.auth.clone(), self.rates.clone()),
+        )
     }
 
     /// The audit service (rollups recomputed from the records, for the gateway's

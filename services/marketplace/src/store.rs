@@ -239,12 +239,24 @@ impl KindSql {
     }
 }
 
+fn partner_index(partner: Partner) -> usize {
+    match partner {
+        Partner::Postmart => 0,
+        Partner::Voso => 1,
+    }
+}
+
 /// The SQL implementation of [`MarketplaceStore`], native on PostgreSQL and on SQLite.
 pub struct SqlStore {
     db: Database,
     sales: KindSql,
     households: KindSql,
     relay: Arc<Notify>,
+    /// One turn per partner in this process, taken before a connection is borrowed: a
+    /// partner's batches queue here rather than in PostgreSQL's advisory lock, where every
+    /// waiter would hold a pooled connection and a flooding partner could take the whole pool
+    /// from the other one.
+    turns: [tokio::sync::Mutex<()>; 2],
 }
 
 impl SqlStore {
@@ -258,6 +270,7 @@ impl SqlStore {
             households: KindSql::new::<Household>(postgres),
             db,
             relay,
+            turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
         })
     }
 
@@ -284,6 +297,7 @@ impl SqlStore {
         } = validated;
         let keys = serde_json::to_string(&records.iter().map(|r| r.key()).collect::<Vec<_>>())
             .map_err(Error::internal)?;
+        let _turn = self.turns[partner_index(partner)].lock().await;
         let _guard = self.db.write_guard().await;
         let result = with_db!(&self.db.pool, pool => {
             let mut tx = pool.begin().await?;

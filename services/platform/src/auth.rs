@@ -122,6 +122,19 @@ impl Authenticator {
 
     /// Verifies a token: signature, expiry and revocation.
     pub async fn verify(&self, token: &str) -> Result<Claims> {
+        let claims = self.verify_signed(token)?;
+        if self.is_revoked(&claims.id).await? {
+            return Err(Error::new(
+                ErrorCode::Unauthenticated,
+                "bearer token has been revoked",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Checks a token's signature and expiry only, without waiting for anything. Enough to
+    /// refuse a call early (before its body is read); never enough to admit one.
+    pub fn verify_signed(&self, token: &str) -> Result<Claims> {
         let unauthenticated = |why: &str| Error::new(ErrorCode::Unauthenticated, why.to_string());
         let mut parts = token.split('.');
         let (Some(PREFIX), Some(body), Some(signature), None) =
@@ -146,10 +159,22 @@ impl Authenticator {
         if claims.exp <= now_secs() {
             return Err(unauthenticated("bearer token has expired"));
         }
-        if self.is_revoked(&claims.id).await? {
-            return Err(unauthenticated("bearer token has been revoked"));
-        }
         Ok(claims)
+    }
+
+    /// The partner a request's bearer token speaks for, if the token is well signed, unexpired
+    /// and not known to be revoked (the revocation list as last read; nothing is awaited).
+    /// For early refusals only: the handler still authenticates the call in full.
+    pub fn partner_hint(&self, authorization: Option<&str>) -> Option<Partner> {
+        let token = authorization?
+            .strip_prefix("Bearer ")
+            .or_else(|| authorization?.strip_prefix("bearer "))?;
+        let claims = self.verify_signed(token.trim()).ok()?;
+        let revoked = self.revoked.try_read().ok()?;
+        if revoked.1.contains(&claims.id) {
+            return None;
+        }
+        claims.partner()
     }
 
     /// Verifies the `authorization: Bearer …` value of a request.

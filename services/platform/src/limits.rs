@@ -77,6 +77,26 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.try_acquire_at(key, cost, Instant::now())
     }
 
+    /// Without taking anything: how long until `key`'s bucket holds one token, when it holds
+    /// less than one now (`None` when a call of one record would pass).
+    pub fn empty_for(&self, key: &K) -> Option<Duration> {
+        self.empty_for_at(key, Instant::now())
+    }
+
+    /// [`RateLimiter::empty_for`] at a given instant.
+    pub fn empty_for_at(&self, key: &K, now: Instant) -> Option<Duration> {
+        let buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bucket = buckets.get(key)?;
+        let rate = f64::from(self.rate);
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        let tokens = (bucket.tokens + elapsed * rate).min(f64::from(self.burst));
+        (tokens < 1.0)
+            .then(|| Duration::from_secs_f64((1.0 - tokens) / rate).max(Duration::from_millis(1)))
+    }
+
     /// [`RateLimiter::try_acquire`] at a given instant (tests drive the clock).
     pub fn try_acquire_at(&self, key: &K, cost: u32, now: Instant) -> Result<(), Refusal> {
         if cost > self.burst {
@@ -131,6 +151,17 @@ pub fn rate_limited(
              (--partner-burst-records) and can never pass: split it"
         )),
     }
+}
+
+/// The error for a call refused before its body was read, because the partner's bucket is
+/// empty: no call of it could pass now, whatever its size.
+pub fn rate_limited_early(who: &str, limiter_rate: u32, burst: u32, after: Duration) -> Error {
+    Error::exhausted(format!(
+        "{who} is over its rate limit of {limiter_rate} records per second (bursts up to {burst}; \
+         --partner-records-per-second, --partner-burst-records): retry after {} ms",
+        after.as_millis().max(1)
+    ))
+    .with_retry_after(after)
 }
 
 /// The process-wide limit on concurrent gRPC requests, as a tower layer for the server. A
@@ -238,6 +269,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_for_reads_without_taking() {
+        let limiter = RateLimiter::new(10, 20).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(
+            limiter.empty_for_at(&"a", t0),
+            None,
+            "unknown key: full bucket"
+        );
+        limiter.try_acquire_at(&"a", 20, t0).unwrap();
+        let wait = limiter.empty_for_at(&"a", t0).expect("empty");
+        assert_eq!(wait, Duration::from_millis(100));
+        // Peeking took nothing: a tenth of a second later one record passes.
+        assert_eq!(
+            limiter.empty_for_at(&"a", t0 + Duration::from_millis(100)),
+            None
+        );
+        limiter
+            .try_acquire_at(&"a", 1, t0 + Duration::from_millis(100))
+            .unwrap();
+        assert!(limiter.empty_for_at(&"b", t0).is_none());
+    }
 
     #[test]
     fn bucket_refills_at_its_rate_up_to_its_burst() {
