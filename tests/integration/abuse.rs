@@ -607,6 +607,11 @@ async fn bad_grpc_input(mode: Mode) {
         (
             "ten thousand years",
             series("orders", "0001-01-01", "9999-12-31"),
+            refused(Code::InvalidArgument, &["from", "2000", "2100"]),
+        ),
+        (
+            "a century",
+            series("orders", "2000-01-01", "2100-01-01"),
             refused(Code::InvalidArgument, &["to", "3660"]),
         ),
         (

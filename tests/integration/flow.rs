@@ -735,7 +735,8 @@ async fn bad_dashboard_queries_get_json_errors() {
     for (query, words) in [
         ("", "metric"),
         ("metric=orders&from=2022-01-01&to=2021-01-01", "before"),
-        ("metric=orders&from=1900-01-01&to=2100-01-01", "3660"),
+        ("metric=orders&from=2000-01-01&to=2100-01-01", "3660"),
+        ("metric=orders&from=1900-01-01&to=1901-01-01", "2000"),
         (
             "metric=orders&from=2022-01-01&to=2022-01-31&granularity=year",
             "granularity",

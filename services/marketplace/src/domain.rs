@@ -114,8 +114,6 @@ pub fn check_envelope(
     Ok(())
 }
 
-/// Today in Vietnam (UTC+7): partners date records by local days, and a sale made this
-
 /// Checks a rollup request: a known partner, a kind, and an empty or known province code.
 /// Returns them, the province as `None` when the request asks for digests.
 pub fn check_rollup_request(
@@ -144,6 +142,7 @@ pub fn check_rollup_request(
     Ok((partner, kind, province))
 }
 
+/// Today in Vietnam (UTC+7): partners date records by local days, and a sale made this
 /// morning in Hà Nội is still "yesterday" in UTC.
 pub fn today_in_vietnam() -> Date {
     let offset = UtcOffset::from_hms(7, 0, 0).unwrap_or(UtcOffset::UTC);
