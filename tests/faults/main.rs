@@ -116,19 +116,24 @@ fn ledger_line(ledger: &Arc<Mutex<Ledger>>) -> String {
 // ---------------------------------------------------------------------------------------------
 // 1. Process crashes
 
+/// A cluster whose services reach PostgreSQL directly (no fault proxy), or `None` when the
+/// test is skipped for a missing server or binary.
+async fn direct_cluster(name: &str) -> Option<Cluster> {
+    let nats = nats_binary(name)?;
+    let db = testing::fresh_postgres(name).await?;
+    Some(
+        Cluster::start(name, nats, db.clone(), db)
+            .await
+            .expect("start the cluster"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_crashes_lose_nothing_and_count_nothing_twice() {
     let _serial = SERIAL.lock().await;
-    let name = "faults_process_crashes";
-    let Some(nats) = nats_binary(name) else {
+    let Some(mut cluster) = direct_cluster("faults_process_crashes").await else {
         return;
     };
-    let Some(db) = testing::fresh_postgres(name).await else {
-        return;
-    };
-    let mut cluster = Cluster::start(name, nats, db.clone(), db)
-        .await
-        .expect("start the cluster");
     if let Err(err) = process_crashes(&mut cluster, Size::from_env()).await {
         panic!("{err:#}\n\n{}", cluster.logs());
     }
@@ -818,16 +823,9 @@ async fn embedded(up: &mut Service, data: &std::path::Path, size: Size) -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_messages_are_found_and_repaired_by_reconciliation() {
     let _serial = SERIAL.lock().await;
-    let name = "faults_lost_messages";
-    let Some(nats) = nats_binary(name) else {
+    let Some(mut cluster) = direct_cluster("faults_lost_messages").await else {
         return;
     };
-    let Some(db) = testing::fresh_postgres(name).await else {
-        return;
-    };
-    let mut cluster = Cluster::start(name, nats, db.clone(), db)
-        .await
-        .expect("start the cluster");
     if let Err(err) = lost_messages(&mut cluster).await {
         panic!("{err:#}\n\n{}", cluster.logs());
     }

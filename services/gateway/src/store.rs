@@ -329,17 +329,7 @@ impl GatewayStore for SqlStore {
                 .await?;
             let mut cells = Vec::with_capacity(rows.len());
             for r in &rows {
-                let status: i64 = r.try_get("status")?;
-                let cell = pb::RollupCell {
-                    day: r.try_get("day")?,
-                    province_code: r.try_get("province_code")?,
-                    category: r.try_get("category")?,
-                    status: i32::try_from(status).map_err(Error::internal)?,
-                    quantity_grams: r.try_get("grams")?,
-                    value_vnd: r.try_get("value_vnd")?,
-                    orders: r.try_get("orders")?,
-                    count: r.try_get("n")?,
-                };
+                let cell = agriportal_platform::rollup_cell_from_row!(r)?;
                 if !reconcile::is_empty(&cell) {
                     cells.push(cell);
                 }

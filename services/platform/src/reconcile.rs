@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use agriportal_proto::marketplace::v1::{ProvinceDigest, RollupCell};
+pub use agriportal_proto::marketplace::v1::{ProvinceDigest, RollupCell};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -16,6 +16,29 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     }
     // A separator after every field, so that ("ab", "c") and ("a", "bc") differ.
     (hash ^ 0xff).wrapping_mul(FNV_PRIME)
+}
+
+/// Reads a [`RollupCell`] from a row of either backend whose columns are `day,
+/// province_code, category, status, grams, value_vnd, orders, n` (the shape both services
+/// select their cells in); evaluates to `Result<RollupCell>`.
+#[macro_export]
+macro_rules! rollup_cell_from_row {
+    ($row:expr) => {{
+        let r = $row;
+        (|| -> $crate::Result<$crate::reconcile::RollupCell> {
+            let status: i64 = sqlx::Row::try_get(r, "status")?;
+            Ok($crate::reconcile::RollupCell {
+                day: sqlx::Row::try_get(r, "day")?,
+                province_code: sqlx::Row::try_get(r, "province_code")?,
+                category: sqlx::Row::try_get(r, "category")?,
+                status: i32::try_from(status).map_err($crate::Error::internal)?,
+                quantity_grams: sqlx::Row::try_get(r, "grams")?,
+                value_vnd: sqlx::Row::try_get(r, "value_vnd")?,
+                orders: sqlx::Row::try_get(r, "orders")?,
+                count: sqlx::Row::try_get(r, "n")?,
+            })
+        })()
+    }};
 }
 
 /// A cell with nothing in it. The gateway may keep such a row after corrections moved every
