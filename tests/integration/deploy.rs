@@ -259,3 +259,41 @@ fn config_dump_leaves_secrets_out() {
         "{text}"
     );
 }
+
+/// The runtime image is distroless `cc-debian12`: glibc, libm and libgcc_s, nothing else (no
+/// OpenSSL, no libstdc++ from a C++ dependency). Without Docker to run the image, this is how
+/// the tests know the binary they built would start in it.
+#[test]
+fn the_binary_needs_only_what_the_distroless_image_has() {
+    let Ok(out) = Command::new("ldd").arg(BIN).output() else {
+        eprintln!("SKIPPED the_binary_needs_only_what_the_distroless_image_has: no ldd");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Dockerfile"))
+            .expect("Dockerfile");
+    assert!(
+        dockerfile.contains("gcr.io/distroless/cc-debian12"),
+        "the runtime stage changed: update this test's list"
+    );
+    let allowed = [
+        "linux-vdso.so",
+        "libc.so",
+        "libm.so",
+        "libgcc_s.so",
+        "ld-linux-x86-64.so",
+        "ld-linux-aarch64.so",
+        "libdl.so",
+        "libpthread.so",
+        "librt.so",
+    ];
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let base = name.rsplit('/').next().unwrap_or(name);
+        assert!(
+            allowed.iter().any(|a| base.starts_with(a)),
+            "the binary links {base}, which the distroless cc image does not have:\n{text}"
+        );
+    }
+}
