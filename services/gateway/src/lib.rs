@@ -5,7 +5,8 @@
 //! Files, as in every service crate: `config` (names and limits), `error` (the service's
 //! errors), `domain` (rules), `store` (storage trait and SQL implementation), `grpc` (tonic
 //! adapter), and this file (assembly and the `run` entry point); the gateway adds `consumer`
-//! (event intake), `service` (queries shared by both adapters), `http` and `page`.
+//! (event intake), `reconcile` (comparison with the marketplace's records, and repairs),
+//! `service` (queries shared by both adapters), `http` and `page`.
 
 pub mod config;
 pub mod consumer;
