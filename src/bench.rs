@@ -35,6 +35,32 @@ pub enum Which {
     /// One partner flooding at a multiple of its quota: the other partner's latency, the
     /// flood's shed rate, and memory.
     Overload(OverloadArgs),
+    /// The flooding client of `bench overload --flood-process`, run as a child process.
+    #[command(hide = true)]
+    FloodClient(FloodClientArgs),
+}
+
+/// Settings of the hidden `bench flood-client`.
+#[derive(Args, Debug, Clone)]
+pub struct FloodClientArgs {
+    /// The server's gRPC address.
+    #[arg(long)]
+    pub target: String,
+    /// The flooding partner's token.
+    #[arg(long)]
+    pub token: String,
+    /// Names the batches and records (unique per phase).
+    #[arg(long)]
+    pub run: String,
+    /// Records per batch.
+    #[arg(long)]
+    pub batch_size: usize,
+    /// Batches per second.
+    #[arg(long)]
+    pub batches_per_second: f64,
+    /// Seconds to push for.
+    #[arg(long)]
+    pub seconds: u64,
 }
 
 /// Settings of `bench overload`.
@@ -64,6 +90,12 @@ pub struct OverloadArgs {
     /// drifts weighs on every phase alike; the figures are over all rounds.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Run the flooding partner's client in a child process with this `nice` value instead of
+    /// inside the server's process. A real flood comes from elsewhere: on a small machine the
+    /// in-process client's own CPU (building and encoding 400 batches/s) would otherwise be
+    /// counted against the server.
+    #[arg(long)]
+    pub flood_process_nice: Option<i32>,
 }
 
 /// What one phase of `bench overload` measured.
@@ -129,6 +161,9 @@ pub struct OverloadReport {
     pub p99_rise_vs_alone: f64,
     /// Peak resident memory of this process (server and both clients), MiB.
     pub peak_rss_mib: f64,
+    /// The `nice` value of the flooding client's child process, when it ran in one (its CPU and
+    /// memory are then not in this process's figures).
+    pub flood_process_nice: Option<i32>,
 }
 
 /// Settings of `bench ingest`.
@@ -189,6 +224,20 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
             let report = overload(config, args).await?;
             println!("{}", render_overload(&report));
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Which::FloodClient(args) => {
+            let client = partner_client(&args.target, Some(&args.token)).await?;
+            let maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &args.run, 1)));
+            let answers = open_loop(
+                client,
+                maker,
+                args.batch_size,
+                args.batches_per_second,
+                Duration::from_secs(args.seconds),
+            )
+            .await;
+            println!("{}", serde_json::to_string(&answers)?);
             Ok(())
         }
     }
@@ -592,11 +641,59 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<Report> {
 }
 
 /// How one call of `bench overload` went.
+#[derive(serde::Serialize, serde::Deserialize)]
 enum Answer {
     Accepted(Duration),
     RateLimited,
     Shed,
     Failed(String),
+}
+
+/// Runs the flooding client in a child process under `nice` and collects its answers.
+async fn flood_in_child(
+    nice: i32,
+    target: &str,
+    token: &str,
+    run: &str,
+    batch_size: usize,
+    batches_per_second: f64,
+    length: Duration,
+) -> Vec<Answer> {
+    if batches_per_second <= 0.0 {
+        return Vec::new();
+    }
+    let outcome = async {
+        let exe = std::env::current_exe()?;
+        let output = tokio::process::Command::new("nice")
+            .arg("-n")
+            .arg(nice.to_string())
+            .arg(exe)
+            .args(["--log", "warn", "bench", "flood-client", "--target", target])
+            .args(["--token", token, "--run", run])
+            .arg("--batch-size")
+            .arg(batch_size.to_string())
+            .arg("--batches-per-second")
+            .arg(batches_per_second.to_string())
+            .arg("--seconds")
+            .arg(length.as_secs().to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await?;
+        anyhow::ensure!(
+            output.status.success(),
+            "flood client failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let last = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        Ok::<_, anyhow::Error>(serde_json::from_str::<Vec<Answer>>(&last)?)
+    };
+    outcome
+        .await
+        .unwrap_or_else(|err| vec![Answer::Failed(err.to_string())])
 }
 
 /// Pushes `partner`'s batches at `batches_per_second` for `length`, open loop: each call starts
@@ -767,10 +864,42 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         ("beside a flood", args.flood_factor),
     ];
     let mut runs: Vec<PhaseRun> = kinds.iter().map(|_| PhaseRun::default()).collect();
-    for _ in 0..args.rounds.max(1) {
-        for ((_, factor), run) in kinds.iter().zip(runs.iter_mut()) {
+    let (flood_token, _) = auth.mint(
+        Role::Partner {
+            partner: Partner::Postmart.code().into(),
+        },
+        Duration::from_secs(3600),
+    )?;
+    for round in 0..args.rounds.max(1) {
+        for (phase, ((_, factor), run)) in kinds.iter().zip(runs.iter_mut()).enumerate() {
             let flood_rate = f64::from(args.quota) * factor / per_batch;
             let (cpu_before, wall_before) = (cpu_time(), Instant::now());
+            let flood = async {
+                match args.flood_process_nice {
+                    Some(nice) => {
+                        flood_in_child(
+                            nice,
+                            &grpc_addr,
+                            &flood_token,
+                            &format!("{run_id}-r{round}p{phase}"),
+                            args.batch_size,
+                            flood_rate,
+                            length,
+                        )
+                        .await
+                    }
+                    None => {
+                        open_loop(
+                            flooder.clone(),
+                            flood_maker.clone(),
+                            args.batch_size,
+                            flood_rate,
+                            length,
+                        )
+                        .await
+                    }
+                }
+            };
             let (steady_answers, flood_answers) = tokio::join!(
                 open_loop(
                     steady.clone(),
@@ -779,13 +908,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
                     steady_rate,
                     length
                 ),
-                open_loop(
-                    flooder.clone(),
-                    flood_maker.clone(),
-                    args.batch_size,
-                    flood_rate,
-                    length
-                ),
+                flood,
             );
             run.steady.extend(steady_answers);
             run.flood.extend(flood_answers);
@@ -827,13 +950,14 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         p99_rise_vs_alone: p99(2) / p99(0) - 1.0,
         phases,
         peak_rss_mib,
+        flood_process_nice: args.flood_process_nice,
     })
 }
 
 fn render_overload(r: &OverloadReport) -> String {
     let mut s = format!(
         "bench overload ({}): quota {} records/s per partner (burst {}), batches of {}, {} rounds of {} s per phase\n\
-         steady partner voso at a fixed rate; flooding partner postmart idle, at its quota, then over it\n\n\
+         steady partner voso at a fixed rate; flooding partner postmart idle, at its quota, then over it{}\n\n\
          {:<32} {:>10} {:>9} {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>5}\n",
         r.mode,
         r.quota,
@@ -841,6 +965,10 @@ fn render_overload(r: &OverloadReport) -> String {
         r.batch_size,
         r.rounds,
         r.seconds,
+        match r.flood_process_nice {
+            Some(nice) => format!(" (its client in a child process, nice {nice})"),
+            None => String::new(),
+        },
         "phase",
         "flood r/s",
         "voso p50",
