@@ -586,13 +586,7 @@ async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<Report> {
         }
     }
     freshness.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| -> f64 {
-        if freshness.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((freshness.len() as f64 - 1.0) * p).round() as usize;
-        freshness[i.min(freshness.len() - 1)]
-    };
+    let pct = |p: f64| percentile(&freshness, p);
     let peak_rss_mib = peak_rss_kib()
         .map(|k| k as f64 / 1024.0)
         .unwrap_or(f64::NAN);
@@ -773,13 +767,7 @@ fn tally(answers: &[Answer]) -> Calls {
         }
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i.min(latencies.len() - 1)]
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     calls.p50_ms = pct(0.5);
     calls.p99_ms = pct(0.99);
     calls.max_ms = pct(1.0);
@@ -789,6 +777,15 @@ fn tally(answers: &[Answer]) -> Calls {
         (calls.rate_limited + calls.shed) as f64 / calls.sent as f64
     };
     calls
+}
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank; NaN when there are none.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
 }
 
 /// CPU time this process has used (user + system), from `/proc/self/stat`.
@@ -832,6 +829,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     let config = system.config.clone();
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
     let mut clients = Vec::new();
+    let mut tokens = Vec::new();
     for partner in [Partner::Postmart, Partner::Voso] {
         let (token, _) = auth.mint(
             Role::Partner {
@@ -840,8 +838,10 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
             Duration::from_secs(3600),
         )?;
         clients.push(partner_client(&grpc_addr, Some(&token)).await?);
+        tokens.push(token);
     }
     let (flooder, steady) = (clients[0].clone(), clients[1].clone());
+    let flood_token = &tokens[0];
     let flood_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &run_id, 1)));
     let steady_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Voso, &run_id, 2)));
     let per_batch = args.batch_size as f64;
@@ -864,12 +864,6 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         ("beside a flood", args.flood_factor),
     ];
     let mut runs: Vec<PhaseRun> = kinds.iter().map(|_| PhaseRun::default()).collect();
-    let (flood_token, _) = auth.mint(
-        Role::Partner {
-            partner: Partner::Postmart.code().into(),
-        },
-        Duration::from_secs(3600),
-    )?;
     for round in 0..args.rounds.max(1) {
         for (phase, ((_, factor), run)) in kinds.iter().zip(runs.iter_mut()).enumerate() {
             let flood_rate = f64::from(args.quota) * factor / per_batch;
@@ -880,7 +874,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
                         flood_in_child(
                             nice,
                             &grpc_addr,
-                            &flood_token,
+                            flood_token,
                             &format!("{run_id}-r{round}p{phase}"),
                             args.batch_size,
                             flood_rate,

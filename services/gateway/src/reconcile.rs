@@ -97,7 +97,7 @@ pub struct Report {
 }
 
 /// A cell's identity across rounds.
-type CellId = (Partner, i32, String, String, String, i32);
+type CellId = (Partner, RollupKind, String, String, String, i32);
 
 /// A difference seen in one round.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +203,7 @@ impl Reconciler {
                 self.seen.insert(id, gap);
                 continue;
             }
-            let (partner, kind) = (id.0, kind_of(id.1));
+            let (partner, kind) = (id.0, id.1);
             if self
                 .store
                 .repair(partner, kind, &gap.found, &gap.wanted)
@@ -234,14 +234,10 @@ fn request(partner: Partner, kind: RollupKind, province: &str) -> pb::GetRollupC
     }
 }
 
-fn kind_of(value: i32) -> RollupKind {
-    RollupKind::try_from(value).unwrap_or(RollupKind::Unspecified)
-}
-
 fn cell_id(partner: Partner, kind: RollupKind, cell: &pb::RollupCell) -> CellId {
     (
         partner,
-        kind as i32,
+        kind,
         cell.day.clone(),
         cell.province_code.clone(),
         cell.category.clone(),

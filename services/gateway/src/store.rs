@@ -327,14 +327,7 @@ impl GatewayStore for SqlStore {
                 .bind(province.unwrap_or_default())
                 .fetch_all(pool)
                 .await?;
-            let mut cells = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let cell = agriportal_platform::rollup_cell_from_row!(r)?;
-                if !reconcile::is_empty(&cell) {
-                    cells.push(cell);
-                }
-            }
-            Ok(cells)
+            agriportal_platform::rollup_cells_from_rows!(&rows)
         })
     }
 

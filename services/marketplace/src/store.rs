@@ -478,13 +478,7 @@ impl MarketplaceStore for SqlStore {
                 .bind(province.unwrap_or_default())
                 .fetch_all(pool)
                 .await?;
-            let mut cells = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let cell = agriportal_platform::rollup_cell_from_row!(r)?;
-                if !agriportal_platform::reconcile::is_empty(&cell) {
-                    cells.push(cell);
-                }
-            }
+            let cells = agriportal_platform::rollup_cells_from_rows!(&rows)?;
             let unsent_events: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
                     .fetch_one(pool)

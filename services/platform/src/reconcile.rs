@@ -18,25 +18,32 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     (hash ^ 0xff).wrapping_mul(FNV_PRIME)
 }
 
-/// Reads a [`RollupCell`] from a row of either backend whose columns are `day,
+/// Reads the non-empty [`RollupCell`]s from rows of either backend whose columns are `day,
 /// province_code, category, status, grams, value_vnd, orders, n` (the shape both services
-/// select their cells in); evaluates to `Result<RollupCell>`.
+/// select their cells in); evaluates to `Result<Vec<RollupCell>>`.
 #[macro_export]
-macro_rules! rollup_cell_from_row {
-    ($row:expr) => {{
-        let r = $row;
-        (|| -> $crate::Result<$crate::reconcile::RollupCell> {
-            let status: i64 = sqlx::Row::try_get(r, "status")?;
-            Ok($crate::reconcile::RollupCell {
-                day: sqlx::Row::try_get(r, "day")?,
-                province_code: sqlx::Row::try_get(r, "province_code")?,
-                category: sqlx::Row::try_get(r, "category")?,
-                status: i32::try_from(status).map_err($crate::Error::internal)?,
-                quantity_grams: sqlx::Row::try_get(r, "grams")?,
-                value_vnd: sqlx::Row::try_get(r, "value_vnd")?,
-                orders: sqlx::Row::try_get(r, "orders")?,
-                count: sqlx::Row::try_get(r, "n")?,
-            })
+macro_rules! rollup_cells_from_rows {
+    ($rows:expr) => {{
+        let rows = $rows;
+        (|| -> $crate::Result<Vec<$crate::reconcile::RollupCell>> {
+            let mut cells = Vec::with_capacity(rows.len());
+            for r in rows {
+                let status: i64 = sqlx::Row::try_get(r, "status")?;
+                let cell = $crate::reconcile::RollupCell {
+                    day: sqlx::Row::try_get(r, "day")?,
+                    province_code: sqlx::Row::try_get(r, "province_code")?,
+                    category: sqlx::Row::try_get(r, "category")?,
+                    status: i32::try_from(status).map_err($crate::Error::internal)?,
+                    quantity_grams: sqlx::Row::try_get(r, "grams")?,
+                    value_vnd: sqlx::Row::try_get(r, "value_vnd")?,
+                    orders: sqlx::Row::try_get(r, "orders")?,
+                    count: sqlx::Row::try_get(r, "n")?,
+                };
+                if !$crate::reconcile::is_empty(&cell) {
+                    cells.push(cell);
+                }
+            }
+            Ok(cells)
         })()
     }};
 }
