@@ -75,6 +75,13 @@ pub async fn serve(
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    // Nagle's algorithm off, as on the gRPC port: a response in two writes must not wait for
+    // the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "could not turn Nagle's algorithm off");
+        }
+    });
     let server = axum::serve(listener, router.layer(TraceLayer))
         .with_graceful_shutdown(async move { stopping.cancelled().await })
         .into_future();
