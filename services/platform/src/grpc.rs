@@ -103,9 +103,7 @@ pub async fn serve_with(
 
 /// Accepted connections with Nagle's algorithm off. `Server::tcp_nodelay` only applies to
 /// listeners tonic binds itself; without it a response written in two pieces (headers, then
-/// data and trailers) waits for the client's delayed ACK, 40 ms on Linux. Measured with
-/// `bench overload`: under a flood about one call in twenty of the other partner hit that wait
-/// (p99 47 ms against 9 ms without the flood).
+/// data and trailers) may wait for the client's delayed ACK, 40 ms on Linux.
 fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
