@@ -80,9 +80,15 @@ pub struct OverloadArgs {
     /// The steady partner's (Vỏ Sò's) rate as a fraction of its quota.
     #[arg(long, default_value_t = 0.5)]
     pub steady_fraction: f64,
-    /// Records per batch, for both partners.
+    /// Records per batch of the flooding partner (and of the steady one unless
+    /// `--steady-batch-size` says otherwise).
     #[arg(long, default_value_t = 50)]
     pub batch_size: usize,
+    /// Records per batch of the steady partner. Small batches give many latency samples at its
+    /// fixed record rate (3,000 per phase by default), so that a p99 is not decided by a
+    /// handful of calls; with 50 there are 600 and the p99 is the sixth slowest.
+    #[arg(long, default_value_t = 10)]
+    pub steady_batch_size: usize,
     /// Seconds each phase lasts in one round.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
@@ -113,6 +119,8 @@ pub struct Phase {
     pub rss_mib: f64,
     /// CPU this process used during the phase (server and both clients), in cores.
     pub cpu_cores: f64,
+    /// CPU the flooding client's child process used, in cores (when it ran in one).
+    pub flood_client_cpu_cores: Option<f64>,
 }
 
 /// Calls of one partner in one phase.
@@ -147,8 +155,10 @@ pub struct OverloadReport {
     pub quota: u32,
     /// Burst per partner, records.
     pub burst: u32,
-    /// Records per batch.
+    /// Records per batch of the flooding partner.
     pub batch_size: usize,
+    /// Records per batch of the steady partner.
+    pub steady_batch_size: usize,
     /// Rounds of the three phases.
     pub rounds: usize,
     /// Seconds per phase and round.
@@ -159,6 +169,10 @@ pub struct OverloadReport {
     pub p99_rise_vs_quota: f64,
     /// Steady partner's p99 beside the flood, relative to alone.
     pub p99_rise_vs_alone: f64,
+    /// 95 % bootstrap interval of `p99_rise_vs_quota`: how far sampling alone could move it.
+    pub p99_rise_vs_quota_interval: (f64, f64),
+    /// 95 % bootstrap interval of `p99_rise_vs_alone`.
+    pub p99_rise_vs_alone_interval: (f64, f64),
     /// Peak resident memory of this process (server and both clients), MiB.
     pub peak_rss_mib: f64,
     /// The `nice` value of the flooding client's child process, when it ran in one (its CPU and
@@ -229,6 +243,7 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
         Which::FloodClient(args) => {
             let client = partner_client(&args.target, Some(&args.token)).await?;
             let maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &args.run, 1)));
+            let cpu_before = cpu_time();
             let answers = open_loop(
                 client,
                 maker,
@@ -237,7 +252,15 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
                 Duration::from_secs(args.seconds),
             )
             .await;
-            println!("{}", serde_json::to_string(&answers)?);
+            let cpu = match (cpu_before, cpu_time()) {
+                (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
+                _ => None,
+            };
+            let flood = FloodOutput {
+                answers,
+                cpu_seconds: cpu,
+            };
+            println!("{}", serde_json::to_string(&flood)?);
             Ok(())
         }
     }
@@ -643,7 +666,15 @@ enum Answer {
     Failed(String),
 }
 
-/// Runs the flooding client in a child process under `nice` and collects its answers.
+/// What the child process of `bench flood-client` reports on its last line.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FloodOutput {
+    answers: Vec<Answer>,
+    /// CPU the client used while it pushed (user + system), seconds.
+    cpu_seconds: Option<f64>,
+}
+
+/// Runs the flooding client in a child process under `nice` and collects what it reports.
 async fn flood_in_child(
     nice: i32,
     target: &str,
@@ -652,9 +683,12 @@ async fn flood_in_child(
     batch_size: usize,
     batches_per_second: f64,
     length: Duration,
-) -> Vec<Answer> {
+) -> FloodOutput {
     if batches_per_second <= 0.0 {
-        return Vec::new();
+        return FloodOutput {
+            answers: Vec::new(),
+            cpu_seconds: None,
+        };
     }
     let outcome = async {
         let exe = std::env::current_exe()?;
@@ -683,11 +717,12 @@ async fn flood_in_child(
             .last()
             .unwrap_or_default()
             .to_string();
-        Ok::<_, anyhow::Error>(serde_json::from_str::<Vec<Answer>>(&last)?)
+        Ok::<_, anyhow::Error>(serde_json::from_str::<FloodOutput>(&last)?)
     };
-    outcome
-        .await
-        .unwrap_or_else(|err| vec![Answer::Failed(err.to_string())])
+    outcome.await.unwrap_or_else(|err| FloodOutput {
+        answers: vec![Answer::Failed(err.to_string())],
+        cpu_seconds: None,
+    })
 }
 
 /// Pushes `partner`'s batches at `batches_per_second` for `length`, open loop: each call starts
@@ -742,6 +777,8 @@ struct PhaseRun {
     wall: Duration,
     /// Resident memory after the latest round.
     rss_mib: Option<f64>,
+    /// CPU of the flooding client's child process, when it ran in one.
+    flood_cpu_seconds: Option<f64>,
 }
 
 fn tally(answers: &[Answer]) -> Calls {
@@ -749,13 +786,9 @@ fn tally(answers: &[Answer]) -> Calls {
         sent: answers.len(),
         ..Calls::default()
     };
-    let mut latencies = Vec::new();
     for answer in answers {
         match answer {
-            Answer::Accepted(latency) => {
-                calls.accepted += 1;
-                latencies.push(latency.as_secs_f64() * 1000.0);
-            }
+            Answer::Accepted(_) => calls.accepted += 1,
             Answer::RateLimited => calls.rate_limited += 1,
             Answer::Shed => calls.shed += 1,
             Answer::Failed(why) => {
@@ -766,7 +799,7 @@ fn tally(answers: &[Answer]) -> Calls {
             }
         }
     }
-    latencies.sort_by(|a, b| a.total_cmp(b));
+    let latencies = accepted_ms(answers);
     let pct = |p: f64| percentile(&latencies, p);
     calls.p50_ms = pct(0.5);
     calls.p99_ms = pct(0.99);
@@ -777,6 +810,42 @@ fn tally(answers: &[Answer]) -> Calls {
         (calls.rate_limited + calls.shed) as f64 / calls.sent as f64
     };
     calls
+}
+
+/// Latencies of the answered calls in milliseconds, sorted.
+fn accepted_ms(answers: &[Answer]) -> Vec<f64> {
+    let mut latencies: Vec<f64> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Answer::Accepted(latency) => Some(latency.as_secs_f64() * 1000.0),
+            _ => None,
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    latencies
+}
+
+/// The 95 % bootstrap interval of `p99(test) / p99(base) - 1`: both samples are drawn again
+/// with replacement 1,000 times. A rise whose interval straddles a threshold is not evidence
+/// either way; one whose whole interval is below it is.
+fn bootstrap_p99_rise(base: &[f64], test: &[f64]) -> (f64, f64) {
+    if base.is_empty() || test.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    // Fixed seed: the same latencies give the same interval.
+    let mut rng = StdRng::seed_from_u64(99);
+    let draw = |sample: &[f64], rng: &mut StdRng| {
+        let mut again: Vec<f64> = (0..sample.len())
+            .map(|_| sample[rng.random_range(0..sample.len())])
+            .collect();
+        again.sort_by(|a, b| a.total_cmp(b));
+        percentile(&again, 0.99)
+    };
+    let mut rises: Vec<f64> = (0..1_000)
+        .map(|_| draw(test, &mut rng) / draw(base, &mut rng) - 1.0)
+        .collect();
+    rises.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&rises, 0.025), percentile(&rises, 0.975))
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank; NaN when there are none.
@@ -809,6 +878,10 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     anyhow::ensure!(
         args.batch_size > 0 && args.batch_size <= 10_000,
         "--batch-size must be 1..=10000"
+    );
+    anyhow::ensure!(
+        args.steady_batch_size > 0 && args.steady_batch_size <= 10_000,
+        "--steady-batch-size must be 1..=10000"
     );
     anyhow::ensure!(args.quota > 0, "--quota must be above 0");
     anyhow::ensure!(
@@ -845,14 +918,14 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     let flood_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &run_id, 1)));
     let steady_maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Voso, &run_id, 2)));
     let per_batch = args.batch_size as f64;
-    let steady_rate = f64::from(args.quota) * args.steady_fraction / per_batch;
+    let steady_rate = f64::from(args.quota) * args.steady_fraction / args.steady_batch_size as f64;
     let length = Duration::from_secs(args.seconds.max(1));
 
     // Warm up (caches, connections, the SQLite files) before anything is measured.
     open_loop(
         steady.clone(),
         steady_maker.clone(),
-        args.batch_size,
+        args.steady_batch_size,
         steady_rate,
         Duration::from_secs(3),
     )
@@ -882,30 +955,34 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
                         )
                         .await
                     }
-                    None => {
-                        open_loop(
+                    None => FloodOutput {
+                        answers: open_loop(
                             flooder.clone(),
                             flood_maker.clone(),
                             args.batch_size,
                             flood_rate,
                             length,
                         )
-                        .await
-                    }
+                        .await,
+                        cpu_seconds: None,
+                    },
                 }
             };
-            let (steady_answers, flood_answers) = tokio::join!(
+            let (steady_answers, flood) = tokio::join!(
                 open_loop(
                     steady.clone(),
                     steady_maker.clone(),
-                    args.batch_size,
+                    args.steady_batch_size,
                     steady_rate,
                     length
                 ),
                 flood,
             );
             run.steady.extend(steady_answers);
-            run.flood.extend(flood_answers);
+            run.flood.extend(flood.answers);
+            if let Some(seconds) = flood.cpu_seconds {
+                run.flood_cpu_seconds = Some(run.flood_cpu_seconds.unwrap_or(0.0) + seconds);
+            }
             if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
                 run.cpu += after.saturating_sub(before);
             }
@@ -925,6 +1002,9 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
             flood: tally(&run.flood),
             rss_mib: run.rss_mib.unwrap_or(f64::NAN),
             cpu_cores: run.cpu.as_secs_f64() / run.wall.as_secs_f64().max(1e-9),
+            flood_client_cpu_cores: run
+                .flood_cpu_seconds
+                .map(|cpu| cpu / run.wall.as_secs_f64().max(1e-9)),
         })
         .collect();
     let peak_rss_mib = peak_rss_kib()
@@ -933,15 +1013,19 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     let mode = system.mode();
     system.stop().await?;
     let p99 = |i: usize| phases[i].steady.p99_ms;
+    let latencies: Vec<Vec<f64>> = runs.iter().map(|r| accepted_ms(&r.steady)).collect();
     Ok(OverloadReport {
         mode,
         quota: args.quota,
         burst,
         batch_size: args.batch_size,
+        steady_batch_size: args.steady_batch_size,
         rounds: args.rounds.max(1),
         seconds: args.seconds.max(1),
         p99_rise_vs_quota: p99(2) / p99(1) - 1.0,
         p99_rise_vs_alone: p99(2) / p99(0) - 1.0,
+        p99_rise_vs_quota_interval: bootstrap_p99_rise(&latencies[1], &latencies[2]),
+        p99_rise_vs_alone_interval: bootstrap_p99_rise(&latencies[0], &latencies[2]),
         phases,
         peak_rss_mib,
         flood_process_nice: args.flood_process_nice,
@@ -950,13 +1034,14 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
 
 fn render_overload(r: &OverloadReport) -> String {
     let mut s = format!(
-        "bench overload ({}): quota {} records/s per partner (burst {}), batches of {}, {} rounds of {} s per phase\n\
+        "bench overload ({}): quota {} records/s per partner (burst {}), batches of {} (steady partner {}), {} rounds of {} s per phase\n\
          steady partner voso at a fixed rate; flooding partner postmart idle, at its quota, then over it{}\n\n\
          {:<32} {:>10} {:>9} {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>5}\n",
         r.mode,
         r.quota,
         r.burst,
         r.batch_size,
+        r.steady_batch_size,
         r.rounds,
         r.seconds,
         match r.flood_process_nice {
@@ -997,11 +1082,21 @@ fn render_overload(r: &OverloadReport) -> String {
         ));
     }
     s.push_str(&format!(
-        "\nvoso p99 beside the flood vs beside a partner at its quota: {:+.1}%; vs alone: {:+.1}%\npeak RSS: {:.0} MiB\n",
+        "\nvoso p99 beside the flood vs beside a partner at its quota: {:+.1}% (95% bootstrap interval {:+.1}% .. {:+.1}%)\n\
+         vs alone: {:+.1}% ({:+.1}% .. {:+.1}%)\npeak RSS: {:.0} MiB\n",
         r.p99_rise_vs_quota * 100.0,
+        r.p99_rise_vs_quota_interval.0 * 100.0,
+        r.p99_rise_vs_quota_interval.1 * 100.0,
         r.p99_rise_vs_alone * 100.0,
+        r.p99_rise_vs_alone_interval.0 * 100.0,
+        r.p99_rise_vs_alone_interval.1 * 100.0,
         r.peak_rss_mib
     ));
+    if let Some(cpu) = r.phases.last().and_then(|p| p.flood_client_cpu_cores) {
+        s.push_str(&format!(
+            "flooding client's own CPU beside the flood (child process, not in the CPU column): {cpu:.2} cores\n"
+        ));
+    }
     s
 }
 
