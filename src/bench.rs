@@ -96,12 +96,15 @@ pub struct OverloadArgs {
     /// drifts weighs on every phase alike; the figures are over all rounds.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Run the flooding partner's client in a child process with this `nice` value instead of
-    /// inside the server's process. A real flood comes from elsewhere: on a small machine the
-    /// in-process client's own CPU (building and encoding 400 batches/s) would otherwise be
-    /// counted against the server.
+    /// The `nice` value of the flooding partner's client, which runs as a child process: a
+    /// real flood comes from another machine, while a client inside this process would run its
+    /// calls on the server's own runtime, queued with the server's work, and on a small machine
+    /// its CPU (building and encoding 400 batches/s) would be counted against the server.
+    #[arg(long, default_value_t = 10)]
+    pub flood_process_nice: i32,
+    /// Run the flooding client inside this process instead (the harsher, less realistic set-up).
     #[arg(long)]
-    pub flood_process_nice: Option<i32>,
+    pub flood_in_process: bool,
 }
 
 /// What one phase of `bench overload` measured.
@@ -942,7 +945,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
             let flood_rate = f64::from(args.quota) * factor / per_batch;
             let (cpu_before, wall_before) = (cpu_time(), Instant::now());
             let flood = async {
-                match args.flood_process_nice {
+                match (!args.flood_in_process).then_some(args.flood_process_nice) {
                     Some(nice) => {
                         flood_in_child(
                             nice,
@@ -1028,7 +1031,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         p99_rise_vs_alone_interval: bootstrap_p99_rise(&latencies[0], &latencies[2]),
         phases,
         peak_rss_mib,
-        flood_process_nice: args.flood_process_nice,
+        flood_process_nice: (!args.flood_in_process).then_some(args.flood_process_nice),
     })
 }
 

@@ -263,3 +263,45 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
         assert!(child.terminate().success());
     }
 }
+
+/// `bench overload` runs its three phases with the flooding client as a child process, and
+/// its report says what happened (no latency is asserted: performance is measured, not tested).
+#[test]
+fn bench_overload_runs_its_phases_and_refuses_the_flood() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .args(["bench", "overload", "--seconds", "1", "--rounds", "1"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    assert_eq!(report["flood_process_nice"], 10);
+    let phases = report["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 3);
+    for phase in phases {
+        let steady = &phase["steady"];
+        assert!(steady["sent"].as_u64().unwrap() > 0, "{phase}");
+        assert_eq!(steady["accepted"], steady["sent"], "{phase}");
+    }
+    assert_eq!(phases[0]["flood"]["sent"], 0);
+    let flood = &phases[2];
+    assert_eq!(flood["flood"]["failed"], 0, "{flood}");
+    assert!(
+        flood["flood"]["refused_fraction"].as_f64().unwrap() > 0.5,
+        "{flood}"
+    );
+    assert!(
+        flood["flood_client_cpu_cores"].as_f64().is_some(),
+        "{flood}"
+    );
+    let interval = report["p99_rise_vs_quota_interval"]
+        .as_array()
+        .expect("interval");
+    assert!(interval[0].as_f64().unwrap() <= interval[1].as_f64().unwrap());
+}
