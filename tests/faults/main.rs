@@ -885,7 +885,7 @@ async fn lost_messages(cluster: &mut Cluster) -> anyhow::Result<()> {
     cluster.gateway.start()?;
     cluster.gateway.wait_ready(Duration::from_secs(60)).await?;
     let snapshot = ledger_snapshot(&ledger);
-    let (converged, view) = wait_exact(
+    let (converged, _) = wait_exact(
         &cluster.gateway.http_base(),
         &snapshot,
         Duration::from_secs(90),
@@ -914,7 +914,8 @@ async fn lost_messages(cluster: &mut Cluster) -> anyhow::Result<()> {
         .expect("ledger")
         .apply("voso", &Payload::Sales(probe_request));
     let snapshot = ledger_snapshot(&ledger);
-    wait_exact(
+    // The figures printed below are these, after the probe, beside the ledger that has it.
+    let (_, view) = wait_exact(
         &cluster.gateway.http_base(),
         &snapshot,
         Duration::from_secs(30),
