@@ -553,14 +553,23 @@ mod tests {
         .await
         .unwrap();
         let keys = serde_json::to_string(&["r1", "r2", "r3", "r4", "r5", "r6", "r7"]).unwrap();
-        let plan: Vec<String> =
-            sqlx::query_scalar(&format!("EXPLAIN {}", store.sales.select_earlier_and_held))
-                .bind("voso")
-                .bind("some-batch")
-                .bind(&keys)
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let run = |sql: String| {
+            let keys = keys.clone();
+            async move {
+                sqlx::query(&sql)
+                    .bind("voso")
+                    .bind("some-batch")
+                    .bind(keys)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let plan: Vec<String> = run(format!("EXPLAIN {}", store.sales.select_earlier_and_held))
+            .await
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
         let plan = plan.join("\n");
         assert!(
             plan.lines()
@@ -568,13 +577,7 @@ mod tests {
             "held records are not looked up by key:\n{plan}"
         );
         // And the statement finds what is there.
-        let found = sqlx::query(&store.sales.select_earlier_and_held)
-            .bind("voso")
-            .bind("some-batch")
-            .bind(&keys)
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let found = run(store.sales.select_earlier_and_held.clone()).await;
         assert_eq!(found.len(), 7);
     }
 }
