@@ -35,7 +35,8 @@ pub enum Which {
     /// One partner flooding at a multiple of its quota: the other partner's latency, the
     /// flood's shed rate, and memory.
     Overload(OverloadArgs),
-    /// The flooding client of `bench overload --flood-process`, run as a child process.
+    /// The flooding client of `bench overload`, run as a child process (unless
+    /// `--flood-in-process`).
     #[command(hide = true)]
     FloodClient(FloodClientArgs),
 }
@@ -246,7 +247,7 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
         Which::FloodClient(args) => {
             let client = partner_client(&args.target, Some(&args.token)).await?;
             let maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &args.run, 1)));
-            let cpu_before = cpu_time();
+            let started = cpu_time();
             let answers = open_loop(
                 client,
                 maker,
@@ -255,13 +256,9 @@ pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
                 Duration::from_secs(args.seconds),
             )
             .await;
-            let cpu = match (cpu_before, cpu_time()) {
-                (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
-                _ => None,
-            };
             let flood = FloodOutput {
                 answers,
-                cpu_seconds: cpu,
+                cpu_seconds: cpu_since(started).map(|cpu| cpu.as_secs_f64()),
             };
             println!("{}", serde_json::to_string(&flood)?);
             Ok(())
@@ -860,6 +857,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// CPU time this process has used since `started` (a [`cpu_time`] reading).
+fn cpu_since(started: Option<Duration>) -> Option<Duration> {
+    Some(cpu_time()?.saturating_sub(started?))
+}
+
 /// CPU time this process has used (user + system), from `/proc/self/stat`.
 fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -923,6 +925,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
     let per_batch = args.batch_size as f64;
     let steady_rate = f64::from(args.quota) * args.steady_fraction / args.steady_batch_size as f64;
     let length = Duration::from_secs(args.seconds.max(1));
+    let flood_nice = (!args.flood_in_process).then_some(args.flood_process_nice);
 
     // Warm up (caches, connections, the SQLite files) before anything is measured.
     open_loop(
@@ -945,7 +948,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
             let flood_rate = f64::from(args.quota) * factor / per_batch;
             let (cpu_before, wall_before) = (cpu_time(), Instant::now());
             let flood = async {
-                match (!args.flood_in_process).then_some(args.flood_process_nice) {
+                match flood_nice {
                     Some(nice) => {
                         flood_in_child(
                             nice,
@@ -986,8 +989,8 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
             if let Some(seconds) = flood.cpu_seconds {
                 run.flood_cpu_seconds = Some(run.flood_cpu_seconds.unwrap_or(0.0) + seconds);
             }
-            if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
-                run.cpu += after.saturating_sub(before);
+            if let Some(cpu) = cpu_since(cpu_before) {
+                run.cpu += cpu;
             }
             run.wall += wall_before.elapsed();
             run.rss_mib = rss_kib().map(|k| k as f64 / 1024.0);
@@ -1031,7 +1034,7 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         p99_rise_vs_alone_interval: bootstrap_p99_rise(&latencies[0], &latencies[2]),
         phases,
         peak_rss_mib,
-        flood_process_nice: (!args.flood_in_process).then_some(args.flood_process_nice),
+        flood_process_nice: flood_nice,
     })
 }
 

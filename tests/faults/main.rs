@@ -130,16 +130,7 @@ struct Settled {
 async fn settled(cluster: &Cluster, stats: &Stats) -> anyhow::Result<Settled> {
     let (written, unsent) = cluster.outbox().await?;
     let applied = cluster.inbox().await?;
-    anyhow::ensure!(
-        unsent == 0 && applied == written,
-        "{written} events written, {unsent} unsent, {applied} applied by the gateway"
-    );
-    let violations = stats.violations();
-    anyhow::ensure!(
-        violations.is_empty(),
-        "calls ended otherwise than OK / UNAVAILABLE / DEADLINE_EXCEEDED, or hung:\n{}",
-        violations.join("\n")
-    );
+    applied_once_and_calls_clean(written, unsent, applied, stats)?;
     let (rounds, repairs) = cluster.reconciled(2, Duration::from_secs(30)).await?;
     anyhow::ensure!(
         repairs == 0,
@@ -151,6 +142,27 @@ async fn settled(cluster: &Cluster, stats: &Stats) -> anyhow::Result<Settled> {
         applied,
         rounds,
     })
+}
+
+/// Every event written was published and applied once, and every call ended OK /
+/// UNAVAILABLE / DEADLINE_EXCEEDED without hanging.
+fn applied_once_and_calls_clean(
+    written: i64,
+    unsent: i64,
+    applied: i64,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        unsent == 0 && applied == written,
+        "{written} events written, {unsent} unsent, {applied} applied by the gateway"
+    );
+    let violations = stats.violations();
+    anyhow::ensure!(
+        violations.is_empty(),
+        "calls ended otherwise than OK / UNAVAILABLE / DEADLINE_EXCEEDED, or hung:\n{}",
+        violations.join("\n")
+    );
+    Ok(())
 }
 
 /// A cluster whose services reach PostgreSQL directly (no fault proxy), or `None` when the
@@ -801,16 +813,7 @@ async fn embedded(up: &mut Service, data: &std::path::Path, size: Size) -> anyho
     assert_exact(&up.http_base(), &snapshot).await?;
     up.kill9();
     let (written, unsent, applied) = embedded_counts(data).await?;
-    anyhow::ensure!(
-        unsent == 0 && applied == written,
-        "{written} events written, {unsent} unsent, {applied} applied by the gateway"
-    );
-    let violations = stats.violations();
-    anyhow::ensure!(
-        violations.is_empty(),
-        "calls ended otherwise than OK / UNAVAILABLE / DEADLINE_EXCEEDED:\n{}",
-        violations.join("\n")
-    );
+    applied_once_and_calls_clean(written, unsent, applied, &stats)?;
     say(format!(
         "embedded ({size:?}, seed {}): {total} batches; ingest {ingest:.1?}; kill -9 of `up` {} times during ingest \
          (+1 after); {}",

@@ -353,18 +353,17 @@ impl SqlStore {
                 .await?;
             let mut held: HashMap<String, K> = HashMap::with_capacity(rows.len());
             for row in &rows {
+                // `kind` is set only on the earlier batch's row, `record` only on held records.
                 if let Some(kind) = row.try_get::<Option<String>, _>("kind")? {
-                    let hash: Option<String> = row.try_get("content_hash")?;
-                    if hash.as_deref() != Some(content_hash.as_str()) || kind != K::KIND {
+                    let hash: String = row.try_get("content_hash")?;
+                    if hash != content_hash || kind != K::KIND {
                         return Err(error::batch_conflict(&batch_id));
                     }
-                    let result: Option<Vec<u8>> = row.try_get("result")?;
-                    let result = result.unwrap_or_default();
+                    let result: Vec<u8> = row.try_get("result")?;
                     return pb::PushResult::decode(result.as_slice()).map_err(Error::internal);
                 }
-                let record: Option<String> = row.try_get("record")?;
-                let record: K = serde_json::from_str(record.as_deref().unwrap_or_default())
-                    .map_err(Error::internal)?;
+                let record: String = row.try_get("record")?;
+                let record: K = serde_json::from_str(&record).map_err(Error::internal)?;
                 held.insert(record.key().to_string(), record);
             }
             let (changes, [accepted, unchanged, corrected]) = classify(records, &held);
