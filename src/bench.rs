@@ -12,11 +12,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agriportal_marketplace::Marketplace;
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::context::token_secret;
+use agriportal_platform::kit::Settings;
 use agriportal_platform::reference::{Partner, Reference};
 use agriportal_platform::Config;
 use agriportal_proto::marketplace::v1 as pb;
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -230,16 +233,16 @@ pub struct Report {
 }
 
 /// Runs a benchmark.
-pub async fn run(config: Config, which: Which) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, which: Which) -> anyhow::Result<()> {
     match which {
         Which::Ingest(args) => {
-            let report = ingest(config, args).await?;
+            let report = ingest(settings, args).await?;
             println!("{}", render(&report));
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Which::Overload(args) => {
-            let report = overload(config, args).await?;
+            let report = overload(settings, args).await?;
             println!("{}", render_overload(&report));
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
@@ -395,7 +398,8 @@ struct BenchSystem {
 
 impl BenchSystem {
     /// Starts the system and waits until `/readyz` answers (at most 20 s).
-    async fn start(mut config: Config, run_id: &str) -> anyhow::Result<Self> {
+    async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
+        let config = &mut settings.platform;
         let distributed = config.database_url.is_some() && config.nats_url.is_some();
         let temp = (!distributed).then(|| {
             std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()))
@@ -411,12 +415,8 @@ impl BenchSystem {
         let grpc_addr = grpc.local_addr()?.to_string();
         let http_addr = http.local_addr()?;
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(crate::app::run_up(
-            config.clone(),
-            grpc,
-            http,
-            shutdown.clone(),
-        ));
+        let config = config.clone();
+        let server = tokio::spawn(crate::app::run_up(settings, grpc, http, shutdown.clone()));
         let system = BenchSystem {
             config,
             grpc_addr,
@@ -466,13 +466,13 @@ impl BenchSystem {
     }
 }
 
-async fn ingest(config: Config, args: IngestArgs) -> anyhow::Result<Report> {
+async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.batch_size > 0 && args.batch_size <= 10_000,
         "--batch-size must be 1..=10000"
     );
     let run_id = format!("{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    let system = BenchSystem::start(config, &run_id).await?;
+    let system = BenchSystem::start(settings, &run_id).await?;
     let (grpc_addr, http_addr) = (system.grpc_addr.clone(), system.http_addr);
     let config = system.config.clone();
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
@@ -879,7 +879,7 @@ fn rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<OverloadReport> {
+async fn overload(mut settings: Settings, args: OverloadArgs) -> anyhow::Result<OverloadReport> {
     anyhow::ensure!(
         args.batch_size > 0 && args.batch_size <= 10_000,
         "--batch-size must be 1..=10000"
@@ -900,9 +900,12 @@ async fn overload(mut config: Config, args: OverloadArgs) -> anyhow::Result<Over
         args.batch_size
     );
     let run_id = format!("ovl{}", time::OffsetDateTime::now_utc().unix_timestamp());
-    config.partner_records_per_second = args.quota;
-    config.partner_burst_records = burst;
-    let system = BenchSystem::start(config, &run_id).await?;
+    let marketplace = settings
+        .section_mut::<Marketplace>()
+        .context("the marketplace is not registered")?;
+    marketplace.partner_records_per_second = args.quota;
+    marketplace.partner_burst_records = burst;
+    let system = BenchSystem::start(settings, &run_id).await?;
     let grpc_addr = system.grpc_addr.clone();
     let config = system.config.clone();
     let auth = Authenticator::new(&token_secret(&config)?, None)?;

@@ -1,19 +1,21 @@
-//! The command line: one binary, many roles (`up`, `serve --target`, `migrate`, `token`,
-//! `config`, `health`, `bench`).
+//! The command line: one binary, many roles (`up`, `serve --target`, `migrate`, `targets`,
+//! `events`, `token`, `config`, `health`, `bench`). Every service's own settings are
+//! flattened in from the registry ([`crate::app::registry`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::context::token_secret;
+use agriportal_platform::kit::{self, Listeners, ReplayOutcome, Settings};
 use agriportal_platform::storage::platform_database;
-use agriportal_platform::{telemetry, Config};
+use agriportal_platform::{telemetry, Config, Registry};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{self, Target};
+use crate::app;
 use crate::{bench, demo};
 
 /// agriportal: the national portal of the plan to bring farming households onto
@@ -41,11 +43,24 @@ pub enum Command {
     /// Run one service, on PostgreSQL (DATABASE_URL) and NATS JetStream (NATS_URL).
     Serve {
         /// The service to run.
-        #[arg(long, value_enum)]
-        target: Target,
+        #[arg(long)]
+        target: String,
     },
-    /// Apply every store's migrations and exit.
-    Migrate,
+    /// Apply the stores' migrations (every service's, or one target's) and exit.
+    Migrate {
+        /// Only this target's store (and the platform's).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Print every target as JSON: its gRPC services, HTTP prefix, ports, events, the targets
+    /// it calls, its flags and environment variables, and the settings all share.
+    Targets,
+    /// Events a consumer parked because it could not decode or apply them.
+    Events {
+        /// List or replay.
+        #[command(subcommand)]
+        action: EventsAction,
+    },
     /// Mint or revoke bearer tokens.
     Token {
         /// Mint or revoke.
@@ -56,7 +71,8 @@ pub enum Command {
     Config,
     /// Exit 0 when the gRPC server at --grpc reports SERVING (for container health checks).
     Health {
-        /// gRPC service name to check; empty for the whole server.
+        /// A target name (all its gRPC services must be SERVING), a gRPC service name, or
+        /// empty for the whole server.
         #[arg(long, default_value = "")]
         service: String,
     },
@@ -65,6 +81,26 @@ pub enum Command {
         /// Which benchmark.
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+/// Parked-event commands.
+#[derive(Subcommand, Debug)]
+pub enum EventsAction {
+    /// List parked events as JSON lines: `<service>:<id>`, consumer, subject, event id, reason.
+    Parked {
+        /// Only this target's.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Ask the running service to apply a parked event again (once its cause is fixed), and
+    /// wait for the outcome.
+    Replay {
+        /// `<service>:<id>`, as `events parked` prints it.
+        id: String,
+        /// How long to wait for the running consumer to pick the request up.
+        #[arg(long, default_value_t = 30)]
+        wait_seconds: u64,
     },
 }
 
@@ -93,14 +129,20 @@ pub enum TokenAction {
     },
 }
 
-/// Parses the command line and runs it.
+/// Parses the command line (with every registered service's settings) and runs it.
 pub async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    run(cli).await
+    let registry = app::registry();
+    let matches = registry.augment(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let settings = registry.settings(cli.config.clone(), &matches)?;
+    run(&registry, cli, settings).await
 }
 
 /// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Up { demo } => {
@@ -117,34 +159,78 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if demo {
                 demo::spawn(config.clone(), grpc_addr, shutdown.clone())?;
             }
-            let result = app::run_up(config, grpc, http, shutdown).await;
+            let listeners = Listeners { grpc, http };
+            let result = kit::up(registry, settings, listeners, shutdown).await;
             guard.shutdown();
             result
         }
         Command::Serve { target } => {
-            app::check_distributed(&config)?;
+            kit::check_distributed(&config)?;
             let guard = telemetry::init(&config, &format!("agriportal-{target}"))?;
             let shutdown = CancellationToken::new();
             let (grpc, http) = bind(&config).await?;
             tracing::info!(%target, grpc = %grpc.local_addr()?, http = %http.local_addr()?, "serving");
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            let result = app::run_target(target, config, grpc, http, shutdown).await;
+            let listeners = Listeners { grpc, http };
+            let result = kit::serve(registry, &target, settings, listeners, shutdown).await;
             guard.shutdown();
             result
         }
-        Command::Migrate => {
-            for store in app::migrate(&config).await? {
+        Command::Migrate { target } => {
+            for store in kit::migrate(registry, &config, target.as_deref()).await? {
                 eprintln!("migrated {store}");
             }
             Ok(())
         }
-        Command::Token { action } => token(&config, action).await,
-        Command::Config => {
-            println!("{}", serde_json::to_string_pretty(&config)?);
+        Command::Targets => {
+            let targets = kit::targets(registry, &config);
+            println!("{}", serde_json::to_string_pretty(&targets)?);
             Ok(())
         }
-        Command::Health { service } => health(config.grpc_addr, service).await,
-        Command::Bench { which } => bench::run(config, which).await,
+        Command::Events { action } => events(registry, &config, action).await,
+        Command::Token { action } => token(&config, action).await,
+        Command::Config => {
+            println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
+            Ok(())
+        }
+        Command::Health { service } => health(registry, config.grpc_addr, service).await,
+        Command::Bench { which } => bench::run(settings, which).await,
+    }
+}
+
+async fn events(registry: &Registry, config: &Config, action: EventsAction) -> anyhow::Result<()> {
+    match action {
+        EventsAction::Parked { target } => {
+            let parked = kit::parked(registry, config, target.as_deref()).await?;
+            for event in &parked {
+                let mut line = serde_json::to_value(event)?;
+                if let Some(object) = line.as_object_mut() {
+                    object.insert(
+                        "id".into(),
+                        format!("{}:{}", event.service, event.row.id).into(),
+                    );
+                }
+                println!("{line}");
+            }
+            eprintln!("{} parked event(s)", parked.len());
+            Ok(())
+        }
+        EventsAction::Replay { id, wait_seconds } => {
+            let wait = Duration::from_secs(wait_seconds);
+            match kit::replay(registry, config, &id, wait).await? {
+                ReplayOutcome::Replayed => {
+                    eprintln!("replayed {id}: applied, and no longer parked");
+                    Ok(())
+                }
+                ReplayOutcome::FailedAgain(reason) => {
+                    anyhow::bail!("{id} failed again and stays parked: {reason}")
+                }
+                ReplayOutcome::Pending => anyhow::bail!(
+                    "{id}: no running consumer picked the request up within {wait_seconds} s (is the service running?); \
+                     it stays asked for and is applied when the service next looks"
+                ),
+            }
+        }
     }
 }
 
@@ -229,25 +315,32 @@ async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
     }
 }
 
-async fn health(addr: SocketAddr, service: String) -> anyhow::Result<()> {
+async fn health(registry: &Registry, addr: SocketAddr, service: String) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
+    // A target name stands for all of its gRPC services.
+    let names: Vec<String> = match registry.descriptors().iter().find(|d| d.name == service) {
+        Some(descriptor) => descriptor.grpc.iter().map(|g| g.name.to_string()).collect(),
+        None => vec![service],
+    };
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .timeout(Duration::from_secs(3));
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot reach {addr}"))?;
-    let response = HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.clone(),
-        })
-        .await?
-        .into_inner();
-    anyhow::ensure!(
-        response.status == ServingStatus::Serving as i32,
-        "{addr} {service:?} is not serving"
-    );
+    for name in names {
+        let response = HealthClient::new(channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: name.clone(),
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(
+            response.status == ServingStatus::Serving as i32,
+            "{addr} {name:?} is not serving"
+        );
+    }
     println!("SERVING");
     Ok(())
 }

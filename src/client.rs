@@ -1,52 +1,53 @@
-//! A partner's gRPC client, as the demo, the benchmark and the tests use it: bearer token and
-//! W3C trace context in the metadata of every call.
+//! A partner's gRPC client, as the demo, the benchmark and the tests use it: the kit's client
+//! (`agriportal_platform::client`) with the partner's bearer token, the W3C trace context and a
+//! deadline on every call.
 
-use agriportal_platform::telemetry::inject_metadata;
+use std::time::Duration;
+
+use agriportal_platform::client::{self, ClientOptions, Credential, PeerChannel};
 use agriportal_proto::marketplace::v1::marketplace_ingest_client::MarketplaceIngestClient;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Request, Status};
-
-/// Adds `authorization: Bearer <token>` and the current trace context to each request.
-#[derive(Clone)]
-pub struct Bearer {
-    value: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl Bearer {
-    /// With `token`, or without any credential when `None`.
-    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
-        let value = token.map(|t| format!("Bearer {t}").parse()).transpose()?;
-        Ok(Bearer { value })
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.value {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        inject_metadata(request.metadata_mut());
-        Ok(request)
-    }
-}
 
 /// A partner's client of `MarketplaceIngest`.
-pub type PartnerClient = MarketplaceIngestClient<InterceptedService<Channel, Bearer>>;
+pub type PartnerClient = MarketplaceIngestClient<PeerChannel>;
 
-/// Connects to the gRPC server at `addr` (`host:port`) with `token`.
+/// Deadline of a partner's call: long enough for a 10,000-record batch on a busy machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Largest message either way (the server refuses above 16 MiB itself, with a clear error;
+/// tests send such messages on purpose).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The credential of `token`, or none.
+fn credential(token: Option<&str>) -> Credential {
+    token.map_or(Credential::None, |t| Credential::Bearer(t.to_string()))
+}
+
+fn options(deadline: Duration) -> ClientOptions {
+    ClientOptions {
+        deadline,
+        ..ClientOptions::default()
+    }
+}
+
+fn partner(channel: PeerChannel) -> PartnerClient {
+    MarketplaceIngestClient::new(channel)
+        .max_encoding_message_size(MAX_MESSAGE)
+        .max_decoding_message_size(MAX_MESSAGE)
+}
+
+/// Connects now to the gRPC server at `addr` (`host:port`) with `token`.
 pub async fn partner_client(addr: &str, token: Option<&str>) -> anyhow::Result<PartnerClient> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .timeout(std::time::Duration::from_secs(60))
-        .connect()
-        .await?;
-    Ok(
-        MarketplaceIngestClient::with_interceptor(channel, Bearer::new(token)?)
-            .max_encoding_message_size(64 * 1024 * 1024)
-            .max_decoding_message_size(64 * 1024 * 1024),
-    )
+    let channel = client::connect_now(addr, credential(token), options(DEADLINE)).await?;
+    Ok(partner(channel))
+}
+
+/// A client of `addr` with `token` and a per-call `deadline` that connects on its first call
+/// (a server that is down, or restarting, is then an error of calls, not of building).
+pub fn partner_client_lazy(
+    addr: &str,
+    token: Option<&str>,
+    deadline: Duration,
+) -> anyhow::Result<PartnerClient> {
+    let channel = client::connect(addr, credential(token), options(deadline))?;
+    Ok(partner(channel))
 }

@@ -17,12 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agriportal::client::{Bearer, PartnerClient};
+use agriportal::client::{partner_client_lazy, PartnerClient};
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::reference::Reference;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as pb;
-use agriportal_proto::marketplace::v1::marketplace_ingest_client::MarketplaceIngestClient;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 use tonic::{Code, Request, Status};
@@ -665,16 +664,7 @@ pub fn token(partner: &str) -> String {
 
 /// A partner's client that connects lazily and reconnects after the server restarts.
 pub fn client(grpc_addr: &str, partner: &str) -> PartnerClient {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
-    MarketplaceIngestClient::with_interceptor(
-        channel,
-        Bearer::new(Some(&token(partner))).expect("bearer"),
-    )
-    .max_encoding_message_size(64 * 1024 * 1024)
-    .max_decoding_message_size(64 * 1024 * 1024)
+    partner_client_lazy(grpc_addr, Some(&token(partner)), DEADLINE).expect("client")
 }
 
 async fn push_once(

@@ -21,6 +21,8 @@ use tonic::codegen::{Body as _, Service as _};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use agriportal_marketplace::Marketplace;
+
 use crate::support::{spawn_app, spawn_app_with, Mode, TestApp};
 
 pub(crate) const PUSH_SALES: &str = "/agriportal.marketplace.v1.MarketplaceIngest/PushSales";
@@ -247,7 +249,7 @@ fn check(case: &str, status: &Status, expect: &Expect<'_>) {
 /// store: the ground truth of "nothing was stored".
 pub(crate) async fn stored(app: &TestApp) -> (Vec<(String, String)>, i64, i64) {
     let db = app.ctx.database("marketplace").await.expect("db");
-    agriportal_platform::with_db!(&db.pool, pool => {
+    agriportal_platform::with_db!(&db.pool, |pool| {
         let batches = sqlx::query_as::<_, (String, String)>(
             "SELECT partner, batch_id FROM batches ORDER BY partner, batch_id",
         )
@@ -891,9 +893,10 @@ async fn bad_http_input_gets_json_errors_naming_the_problem() {
 
 #[tokio::test]
 async fn a_partner_over_its_rate_limit_is_refused_with_a_hint_and_the_other_is_not() {
-    let Some(app) = spawn_app_with(Mode::Embedded, "rate_limit", |config| {
-        config.partner_records_per_second = 10;
-        config.partner_burst_records = 20;
+    let Some(app) = spawn_app_with(Mode::Embedded, "rate_limit", |settings| {
+        let marketplace = settings.section_mut::<Marketplace>().expect("registered");
+        marketplace.partner_records_per_second = 10;
+        marketplace.partner_burst_records = 20;
     })
     .await
     else {
@@ -990,9 +993,10 @@ async fn a_partner_over_its_rate_limit_is_refused_with_a_hint_and_the_other_is_n
 
 #[tokio::test]
 async fn a_partner_with_an_empty_bucket_is_refused_before_its_body_is_read() {
-    let Some(app) = spawn_app_with(Mode::Embedded, "early_throttle", |config| {
-        config.partner_records_per_second = 1;
-        config.partner_burst_records = 20;
+    let Some(app) = spawn_app_with(Mode::Embedded, "early_throttle", |settings| {
+        let marketplace = settings.section_mut::<Marketplace>().expect("registered");
+        marketplace.partner_records_per_second = 1;
+        marketplace.partner_burst_records = 20;
     })
     .await
     else {
@@ -1049,8 +1053,8 @@ async fn a_partner_with_an_empty_bucket_is_refused_before_its_body_is_read() {
 
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
-    let Some(app) = spawn_app_with(Mode::Embedded, "concurrency_limit", |config| {
-        config.max_concurrent_requests = 1;
+    let Some(app) = spawn_app_with(Mode::Embedded, "concurrency_limit", |settings| {
+        settings.platform.max_concurrent_requests = 1;
     })
     .await
     else {

@@ -9,8 +9,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use agriportal::client::Bearer;
 use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::client::{Caller, Credential};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::gateway::v1 as gpb;
 use agriportal_proto::marketplace::v1 as pb;
@@ -222,7 +222,8 @@ fn onboarding_batch(batch_id: &str, household: &str) -> pb::PushOnboardingReques
 
 /// Calls `rpc` as `who`; `Ok` when it worked (and its answer is what that rpc should answer).
 async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<(), tonic::Status> {
-    let bearer = Bearer::new(token).expect("bearer");
+    let credential = token.map_or(Credential::None, |t| Credential::Bearer(t.to_string()));
+    let bearer = Caller::new(credential, Duration::from_secs(10)).expect("caller");
     let mut ingest = app.client_with(token).await;
     let mut dashboard = gpb::dashboard_client::DashboardClient::with_interceptor(
         channel(app).await,
@@ -524,7 +525,7 @@ async fn isolation(mode: Mode) {
     })
     .await;
     let db = app.ctx.database("marketplace").await.expect("db");
-    let rows: Vec<(String, i64)> = agriportal_platform::with_db!(&db.pool, pool => {
+    let rows: Vec<(String, i64)> = agriportal_platform::with_db!(&db.pool, |pool| {
         sqlx::query_as(
             "SELECT partner, quantity_grams FROM sales_records WHERE record_id = 'shared-1' ORDER BY partner",
         )

@@ -499,7 +499,7 @@ fn uuid_like() -> String {
 /// The marketplace's outbox rows (subject, payload), read from its own store.
 async fn outbox_events(app: &TestApp) -> Vec<(String, Vec<u8>)> {
     let db = app.ctx.database("marketplace").await.expect("db");
-    agriportal_platform::with_db!(&db.pool, pool => {
+    agriportal_platform::with_db!(&db.pool, |pool| {
         sqlx::query_as::<_, (String, Vec<u8>)>("SELECT subject, payload FROM outbox ORDER BY seq")
             .fetch_all(pool)
             .await
@@ -801,8 +801,11 @@ async fn trace_context_travels_from_partner_to_the_event() {
     );
     client.push_sales(request).await.expect("push");
     let db = app.ctx.database("marketplace").await.expect("db");
-    let headers: String = agriportal_platform::with_db!(&db.pool, pool => {
-        sqlx::query_scalar("SELECT headers FROM outbox").fetch_one(pool).await.expect("outbox")
+    let headers: String = agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query_scalar("SELECT headers FROM outbox")
+            .fetch_one(pool)
+            .await
+            .expect("outbox")
     });
     assert!(
         headers.contains("traceparent") && headers.contains(trace_id),

@@ -6,5 +6,6 @@ mod authz;
 mod binary;
 mod deploy;
 mod flow;
+mod kit;
 mod reconcile;
 mod support;

@@ -21,6 +21,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tonic::Code;
 
+use agriportal_gateway::Gateway;
+
 use crate::support::{spawn_app_with_bus, Mode, TestApp};
 
 /// A bus that acknowledges every publish but silently drops the ones `lose` picks: the
@@ -128,8 +130,11 @@ async fn repairs(app: &TestApp) -> i64 {
     let db = Database::connect(&app.config, "gateway")
         .await
         .expect("gateway db");
-    let n: i64 = agriportal_platform::with_db!(&db.pool, pool => {
-        sqlx::query_scalar("SELECT COUNT(*) FROM repairs").fetch_one(pool).await.expect("count")
+    let n: i64 = agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM repairs")
+            .fetch_one(pool)
+            .await
+            .expect("count")
     });
     db.close().await;
     n
@@ -144,7 +149,7 @@ async fn assert_cells_agree(app: &TestApp) {
     let db = Database::connect(&app.config, "gateway")
         .await
         .expect("gateway db");
-    let store = agriportal_gateway::SqlStore::open(db).await.expect("store");
+    let store = agriportal_gateway::SqlStore::new(db);
     use agriportal_gateway::GatewayStore;
     for partner in Partner::ALL {
         for kind in [pb::RollupKind::Sales, pb::RollupKind::Households] {
@@ -180,7 +185,11 @@ async fn lost_events_are_repaired(mode: Mode) {
     let Some(app) = spawn_app_with_bus(
         mode,
         "reconcile",
-        |c| c.reconcile_interval_seconds = 1,
+        |s| {
+            s.section_mut::<Gateway>()
+                .expect("registered")
+                .reconcile_interval_seconds = 1
+        },
         |inner| {
             Arc::new(LossyBus {
                 inner,

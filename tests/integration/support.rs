@@ -8,7 +8,9 @@ use agriportal::client::{partner_client, PartnerClient};
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::bus::Bus;
 use agriportal_platform::context::token_secret;
+use agriportal_platform::kit::{self, Listeners, Settings};
 use agriportal_platform::testing;
+use agriportal_platform::Registry;
 use agriportal_platform::{Config, Context};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -26,6 +28,8 @@ pub enum Mode {
 /// A running system.
 pub struct TestApp {
     pub config: Config,
+    pub settings: Settings,
+    pub registry: Registry,
     pub grpc: String,
     pub http: String,
     pub ctx: Context,
@@ -35,7 +39,16 @@ pub struct TestApp {
 
 /// Configuration for a fresh system, or `None` when the servers it needs are missing (the
 /// testing module prints the skip, or fails under AGRIPORTAL_REQUIRE_SERVERS=1).
-pub async fn config_for(mode: Mode, name: &str) -> Option<(Config, Arc<tempfile::TempDir>)> {
+pub async fn config_for(mode: Mode, name: &str) -> Option<(Settings, Arc<tempfile::TempDir>)> {
+    config_on(&agriportal::app::registry(), mode, name).await
+}
+
+/// [`config_for`] for the services of `registry`.
+pub async fn config_on(
+    registry: &Registry,
+    mode: Mode,
+    name: &str,
+) -> Option<(Settings, Arc<tempfile::TempDir>)> {
     let dir = Arc::new(tempfile::tempdir().ok()?);
     let mut config = Config::embedded(dir.path());
     config.log = "warn".into();
@@ -46,20 +59,27 @@ pub async fn config_for(mode: Mode, name: &str) -> Option<(Config, Arc<tempfile:
         config.bus_prefix = testing::unique_prefix(name);
         config.token_secret = Some("test-secret-that-is-at-least-32-bytes-long".into());
     }
-    Some((config, dir))
+    let settings = registry.default_settings(config).expect("default settings");
+    Some((settings, dir))
 }
 
 /// Starts the system for `mode`; `None` when skipped.
 pub async fn spawn_app(mode: Mode, name: &str) -> Option<TestApp> {
-    let (config, dir) = config_for(mode, name).await?;
-    Some(start(config, dir).await)
+    spawn_app_on(agriportal::app::registry(), mode, name).await
 }
 
-/// [`spawn_app`] with the configuration changed by `tune` first (small limits, for example).
+/// Starts the services of `registry` (the binary's, with a test's service added) through the
+/// same assembly path as `up`.
+pub async fn spawn_app_on(registry: Registry, mode: Mode, name: &str) -> Option<TestApp> {
+    let (settings, dir) = config_on(&registry, mode, name).await?;
+    Some(start_wrapped(registry, settings, dir, |bus| bus).await)
+}
+
+/// [`spawn_app`] with the settings changed by `tune` first (small limits, for example).
 pub async fn spawn_app_with(
     mode: Mode,
     name: &str,
-    tune: impl FnOnce(&mut Config),
+    tune: impl FnOnce(&mut Settings),
 ) -> Option<TestApp> {
     let (mut config, dir) = config_for(mode, name).await?;
     tune(&mut config);
@@ -70,32 +90,39 @@ pub async fn spawn_app_with(
 pub async fn spawn_app_with_bus(
     mode: Mode,
     name: &str,
-    tune: impl FnOnce(&mut Config),
+    tune: impl FnOnce(&mut Settings),
     wrap: impl FnOnce(Arc<dyn Bus>) -> Arc<dyn Bus>,
 ) -> Option<TestApp> {
     let (mut config, dir) = config_for(mode, name).await?;
     tune(&mut config);
-    Some(start_wrapped(config, dir, wrap).await)
+    Some(start_wrapped(agriportal::app::registry(), config, dir, wrap).await)
 }
 
-async fn start(config: Config, dir: Arc<tempfile::TempDir>) -> TestApp {
-    start_wrapped(config, dir, |bus| bus).await
+async fn start(settings: Settings, dir: Arc<tempfile::TempDir>) -> TestApp {
+    start_wrapped(agriportal::app::registry(), settings, dir, |bus| bus).await
 }
 
 async fn start_wrapped(
-    config: Config,
+    registry: Registry,
+    settings: Settings,
     dir: Arc<tempfile::TempDir>,
     wrap: impl FnOnce(Arc<dyn Bus>) -> Arc<dyn Bus>,
 ) -> TestApp {
+    let config = settings.platform.clone();
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let grpc_addr = grpc.local_addr().expect("addr").to_string();
     let http_addr = http.local_addr().expect("addr").to_string();
     let mut ctx = Context::open(config.clone()).await.expect("open context");
     ctx.bus = wrap(ctx.bus.clone());
-    let handle = tokio::spawn(agriportal::app::run_context(ctx.clone(), grpc, http));
+    let handle = tokio::spawn({
+        let (registry, settings, ctx) = (registry.clone(), settings.clone(), ctx.clone());
+        async move { kit::up_with_context(&registry, settings, ctx, Listeners { grpc, http }).await }
+    });
     let app = TestApp {
         config,
+        settings,
+        registry,
         grpc: grpc_addr,
         http: http_addr,
         ctx,
@@ -167,19 +194,20 @@ impl TestApp {
         }
     }
 
-    /// Stops the system (drain, tasks) and returns its configuration and data directory.
-    pub async fn stop(mut self) -> (Config, Arc<tempfile::TempDir>) {
+    /// Stops the system (drain, tasks) and returns its settings and data directory.
+    pub async fn stop(mut self) -> (Settings, Arc<tempfile::TempDir>) {
         self.ctx.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("join").expect("run");
         }
-        (self.config.clone(), self._dir.clone())
+        (self.settings.clone(), self._dir.clone())
     }
 
     /// Stops and starts again on the same state.
     pub async fn restart(self) -> TestApp {
-        let (config, dir) = self.stop().await;
-        start(config, dir).await
+        let registry = self.registry.clone();
+        let (settings, dir) = self.stop().await;
+        start_wrapped(registry, settings, dir, |bus| bus).await
     }
 }
 

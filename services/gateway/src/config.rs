@@ -1,9 +1,12 @@
-//! The gateway's settings and names. Process-wide settings live in
-//! `agriportal_platform::Config`; these are the service's own identifiers and limits.
+//! The gateway's settings (flags and environment variables of its own, flattened into the
+//! command line beside the shared `agriportal_platform::Config`), names and limits.
 
 use std::time::Duration;
 
-/// Schema (PostgreSQL) or file stem (SQLite) of this service's store.
+use clap::Args;
+use serde::Serialize;
+
+/// Schema (PostgreSQL) or file stem (SQLite) of this service's store, and its target name.
 pub const SCHEMA: &str = "gateway";
 
 /// Fully qualified gRPC service name, as reported by gRPC health.
@@ -12,14 +15,29 @@ pub const GRPC_SERVICE: &str = "agriportal.gateway.v1.Dashboard";
 /// Durable consumer name of the rollup; every gateway replica shares it.
 pub const CONSUMER: &str = "gateway-rollup";
 
-/// Subjects the rollup consumes.
-pub const SUBJECTS: &str = "marketplace.>";
+/// The gateway's own settings.
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct GatewayConfig {
+    /// The marketplace service's gRPC address (`http://host:port`), which the gateway asks for
+    /// figures recomputed from the records when it reconciles its rollups. `up` uses its own
+    /// gRPC listener; `serve --target gateway` without it does not reconcile (and says so).
+    #[arg(long, env = "AGRIPORTAL_MARKETPLACE_URL")]
+    pub marketplace_url: Option<String>,
 
-/// A delivered event not acked within this time is delivered again.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+    /// Seconds between two reconciliation rounds of the gateway; `0` turns reconciliation
+    /// off. A gap is repaired only when two consecutive rounds see it unchanged, so keep this
+    /// well above the bus's redelivery time (30 s).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS",
+        default_value_t = DEFAULT_RECONCILE_INTERVAL_SECONDS
+    )]
+    pub reconcile_interval_seconds: u64,
+}
 
-/// Events applied per transaction.
-pub const APPLY_BATCH: usize = 256;
+/// Default of `--reconcile-interval-seconds`: five minutes, so a lost event is repaired
+/// within about ten minutes, at the cost of one grouped scan of the records per round.
+pub const DEFAULT_RECONCILE_INTERVAL_SECONDS: u64 = 300;
 
 /// Longest time series, in days between `from` and `to`.
 pub const MAX_SERIES_DAYS: i64 = 3_660;
@@ -31,3 +49,6 @@ pub const RECONCILE_DRAINED_WITHIN: Duration = Duration::from_secs(5);
 /// Largest answer of the marketplace's audit rpc: one province's cells of one partner
 /// (about 60 bytes each; years of days × categories stay far below this).
 pub const RECONCILE_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Deadline of one call of the marketplace's audit rpc (a grouped scan of a partner's records).
+pub const RECONCILE_CALL_DEADLINE: Duration = Duration::from_secs(120);

@@ -124,6 +124,25 @@ impl Deltas {
             .or_default() += sign;
     }
 
+    /// Adds `from`'s deltas to these (a batch of events folds into one write per table).
+    pub fn merge(&mut self, from: &Deltas) {
+        for (k, v) in &from.sales_daily {
+            let cell = self.sales_daily.entry(k.clone()).or_default();
+            cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+        for (k, v) in &from.sales_totals {
+            let cell = self.sales_totals.entry(k.clone()).or_default();
+            cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+        for (k, v) in &from.households_daily {
+            *self.households_daily.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &from.household_totals {
+            *self.household_totals.entry(k.clone()).or_default() += v;
+        }
+        self.newest_ms = self.newest_ms.max(from.newest_ms);
+    }
+
     /// True when applying would change nothing.
     pub fn is_empty(&self) -> bool {
         self.sales_daily.is_empty() && self.households_daily.is_empty() && self.newest_ms == 0
@@ -167,7 +186,7 @@ pub struct SalesTotal {
 }
 
 /// One row of `household_totals`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct HouseholdTotal {
     /// Province code.
     pub province_code: String,

@@ -22,6 +22,7 @@ pub fn router(dashboard: Dashboard) -> Router {
         .route("/api/v1/provinces", get(provinces))
         .route("/api/v1/provinces/{code}", get(province))
         .route("/api/v1/timeseries", get(timeseries))
+        .fallback(not_found)
         .with_state(dashboard)
 }
 
@@ -60,6 +61,15 @@ async fn timeseries(
 ) -> Result<Response, Error> {
     let params = parse_series_query(raw.as_deref())?;
     Ok(([CACHE], Json(d.series(&params).await?)).into_response())
+}
+
+/// The gateway answers `/`, so the process's unknown paths are its to explain.
+async fn not_found(uri: axum::http::Uri) -> Error {
+    let path: String = uri.path().chars().take(100).collect();
+    Error::not_found(format!(
+        "no such page or API route: `{path}`; the API is under /api/v1 (national, provinces, \
+         provinces/{{code}}, timeseries)"
+    ))
 }
 
 async fn index(State(d): State<Dashboard>) -> Result<Response, Error> {

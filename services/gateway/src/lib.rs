@@ -2,11 +2,12 @@
 //! figures to dashboards over gRPC (`agriportal.gateway.v1.Dashboard`) and HTTP/JSON
 //! (`/api/v1/...`), with a plain dashboard page at `/`.
 //!
-//! Files, as in every service crate: `config` (names and limits), `error` (the service's
-//! errors), `domain` (rules), `store` (storage trait and SQL implementation), `grpc` (tonic
-//! adapter), and this file (assembly and the `run` entry point); the gateway adds `consumer`
-//! (event intake), `reconcile` (comparison with the marketplace's records, and repairs),
-//! `service` (queries shared by both adapters), `http` and `page`.
+//! Files, as in every service crate: `config` (settings, names, limits), `error` (the
+//! service's errors), `domain` (rules, as pure functions), `store` (storage trait and its SQL
+//! implementation), `service` (the queries both adapters answer from), `grpc` (tonic
+//! adapter), and this file (the service's declaration for the kit); the gateway adds
+//! `consumer` (what the marketplace's events change), `reconcile` (periodic comparison with
+//! the marketplace's records, and repairs), `http` and `page`.
 
 pub mod config;
 pub mod consumer;
@@ -20,123 +21,95 @@ pub mod service;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use agriportal_platform::http::{admin_router, Readiness};
-use agriportal_platform::limits::ConcurrencyLimitLayer;
-use agriportal_platform::storage::Database;
-use agriportal_platform::{grpc as platform_grpc, http as platform_http, Context};
+use agriportal_platform::client::ClientOptions;
+use agriportal_platform::consumer::{ConsumerHealth, ConsumerOptions};
+use agriportal_platform::storage::Migrations;
+use agriportal_platform::{Descriptor, GrpcApi, HttpApi, Running, Service, ServiceContext};
 use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
-use tokio::net::TcpListener;
+use agriportal_proto::marketplace::v1 as mpb;
 
-pub use config::GRPC_SERVICE;
+pub use config::{GatewayConfig, GRPC_SERVICE};
 pub use service::Dashboard;
 pub use store::{GatewayStore, SqlStore};
 
-/// A started gateway: its store is open and its consumer runs.
-pub struct Gateway {
-    store: Arc<SqlStore>,
-    health: Arc<consumer::ConsumerHealth>,
-    ctx: Context,
+/// The gateway service, as registered in the binary.
+pub struct Gateway;
+
+#[async_trait::async_trait]
+impl Service for Gateway {
+    type Config = GatewayConfig;
+
+    const DESCRIPTOR: Descriptor = Descriptor {
+        name: config::SCHEMA,
+        about: "Gateway: national dashboards (gRPC and HTTP)",
+        grpc: &[GrpcApi {
+            name: GRPC_SERVICE,
+            public: true,
+        }],
+        http: Some(HttpApi { prefix: "/" }),
+        publishes: &[],
+        consumes: &[
+            mpb::SALES_RECORDED.subject(),
+            mpb::HOUSEHOLDS_RECORDED.subject(),
+        ],
+        calls: &["marketplace"],
+    };
+
+    fn migrations() -> Migrations {
+        store::migrations()
+    }
+
+    async fn start(ctx: ServiceContext<GatewayConfig>) -> anyhow::Result<Running> {
+        let store = Arc::new(SqlStore::new(ctx.db.clone()));
+        let health = ctx.consume(
+            ConsumerOptions::new(config::CONSUMER),
+            consumer::Rollup::new(store.clone()),
+        )?;
+        start_reconciliation(&ctx, store.clone(), health)?;
+        let dashboard = Dashboard::new(store);
+        Ok(Running::new()
+            .grpc(DashboardServer::new(grpc::GrpcAdapter::new(
+                dashboard.clone(),
+            )))
+            .http(http::router(dashboard)))
+    }
 }
 
-impl Gateway {
-    /// Opens the store (migrating it) and starts consuming marketplace events.
-    pub async fn start(ctx: &Context) -> anyhow::Result<Gateway> {
-        let db = ctx.database(config::SCHEMA).await?;
-        let store = Arc::new(SqlStore::open(db).await?);
-        let health = Arc::new(consumer::ConsumerHealth::default());
-        consumer::spawn(
-            store.clone(),
-            ctx.bus.clone(),
-            health.clone(),
-            ctx.shutdown.clone(),
-            &ctx.tasks,
-        );
-        Ok(Gateway {
-            store,
-            health,
-            ctx: ctx.clone(),
-        })
-    }
-
-    /// Starts the periodic reconciliation against the marketplace service at `marketplace_url`
-    /// (its gRPC address, `http://host:port`), every `--reconcile-interval-seconds`; `None`,
-    /// or an interval of 0, leaves it off and says so in the log.
-    pub fn start_reconciliation(&self, marketplace_url: Option<&str>) -> anyhow::Result<()> {
-        let interval = self.ctx.config.reconcile_interval_seconds;
-        let url = match marketplace_url {
-            Some(url) if interval > 0 => url,
-            _ => {
-                tracing::warn!(
-                    interval_seconds = interval,
-                    has_marketplace_url = marketplace_url.is_some(),
-                    "reconciliation of the rollups is off: set AGRIPORTAL_MARKETPLACE_URL and a \
-                     non-zero AGRIPORTAL_RECONCILE_INTERVAL_SECONDS"
-                );
-                return Ok(());
-            }
-        };
-        let source = reconcile::GrpcCellSource::new(url, self.ctx.auth.clone())?;
-        self.reconcile_with(Arc::new(source), std::time::Duration::from_secs(interval));
+/// Starts the periodic reconciliation against the marketplace service every
+/// `--reconcile-interval-seconds`, at `--marketplace-url` (in `up`, this process's own
+/// listener); without an address, or with an interval of 0, it stays off and says so.
+fn start_reconciliation(
+    ctx: &ServiceContext<GatewayConfig>,
+    store: Arc<SqlStore>,
+    health: Arc<ConsumerHealth>,
+) -> anyhow::Result<()> {
+    let interval = ctx.config.reconcile_interval_seconds;
+    let url = ctx.peer_url("marketplace", ctx.config.marketplace_url.as_deref())?;
+    let url = match url {
+        Some(url) if interval > 0 => url,
+        _ => {
+            tracing::warn!(
+                interval_seconds = interval,
+                has_marketplace_url = ctx.config.marketplace_url.is_some(),
+                "reconciliation of the rollups is off: set AGRIPORTAL_MARKETPLACE_URL and a \
+                 non-zero AGRIPORTAL_RECONCILE_INTERVAL_SECONDS"
+            );
+            return Ok(());
+        }
+    };
+    let options = ClientOptions {
+        deadline: config::RECONCILE_CALL_DEADLINE,
+        ..ClientOptions::default()
+    };
+    let source = reconcile::GrpcCellSource::new(ctx.peer(&url, options)?);
+    let reconciler = reconcile::Reconciler::new(store, Arc::new(source), health);
+    let shutdown = ctx.shared.shutdown.clone();
+    let interval = Duration::from_secs(interval);
+    ctx.spawn("reconciliation", async move {
+        reconcile::run(reconciler, interval, shutdown).await;
         Ok(())
-    }
-
-    /// Starts the periodic reconciliation against any cell source (tests pass their own).
-    pub fn reconcile_with(
-        &self,
-        source: Arc<dyn reconcile::CellSource>,
-        interval: std::time::Duration,
-    ) {
-        let reconciler =
-            reconcile::Reconciler::new(self.store.clone(), source, self.health.clone());
-        reconcile::spawn(
-            reconciler,
-            interval,
-            self.ctx.shutdown.clone(),
-            &self.ctx.tasks,
-        );
-    }
-
-    /// The shared queries.
-    pub fn dashboard(&self) -> Dashboard {
-        Dashboard::new(self.store.clone())
-    }
-
-    /// The gRPC service, to mount on a server.
-    pub fn grpc_service(&self) -> DashboardServer<grpc::GrpcAdapter> {
-        DashboardServer::new(grpc::GrpcAdapter::new(self.dashboard()))
-    }
-
-    /// The HTTP routes (API and page), without the admin routes.
-    pub fn http_router(&self) -> axum::Router {
-        http::router(self.dashboard())
-    }
-
-    /// The database, for readiness checks.
-    pub fn database(&self) -> Database {
-        self.store.database().clone()
-    }
-
-    /// Serves this service alone: gRPC on `grpc`, API, page, health and metrics on `http`,
-    /// until the context's shutdown fires.
-    pub async fn run(self, grpc: TcpListener, http: TcpListener) -> anyhow::Result<()> {
-        let ctx = self.ctx.clone();
-        let routes = tonic::service::Routes::new(self.grpc_service());
-        let readiness = Readiness::new(vec![self.database()]);
-        let router = self.http_router().merge(admin_router(readiness.clone()));
-        let drain = ctx.config.drain();
-        tokio::try_join!(
-            platform_grpc::serve_with(
-                grpc,
-                routes,
-                &[GRPC_SERVICE],
-                readiness,
-                ctx.shutdown.clone(),
-                drain,
-                ConcurrencyLimitLayer::from_config(&ctx.config),
-            ),
-            platform_http::serve(http, router, ctx.shutdown.clone(), drain),
-        )?;
-        Ok(())
-    }
+    });
+    Ok(())
 }

@@ -17,22 +17,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agriportal_platform::auth::{Authenticator, Role};
-use agriportal_platform::http::metrics;
+use std::sync::OnceLock;
+
+use agriportal_platform::client::{self, PeerChannel};
+use agriportal_platform::consumer::ConsumerHealth;
+use agriportal_platform::metrics::{self, Counter, EncodeLabelSet, Family, Gauge};
 use agriportal_platform::reconcile::{is_empty, province_digests};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::now_ms;
-use agriportal_platform::telemetry::inject_metadata;
-use agriportal_platform::{Error, Result};
+use agriportal_platform::Result;
 use agriportal_proto::marketplace::v1::marketplace_audit_client::MarketplaceAuditClient;
 use agriportal_proto::marketplace::v1::{self as pb, RollupKind};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
 use crate::config::{RECONCILE_DRAINED_WITHIN, RECONCILE_MAX_MESSAGE_BYTES};
-use crate::consumer::ConsumerHealth;
 use crate::store::GatewayStore;
 
 /// Where the authoritative cells come from: the marketplace service's audit rpc.
@@ -42,44 +41,30 @@ pub trait CellSource: Send + Sync + 'static {
     async fn get(&self, request: pb::GetRollupCellsRequest) -> Result<pb::GetRollupCellsResponse>;
 }
 
-/// [`CellSource`] over gRPC, with a short-lived admin token minted for each call.
+/// [`CellSource`] over gRPC, through the kit's client (the gateway's own credential, trace
+/// context, a deadline).
 pub struct GrpcCellSource {
-    client: MarketplaceAuditClient<Channel>,
-    auth: Arc<Authenticator>,
+    client: MarketplaceAuditClient<PeerChannel>,
 }
 
 impl GrpcCellSource {
-    /// A source calling the marketplace service at `url` (`http://host:port`); connects lazily.
-    pub fn new(url: &str, auth: Arc<Authenticator>) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .connect_lazy();
+    /// A source calling the marketplace service over `channel`.
+    pub fn new(channel: PeerChannel) -> Self {
         let client = MarketplaceAuditClient::new(channel)
             .max_decoding_message_size(RECONCILE_MAX_MESSAGE_BYTES);
-        Ok(GrpcCellSource { client, auth })
+        GrpcCellSource { client }
     }
 }
 
 #[async_trait]
 impl CellSource for GrpcCellSource {
     async fn get(&self, request: pb::GetRollupCellsRequest) -> Result<pb::GetRollupCellsResponse> {
-        let (token, _) = self.auth.mint(Role::Admin, Duration::from_secs(300))?;
-        let mut request = tonic::Request::new(request);
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::internal("a minted token is not valid metadata"))?;
-        request.metadata_mut().insert("authorization", bearer);
-        inject_metadata(request.metadata_mut());
         let mut client = self.client.clone();
-        match client.get_rollup_cells(request).await {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => Err(Error::unavailable(format!(
-                "the marketplace service's audit rpc failed: {}: {}",
-                status.code(),
-                status.message()
-            ))),
-        }
+        let response = client
+            .get_rollup_cells(request)
+            .await
+            .map_err(client::error("marketplace"))?;
+        Ok(response.into_inner())
     }
 }
 
@@ -307,83 +292,104 @@ fn log_repair(partner: Partner, kind: RollupKind, gap: &Gap) {
         count,
         "reconciliation repaired a gap between the rollups and the marketplace's records"
     );
-    metrics().add(
-        "agriportal_gateway_reconcile_repaired_cells_total",
-        &format!(
-            "partner=\"{}\",kind=\"{}\"",
-            partner.code(),
-            if kind == RollupKind::Sales {
+    reconcile_metrics()
+        .repaired
+        .get_or_create(&RepairLabels {
+            partner: partner.code(),
+            kind: if kind == RollupKind::Sales {
                 "sales"
             } else {
                 "households"
-            }
-        ),
-        "Rollup cells repaired by reconciliation (each one a gap, such as a lost event)",
-        1,
-    );
+            },
+        })
+        .inc();
 }
 
 fn record_round(outcome: &Result<Report>) {
-    let m = metrics();
-    let label = match outcome {
+    let m = reconcile_metrics();
+    let outcome_label = match outcome {
         Ok(report) if report.deferred.is_some() => "deferred",
         Ok(_) => "compared",
         Err(_) => "failed",
     };
-    m.add(
-        "agriportal_gateway_reconcile_rounds_total",
-        &format!("outcome=\"{label}\""),
-        "Reconciliation rounds, by outcome",
-        1,
-    );
+    m.rounds
+        .get_or_create(&RoundLabels {
+            outcome: outcome_label,
+        })
+        .inc();
     if let Ok(report) = outcome {
         if report.deferred.is_none() {
-            m.set(
-                "agriportal_gateway_reconcile_mismatched_cells",
-                "",
-                "Rollup cells that differed from the records in the last compared round",
-                report.mismatched_cells as i64,
-            );
-            m.set(
-                "agriportal_gateway_reconcile_last_compared_ms",
-                "",
-                "When the last reconciliation round compared the rollups, ms since the epoch",
-                now_ms(),
-            );
+            m.mismatched
+                .set(i64::try_from(report.mismatched_cells).unwrap_or(i64::MAX));
+            m.last_compared_ms.set(now_ms());
         }
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepairLabels {
+    partner: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundLabels {
+    outcome: &'static str,
+}
+
+/// Reconciliation's metrics, declared once.
+struct ReconcileMetrics {
+    repaired: Family<RepairLabels, Counter>,
+    rounds: Family<RoundLabels, Counter>,
+    mismatched: Gauge,
+    last_compared_ms: Gauge,
+}
+
+fn reconcile_metrics() -> &'static ReconcileMetrics {
+    static METRICS: OnceLock<ReconcileMetrics> = OnceLock::new();
+    METRICS.get_or_init(|| ReconcileMetrics {
+        repaired: metrics::counter_family(
+            "agriportal_gateway_reconcile_repaired_cells",
+            "Rollup cells repaired by reconciliation (each one a gap, such as a lost event)",
+        ),
+        rounds: metrics::counter_family(
+            "agriportal_gateway_reconcile_rounds",
+            "Reconciliation rounds, by outcome",
+        ),
+        mismatched: metrics::gauge(
+            "agriportal_gateway_reconcile_mismatched_cells",
+            "Rollup cells that differed from the records in the last compared round",
+        ),
+        last_compared_ms: metrics::gauge(
+            "agriportal_gateway_reconcile_last_compared_ms",
+            "When the last reconciliation round compared the rollups, ms since the epoch",
+        ),
+    })
+}
+
 /// Runs a round every `interval` until `shutdown`.
-pub fn spawn(
-    mut reconciler: Reconciler,
-    interval: Duration,
-    shutdown: CancellationToken,
-    tasks: &TaskTracker,
-) {
-    tasks.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let outcome = tokio::select! {
-                r = reconciler.round() => r,
-                _ = shutdown.cancelled() => return,
-            };
-            record_round(&outcome);
-            match &outcome {
-                Ok(report) if report.mismatched_cells > 0 => tracing::warn!(
-                    mismatched = report.mismatched_cells,
-                    repaired = report.repaired_cells,
-                    compared = report.compared_cells,
-                    "reconciliation found rollup cells that differ from the marketplace's records"
-                ),
-                Ok(report) => tracing::debug!(?report, "reconciliation round"),
-                Err(err) => tracing::warn!(error = %err, "reconciliation round failed; will retry"),
-            }
+pub async fn run(mut reconciler: Reconciler, interval: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
         }
-    });
+        let outcome = tokio::select! {
+            r = reconciler.round() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        record_round(&outcome);
+        match &outcome {
+            Ok(report) if report.mismatched_cells > 0 => tracing::warn!(
+                mismatched = report.mismatched_cells,
+                repaired = report.repaired_cells,
+                compared = report.compared_cells,
+                "reconciliation found rollup cells that differ from the marketplace's records"
+            ),
+            Ok(report) => tracing::debug!(?report, "reconciliation round"),
+            Err(err) => tracing::warn!(error = %err, "reconciliation round failed; will retry"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,42 +1,33 @@
-//! The gateway's store: rollups of marketplace events and the inbox that makes applying them
-//! idempotent, on PostgreSQL or SQLite behind one trait.
+//! The gateway's store: rollups of marketplace events, on PostgreSQL or SQLite behind one
+//! trait. The inbox that makes applying events idempotent is the kit's (its consumer claims
+//! each event in the same transaction as [`GatewayStore::apply`]).
 
-use agriportal_platform::reconcile;
+use agriportal_platform::reconcile::{self, cells_from_rows, CellRow};
 use agriportal_platform::reference::Partner;
-use agriportal_platform::storage::{json_rows, now_ms, Database};
-use agriportal_platform::{inbox_claim, with_db, Error, Result};
+use agriportal_platform::storage::{json_rows, now_ms, Database, Migrations, Tx};
+use agriportal_platform::{with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1::{self as pb, RollupKind};
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::Row;
 use time::Date;
 
 use crate::domain::{Deltas, HouseholdTotal, Metric, SalesTotal, SeriesQuery};
 
-/// Migrations for PostgreSQL (schema `gateway`). Newer migrations than this binary knows
-/// are tolerated (see [`agriportal_platform::storage::tolerant`]).
-pub fn postgres_migrations() -> sqlx::migrate::Migrator {
-    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/postgres"))
-}
-/// Migrations for SQLite (`gateway.sqlite`), tolerant likewise.
-pub fn sqlite_migrations() -> sqlx::migrate::Migrator {
-    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/sqlite"))
-}
-
-/// An event ready to apply: its id and the deltas it makes.
-#[derive(Debug, Clone)]
-pub struct PendingEvent {
-    /// Event id, recorded in the inbox.
-    pub event_id: String,
-    /// Its effect on the rollups.
-    pub deltas: Deltas,
+/// The gateway's migrations (schema `gateway`, or `gateway.sqlite`); the kit appends its own
+/// tables.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
 }
 
 /// What the gateway needs from storage.
 #[async_trait]
 pub trait GatewayStore: Send + Sync + 'static {
-    /// Applies events not applied before, all in one transaction; returns how many were new.
-    async fn apply(&self, events: &[PendingEvent]) -> Result<usize>;
+    /// Adds `deltas` to the rollups inside `tx` (the consumer's transaction, which also holds
+    /// the events' inbox claims).
+    async fn apply(&self, tx: &mut Tx, deltas: &Deltas) -> Result<()>;
     /// Sales totals by province and partner.
     async fn sales_totals(&self) -> Result<Vec<SalesTotal>>;
     /// Household totals by province, partner and status.
@@ -121,10 +112,8 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Opens the store on `db`, migrating it.
-    pub async fn open(db: Database) -> anyhow::Result<Self> {
-        db.migrate(&postgres_migrations(), &sqlite_migrations())
-            .await?;
+    /// The store on `db` (opened and migrated by the kit).
+    pub fn new(db: Database) -> Self {
         let pg = db.is_postgres();
         let upserts = [
             increment_sql(pg, "sales_daily", SALES_DAILY, 4),
@@ -132,7 +121,7 @@ impl SqlStore {
             increment_sql(pg, "households_daily", HOUSEHOLDS_DAILY, 4),
             increment_sql(pg, "household_totals", HOUSEHOLD_TOTALS, 3),
         ];
-        Ok(SqlStore { db, upserts })
+        SqlStore { db, upserts }
     }
 
     /// The underlying database.
@@ -178,99 +167,57 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; 4] {
     ]
 }
 
-fn merge(into: &mut Deltas, from: &Deltas) {
-    for (k, v) in &from.sales_daily {
-        let cell = into.sales_daily.entry(k.clone()).or_default();
-        cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
-    }
-    for (k, v) in &from.sales_totals {
-        let cell = into.sales_totals.entry(k.clone()).or_default();
-        cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
-    }
-    for (k, v) in &from.households_daily {
-        *into.households_daily.entry(k.clone()).or_default() += v;
-    }
-    for (k, v) in &from.household_totals {
-        *into.household_totals.entry(k.clone()).or_default() += v;
-    }
-    into.newest_ms = into.newest_ms.max(from.newest_ms);
-}
-
 #[async_trait]
 impl GatewayStore for SqlStore {
-    async fn apply(&self, events: &[PendingEvent]) -> Result<usize> {
-        let mut ordered: Vec<&PendingEvent> = events.iter().collect();
-        ordered.sort_by(|a, b| a.event_id.cmp(&b.event_id));
-        ordered.dedup_by(|a, b| a.event_id == b.event_id);
-        let _guard = self.db.write_guard().await;
-        with_db!(&self.db.pool, pool => {
-            let mut tx = pool.begin().await?;
-            let mut total = Deltas::default();
-            let mut applied = 0;
-            for event in ordered {
-                if inbox_claim!(&mut *tx, &event.event_id)? {
-                    merge(&mut total, &event.deltas);
-                    applied += 1;
-                }
-            }
-            for (sql, rows) in self.upserts.iter().zip(rollup_rows(&total)) {
-                if !rows.is_empty() {
-                    let json = serde_json::to_string(&rows).map_err(Error::internal)?;
-                    sqlx::query(sql).bind(json).execute(&mut *tx).await?;
-                }
-            }
-            if total.newest_ms > 0 {
+    async fn apply(&self, tx: &mut Tx, deltas: &Deltas) -> Result<()> {
+        add_to_rollups(tx, &self.upserts, deltas).await?;
+        if deltas.newest_ms > 0 {
+            with_tx!(tx, |conn| {
                 sqlx::query(
                     "INSERT INTO meta (key, value) VALUES ('as_of_ms', $1) ON CONFLICT (key) DO UPDATE \
                      SET value = CASE WHEN excluded.value > meta.value THEN excluded.value ELSE meta.value END",
                 )
-                .bind(total.newest_ms)
-                .execute(&mut *tx)
+                .bind(deltas.newest_ms)
+                .execute(&mut *conn)
                 .await?;
-            }
-            tx.commit().await?;
-            Ok(applied)
-        })
+            });
+        }
+        Ok(())
     }
 
     async fn sales_totals(&self) -> Result<Vec<SalesTotal>> {
-        with_db!(&self.db.pool, pool => {
-            let rows = sqlx::query("SELECT province_code, partner, grams, value_vnd, orders, lines FROM sales_totals")
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(SalesTotal {
-                        province_code: r.try_get("province_code")?,
-                        partner: r.try_get("partner")?,
-                        cell: [r.try_get("grams")?, r.try_get("value_vnd")?, r.try_get("orders")?, r.try_get("lines")?],
-                    })
-                })
-                .collect()
-        })
+        let rows: Vec<SalesTotalRow> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, partner, grams, value_vnd, orders, lines FROM sales_totals",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| SalesTotal {
+                province_code: r.province_code,
+                partner: r.partner,
+                cell: [r.grams, r.value_vnd, r.orders, r.lines],
+            })
+            .collect())
     }
 
     async fn household_totals(&self) -> Result<Vec<HouseholdTotal>> {
-        with_db!(&self.db.pool, pool => {
-            let rows = sqlx::query("SELECT province_code, partner, status, households FROM household_totals")
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(HouseholdTotal {
-                        province_code: r.try_get("province_code")?,
-                        partner: r.try_get("partner")?,
-                        status: r.try_get("status")?,
-                        households: r.try_get("households")?,
-                    })
-                })
-                .collect()
-        })
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, partner, status, households FROM household_totals",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     async fn as_of_ms(&self) -> Result<Option<i64>> {
-        Ok(with_db!(&self.db.pool, pool => {
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'as_of_ms'").fetch_optional(pool).await?
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'as_of_ms'")
+                .fetch_optional(pool)
+                .await?
         }))
     }
 
@@ -287,7 +234,7 @@ impl GatewayStore for SqlStore {
         );
         let province = query.province.clone().unwrap_or_default();
         let partner = query.partner.map(|p| p.code()).unwrap_or_default();
-        let rows: Vec<(String, i64)> = with_db!(&self.db.pool, pool => {
+        let rows: Vec<(String, i64)> = with_db!(&self.db.pool, |pool| {
             sqlx::query_as(&sql)
                 .bind(query.from.to_string())
                 .bind(query.to.to_string())
@@ -321,14 +268,14 @@ impl GatewayStore for SqlStore {
             }
             RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
         };
-        with_db!(&self.db.pool, pool => {
-            let rows = sqlx::query(sql)
+        let rows: Vec<CellRow> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(sql)
                 .bind(partner.code())
                 .bind(province.unwrap_or_default())
                 .fetch_all(pool)
-                .await?;
-            agriportal_platform::rollup_cells_from_rows!(&rows)
-        })
+                .await?
+        });
+        cells_from_rows(rows)
     }
 
     async fn repair(
@@ -380,13 +327,12 @@ impl GatewayStore for SqlStore {
                 return Err(Error::invalid("kind must be sales or households"))
             }
         };
-        let _guard = self.db.write_guard().await;
-        with_db!(&self.db.pool, pool => {
-            let mut tx = pool.begin().await?;
-            // Compare-and-set: the update matches only while the cell holds what the round
-            // saw; an absent row (seen as zeros) is inserted instead, unless one appeared.
-            let absent = reconcile::is_empty(found);
-            let changed = match kind {
+        let mut tx = self.db.begin().await?;
+        // Compare-and-set: the update matches only while the cell holds what the round saw;
+        // an absent row (seen as zeros) is inserted instead, unless one appeared.
+        let absent = reconcile::is_empty(found);
+        let changed = with_tx!(&mut tx, |conn| {
+            match kind {
                 RollupKind::Sales => {
                     let mut changed = sqlx::query(cas)
                         .bind(&found.day)
@@ -401,7 +347,7 @@ impl GatewayStore for SqlStore {
                         .bind(found.value_vnd)
                         .bind(found.orders)
                         .bind(found.count)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?
                         .rows_affected();
                     if changed == 0 && absent {
@@ -414,7 +360,7 @@ impl GatewayStore for SqlStore {
                             .bind(wanted.value_vnd)
                             .bind(wanted.orders)
                             .bind(wanted.count)
-                            .execute(&mut *tx)
+                            .execute(&mut *conn)
                             .await?
                             .rows_affected();
                     }
@@ -428,7 +374,7 @@ impl GatewayStore for SqlStore {
                         .bind(i64::from(found.status))
                         .bind(wanted.count)
                         .bind(found.count)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?
                         .rows_affected();
                     if changed == 0 && absent {
@@ -438,25 +384,22 @@ impl GatewayStore for SqlStore {
                             .bind(partner.code())
                             .bind(i64::from(found.status))
                             .bind(wanted.count)
-                            .execute(&mut *tx)
+                            .execute(&mut *conn)
                             .await?
                             .rows_affected();
                     }
                     changed
                 }
-            };
-            if changed != 1 {
-                return Ok(false);
             }
-            for (sql, rows) in self.upserts.iter().zip(rollup_rows(&totals)) {
-                if !rows.is_empty() {
-                    let json = serde_json::to_string(&rows).map_err(Error::internal)?;
-                    sqlx::query(sql).bind(json).execute(&mut *tx).await?;
-                }
-            }
+        });
+        if changed != 1 {
+            return Ok(false);
+        }
+        add_to_rollups(&mut tx, &self.upserts, &totals).await?;
+        with_tx!(&mut tx, |conn| {
             sqlx::query(
-                "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, grams, value_vnd, orders, count) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, \
+                 grams, value_vnd, orders, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(now_ms())
             .bind(kind.as_str_name())
@@ -468,10 +411,35 @@ impl GatewayStore for SqlStore {
             .bind(diff[1])
             .bind(diff[2])
             .bind(diff[3])
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
+        });
+        tx.commit().await?;
+        Ok(true)
     }
+}
+
+/// Adds a sum of deltas to the four rollup tables inside `tx`, one statement per table.
+async fn add_to_rollups(tx: &mut Tx, upserts: &[String; 4], deltas: &Deltas) -> Result<()> {
+    for (sql, rows) in upserts.iter().zip(rollup_rows(deltas)) {
+        if rows.is_empty() {
+            continue;
+        }
+        let json = serde_json::to_string(&rows).map_err(Error::internal)?;
+        with_tx!(tx, |conn| {
+            sqlx::query(sql).bind(json).execute(&mut *conn).await?;
+        });
+    }
+    Ok(())
+}
+
+/// A row of `sales_totals`.
+#[derive(sqlx::FromRow)]
+struct SalesTotalRow {
+    province_code: String,
+    partner: String,
+    grams: i64,
+    value_vnd: i64,
+    orders: i64,
+    lines: i64,
 }

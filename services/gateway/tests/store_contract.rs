@@ -1,28 +1,48 @@
 //! One contract for `GatewayStore`, run on SQLite and on PostgreSQL (a fresh database).
 
+use std::ops::Deref;
 use std::sync::Arc;
 
+use agriportal_gateway::consumer::Rollup;
 use agriportal_gateway::domain::{Deltas, SeriesParams};
-use agriportal_gateway::store::{GatewayStore, PendingEvent, SqlStore};
+use agriportal_gateway::store::{GatewayStore, SqlStore};
+use agriportal_gateway::Gateway;
+use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
-use agriportal_platform::{testing, Config};
+use agriportal_platform::testing;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as mpb;
 
-async fn sqlite() -> (SqlStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&Config::embedded(dir.path()), "gateway")
-        .await
-        .unwrap();
-    (SqlStore::open(db).await.unwrap(), dir)
+/// The store, with events applied exactly as the kit's consumer applies them: inbox claims and
+/// the rollup in one transaction.
+struct Gw {
+    db: Database,
+    store: Arc<SqlStore>,
+    rollup: Rollup,
 }
 
-async fn postgres(name: &str) -> Option<SqlStore> {
-    let mut config = Config::embedded("unused");
-    config.database_url = Some(testing::fresh_postgres(name).await?);
-    let db = Database::connect(&config, "gateway").await.unwrap();
-    Some(SqlStore::open(db).await.unwrap())
+impl Gw {
+    fn new(db: Database) -> Self {
+        let store = Arc::new(SqlStore::new(db.clone()));
+        Gw {
+            rollup: Rollup::new(store.clone()),
+            store,
+            db,
+        }
+    }
+
+    /// Applies `events` once each; how many were new.
+    async fn apply(&self, events: &[Decoded<Deltas>]) -> agriportal_platform::Result<usize> {
+        Ok(consumer::apply(&self.db, &self.rollup, events).await?.new)
+    }
+}
+
+impl Deref for Gw {
+    type Target = SqlStore;
+    fn deref(&self) -> &SqlStore {
+        &self.store
+    }
 }
 
 fn figures(day: &str, province: &str, grams: i64) -> mpb::SalesFigures {
@@ -42,7 +62,7 @@ fn sales_event(
     partner: Partner,
     at: i64,
     changes: Vec<(Option<mpb::SalesFigures>, mpb::SalesFigures)>,
-) -> PendingEvent {
+) -> Decoded<Deltas> {
     let event = mpb::SalesRecorded {
         event_id: id.into(),
         partner: partner.to_proto() as i32,
@@ -60,9 +80,9 @@ fn sales_event(
     };
     let mut deltas = Deltas::default();
     deltas.add_sales(&event).unwrap();
-    PendingEvent {
+    Decoded {
         event_id: id.into(),
-        deltas,
+        event: deltas,
     }
 }
 
@@ -70,7 +90,7 @@ fn household_event(
     id: &str,
     previous: Option<(&str, HouseholdStatus)>,
     current: (&str, HouseholdStatus),
-) -> PendingEvent {
+) -> Decoded<Deltas> {
     let f = |(province, status): (&str, HouseholdStatus)| mpb::HouseholdFigures {
         province_code: province.into(),
         commune_code: String::new(),
@@ -90,13 +110,13 @@ fn household_event(
     };
     let mut deltas = Deltas::default();
     deltas.add_households(&event).unwrap();
-    PendingEvent {
+    Decoded {
         event_id: id.into(),
-        deltas,
+        event: deltas,
     }
 }
 
-async fn grams(store: &dyn GatewayStore) -> i64 {
+async fn grams(store: &SqlStore) -> i64 {
     store
         .sales_totals()
         .await
@@ -106,7 +126,8 @@ async fn grams(store: &dyn GatewayStore) -> i64 {
         .sum()
 }
 
-async fn contract(store: SqlStore) {
+async fn contract(db: Database) {
+    let store = Gw::new(db);
     let e1 = sales_event(
         "e1",
         Partner::Voso,
@@ -207,8 +228,9 @@ async fn contract(store: SqlStore) {
 }
 
 /// Several replicas applying overlapping deliveries at once count each event once.
-async fn concurrent_apply(store: Arc<SqlStore>) {
-    let events: Vec<PendingEvent> = (0..40)
+async fn concurrent_apply(db: Database) {
+    let store = Arc::new(Gw::new(db));
+    let events: Vec<Decoded<Deltas>> = (0..40)
         .map(|i| {
             sales_event(
                 &format!("c{i}"),
@@ -221,7 +243,7 @@ async fn concurrent_apply(store: Arc<SqlStore>) {
     let mut tasks = Vec::new();
     for k in 0..4 {
         let store = store.clone();
-        let slice: Vec<PendingEvent> = events.iter().skip(k * 5).take(25).cloned().collect();
+        let slice: Vec<Decoded<Deltas>> = events.iter().skip(k * 5).take(25).cloned().collect();
         tasks.push(tokio::spawn(
             async move { store.apply(&slice).await.unwrap() },
         ));
@@ -231,12 +253,13 @@ async fn concurrent_apply(store: Arc<SqlStore>) {
         applied += t.await.unwrap();
     }
     assert_eq!(applied, 40);
-    assert_eq!(grams(store.as_ref()).await, 400);
+    assert_eq!(grams(&store).await, 400);
 }
 
 /// Cells in the marketplace's shape, and repairs: a compare-and-set on the daily cell that
 /// moves the province total by the same difference, and steps back when the cell changed.
-async fn cells_and_repairs(store: SqlStore) {
+async fn cells_and_repairs(db: Database) {
+    let store = Gw::new(db);
     use mpb::RollupKind::{Households, Sales};
     store
         .apply(&[
@@ -412,50 +435,24 @@ async fn cells_and_repairs(store: SqlStore) {
 }
 
 #[tokio::test]
-async fn cells_and_repairs_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    cells_and_repairs(store).await;
+async fn cells_and_repairs_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_repairs", cells_and_repairs).await;
 }
 
 #[tokio::test]
-async fn cells_and_repairs_on_postgres() {
-    if let Some(store) = postgres("gw_repairs").await {
-        cells_and_repairs(store).await;
-    }
+async fn contract_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_contract", contract).await;
 }
 
 #[tokio::test]
-async fn contract_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    contract(store).await;
-}
-
-#[tokio::test]
-async fn contract_on_postgres() {
-    if let Some(store) = postgres("gw_contract").await {
-        contract(store).await;
-    }
-}
-
-#[tokio::test]
-async fn concurrent_apply_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    concurrent_apply(Arc::new(store)).await;
-}
-
-#[tokio::test]
-async fn concurrent_apply_on_postgres() {
-    if let Some(store) = postgres("gw_concurrent").await {
-        concurrent_apply(Arc::new(store)).await;
-    }
+async fn concurrent_apply_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_concurrent", concurrent_apply).await;
 }
 
 /// Rolling back: the previous release must start on a database that a newer release already
 /// migrated one step further, instead of refusing the unknown migration.
-async fn an_older_binary_starts_on_a_newer_schema(config: Config) {
-    let db = Database::connect(&config, "gateway").await.unwrap();
-    let store = SqlStore::open(db.clone()).await.unwrap();
-    agriportal_platform::with_db!(&db.pool, pool => {
+async fn an_older_binary_starts_on_a_newer_schema(db: Database) {
+    agriportal_platform::with_db!(&db.pool, |pool| {
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (99990101, 'from a newer release', TRUE, $1, 1)",
@@ -465,23 +462,12 @@ async fn an_older_binary_starts_on_a_newer_schema(config: Config) {
         .await
         .unwrap();
     });
-    drop(store);
-    let reopened = SqlStore::open(Database::connect(&config, "gateway").await.unwrap()).await;
-    assert!(reopened.is_ok(), "{:?}", reopened.err());
+    let again = db.migrate(&agriportal_gateway::store::migrations()).await;
+    assert!(again.is_ok(), "{:?}", again.err());
 }
 
 #[tokio::test]
-async fn an_older_binary_starts_on_a_newer_schema_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    an_older_binary_starts_on_a_newer_schema(Config::embedded(dir.path())).await;
-}
-
-#[tokio::test]
-async fn an_older_binary_starts_on_a_newer_schema_on_postgres() {
-    let mut config = Config::embedded("unused");
-    let Some(url) = testing::fresh_postgres("gw_rollback").await else {
-        return;
-    };
-    config.database_url = Some(url);
-    an_older_binary_starts_on_a_newer_schema(config).await;
+async fn an_older_binary_starts_on_a_newer_schema_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_rollback", an_older_binary_starts_on_a_newer_schema)
+        .await;
 }

@@ -1,7 +1,10 @@
-//! The marketplace service's settings and names. Process-wide settings live in
-//! `agriportal_platform::Config`; these are the service's own limits and identifiers.
+//! The marketplace service's settings (flags and environment variables of its own, flattened
+//! into the command line beside the shared `agriportal_platform::Config`), names and limits.
 
-/// Schema (PostgreSQL) or file stem (SQLite) of this service's store.
+use clap::Args;
+use serde::Serialize;
+
+/// Schema (PostgreSQL) or file stem (SQLite) of this service's store, and its target name.
 pub const SCHEMA: &str = "marketplace";
 
 /// Fully qualified gRPC service name, as reported by gRPC health.
@@ -10,10 +13,36 @@ pub const GRPC_SERVICE: &str = "agriportal.marketplace.v1.MarketplaceIngest";
 /// Fully qualified name of the audit service (recomputed rollups, for reconciliation).
 pub const AUDIT_GRPC_SERVICE: &str = "agriportal.marketplace.v1.MarketplaceAudit";
 
-/// Subject of the event a sales batch emits.
-pub const SALES_SUBJECT: &str = "marketplace.sales_recorded";
-/// Subject of the event an onboarding batch emits.
-pub const HOUSEHOLDS_SUBJECT: &str = "marketplace.households_recorded";
+/// The marketplace's own settings.
+#[derive(Args, Clone, Debug, Serialize)]
+pub struct MarketplaceConfig {
+    /// Records per second each partner may push (token bucket refill rate, per process);
+    /// calls over it get RESOURCE_EXHAUSTED with a retry hint. Every call counts at least one
+    /// record. `0` turns the limit off.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PARTNER_RECORDS_PER_SECOND",
+        default_value_t = DEFAULT_PARTNER_RECORDS_PER_SECOND
+    )]
+    pub partner_records_per_second: u32,
+
+    /// Records a partner may push at once above its rate (token bucket size). A batch larger
+    /// than this can never pass, so keep it at least the batch limit (10,000 records).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PARTNER_BURST_RECORDS",
+        default_value_t = DEFAULT_PARTNER_BURST_RECORDS
+    )]
+    pub partner_burst_records: u32,
+}
+
+/// Default of `--partner-records-per-second`: well above what a partner sends in normal
+/// operation and what `up --demo` backfills, so only a runaway client meets it.
+pub const DEFAULT_PARTNER_RECORDS_PER_SECOND: u32 = 20_000;
+
+/// Default of `--partner-burst-records`: ten full batches, so a partner catching up after an
+/// outage (or the demo's backfill) is not slowed down.
+pub const DEFAULT_PARTNER_BURST_RECORDS: u32 = 100_000;
 
 /// Limits on what one request may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,31 +3,28 @@
 //! request, and the event, so a batch is applied whole, with its event, or not at all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use agriportal_platform::outbox::OutboxEvent;
+use agriportal_platform::outbox::{self, Outbox, OutboxEvent};
 use agriportal_platform::reference::Partner;
-use agriportal_platform::storage::{json_rows, now_ms, Database};
-use agriportal_platform::{outbox_bind, outbox_enqueue, with_db, Error, Result};
+use agriportal_platform::storage::{json_rows, now_ms, Database, Migrations};
+use agriportal_platform::{outbox_bind, with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1 as pb;
 use async_trait::async_trait;
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
-use sqlx::Row;
-use tokio::sync::Notify;
 
-use crate::config::{HOUSEHOLDS_SUBJECT, SALES_SUBJECT};
+use agriportal_platform::reconcile::{cells_from_rows, CellRow};
+
 use crate::domain::{classify, Change, Household, Keyed, SaleLine, Validated};
 use crate::error;
 
-/// Migrations for PostgreSQL (schema `marketplace`). Newer migrations than this binary knows
-/// are tolerated (see [`agriportal_platform::storage::tolerant`]).
-pub fn postgres_migrations() -> sqlx::migrate::Migrator {
-    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/postgres"))
-}
-/// Migrations for SQLite (`marketplace.sqlite`), tolerant likewise.
-pub fn sqlite_migrations() -> sqlx::migrate::Migrator {
-    agriportal_platform::storage::tolerant(sqlx::migrate!("./migrations/sqlite"))
+/// The marketplace's migrations (schema `marketplace`, or `marketplace.sqlite`); the kit
+/// appends its own tables.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
 }
 
 /// A validated batch, ready to apply.
@@ -107,7 +104,7 @@ trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Sen
         batch_id: &str,
         event_id: &str,
         changes: &[Change<Self>],
-    ) -> (&'static str, Vec<u8>);
+    ) -> OutboxEvent;
 }
 
 impl RecordKind for SaleLine {
@@ -128,7 +125,7 @@ impl RecordKind for SaleLine {
         batch_id: &str,
         event_id: &str,
         changes: &[Change<Self>],
-    ) -> (&'static str, Vec<u8>) {
+    ) -> OutboxEvent {
         let changes = changes
             .iter()
             .map(|c| match c {
@@ -151,7 +148,7 @@ impl RecordKind for SaleLine {
             recorded_at_ms: now_ms(),
             changes,
         };
-        (SALES_SUBJECT, event.encode_to_vec())
+        OutboxEvent::new(&pb::SALES_RECORDED, &event)
     }
 }
 
@@ -171,7 +168,7 @@ impl RecordKind for Household {
         batch_id: &str,
         event_id: &str,
         changes: &[Change<Self>],
-    ) -> (&'static str, Vec<u8>) {
+    ) -> OutboxEvent {
         let changes = changes
             .iter()
             .map(|c| match c {
@@ -194,7 +191,7 @@ impl RecordKind for Household {
             recorded_at_ms: now_ms(),
             changes,
         };
-        (HOUSEHOLDS_SUBJECT, event.encode_to_vec())
+        OutboxEvent::new(&pb::HOUSEHOLDS_RECORDED, &event)
     }
 }
 
@@ -282,12 +279,31 @@ fn partner_index(partner: Partner) -> usize {
     }
 }
 
+/// The earlier batch of an id (`kind` set) or a record its keys hold (`record` set): the
+/// two kinds of rows of [`KindSql::select_earlier_and_held`].
+#[derive(sqlx::FromRow)]
+struct EarlierOrHeld {
+    kind: Option<String>,
+    content_hash: Option<String>,
+    result: Option<Vec<u8>>,
+    record: Option<String>,
+}
+
+/// Totals of one partner's sales lines.
+#[derive(sqlx::FromRow)]
+struct SalesHeld {
+    lines: i64,
+    grams: i64,
+    value_vnd: i64,
+    orders: i64,
+}
+
 /// The SQL implementation of [`MarketplaceStore`], native on PostgreSQL and on SQLite.
 pub struct SqlStore {
     db: Database,
     sales: KindSql,
     households: KindSql,
-    relay: Arc<Notify>,
+    outbox: Outbox,
     /// One turn per partner in this process, taken before a connection is borrowed: a
     /// partner's batches queue here rather than in PostgreSQL's advisory lock, where every
     /// waiter would hold a pooled connection and a flooding partner could take the whole pool
@@ -296,18 +312,17 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Opens the store on `db` (migrating it) and wakes `relay` after each commit that wrote an event.
-    pub async fn open(db: Database, relay: Arc<Notify>) -> anyhow::Result<Self> {
-        db.migrate(&postgres_migrations(), &sqlite_migrations())
-            .await?;
+    /// The store on `db` (opened and migrated by the kit); wakes `outbox` after each commit
+    /// that wrote an event.
+    pub fn new(db: Database, outbox: Outbox) -> Self {
         let postgres = db.is_postgres();
-        Ok(SqlStore {
+        SqlStore {
             sales: KindSql::new::<SaleLine>(postgres),
             households: KindSql::new::<Household>(postgres),
             db,
-            relay,
+            outbox,
             turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
-        })
+        }
     }
 
     /// The underlying database.
@@ -334,101 +349,119 @@ impl SqlStore {
         let keys = serde_json::to_string(&records.iter().map(|r| r.key()).collect::<Vec<_>>())
             .map_err(Error::internal)?;
         let _turn = self.turns[partner_index(partner)].lock().await;
-        let _guard = self.db.write_guard().await;
-        let result = with_db!(&self.db.pool, pool => {
-            let mut tx = pool.begin().await?;
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<EarlierOrHeld> = with_tx!(&mut tx, |conn| {
             if self.db.is_postgres() {
                 // Serialises a partner's batches so the values a correction replaces are the
                 // values held when it commits; the two partners still ingest in parallel.
                 sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
                     .bind(format!("marketplace:{}", partner.code()))
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
             }
-            let rows = sqlx::query(&sql.select_earlier_and_held)
+            sqlx::query_as(&sql.select_earlier_and_held)
                 .bind(partner.code())
                 .bind(&batch_id)
                 .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut held: HashMap<String, K> = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                // `kind` is set only on the earlier batch's row, `record` only on held records.
-                if let Some(kind) = row.try_get::<Option<String>, _>("kind")? {
-                    let hash: String = row.try_get("content_hash")?;
-                    if hash != content_hash || kind != K::KIND {
-                        return Err(error::batch_conflict(&batch_id));
-                    }
-                    let result: Vec<u8> = row.try_get("result")?;
-                    return pb::PushResult::decode(result.as_slice()).map_err(Error::internal);
+                .fetch_all(&mut *conn)
+                .await?
+        });
+        let mut held: HashMap<String, K> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            // `kind` is set only on the earlier batch's row, `record` only on held records;
+            // the store always writes the earlier batch's hash and result, so a NULL there
+            // fails loudly rather than decoding as empty.
+            if let Some(kind) = row.kind {
+                let hash = row
+                    .content_hash
+                    .ok_or_else(|| Error::internal("a batch row without its content hash"))?;
+                if hash != content_hash || kind != K::KIND {
+                    return Err(error::batch_conflict(&batch_id));
                 }
-                let record: String = row.try_get("record")?;
-                let record: K = serde_json::from_str(&record).map_err(Error::internal)?;
-                held.insert(record.key().to_string(), record);
+                let result = row
+                    .result
+                    .ok_or_else(|| Error::internal("a batch row without its result"))?;
+                return pb::PushResult::decode(result.as_slice()).map_err(Error::internal);
             }
-            let (changes, [accepted, unchanged, corrected]) = classify(records, &held);
-            let now = now_ms();
-            let result = pb::PushResult {
-                batch_id: batch_id.clone(),
-                accepted,
-                unchanged,
-                corrected,
-                rejected: u32::try_from(rejections.len()).unwrap_or(u32::MAX),
-                rejections,
-            };
-            let encoded = result.encode_to_vec();
-            // The changed records as one JSON array, and their event.
-            let written = if changes.is_empty() {
-                None
-            } else {
-                let rows: Vec<&K> = changes
-                    .iter()
-                    .map(|c| match c {
-                        Change::New(r) | Change::Corrected { current: r, .. } => r,
-                    })
-                    .collect();
-                let json = serde_json::to_string(&rows).map_err(Error::internal)?;
-                let event_id = uuid::Uuid::now_v7().to_string();
-                let (subject, payload) = K::event(partner, &batch_id, &event_id, &changes);
-                Some((json, OutboxEvent::new(event_id, subject, payload)))
-            };
-            match written {
-                // PostgreSQL: records, event and batch row in one statement.
-                Some((json, event)) if self.db.is_postgres() => {
+            let record = row
+                .record
+                .ok_or_else(|| Error::internal("a held-record row without its record"))?;
+            let record: K = serde_json::from_str(&record).map_err(Error::internal)?;
+            held.insert(record.key().to_string(), record);
+        }
+        let (changes, [accepted, unchanged, corrected]) = classify(records, &held);
+        let now = now_ms();
+        let result = pb::PushResult {
+            batch_id: batch_id.clone(),
+            accepted,
+            unchanged,
+            corrected,
+            rejected: u32::try_from(rejections.len()).unwrap_or(u32::MAX),
+            rejections,
+        };
+        let encoded = result.encode_to_vec();
+        // The changed records as one JSON array, and their event.
+        let written = if changes.is_empty() {
+            None
+        } else {
+            let rows: Vec<&K> = changes
+                .iter()
+                .map(|c| match c {
+                    Change::New(r) | Change::Corrected { current: r, .. } => r,
+                })
+                .collect();
+            let json = serde_json::to_string(&rows).map_err(Error::internal)?;
+            let event_id = uuid::Uuid::now_v7().to_string();
+            Some((json, K::event(partner, &batch_id, &event_id, &changes)))
+        };
+        let wrote_event = written.is_some();
+        match written {
+            // PostgreSQL: records, event and batch row in one statement.
+            Some((json, event)) if tx.is_postgres() => {
+                with_tx!(&mut tx, |conn| {
                     let query = sqlx::query(&sql.write_all)
                         .bind(partner.code())
                         .bind(&batch_id)
                         .bind(now)
-                        .bind(json)
+                        .bind(&json)
                         .bind(K::KIND)
                         .bind(&content_hash)
-                        .bind(encoded)
-                        .bind(request);
-                    outbox_bind!(query, &event).execute(&mut *tx).await?;
+                        .bind(&encoded)
+                        .bind(&request);
+                    outbox_bind!(query, &event).execute(&mut *conn).await?;
+                });
+            }
+            written => {
+                if let Some((json, event)) = written {
+                    with_tx!(&mut tx, |conn| {
+                        sqlx::query(&sql.upsert)
+                            .bind(partner.code())
+                            .bind(&batch_id)
+                            .bind(now)
+                            .bind(&json)
+                            .execute(&mut *conn)
+                            .await?;
+                    });
+                    outbox::enqueue(&mut tx, &event).await?;
                 }
-                written => {
-                    if let Some((json, event)) = written {
-                        sqlx::query(&sql.upsert).bind(partner.code()).bind(&batch_id).bind(now).bind(json).execute(&mut *tx).await?;
-                        outbox_enqueue!(&mut *tx, &event)?;
-                    }
+                with_tx!(&mut tx, |conn| {
                     sqlx::query(INSERT_BATCH)
                         .bind(partner.code())
                         .bind(&batch_id)
                         .bind(K::KIND)
                         .bind(&content_hash)
-                        .bind(encoded)
-                        .bind(request)
+                        .bind(&encoded)
+                        .bind(&request)
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
-                }
+                });
             }
-            tx.commit().await?;
-            if !changes.is_empty() {
-                self.relay.notify_one();
-            }
-            result
-        });
+        }
+        tx.commit().await?;
+        if wrote_event {
+            self.outbox.wake();
+        }
         Ok(result)
     }
 }
@@ -448,7 +481,7 @@ impl MarketplaceStore for SqlStore {
     }
 
     async fn get_batch(&self, partner: Partner, batch_id: &str) -> Result<Option<pb::PushResult>> {
-        let result: Option<Vec<u8>> = with_db!(&self.db.pool, pool => {
+        let result: Option<Vec<u8>> = with_db!(&self.db.pool, |pool| {
             sqlx::query_scalar("SELECT result FROM batches WHERE partner = $1 AND batch_id = $2")
                 .bind(partner.code())
                 .bind(batch_id)
@@ -461,26 +494,29 @@ impl MarketplaceStore for SqlStore {
     }
 
     async fn held_totals(&self, partner: Partner) -> Result<HeldTotals> {
-        with_db!(&self.db.pool, pool => {
-            let sales = sqlx::query(
+        let (sales, households): (SalesHeld, i64) = with_db!(&self.db.pool, |pool| {
+            let sales = sqlx::query_as(
                 "SELECT COUNT(*) AS lines, CAST(COALESCE(SUM(quantity_grams), 0) AS BIGINT) AS grams, \
-                 CAST(COALESCE(SUM(value_vnd), 0) AS BIGINT) AS value_vnd, CAST(COALESCE(SUM(orders), 0) AS BIGINT) AS orders \
+                 CAST(COALESCE(SUM(value_vnd), 0) AS BIGINT) AS value_vnd, \
+                 CAST(COALESCE(SUM(orders), 0) AS BIGINT) AS orders \
                  FROM sales_records WHERE partner = $1",
             )
             .bind(partner.code())
             .fetch_one(pool)
             .await?;
-            let households: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM households WHERE partner = $1")
-                .bind(partner.code())
-                .fetch_one(pool)
-                .await?;
-            Ok(HeldTotals {
-                lines: sales.try_get("lines")?,
-                grams: sales.try_get("grams")?,
-                value_vnd: sales.try_get("value_vnd")?,
-                orders: sales.try_get("orders")?,
-                households,
-            })
+            let households =
+                sqlx::query_scalar("SELECT COUNT(*) FROM households WHERE partner = $1")
+                    .bind(partner.code())
+                    .fetch_one(pool)
+                    .await?;
+            (sales, households)
+        });
+        Ok(HeldTotals {
+            lines: sales.lines,
+            grams: sales.grams,
+            value_vnd: sales.value_vnd,
+            orders: sales.orders,
+            households,
         })
     }
 
@@ -506,18 +542,18 @@ impl MarketplaceStore for SqlStore {
             }
             pb::RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
         };
-        with_db!(&self.db.pool, pool => {
-            let rows = sqlx::query(sql)
+        let rows: Vec<CellRow> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(sql)
                 .bind(partner.code())
                 .bind(province.unwrap_or_default())
                 .fetch_all(pool)
-                .await?;
-            let cells = agriportal_platform::rollup_cells_from_rows!(&rows)?;
-            let unsent_events: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
-                    .fetch_one(pool)
-                    .await?;
-            Ok(RollupCells { cells, unsent_events })
+                .await?
+        });
+        // Read after the cells: zero means every event behind them had been published.
+        let unsent_events = outbox::pending(&self.db).await?;
+        Ok(RollupCells {
+            cells: cells_from_rows(rows)?,
+            unsent_events,
         })
     }
 }
@@ -539,7 +575,8 @@ mod tests {
         let mut config = Config::embedded("unused");
         config.database_url = Some(url);
         let db = Database::connect(&config, "marketplace").await.unwrap();
-        let store = SqlStore::open(db, Arc::new(Notify::new())).await.unwrap();
+        db.migrate(&migrations()).await.unwrap();
+        let store = SqlStore::new(db, Outbox::detached());
         let agriportal_platform::storage::Pool::Postgres(pool) = &store.database().pool else {
             panic!("expected PostgreSQL");
         };
@@ -567,7 +604,7 @@ mod tests {
         let plan: Vec<String> = run(format!("EXPLAIN {}", store.sales.select_earlier_and_held))
             .await
             .iter()
-            .map(|row| row.get::<String, _>(0))
+            .map(|row| sqlx::Row::get::<String, _>(row, 0))
             .collect();
         let plan = plan.join("\n");
         assert!(

@@ -6,30 +6,17 @@ use std::sync::Arc;
 use agriportal_marketplace::config::Limits;
 use agriportal_marketplace::domain::{content_hash, validate_onboarding, validate_sales};
 use agriportal_marketplace::store::{Batch, MarketplaceStore, SqlStore};
+use agriportal_marketplace::Marketplace;
+use agriportal_platform::outbox::Outbox;
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
-use agriportal_platform::{testing, with_db, Config, ErrorCode};
+use agriportal_platform::{testing, with_db, ErrorCode};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as pb;
 use prost::Message;
-use tokio::sync::Notify;
 
-async fn sqlite() -> (SqlStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::connect(&Config::embedded(dir.path()), "marketplace")
-        .await
-        .unwrap();
-    (
-        SqlStore::open(db, Arc::new(Notify::new())).await.unwrap(),
-        dir,
-    )
-}
-
-async fn postgres(name: &str) -> Option<SqlStore> {
-    let mut config = Config::embedded("unused");
-    config.database_url = Some(testing::fresh_postgres(name).await?);
-    let db = Database::connect(&config, "marketplace").await.unwrap();
-    Some(SqlStore::open(db, Arc::new(Notify::new())).await.unwrap())
+fn store(db: Database) -> SqlStore {
+    SqlStore::new(db, Outbox::detached())
 }
 
 fn line(id: &str, grams: i64) -> pb::SalesRecord {
@@ -62,11 +49,13 @@ fn batch(
 }
 
 async fn events(store: &SqlStore) -> Vec<pb::SalesRecorded> {
-    let payloads: Vec<Vec<u8>> = with_db!(&store.database().pool, pool => {
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = 'marketplace.sales_recorded' ORDER BY seq")
-            .fetch_all(pool)
-            .await
-            .unwrap()
+    let payloads: Vec<Vec<u8>> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE subject = 'marketplace.sales_recorded' ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
     });
     payloads
         .iter()
@@ -74,7 +63,8 @@ async fn events(store: &SqlStore) -> Vec<pb::SalesRecorded> {
         .collect()
 }
 
-async fn contract(store: SqlStore) {
+async fn contract(db: Database) {
+    let store = store(db);
     let p = Partner::Postmart;
     let first = store
         .push_sales(p, batch("b1", vec![line("a", 100), line("b", 200)]))
@@ -146,11 +136,13 @@ async fn contract(store: SqlStore) {
     assert_eq!(store.held_totals(p).await.unwrap().lines, 2);
 
     // The raw request is kept for audit and replay.
-    let raw: Vec<u8> = with_db!(&store.database().pool, pool => {
-        sqlx::query_scalar("SELECT request FROM batches WHERE partner = 'postmart' AND batch_id = 'b4'")
-            .fetch_one(pool)
-            .await
-            .unwrap()
+    let raw: Vec<u8> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_scalar(
+            "SELECT request FROM batches WHERE partner = 'postmart' AND batch_id = 'b4'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
     });
     assert_eq!(
         pb::PushSalesRequest::decode(raw.as_slice())
@@ -207,7 +199,8 @@ async fn contract(store: SqlStore) {
 
 /// Concurrent batches of one partner that correct the same line: each correction's
 /// `previous` is what the one before it left, so the announced differences add up.
-async fn concurrent_corrections(store: Arc<SqlStore>) {
+async fn concurrent_corrections(db: Database) {
+    let store = Arc::new(store(db));
     let mut tasks = Vec::new();
     for i in 0..8i64 {
         let store = store.clone();
@@ -240,7 +233,8 @@ async fn concurrent_corrections(store: Arc<SqlStore>) {
 
 /// Records folded into rollup cells the way the gateway folds events, and the outbox backlog
 /// read after them.
-async fn rollup_cells(store: SqlStore) {
+async fn rollup_cells(db: Database) {
+    let store = store(db);
     use pb::RollupKind::{Households, Sales};
     let p = Partner::Voso;
     let mut other_day = line("c", 5);
@@ -336,8 +330,11 @@ async fn rollup_cells(store: SqlStore) {
         ("2022-02-02", "31", HouseholdStatus::Suspended as i32, 1, 0)
     );
     assert_eq!(hh.unsent_events, 3);
-    with_db!(&store.database().pool, pool => {
-        sqlx::query("UPDATE outbox SET sent_at_ms = 1").execute(pool).await.unwrap();
+    with_db!(&store.database().pool, |pool| {
+        sqlx::query("UPDATE outbox SET sent_at_ms = 1")
+            .execute(pool)
+            .await
+            .unwrap();
     });
     assert_eq!(
         store
@@ -354,40 +351,16 @@ async fn rollup_cells(store: SqlStore) {
 }
 
 #[tokio::test]
-async fn rollup_cells_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    rollup_cells(store).await;
+async fn rollup_cells_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mp_rollup_cells", rollup_cells).await;
 }
 
 #[tokio::test]
-async fn rollup_cells_on_postgres() {
-    if let Some(store) = postgres("mp_rollup_cells").await {
-        rollup_cells(store).await;
-    }
+async fn contract_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mp_contract", contract).await;
 }
 
 #[tokio::test]
-async fn contract_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    contract(store).await;
-}
-
-#[tokio::test]
-async fn contract_on_postgres() {
-    if let Some(store) = postgres("mp_contract").await {
-        contract(store).await;
-    }
-}
-
-#[tokio::test]
-async fn concurrent_corrections_on_sqlite() {
-    let (store, _dir) = sqlite().await;
-    concurrent_corrections(Arc::new(store)).await;
-}
-
-#[tokio::test]
-async fn concurrent_corrections_on_postgres() {
-    if let Some(store) = postgres("mp_concurrent").await {
-        concurrent_corrections(Arc::new(store)).await;
-    }
+async fn concurrent_corrections_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mp_concurrent", concurrent_corrections).await;
 }

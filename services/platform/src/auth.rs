@@ -232,12 +232,14 @@ impl Authenticator {
             return Err(Error::unavailable("no revocation store configured"));
         };
         let now = now_secs();
-        with_db!(&db.pool, pool => {
-            sqlx::query("INSERT INTO revoked_tokens (id, revoked_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-                .bind(id)
-                .bind(now)
-                .execute(pool)
-                .await?;
+        with_db!(&db.pool, |pool| {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (id, revoked_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?;
         });
         self.revoked.write().await.0 = None;
         Ok(())
@@ -253,8 +255,10 @@ impl Authenticator {
                 return Ok(guard.1.contains(id));
             }
         }
-        let ids: Vec<String> = with_db!(&db.pool, pool => {
-            sqlx::query_scalar("SELECT id FROM revoked_tokens").fetch_all(pool).await?
+        let ids: Vec<String> = with_db!(&db.pool, |pool| {
+            sqlx::query_scalar("SELECT id FROM revoked_tokens")
+                .fetch_all(pool)
+                .await?
         });
         let mut guard = self.revoked.write().await;
         *guard = (Some(Instant::now()), ids.into_iter().collect());

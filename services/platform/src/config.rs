@@ -1,5 +1,7 @@
-//! The one typed configuration of agriportal: every setting is a flag and an environment
-//! variable, read once at startup by clap. Nothing else in the code base reads the environment.
+//! The settings every service shares: every setting is a flag and an environment variable,
+//! read once at startup by clap. A service's own settings are a `clap::Args` struct in its
+//! crate (see [`crate::service::Service::Config`]), flattened beside these. Nothing else in
+//! the code base reads the environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-/// Every setting of every service. Flags win over environment variables; defaults give the
+/// The settings every service shares. Flags win over environment variables; defaults give the
 /// embedded mode (SQLite under `--data-dir`, in-process bus), which needs no configuration.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct Config {
@@ -115,27 +117,6 @@ pub struct Config {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
 
-    /// Records per second each partner may push (token bucket refill rate, per process);
-    /// calls over it get RESOURCE_EXHAUSTED with a retry hint. Every call counts at least one
-    /// record. `0` turns the limit off.
-    #[arg(
-        long,
-        env = "AGRIPORTAL_PARTNER_RECORDS_PER_SECOND",
-        default_value_t = DEFAULT_PARTNER_RECORDS_PER_SECOND,
-        global = true
-    )]
-    pub partner_records_per_second: u32,
-
-    /// Records a partner may push at once above its rate (token bucket size). A batch larger
-    /// than this can never pass, so keep it at least the batch limit (10,000 records).
-    #[arg(
-        long,
-        env = "AGRIPORTAL_PARTNER_BURST_RECORDS",
-        default_value_t = DEFAULT_PARTNER_BURST_RECORDS,
-        global = true
-    )]
-    pub partner_burst_records: u32,
-
     /// gRPC requests served at once by this process (health checks excepted); a request over
     /// it is refused at once with RESOURCE_EXHAUSTED and a retry hint instead of being queued,
     /// which bounds memory (each in-flight ingest call may hold up to 16 MiB).
@@ -147,36 +128,7 @@ pub struct Config {
         global = true
     )]
     pub max_concurrent_requests: u32,
-
-    /// The marketplace service's gRPC address (`http://host:port`), which the gateway asks for
-    /// figures recomputed from the records when it reconciles its rollups. `up` uses its own
-    /// gRPC listener; `serve --target gateway` without it does not reconcile (and says so).
-    #[arg(long, env = "AGRIPORTAL_MARKETPLACE_URL", global = true)]
-    pub marketplace_url: Option<String>,
-
-    /// Seconds between two reconciliation rounds of the gateway; `0` turns reconciliation
-    /// off. A gap is repaired only when two consecutive rounds see it unchanged, so keep this
-    /// well above the bus's redelivery time (30 s).
-    #[arg(
-        long,
-        env = "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS",
-        default_value_t = DEFAULT_RECONCILE_INTERVAL_SECONDS,
-        global = true
-    )]
-    pub reconcile_interval_seconds: u64,
 }
-
-/// Default of `--reconcile-interval-seconds`: five minutes, so a lost event is repaired
-/// within about ten minutes, at the cost of one grouped scan of the records per round.
-pub const DEFAULT_RECONCILE_INTERVAL_SECONDS: u64 = 300;
-
-/// Default of `--partner-records-per-second`: well above what a partner sends in normal
-/// operation and what `up --demo` backfills, so only a runaway client meets it.
-pub const DEFAULT_PARTNER_RECORDS_PER_SECOND: u32 = 20_000;
-
-/// Default of `--partner-burst-records`: ten full batches, so a partner catching up after an
-/// outage (or the demo's backfill) is not slowed down.
-pub const DEFAULT_PARTNER_BURST_RECORDS: u32 = 100_000;
 
 /// Default of `--max-concurrent-requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 64;
@@ -208,11 +160,7 @@ impl Config {
             log: "info".into(),
             log_format: "text".into(),
             otlp_endpoint: None,
-            partner_records_per_second: DEFAULT_PARTNER_RECORDS_PER_SECOND,
-            partner_burst_records: DEFAULT_PARTNER_BURST_RECORDS,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
-            marketplace_url: None,
-            reconcile_interval_seconds: DEFAULT_RECONCILE_INTERVAL_SECONDS,
         }
     }
 }

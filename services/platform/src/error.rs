@@ -139,12 +139,75 @@ impl From<Error> for tonic::Status {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(error = %err, "database unavailable");
-                Error::unavailable("the database is unavailable; retry later")
+        if is_transient(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Error::unavailable("the database is unavailable; retry later");
+        }
+        Error::internal(err)
+    }
+}
+
+/// Whether a database error says "try again" rather than "this cannot work": the server is
+/// unreachable, starting, shutting down or full of connections, or a transaction lost a
+/// serialization or deadlock race. Callers retry those (an event consumer never parks an event
+/// for them); anything else is a bug or bad data.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 40001/40P01: serialization failure, deadlock;
+            // 53300: too many connections; 57P01-57P03: shutdown, crash, starting up.
+            // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (another writer, after busy_timeout).
+            code.starts_with("08")
+                || matches!(
+                    code.as_ref(),
+                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6"
+                )
+        }),
+        _ => false,
+    }
+}
+
+impl Error {
+    /// The error a call to another service (`peer`, a target name) failed with, in the
+    /// platform's vocabulary: the one mapping of `tonic::Status` back to [`Error`]. The peer's
+    /// own message is kept (it was written for callers), prefixed with who answered; a retry
+    /// hint in its metadata is kept too. Codes the platform does not use become the nearest
+    /// one it does: what may succeed on retry (`CANCELLED`, `ABORTED`, `UNKNOWN` transport
+    /// failures) is `Unavailable`, a broken contract (`UNIMPLEMENTED`, `DATA_LOSS`) `Internal`.
+    pub fn from_status(peer: &str, status: &tonic::Status) -> Error {
+        use tonic::Code;
+        let code = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => ErrorCode::InvalidArgument,
+            Code::NotFound => ErrorCode::NotFound,
+            Code::FailedPrecondition | Code::AlreadyExists => ErrorCode::FailedPrecondition,
+            Code::Unauthenticated => ErrorCode::Unauthenticated,
+            Code::PermissionDenied => ErrorCode::PermissionDenied,
+            Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            Code::Unavailable | Code::Cancelled | Code::Aborted | Code::Unknown => {
+                ErrorCode::Unavailable
             }
-            _ => Error::internal(err),
+            Code::Ok | Code::Internal | Code::Unimplemented | Code::DataLoss => ErrorCode::Internal,
+        };
+        let retry_after = status
+            .metadata()
+            .get(RETRY_AFTER_MS)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let message = format!(
+            "the {peer} service answered {:?}: {}",
+            status.code(),
+            status.message()
+        );
+        if code == ErrorCode::Internal {
+            tracing::error!(peer, code = ?status.code(), message = status.message(), "a peer service failed");
+        }
+        Error {
+            code,
+            message,
+            retry_after,
         }
     }
 }
@@ -197,5 +260,23 @@ mod tests {
         );
         let plain = tonic::Status::from(Error::invalid("no hint"));
         assert!(plain.metadata().get(RETRY_AFTER_MS).is_none());
+    }
+
+    #[test]
+    fn a_peer_s_status_maps_back_with_its_message_and_hint() {
+        let sent = Error::exhausted("over the limit").with_retry_after(Duration::from_millis(700));
+        let back = Error::from_status("marketplace", &tonic::Status::from(sent));
+        assert_eq!(back.code, ErrorCode::ResourceExhausted);
+        assert_eq!(back.retry_after, Some(Duration::from_millis(700)));
+        assert!(back.message.contains("marketplace") && back.message.contains("over the limit"));
+        for (code, want) in [
+            (tonic::Code::Cancelled, ErrorCode::Unavailable),
+            (tonic::Code::AlreadyExists, ErrorCode::FailedPrecondition),
+            (tonic::Code::Unimplemented, ErrorCode::Internal),
+            (tonic::Code::NotFound, ErrorCode::NotFound),
+        ] {
+            let got = Error::from_status("gateway", &tonic::Status::new(code, "x"));
+            assert_eq!(got.code, want, "{code:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use tonic::service::Routes;
 use crate::error::Error;
 use crate::http::Readiness;
 use crate::limits::ConcurrencyLimitLayer;
+use crate::metrics::GrpcMetricsLayer;
 use crate::telemetry::TraceLayer;
 
 /// Largest request the server decodes. Services refuse batches above their own, smaller limit
@@ -90,8 +91,20 @@ pub async fn serve_with(
                 .await;
         }
     };
+    // Every gRPC service name this server answers, so the metrics layer labels their calls
+    // and counts anything else as `unknown` (raw paths must never become labels).
+    let known: Vec<String> = services
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "grpc.health.v1.Health".to_string(),
+            "grpc.reflection.v1.ServerReflection".to_string(),
+        ])
+        .collect();
     let server = tonic::transport::Server::builder()
         .layer(TraceLayer)
+        // Outside the concurrency limit, so shed calls are counted too.
+        .layer(GrpcMetricsLayer::new(known))
         .layer(limit)
         .layer(DecodeStatusLayer)
         .add_routes(routes)
@@ -242,7 +255,7 @@ pub fn decode_failure(rpc: &str, code: tonic::Code, message: &str) -> Option<Err
                 .unwrap_or("more than the limit of");
             Some(Error::exhausted(format!(
                 "the request to {rpc} is a message of {found} bytes; the limit is {MAX_DECODED_BYTES} bytes \
-                 per message (16 MiB; ingest batches are further limited to 4 MiB and 10,000 records): split it"
+                 (16 MiB) per message, and the rpc's own limits may be lower: split it"
             )))
         }
         _ => None,

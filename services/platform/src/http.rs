@@ -1,9 +1,8 @@
-//! HTTP plumbing shared by every service: liveness, readiness, Prometheus metrics, and the
-//! drain-bounded server loop.
+//! HTTP plumbing shared by every service: liveness, readiness, Prometheus metrics, JSON
+//! refusals for unknown routes and methods, and the drain-bounded server loop.
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -14,24 +13,51 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::service::Check;
 use crate::storage::Database;
 use crate::telemetry::TraceLayer;
 
-/// What `/readyz` checks: every store answers.
-#[derive(Clone, Debug, Default)]
+/// What `/readyz` (and gRPC health) checks: every store answers, and every service's own
+/// checks pass.
+#[derive(Clone, Default)]
 pub struct Readiness {
     databases: Vec<Database>,
+    checks: Vec<Check>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("databases", &self.databases)
+            .field("checks", &self.checks.len())
+            .finish()
+    }
 }
 
 impl Readiness {
     /// Readiness over these stores.
     pub fn new(databases: Vec<Database>) -> Self {
-        Readiness { databases }
+        Readiness {
+            databases,
+            checks: Vec::new(),
+        }
     }
-    /// True when every store answers.
+
+    /// The same, with the services' own checks.
+    pub fn with_checks(mut self, checks: Vec<Check>) -> Self {
+        self.checks.extend(checks);
+        self
+    }
+
+    /// True when every store answers and every check passes.
     pub async fn ready(&self) -> bool {
         for db in &self.databases {
             if !db.ping().await {
+                return false;
+            }
+        }
+        for check in &self.checks {
+            if !check().await {
                 return false;
             }
         }
@@ -58,13 +84,14 @@ async fn readyz(State(readiness): State<Arc<Readiness>>) -> impl IntoResponse {
 
 async fn metrics_text() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics().render(),
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(),
     )
 }
 
-/// Serves `router` (traced) until `shutdown`, then drains for at most `drain`. An unknown path
-/// or method gets a JSON error naming it, like every other refusal.
+/// Serves `router` (traced) until `shutdown`, then drains for at most `drain`. A method a route
+/// does not accept gets a JSON error naming it, like every other refusal; an unknown path gets
+/// the router's fallback (see [`not_found`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -72,9 +99,12 @@ pub async fn serve(
     drain: Duration,
 ) -> anyhow::Result<()> {
     let stopping = shutdown.clone();
+    // The metrics layer goes on the router itself, after its routes and fallback, where each
+    // request's matched route template is known (never the raw path, which would make a label
+    // per URL anyone cares to send).
     let router = router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .layer(crate::metrics::HttpMetricsLayer::new())
+        .layer(axum::middleware::from_fn(explain_method_not_allowed));
     // Nagle's algorithm off, as on the gRPC port: a response in two writes must not wait for
     // the client's delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -88,106 +118,43 @@ pub async fn serve(
     crate::grpc::bounded_drain(server, shutdown, drain).await
 }
 
-async fn not_found(uri: axum::http::Uri) -> crate::Error {
+/// The JSON 404 for a path no route matches, naming it. The kit makes it the fallback of a
+/// process whose services all live under prefixes; a service that answers `/` (whatever the
+/// others do not) sets its own fallback instead.
+pub async fn not_found(uri: axum::http::Uri) -> crate::Error {
     let path: String = uri.path().chars().take(100).collect();
-    crate::Error::not_found(format!(
-        "no such page or API route: `{path}`; the API is under /api/v1 (national, provinces, \
-         provinces/{{code}}, timeseries)"
-    ))
+    crate::Error::not_found(format!("no such page or API route: `{path}`"))
 }
 
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
-    let path: String = uri.path().chars().take(100).collect();
+/// Gives axum's own `405 Method Not Allowed` (which carries the route's `Allow` header) a JSON
+/// body naming the method, the path and what is allowed, like every other refusal.
+async fn explain_method_not_allowed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path: String = request.uri().path().chars().take(100).collect();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let allowed = parts
+        .headers
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = serde_json::json!({
         "error": {
             "code": "MethodNotAllowed",
-            "message": format!("`{method}` is not allowed on `{path}`: everything here is read-only, use GET"),
+            "message": format!("`{method}` is not allowed on `{path}`; it accepts {allowed}"),
         }
     });
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        [(header::ALLOW, "GET, HEAD")],
-        axum::Json(body),
-    )
-}
-
-/// A minimal Prometheus registry of counters and gauges, enough for the services' own figures
-/// without pulling a metrics framework into every crate.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String), Series>>,
-}
-
-#[derive(Debug)]
-struct Series {
-    help: &'static str,
-    kind: &'static str,
-    value: i64,
-}
-
-/// The process-wide registry.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
-}
-
-impl Metrics {
-    /// Adds `by` to a counter; `labels` is Prometheus label syntax without braces (`partner="voso"`).
-    pub fn add(&self, name: &str, labels: &str, help: &'static str, by: i64) {
-        self.update(name, labels, help, "counter", |v| *v += by);
-    }
-    /// Sets a gauge.
-    pub fn set(&self, name: &str, labels: &str, help: &'static str, value: i64) {
-        self.update(name, labels, help, "gauge", |v| *v = value);
-    }
-    fn update(
-        &self,
-        name: &str,
-        labels: &str,
-        help: &'static str,
-        kind: &'static str,
-        f: impl FnOnce(&mut i64),
-    ) {
-        let Ok(mut series) = self.series.lock() else {
-            return;
-        };
-        let entry = series
-            .entry((name.to_string(), labels.to_string()))
-            .or_insert(Series {
-                help,
-                kind,
-                value: 0,
-            });
-        f(&mut entry.value);
-    }
-    /// The current value of a series, if it exists.
-    pub fn get(&self, name: &str, labels: &str) -> Option<i64> {
-        let series = self.series.lock().ok()?;
-        series
-            .get(&(name.to_string(), labels.to_string()))
-            .map(|s| s.value)
-    }
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let Ok(series) = self.series.lock() else {
-            return String::new();
-        };
-        let mut out = String::new();
-        let mut last = "";
-        for ((name, labels), s) in series.iter() {
-            if name != last {
-                out.push_str(&format!(
-                    "# HELP {name} {}\n# TYPE {name} {}\n",
-                    s.help, s.kind
-                ));
-                last = name;
-            }
-            if labels.is_empty() {
-                out.push_str(&format!("{name} {}\n", s.value));
-            } else {
-                out.push_str(&format!("{name}{{{labels}}} {}\n", s.value));
-            }
-        }
-        out
-    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()))
 }

@@ -1,8 +1,8 @@
 //! Overload protection shared by every service: a per-key token bucket (a partner's records
-//! per second), and a process-wide limit on concurrent gRPC requests that refuses what is over
-//! it at once instead of queueing it.
+//! per second, say), and a process-wide limit on concurrent gRPC requests that refuses what is
+//! over it at once instead of queueing it.
 //!
-//! Both answer with `RESOURCE_EXHAUSTED`, a message naming the limit and the flag that sets it,
+//! Refusals answer `RESOURCE_EXHAUSTED`, a message naming the limit and the flag that sets it,
 //! and a retry hint ([`Error::retry_after`]). Neither ever waits: a queue that grows under a
 //! flood turns one client's excess into everyone's latency and into unbounded memory.
 
@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::http::metrics;
+use crate::metrics::{self, Counter};
 
 /// How long a client shed by the concurrency limit is told to wait: long enough for a typical
 /// request to finish and free a slot, short enough not to idle a client for nothing.
@@ -131,39 +131,6 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
-/// The error for a call refused by a per-partner rate limiter, naming the limit and the flags.
-pub fn rate_limited(
-    who: &str,
-    limiter_rate: u32,
-    burst: u32,
-    cost: u32,
-    refusal: Refusal,
-) -> Error {
-    match refusal {
-        Refusal::RetryAfter(after) => Error::exhausted(format!(
-            "{who} is over its rate limit of {limiter_rate} records per second (bursts up to {burst}; \
-             --partner-records-per-second, --partner-burst-records): retry this call of {cost} records after {} ms",
-            after.as_millis().max(1)
-        ))
-        .with_retry_after(after),
-        Refusal::OverBurst => Error::exhausted(format!(
-            "this call of {cost} records is larger than {who}'s rate-limit burst of {burst} records \
-             (--partner-burst-records) and can never pass: split it"
-        )),
-    }
-}
-
-/// The error for a call refused before its body was read, because the partner's bucket is
-/// empty: no call of it could pass now, whatever its size.
-pub fn rate_limited_early(who: &str, limiter_rate: u32, burst: u32, after: Duration) -> Error {
-    Error::exhausted(format!(
-        "{who} is over its rate limit of {limiter_rate} records per second (bursts up to {burst}; \
-         --partner-records-per-second, --partner-burst-records): retry after {} ms",
-        after.as_millis().max(1)
-    ))
-    .with_retry_after(after)
-}
-
 /// The process-wide limit on concurrent gRPC requests, as a tower layer for the server. A
 /// request over the limit is answered at once with `RESOURCE_EXHAUSTED` and a retry hint,
 /// before its body is read, so a flood costs neither memory nor other clients' latency.
@@ -245,12 +212,7 @@ where
         let permit: OwnedSemaphorePermit = match self.limit.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                metrics().add(
-                    "agriportal_grpc_shed_total",
-                    "",
-                    "gRPC requests refused because the server was at --max-concurrent-requests",
-                    1,
-                );
+                shed_counter().inc();
                 let status = tonic::Status::from(self.limit.shed_error());
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }
@@ -264,6 +226,16 @@ where
             response
         })
     }
+}
+
+fn shed_counter() -> &'static Counter {
+    static SHED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    SHED.get_or_init(|| {
+        metrics::counter(
+            "agriportal_grpc_shed",
+            "gRPC requests refused because the server was at --max-concurrent-requests",
+        )
+    })
 }
 
 #[cfg(test)]
@@ -321,42 +293,5 @@ mod tests {
             Err(Refusal::OverBurst)
         );
         assert!(RateLimiter::<&str>::new(0, 10).is_none());
-    }
-
-    #[test]
-    fn refusals_name_the_limit_and_carry_a_hint() {
-        let err = rate_limited(
-            "partner `voso`",
-            10,
-            20,
-            15,
-            Refusal::RetryAfter(Duration::from_millis(1500)),
-        );
-        assert_eq!(err.code, crate::ErrorCode::ResourceExhausted);
-        assert!(
-            err.message.contains("10 records per second"),
-            "{}",
-            err.message
-        );
-        assert!(err.message.contains("1500 ms"), "{}", err.message);
-        assert_eq!(err.retry_after, Some(Duration::from_millis(1500)));
-        let status = tonic::Status::from(err);
-        assert_eq!(
-            status
-                .metadata()
-                .get("retry-after-ms")
-                .map(|v| v.to_str().ok()),
-            Some(Some("1500"))
-        );
-        assert_eq!(
-            status
-                .metadata()
-                .get("grpc-retry-pushback-ms")
-                .map(|v| v.to_str().ok()),
-            Some(Some("1500"))
-        );
-        let err = rate_limited("partner `voso`", 10, 20, 30, Refusal::OverBurst);
-        assert!(err.message.contains("split"), "{}", err.message);
-        assert_eq!(err.retry_after, None);
     }
 }

@@ -1,29 +1,29 @@
-//! Transactional outbox and idempotent inbox.
+//! Transactional outbox.
 //!
 //! A service writes its state change and the events it causes in one transaction (the event
-//! goes into its own `outbox` table with [`outbox_enqueue!`]). The [`spawn_relay`] task
-//! publishes unsent rows to the bus with the event id as message id and marks them sent only
-//! after the bus acknowledged them, so a crash at any point re-sends rather than loses; the
-//! bus drops re-sends within its de-duplication window and consumers' inboxes drop the rest.
+//! goes into its own `outbox` table with [`enqueue`], or folded into a larger statement with
+//! [`insert_sql_from`] and [`outbox_bind!`]). The relay ([`spawn_relay`], started by the kit for
+//! every service that publishes) sends unsent rows to the bus with the event id as message id
+//! and marks them sent only after the bus acknowledged them, so a crash at any point re-sends
+//! rather than loses; the bus drops re-sends within its de-duplication window and consumers'
+//! inboxes ([`crate::consumer`]) drop the rest.
 //!
-//! Every service that emits events has, in its own migrations, the table
-//! `outbox (seq <autoincrement> PRIMARY KEY, event_id TEXT UNIQUE, subject TEXT, headers TEXT,
-//! payload <bytes>, created_at_ms BIGINT, sent_at_ms BIGINT NULL)`; every consumer has
-//! `inbox (event_id TEXT PRIMARY KEY, applied_at_ms BIGINT)`.
+//! The `outbox` table is the kit's (`migrations/kit/`), created in every service's schema.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agriportal_proto::{Event, Topic};
 use bytes::Bytes;
-use sqlx::Row;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::bus::{Bus, Message};
-use crate::storage::{now_ms, Database};
+use crate::storage::{now_ms, Database, Tx};
 use crate::telemetry;
-use crate::with_db;
+use crate::{with_db, with_tx};
 
 /// An event about to be written to the outbox.
 #[derive(Clone, Debug)]
@@ -41,15 +41,16 @@ pub struct OutboxEvent {
 }
 
 impl OutboxEvent {
-    /// An event with a fresh id, carrying the current span's trace context.
-    pub fn new(id: String, subject: impl Into<String>, payload: Vec<u8>) -> Self {
+    /// `event` on `topic`, with the event's own id as message id, carrying the current span's
+    /// trace context.
+    pub fn new<M: Event>(topic: &Topic<M>, event: &M) -> Self {
         let headers = serde_json::to_string(&telemetry::current_context_headers())
             .unwrap_or_else(|_| "[]".into());
         OutboxEvent {
-            id,
-            subject: subject.into(),
+            id: event.event_id().to_string(),
+            subject: topic.subject().to_string(),
             headers,
-            payload,
+            payload: topic.encode(event),
             created_at_ms: now_ms(),
         }
     }
@@ -69,10 +70,6 @@ pub fn insert_sql_from(first: usize) -> String {
     )
 }
 
-/// SQL recording an event in the inbox; affects no row when it was applied before.
-pub const INBOX_SQL: &str =
-    "INSERT INTO inbox (event_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING";
-
 /// Binds an [`OutboxEvent`]'s five values to `$query`, in [`INSERT_SQL`]'s order.
 #[macro_export]
 macro_rules! outbox_bind {
@@ -87,66 +84,68 @@ macro_rules! outbox_bind {
     }};
 }
 
-/// Writes an [`OutboxEvent`] inside the caller's transaction (`&mut *tx`).
-#[macro_export]
-macro_rules! outbox_enqueue {
-    ($tx:expr, $event:expr) => {{
-        $crate::outbox_bind!(sqlx::query($crate::outbox::INSERT_SQL), $event)
-            .execute($tx)
-            .await
-    }};
+/// Writes `event` inside the caller's transaction; it is published once that commits.
+pub async fn enqueue(tx: &mut Tx, event: &OutboxEvent) -> Result<(), sqlx::Error> {
+    with_tx!(tx, |conn| {
+        outbox_bind!(sqlx::query(INSERT_SQL), event)
+            .execute(&mut *conn)
+            .await?;
+    });
+    Ok(())
 }
 
-/// Records an event id in the inbox inside the caller's transaction; evaluates to
-/// `Ok(true)` when the event is new and must be applied, `Ok(false)` when it was applied before.
-#[macro_export]
-macro_rules! inbox_claim {
-    ($tx:expr, $event_id:expr) => {{
-        sqlx::query($crate::outbox::INBOX_SQL)
-            .bind($event_id)
-            .bind($crate::storage::now_ms())
-            .execute($tx)
-            .await
-            .map(|done| done.rows_affected() == 1)
-    }};
+/// A service's outbox: wakes the relay after a commit that wrote events.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox nobody relays (tests of a store alone).
+    pub fn detached() -> Self {
+        Outbox {
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the relay that rows were committed, so they leave at once rather than at the next
+    /// poll. Call after the commit.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
 }
 
 /// Rows published per relay round.
 const RELAY_BATCH: i64 = 256;
-/// Longest wait between two relay attempts while the bus or the database is down. Short, so
-/// that events flow again within a couple of seconds of an outage ending (the services recover
-/// within 10 s of a fault clearing); an attempt costs one query or publish.
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Sent rows are kept this long (for audit and debugging), then deleted.
 const KEEP_SENT_MS: i64 = 24 * 3600 * 1000;
 
-/// Starts the relay of `db`'s outbox to `bus`. Stores call `wake.notify_one()` after a commit
-/// so events leave at once; the relay also polls, for rows other replicas wrote.
+/// Starts the relay of `db`'s outbox to `bus` and returns the handle stores wake it with; the
+/// relay also polls, for rows other replicas wrote.
 pub fn spawn_relay(
     db: Database,
     bus: Arc<dyn Bus>,
-    wake: Arc<Notify>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) {
+) -> Outbox {
+    let outbox = Outbox::detached();
+    let wake = outbox.wake.clone();
     tasks.spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         let mut last_prune = 0i64;
         loop {
             match relay_once(&db, bus.as_ref()).await {
                 Ok(sent) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     if sent as i64 == RELAY_BATCH {
                         continue;
                     }
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, schema = %db.schema, "outbox relay failed; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => break,
+                    if backoff.wait(&shutdown).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                     continue;
                 }
             }
@@ -163,85 +162,116 @@ pub fn spawn_relay(
             }
         }
     });
+    outbox
+}
+
+/// An unsent outbox row.
+#[derive(sqlx::FromRow)]
+struct Unsent {
+    seq: i64,
+    event_id: String,
+    subject: String,
+    headers: String,
+    payload: Vec<u8>,
 }
 
 /// Publishes one round of unsent rows; returns how many were sent.
 async fn relay_once(db: &Database, bus: &dyn Bus) -> anyhow::Result<usize> {
-    // On PostgreSQL the rows stay locked while they are published, so replicas never publish
-    // the same rows at once (SKIP LOCKED lets each take other rows).
-    let select = if db.is_postgres() {
-        "SELECT seq, event_id, subject, headers, payload FROM outbox WHERE sent_at_ms IS NULL \
-         ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+    const SELECT: &str = "SELECT seq, event_id, subject, headers, payload FROM outbox \
+                          WHERE sent_at_ms IS NULL ORDER BY seq LIMIT $1";
+    // PostgreSQL: the rows stay locked while they are published, so replicas never publish the
+    // same rows at once (SKIP LOCKED lets each take other rows). SQLite: read first and take
+    // the writer lock only to mark them sent, so writers of the service never wait for the
+    // bus's round trips; one relay per process is the only publisher of the file.
+    let mut locked = None;
+    let rows: Vec<Unsent> = if db.is_postgres() {
+        let mut tx = db.begin().await?;
+        let sql = format!("{SELECT} FOR UPDATE SKIP LOCKED");
+        let rows = with_tx!(&mut tx, |conn| {
+            sqlx::query_as(&sql)
+                .bind(RELAY_BATCH)
+                .fetch_all(&mut *conn)
+                .await?
+        });
+        locked = Some(tx);
+        rows
     } else {
-        "SELECT seq, event_id, subject, headers, payload FROM outbox WHERE sent_at_ms IS NULL ORDER BY seq LIMIT $1"
+        with_db!(&db.pool, |pool| {
+            sqlx::query_as(SELECT)
+                .bind(RELAY_BATCH)
+                .fetch_all(pool)
+                .await?
+        })
     };
-    with_db!(&db.pool, pool => {
-        let mut tx = pool.begin().await?;
-        // SQLite reads outside the (deferred, so still empty) transaction: a read snapshot held
-        // while publishing would make the later UPDATE fail once a writer committed meanwhile.
-        let rows = if db.is_postgres() {
-            sqlx::query(select).bind(RELAY_BATCH).fetch_all(&mut *tx).await?
-        } else {
-            sqlx::query(select).bind(RELAY_BATCH).fetch_all(pool).await?
-        };
-        if rows.is_empty() {
-            return Ok(0);
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let messages: Vec<(i64, Message)> = rows
+        .into_iter()
+        .map(|row| {
+            let message = Message {
+                subject: row.subject,
+                id: row.event_id,
+                headers: serde_json::from_str(&row.headers).unwrap_or_default(),
+                payload: Bytes::from(row.payload),
+            };
+            (row.seq, message)
+        })
+        .collect();
+    let published = messages.iter().map(|(_, m)| bus.publish(m.clone()));
+    let results = futures::future::join_all(published).await;
+    let mut sent = Vec::new();
+    let mut failure = None;
+    for ((seq, _), result) in messages.iter().zip(results) {
+        match result {
+            Ok(_) => sent.push(*seq),
+            Err(err) => failure = Some(err),
         }
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            let headers: String = row.try_get("headers")?;
-            let payload: Vec<u8> = row.try_get("payload")?;
-            messages.push((seq, Message {
-                subject: row.try_get("subject")?,
-                id: row.try_get("event_id")?,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                payload: Bytes::from(payload),
-            }));
-        }
-        let results = futures::future::join_all(messages.iter().map(|(_, m)| bus.publish(m.clone()))).await;
-        let mut sent = Vec::new();
-        let mut failure = None;
-        for ((seq, _), result) in messages.iter().zip(results) {
-            match result {
-                Ok(_) => sent.push(*seq),
-                Err(err) => failure = Some(err),
-            }
-        }
-        let now = now_ms();
-        let _guard = db.write_guard().await;
-        for chunk in sent.chunks(500) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!("UPDATE outbox SET sent_at_ms = $1 WHERE seq IN ({})", placeholders.join(","));
+    }
+    let now = now_ms();
+    let mut tx = match locked {
+        Some(tx) => tx,
+        None => db.begin().await?,
+    };
+    for chunk in sent.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE outbox SET sent_at_ms = $1 WHERE seq IN ({})",
+            placeholders.join(",")
+        );
+        with_tx!(&mut tx, |conn| {
             let mut query = sqlx::query(&sql).bind(now);
             for seq in chunk {
                 query = query.bind(*seq);
             }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        if let Some(err) = failure {
-            return Err(err.into());
-        }
-        Ok(sent.len())
-    })
+            query.execute(&mut *conn).await?;
+        });
+    }
+    tx.commit().await?;
+    if let Some(err) = failure {
+        return Err(err.into());
+    }
+    Ok(sent.len())
 }
 
 async fn prune(db: &Database) -> anyhow::Result<()> {
-    let _guard = db.write_guard().await;
-    with_db!(&db.pool, pool => {
+    let mut tx = db.begin().await?;
+    with_tx!(&mut tx, |conn| {
         sqlx::query("DELETE FROM outbox WHERE sent_at_ms IS NOT NULL AND sent_at_ms < $1")
             .bind(now_ms() - KEEP_SENT_MS)
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
     });
+    tx.commit().await?;
     Ok(())
 }
 
-/// Number of outbox rows not yet published (for metrics and tests).
-pub async fn pending(db: &Database) -> anyhow::Result<i64> {
-    Ok(with_db!(&db.pool, pool => {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").fetch_one(pool).await?
+/// Number of outbox rows not yet published (for metrics, reconciliation and tests).
+pub async fn pending(db: &Database) -> Result<i64, sqlx::Error> {
+    Ok(with_db!(&db.pool, |pool| {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
+            .fetch_one(pool)
+            .await?
     }))
 }
 

@@ -18,34 +18,47 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     (hash ^ 0xff).wrapping_mul(FNV_PRIME)
 }
 
-/// Reads the non-empty [`RollupCell`]s from rows of either backend whose columns are `day,
-/// province_code, category, status, grams, value_vnd, orders, n` (the shape both services
-/// select their cells in); evaluates to `Result<Vec<RollupCell>>`.
-#[macro_export]
-macro_rules! rollup_cells_from_rows {
-    ($rows:expr) => {{
-        let rows = $rows;
-        (|| -> $crate::Result<Vec<$crate::reconcile::RollupCell>> {
-            let mut cells = Vec::with_capacity(rows.len());
-            for r in rows {
-                let status: i64 = sqlx::Row::try_get(r, "status")?;
-                let cell = $crate::reconcile::RollupCell {
-                    day: sqlx::Row::try_get(r, "day")?,
-                    province_code: sqlx::Row::try_get(r, "province_code")?,
-                    category: sqlx::Row::try_get(r, "category")?,
-                    status: i32::try_from(status).map_err($crate::Error::internal)?,
-                    quantity_grams: sqlx::Row::try_get(r, "grams")?,
-                    value_vnd: sqlx::Row::try_get(r, "value_vnd")?,
-                    orders: sqlx::Row::try_get(r, "orders")?,
-                    count: sqlx::Row::try_get(r, "n")?,
-                };
-                if !$crate::reconcile::is_empty(&cell) {
-                    cells.push(cell);
-                }
-            }
-            Ok(cells)
-        })()
-    }};
+/// One rollup cell as both services select it (`day, province_code, category, status, grams,
+/// value_vnd, orders, n`), on either backend.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CellRow {
+    /// Day, `YYYY-MM-DD`.
+    pub day: String,
+    /// 2025 province code.
+    pub province_code: String,
+    /// Category code (sales; empty for households).
+    pub category: String,
+    /// Household status (households; 0 for sales).
+    pub status: i64,
+    /// Grams.
+    pub grams: i64,
+    /// Đồng.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+    /// Lines (sales) or households.
+    pub n: i64,
+}
+
+/// The non-empty cells among `rows`.
+pub fn cells_from_rows(rows: Vec<CellRow>) -> crate::Result<Vec<RollupCell>> {
+    let mut cells = Vec::with_capacity(rows.len());
+    for row in rows {
+        let cell = RollupCell {
+            day: row.day,
+            province_code: row.province_code,
+            category: row.category,
+            status: i32::try_from(row.status).map_err(crate::Error::internal)?,
+            quantity_grams: row.grams,
+            value_vnd: row.value_vnd,
+            orders: row.orders,
+            count: row.n,
+        };
+        if !is_empty(&cell) {
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
 }
 
 /// A cell with nothing in it. The gateway may keep such a row after corrections moved every

@@ -1,12 +1,21 @@
-//! Storage helpers: one connection handle for either backend, migrations, and the `with_db!`
-//! macro through which every store writes its SQL once and gets a native PostgreSQL and a
-//! native SQLite implementation of it.
+//! Storage: one connection handle for either backend, transactions, migrations (each
+//! service's own plus the kit's outbox, inbox and parked-event tables), and the two macros
+//! through which every store writes its SQL once and gets a native PostgreSQL and a native
+//! SQLite implementation of it.
+//!
+//! Why macros and not a generic `Backend` trait: a function generic over `sqlx::Database` needs
+//! a bound for every type it binds or decodes and for the executor of each connection type,
+//! repeated on every function; a macro compiles the same body once per backend with concrete
+//! types instead. Both macros take a closure-like body (`with_db!(pool, |pool| { … })`), which
+//! rustfmt formats like any closure. Rows are read with `#[derive(sqlx::FromRow)]` structs,
+//! which are generic over the row type and so serve both backends.
 //!
 //! PostgreSQL: one schema per service (`search_path` is set on every connection), so a service
 //! only ever sees its own tables. SQLite (embedded mode): one file per service under the data
 //! directory, in WAL mode with `synchronous = FULL`, so a committed transaction survives a crash
 //! or power loss.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,8 +24,8 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, PgPool, SqlitePool};
-use tokio::sync::{Mutex, MutexGuard};
+use sqlx::{Connection, PgPool, Postgres, Sqlite, SqlitePool};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 
@@ -39,17 +48,75 @@ pub struct Database {
     write_lock: Arc<Mutex<()>>,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of `$db` (a `&Pool`). The body is
-/// compiled once per backend, so each store has a native implementation for both from a single
-/// source; SQL must use `$1`-style placeholders, which both drivers accept.
+/// Runs `body` with `pool` bound to the concrete pool of `db` (a `&Pool`):
+/// `with_db!(&db.pool, |pool| { sqlx::query(…).execute(pool).await? })`. The body is compiled
+/// once per backend, so each store has a native implementation for both from a single source;
+/// SQL must use `$1`-style placeholders, which both drivers accept. `?` and `return` inside the
+/// body act on the enclosing function, as in any block.
 #[macro_export]
 macro_rules! with_db {
-    ($db:expr, $pool:ident => $body:expr) => {
+    ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
             $crate::storage::Pool::Postgres($pool) => $body,
             $crate::storage::Pool::Sqlite($pool) => $body,
         }
     };
+}
+
+/// Runs `body` with `conn` bound to the concrete connection of a [`Tx`] (a `&mut Tx`):
+/// `with_tx!(tx, |conn| { sqlx::query(…).execute(&mut *conn).await? })`. Like [`with_db!`],
+/// the body is compiled once per backend.
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx.inner_mut() {
+            $crate::storage::TxInner::Postgres(tx) => {
+                let $conn: &mut sqlx::PgConnection = &mut **tx;
+                $body
+            }
+            $crate::storage::TxInner::Sqlite(tx) => {
+                let $conn: &mut sqlx::SqliteConnection = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+/// An open transaction on either backend. On SQLite it also holds the database's writer lock,
+/// so a read-then-write transaction cannot fail against a concurrent writer.
+#[derive(Debug)]
+pub struct Tx {
+    inner: TxInner,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+/// The backend transaction inside a [`Tx`]; reach it through [`with_tx!`].
+#[derive(Debug)]
+pub enum TxInner {
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    /// The backend transaction (for [`with_tx!`]).
+    pub fn inner_mut(&mut self) -> &mut TxInner {
+        &mut self.inner
+    }
+
+    /// True on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner, TxInner::Postgres(_))
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.inner {
+            TxInner::Postgres(tx) => tx.commit().await,
+            TxInner::Sqlite(tx) => tx.commit().await,
+        }
+    }
 }
 
 /// How long a readiness ping may take before the store counts as unreachable.
@@ -82,21 +149,30 @@ impl Database {
         matches!(self.pool, Pool::Postgres(_))
     }
 
-    /// Serialises writers on SQLite, which allows one writer at a time and would otherwise
-    /// fail a read-then-write transaction that raced another; on PostgreSQL row locks and
-    /// advisory locks do this job, so no lock is taken.
-    pub async fn write_guard(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.pool {
-            Pool::Sqlite(_) => Some(self.write_lock.lock().await),
-            Pool::Postgres(_) => None,
+    /// Begins a transaction. On SQLite this first waits for the writer lock: SQLite allows one
+    /// writer at a time and would fail a read-then-write transaction that raced another; on
+    /// PostgreSQL row locks and advisory locks do this job, so no lock is taken.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match &self.pool {
+            Pool::Postgres(pool) => Ok(Tx {
+                inner: TxInner::Postgres(pool.begin().await?),
+                _writer: None,
+            }),
+            Pool::Sqlite(pool) => {
+                let writer = self.write_lock.clone().lock_owned().await;
+                Ok(Tx {
+                    inner: TxInner::Sqlite(pool.begin().await?),
+                    _writer: Some(writer),
+                })
+            }
         }
     }
 
-    /// Applies pending migrations: `postgres` on PostgreSQL, `sqlite` on SQLite.
-    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> anyhow::Result<()> {
+    /// Applies pending migrations: the service's own, then the kit's.
+    pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
         match &self.pool {
-            Pool::Postgres(pool) => postgres.run(pool).await?,
-            Pool::Sqlite(pool) => sqlite.run(pool).await?,
+            Pool::Postgres(pool) => migrations.postgres.run(pool).await?,
+            Pool::Sqlite(pool) => migrations.sqlite.run(pool).await?,
         }
         Ok(())
     }
@@ -106,7 +182,7 @@ impl Database {
         // Bounded: behind a network black hole a query may never answer, and a probe that
         // hangs is worse than one that says "not ready".
         let ping = async {
-            let ok: Result<i32, _> = with_db!(&self.pool, pool => {
+            let ok: Result<i32, _> = with_db!(&self.pool, |pool| {
                 sqlx::query_scalar("SELECT 1").fetch_one(pool).await
             });
             ok.is_ok()
@@ -118,7 +194,7 @@ impl Database {
 
     /// Closes the pool.
     pub async fn close(&self) {
-        with_db!(&self.pool, pool => pool.close().await)
+        with_db!(&self.pool, |pool| pool.close().await)
     }
 }
 
@@ -167,28 +243,82 @@ async fn connect_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
-/// A migrator that tolerates migrations newer than itself in the database. Rolling back to
-/// the previous release then just works: the older binary starts on a schema one step ahead
-/// (migrations only add, see docs/operations.md), instead of refusing with "migration N was
-/// previously applied but is missing". A known migration whose file changed still fails.
-pub fn tolerant(mut migrator: Migrator) -> Migrator {
-    migrator.set_ignore_missing(true);
-    migrator
+/// Version of the kit's first migration in every service's `_sqlx_migrations`. The kit's
+/// migrations share that table with the service's own, so they live in a range of versions no
+/// service uses (services number theirs from 1, or by date: at most 14 digits).
+pub const KIT_VERSION_BASE: i64 = 1_000_000_000_000_000_000;
+
+/// A service's migrations for both backends, with the kit's tables (outbox, inbox, parked
+/// events) appended, so that no service copies their DDL. Tolerant of migrations newer than the
+/// binary: rolling back to the previous release then just works (the older binary starts on a
+/// schema one step ahead, since migrations only add, see docs/operations.md) instead of
+/// refusing with "migration N was previously applied but is missing". A known migration whose
+/// file changed still fails.
+#[derive(Debug)]
+pub struct Migrations {
+    postgres: Migrator,
+    sqlite: Migrator,
+}
+
+impl Migrations {
+    /// The service's migrators (from `sqlx::migrate!("./migrations/postgres")` and
+    /// `sqlx::migrate!("./migrations/sqlite")`), followed by the kit's.
+    pub fn new(postgres: Migrator, sqlite: Migrator) -> Self {
+        Migrations {
+            postgres: with_kit(postgres, sqlx::migrate!("./migrations/kit/postgres")),
+            sqlite: with_kit(sqlite, sqlx::migrate!("./migrations/kit/sqlite")),
+        }
+    }
+
+    /// Only the kit's tables, for a service that has none of its own yet.
+    pub fn kit_only() -> Self {
+        Migrations::new(Migrator::DEFAULT, Migrator::DEFAULT)
+    }
+
+    /// The versions and descriptions of the PostgreSQL migrations, in the order they run.
+    pub fn describe(&self) -> Vec<(i64, String)> {
+        self.postgres
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+}
+
+/// `service` then `kit` (renumbered into [`KIT_VERSION_BASE`]'s range), tolerant. The kit's run
+/// after the service's own because services written before the kit create `outbox` and
+/// `inbox` in their first migration (without `IF NOT EXISTS`); the kit's use `IF NOT EXISTS`.
+fn with_kit(service: Migrator, kit: Migrator) -> Migrator {
+    let mut migrations: Vec<sqlx::migrate::Migration> = service.migrations.into_owned();
+    migrations.extend(kit.migrations.iter().map(|m| {
+        let mut m = m.clone();
+        m.version += KIT_VERSION_BASE;
+        m.description = Cow::Owned(format!("kit {}", m.description));
+        m
+    }));
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: true,
+        ..Migrator::DEFAULT
+    }
 }
 
 /// The platform's own migrations (token revocations), for schema `platform`.
-pub fn platform_postgres() -> Migrator {
-    tolerant(sqlx::migrate!("./migrations/postgres"))
-}
-/// The platform's own migrations (token revocations), for SQLite.
-pub fn platform_sqlite() -> Migrator {
-    tolerant(sqlx::migrate!("./migrations/sqlite"))
+fn platform_migrations() -> (Migrator, Migrator) {
+    let mut postgres = sqlx::migrate!("./migrations/postgres");
+    let mut sqlite = sqlx::migrate!("./migrations/sqlite");
+    postgres.set_ignore_missing(true);
+    sqlite.set_ignore_missing(true);
+    (postgres, sqlite)
 }
 
 /// Opens and migrates the `platform` store.
 pub async fn platform_database(config: &Config) -> anyhow::Result<Database> {
     let db = Database::connect(config, "platform").await?;
-    db.migrate(&platform_postgres(), &platform_sqlite()).await?;
+    let (postgres, sqlite) = platform_migrations();
+    match &db.pool {
+        Pool::Postgres(pool) => postgres.run(pool).await?,
+        Pool::Sqlite(pool) => sqlite.run(pool).await?,
+    }
     Ok(db)
 }
 
@@ -220,5 +350,31 @@ pub fn json_rows(postgres: bool, param: usize, columns: &[(&str, &str)]) -> (Str
             .map(|(n, _)| format!("json_extract(value, '$.{n}')"))
             .collect();
         (select.join(", "), format!("json_each(${param}) WHERE true"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kit_migrations_follow_the_service_s_in_their_own_range() {
+        let migrations = Migrations::new(
+            sqlx::migrate!("./migrations/postgres"),
+            sqlx::migrate!("./migrations/sqlite"),
+        );
+        let described = migrations.describe();
+        let (first, _) = described[0];
+        assert!(first < KIT_VERSION_BASE);
+        let kit: Vec<&(i64, String)> = described
+            .iter()
+            .filter(|(v, _)| *v > KIT_VERSION_BASE)
+            .collect();
+        assert!(!kit.is_empty());
+        assert!(kit.iter().all(|(_, d)| d.starts_with("kit ")));
+        assert_eq!(
+            described.last().map(|(v, _)| *v),
+            kit.last().map(|(v, _)| *v)
+        );
     }
 }

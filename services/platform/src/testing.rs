@@ -8,10 +8,15 @@
 //!
 //! Compiled into the library (not behind `cfg(test)`) because other crates' tests use it.
 
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use sqlx::Connection;
+
+use crate::config::Config;
+use crate::service::Service;
+use crate::storage::Database;
 
 /// Set to `1` to make a missing server fail the test instead of skipping it.
 pub const REQUIRE_SERVERS_ENV: &str = "AGRIPORTAL_REQUIRE_SERVERS";
@@ -85,6 +90,62 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     }
     let _ = conn.close().await;
     Some(with_database(&url, &name))
+}
+
+/// Runs `body` on `S`'s store on each backend in turn: SQLite in a fresh directory, then
+/// PostgreSQL in a fresh database (skipped, loudly, when no server is reachable; a failure
+/// under [`REQUIRE_SERVERS_ENV`]). The store is opened in `S`'s schema and migrated as the kit
+/// does (the service's migrations and the kit's tables), so one contract test body covers
+/// both implementations.
+///
+/// # Panics
+///
+/// When `body` panics (a failed assertion), naming the backend, and as [`fresh_postgres`].
+pub async fn each_backend<S, F, Fut>(test: &str, body: F)
+where
+    S: Service,
+    F: Fn(Database) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{test}: no temporary directory: {e}"));
+    {
+        let _on = Backend(test, "SQLite");
+        let sqlite = open::<S>(&Config::embedded(dir.path()), test, "SQLite").await;
+        body(sqlite.clone()).await;
+        sqlite.close().await;
+    }
+    let Some(url) = fresh_postgres(test).await else {
+        return;
+    };
+    let _on = Backend(test, "PostgreSQL");
+    let mut config = Config::embedded(dir.path());
+    config.database_url = Some(url);
+    let postgres = open::<S>(&config, test, "PostgreSQL").await;
+    body(postgres.clone()).await;
+    postgres.close().await;
+}
+
+/// Names the backend when a test body fails on it (dropped while unwinding).
+struct Backend<'a>(&'a str, &'a str);
+
+impl Drop for Backend<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::io::stderr()
+                .write_all(format!("{}: failed on {}\n", self.0, self.1).as_bytes());
+        }
+    }
+}
+
+async fn open<S: Service>(config: &Config, test: &str, backend: &str) -> Database {
+    let name = S::DESCRIPTOR.name;
+    let db = Database::connect(config, name)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cannot open the {name} store on {backend}: {e:#}"));
+    db.migrate(&S::migrations())
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cannot migrate the {name} store on {backend}: {e:#}"));
+    db
 }
 
 /// A bus subject prefix unique to this run of `test` (`t_<test>_<random>`, NATS token

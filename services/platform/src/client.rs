@@ -1,0 +1,232 @@
+//! gRPC clients of the services: one channel type for every caller (a service calling another,
+//! the web front end, a partner's client in the demo, benchmark and tests), carrying the
+//! caller's credential, the W3C trace context and a deadline on every call. What the peer
+//! answers comes back as [`crate::Error`] through [`Error::from_status`], the one mapping.
+//!
+//! A service's credential is in one place, [`Credential::Service`]: today a short-lived admin
+//! token minted from the shared secret (so only a holder of the secret can call the audit
+//! rpcs); a proper per-service credential replaces it here without touching callers.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::auth::{Authenticator, Role};
+use crate::error::Error;
+use crate::telemetry::inject_metadata;
+
+/// A channel to a service with [`Caller`] on every call; wrap it in any generated client
+/// (`DashboardClient::new(channel)`).
+pub type PeerChannel = InterceptedService<Channel, Caller>;
+
+/// Who is calling.
+#[derive(Clone)]
+pub enum Credential {
+    /// No credential (public rpcs).
+    None,
+    /// A bearer token given by a person or a partner (`token mint`).
+    Bearer(String),
+    /// This service's own credential, renewed as it nears expiry.
+    Service(Arc<Authenticator>),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself: Debug output reaches logs.
+        f.write_str(match self {
+            Credential::None => "Credential::None",
+            Credential::Bearer(_) => "Credential::Bearer(…)",
+            Credential::Service(_) => "Credential::Service",
+        })
+    }
+}
+
+/// Settings of a channel.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// Deadline of each call, sent to the server as `grpc-timeout` (it stops working on the
+    /// call once the caller stopped waiting) and enforced here.
+    pub deadline: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Lifetime of a service credential; it is renewed when less than [`RENEW_BEFORE`] is left.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(600);
+const RENEW_BEFORE: Duration = Duration::from_secs(120);
+
+/// Adds the credential, the trace context and the deadline to each call.
+#[derive(Clone)]
+pub struct Caller {
+    credential: Credential,
+    deadline: Duration,
+    cached: Arc<Mutex<Option<(MetadataValue<Ascii>, Instant)>>>,
+}
+
+impl Caller {
+    /// A caller with `credential` and a per-call `deadline`.
+    pub fn new(credential: Credential, deadline: Duration) -> anyhow::Result<Self> {
+        let caller = Caller {
+            credential,
+            deadline,
+            cached: Arc::new(Mutex::new(None)),
+        };
+        // A bearer token that is not valid metadata is the caller's mistake: say so now, not
+        // at the first call.
+        if let Credential::Bearer(token) = &caller.credential {
+            bearer(token)?;
+        }
+        Ok(caller)
+    }
+
+    fn authorization(&self) -> Result<Option<MetadataValue<Ascii>>, Status> {
+        match &self.credential {
+            Credential::None => Ok(None),
+            Credential::Bearer(token) => bearer(token)
+                .map(Some)
+                .map_err(|_| Status::unauthenticated("the token is not valid metadata")),
+            Credential::Service(auth) => {
+                let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((value, renew_at)) = cached.as_ref() {
+                    if Instant::now() < *renew_at {
+                        return Ok(Some(value.clone()));
+                    }
+                }
+                let (token, _) = auth
+                    .mint(Role::Admin, SERVICE_TOKEN_TTL)
+                    .map_err(|e| Status::internal(e.message))?;
+                let value = bearer(&token)
+                    .map_err(|_| Status::internal("a minted token is not valid metadata"))?;
+                *cached = Some((
+                    value.clone(),
+                    Instant::now() + SERVICE_TOKEN_TTL - RENEW_BEFORE,
+                ));
+                Ok(Some(value))
+            }
+        }
+    }
+}
+
+fn bearer(token: &str) -> anyhow::Result<MetadataValue<Ascii>> {
+    Ok(format!("Bearer {token}").parse()?)
+}
+
+impl tonic::service::Interceptor for Caller {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = self.authorization()? {
+            request.metadata_mut().insert("authorization", value);
+        }
+        inject_metadata(request.metadata_mut());
+        // A deadline the caller set on this very request (a shorter one, say) stands.
+        if request.metadata().get("grpc-timeout").is_none() {
+            request.set_timeout(self.deadline);
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to the service at `url` (`http://host:port`), connecting lazily: a peer that is
+/// down at start-up is an error of the calls, not of the start.
+pub fn connect(
+    url: &str,
+    credential: Credential,
+    options: ClientOptions,
+) -> anyhow::Result<PeerChannel> {
+    let channel = endpoint(url, options)?.connect_lazy();
+    Ok(InterceptedService::new(
+        channel,
+        Caller::new(credential, options.deadline)?,
+    ))
+}
+
+/// [`connect`], but connects now (a client that wants to fail at once when nobody listens).
+pub async fn connect_now(
+    url: &str,
+    credential: Credential,
+    options: ClientOptions,
+) -> anyhow::Result<PeerChannel> {
+    let channel = endpoint(url, options)?.connect().await?;
+    Ok(InterceptedService::new(
+        channel,
+        Caller::new(credential, options.deadline)?,
+    ))
+}
+
+fn endpoint(url: &str, options: ClientOptions) -> anyhow::Result<Endpoint> {
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    Ok(Endpoint::from_shared(url)?
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.deadline)
+        .tcp_nodelay(true))
+}
+
+/// Maps a failed call to `peer` (a target name) into the platform's error.
+pub fn error(peer: &'static str) -> impl Fn(Status) -> Error {
+    move |status| Error::from_status(peer, &status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    #[test]
+    fn a_service_credential_is_minted_once_and_verifies() {
+        let auth = Authenticator::new(b"a-test-secret-of-at-least-32-bytes!!", None).unwrap();
+        let mut caller =
+            Caller::new(Credential::Service(auth.clone()), Duration::from_secs(3)).unwrap();
+        let first = caller.call(Request::new(())).unwrap();
+        let second = caller.call(Request::new(())).unwrap();
+        let header = |r: &Request<()>| {
+            r.metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(
+            header(&first),
+            header(&second),
+            "cached, not minted per call"
+        );
+        let token = header(&first).unwrap();
+        let claims = auth
+            .verify_signed(token.trim_start_matches("Bearer "))
+            .unwrap();
+        assert!(matches!(claims.role, Role::Admin));
+        assert_eq!(
+            first
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok()),
+            Some("3000000u")
+        );
+    }
+
+    #[test]
+    fn a_bad_bearer_token_is_refused_up_front_and_never_printed() {
+        assert!(Caller::new(
+            Credential::Bearer("line\nbreak".into()),
+            Duration::from_secs(1)
+        )
+        .is_err());
+        let shown = format!("{:?}", Credential::Bearer("secret-token".into()));
+        assert!(!shown.contains("secret-token"));
+    }
+}
