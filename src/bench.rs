@@ -141,9 +141,11 @@ pub struct Calls {
     pub rate_limited: usize,
     /// Refused by the server's concurrency limit.
     pub shed: usize,
+    /// Refused because the partner had its maximum of calls in flight.
+    pub busy: usize,
     /// Any other failure.
     pub failed: usize,
-    /// Fraction refused (rate limit or concurrency).
+    /// Fraction refused (rate limit, the partner's or the server's concurrency limit).
     pub refused_fraction: f64,
     /// Latency of answered calls, milliseconds.
     pub p50_ms: f64,
@@ -663,6 +665,7 @@ enum Answer {
     Accepted(Duration),
     RateLimited,
     Shed,
+    Busy,
     Failed(String),
 }
 
@@ -753,6 +756,8 @@ async fn open_loop(
                 Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                     if status.message().contains("concurrent requests") {
                         Answer::Shed
+                    } else if status.message().contains("calls in flight") {
+                        Answer::Busy
                     } else {
                         Answer::RateLimited
                     }
@@ -791,6 +796,7 @@ fn tally(answers: &[Answer]) -> Calls {
             Answer::Accepted(_) => calls.accepted += 1,
             Answer::RateLimited => calls.rate_limited += 1,
             Answer::Shed => calls.shed += 1,
+            Answer::Busy => calls.busy += 1,
             Answer::Failed(why) => {
                 if calls.failed == 0 {
                     eprintln!("a call failed: {why}");
@@ -807,7 +813,7 @@ fn tally(answers: &[Answer]) -> Calls {
     calls.refused_fraction = if calls.sent == 0 {
         0.0
     } else {
-        (calls.rate_limited + calls.shed) as f64 / calls.sent as f64
+        (calls.rate_limited + calls.shed + calls.busy) as f64 / calls.sent as f64
     };
     calls
 }
@@ -1045,7 +1051,7 @@ fn render_overload(r: &OverloadReport) -> String {
     let mut s = format!(
         "bench overload ({}): quota {} records/s per partner (burst {}), batches of {} (steady partner {}), {} rounds of {} s per phase\n\
          steady partner voso at a fixed rate; flooding partner postmart idle, at its quota, then over it{}\n\n\
-         {:<32} {:>10} {:>9} {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>5}\n",
+         {:<32} {:>10} {:>9} {:>9} {:>9} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} | {:>8} {:>5}\n",
         r.mode,
         r.quota,
         r.burst,
@@ -1066,6 +1072,7 @@ fn render_overload(r: &OverloadReport) -> String {
         "pm sent",
         "pm ok",
         "pm rate",
+        "pm busy",
         "pm shed",
         "pm ref%",
         "RSS MiB",
@@ -1073,7 +1080,7 @@ fn render_overload(r: &OverloadReport) -> String {
     );
     for p in &r.phases {
         s.push_str(&format!(
-            "{:<32} {:>10.0} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>4}/{:<3} | {:>8} {:>8} {:>8} {:>8} {:>6.1}% | {:>8.0} {:>5.2}\n",
+            "{:<32} {:>10.0} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>4}/{:<3} | {:>8} {:>8} {:>8} {:>8} {:>8} {:>6.1}% | {:>8.0} {:>5.2}\n",
             p.name,
             p.flood_records_per_second,
             p.steady.p50_ms,
@@ -1084,6 +1091,7 @@ fn render_overload(r: &OverloadReport) -> String {
             p.flood.sent,
             p.flood.accepted,
             p.flood.rate_limited,
+            p.flood.busy,
             p.flood.shed,
             p.flood.refused_fraction * 100.0,
             p.rss_mib,

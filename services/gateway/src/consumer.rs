@@ -56,7 +56,7 @@ impl Handler for Rollup {
         subscriptions()
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded<Deltas>]) -> Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[&Decoded<Deltas>]) -> Result<()> {
         let mut total = Deltas::default();
         for event in events {
             total.merge(&event.event);

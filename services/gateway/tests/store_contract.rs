@@ -34,7 +34,8 @@ impl Gw {
 
     /// Applies `events` once each; how many were new.
     async fn apply(&self, events: &[Decoded<Deltas>]) -> agriportal_platform::Result<usize> {
-        Ok(consumer::apply(&self.db, &self.rollup, events).await?.new)
+        let events: Vec<&Decoded<Deltas>> = events.iter().collect();
+        Ok(consumer::apply(&self.db, &self.rollup, &events).await?.new)
     }
 }
 

@@ -83,6 +83,16 @@ pub fn rate_limited_early(who: &str, limiter_rate: u32, burst: u32, after: Durat
     .with_retry_after(after)
 }
 
+/// The error for a call refused because its partner already has `max` calls in flight.
+pub fn partner_busy(who: &str, max: u32, after: Duration) -> Error {
+    Error::exhausted(format!(
+        "{who} already has {max} calls in flight (--partner-max-concurrent-requests): \
+         retry after {} ms, or wait for earlier calls to finish",
+        after.as_millis().max(1)
+    ))
+    .with_retry_after(after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,13 @@ use agriportal_proto::marketplace::v1::marketplace_ingest_server::{
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::service::Ingest;
+use crate::service::{Ingest, PartnerSlot};
+
+/// Holds the call's partner slot (if the early check took one) while the handler runs:
+/// `Request::into_inner` would drop it with the extensions.
+fn hold_slot<T>(request: &mut Request<T>) -> Option<PartnerSlot> {
+    request.extensions_mut().remove::<PartnerSlot>()
+}
 
 /// `MarketplaceIngest` behind [`EarlyThrottle`], ready to mount.
 pub fn ingest_server(
@@ -39,9 +45,11 @@ pub fn audit_server(
 }
 
 /// Refuses a partner's call before its body is read or decoded while the partner's bucket is
-/// empty, so a partner flooding at many times its quota costs the server a header check per
-/// call rather than the decoding of every batch it sends. It only ever refuses: a call it lets
-/// through is authenticated, sized and throttled in full by [`Ingest`].
+/// empty or it has its maximum of calls in flight, so a partner flooding at many times its
+/// quota costs the server a header check per call rather than the decoding of every batch it
+/// sends, and never holds more of the process's request slots than its own cap. A call it lets
+/// through carries its partner slot (released when the handler is done) and is authenticated,
+/// sized and throttled in full by [`Ingest`].
 #[derive(Clone)]
 pub struct EarlyThrottle {
     auth: Arc<Authenticator>,
@@ -49,7 +57,7 @@ pub struct EarlyThrottle {
 }
 
 impl tonic::service::Interceptor for EarlyThrottle {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -57,10 +65,12 @@ impl tonic::service::Interceptor for EarlyThrottle {
         let Some(partner) = self.auth.partner_hint(header) else {
             return Ok(request);
         };
-        match self.ingest.early_refusal(partner) {
-            Some(refusal) => Err(refusal.into()),
-            None => Ok(request),
+        if let Some(refusal) = self.ingest.early_refusal(partner) {
+            return Err(refusal.into());
         }
+        let slot = self.ingest.take_slot(partner)?;
+        request.extensions_mut().insert(slot);
+        Ok(request)
     }
 }
 
@@ -74,8 +84,9 @@ pub struct GrpcAdapter {
 impl MarketplaceIngest for GrpcAdapter {
     async fn push_sales(
         &self,
-        request: Request<pb::PushSalesRequest>,
+        mut request: Request<pb::PushSalesRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
+        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest
@@ -86,8 +97,9 @@ impl MarketplaceIngest for GrpcAdapter {
 
     async fn push_onboarding(
         &self,
-        request: Request<pb::PushOnboardingRequest>,
+        mut request: Request<pb::PushOnboardingRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
+        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest
@@ -98,8 +110,9 @@ impl MarketplaceIngest for GrpcAdapter {
 
     async fn get_batch(
         &self,
-        request: Request<pb::GetBatchRequest>,
+        mut request: Request<pb::GetBatchRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
+        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest

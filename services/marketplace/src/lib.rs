@@ -65,7 +65,12 @@ impl Service for Marketplace {
             ctx.config.partner_burst_records,
         )
         .map(Arc::new);
-        let ingest = Arc::new(Ingest::new(store, Limits::default(), rates));
+        let ingest = Arc::new(Ingest::new(
+            store,
+            Limits::default(),
+            rates,
+            ctx.config.partner_max_concurrent_requests,
+        ));
         let auth = ctx.shared.auth.clone();
         Ok(Running::new()
             .grpc(grpc::ingest_server(ingest.clone(), auth.clone()))

@@ -47,7 +47,7 @@ use crate::telemetry::set_parent_from_headers;
 use crate::{with_db, with_tx};
 
 /// An event decoded from a delivery: its id (for the inbox) and what the handler made of it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Decoded<E> {
     /// The event's id, from its payload.
     pub event_id: String,
@@ -134,7 +134,7 @@ impl<E: 'static> Subscriptions<E> {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// What one event becomes.
-    type Event: Clone + Send + Sync + 'static;
+    type Event: Send + Sync + 'static;
 
     /// The topics handled (asked once, when the consumer starts).
     fn subscriptions(&self) -> Subscriptions<Self::Event>;
@@ -143,7 +143,7 @@ pub trait Handler: Send + Sync + 'static {
     /// in the inbox in `tx`, and commits it afterwards; an error rolls everything back. Return
     /// [`ErrorCode::Unavailable`] for outages (retried without limit), anything else for an
     /// event that cannot be applied (retried alone, then parked).
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded<Self::Event>]) -> Result<()>;
+    async fn apply(&self, tx: &mut Tx, events: &[&Decoded<Self::Event>]) -> Result<()>;
 
     /// Called after a commit that applied `applied` new events (to refresh what is derived
     /// from the store, such as an in-memory read model).
@@ -360,7 +360,7 @@ impl<H: Handler> Intake<H> {
         if events.is_empty() {
             return true;
         }
-        let batch: Vec<Decoded<H::Event>> = events.iter().map(|(_, d)| d.clone()).collect();
+        let batch: Vec<&Decoded<H::Event>> = events.iter().map(|(_, d)| d).collect();
         let span = tracing::info_span!("apply_events", consumer = self.name(), count = batch.len());
         if let Some(first) = events.first() {
             set_parent_from_headers(&span, &first.0.message.headers);
@@ -384,8 +384,7 @@ impl<H: Handler> Intake<H> {
                     tracing::warn!(error = %err, consumer = self.name(), events = batch.len(),
                         "a batch of events failed to apply; applying them one at a time");
                     for (delivery, decoded) in &events {
-                        let one = [decoded.clone()];
-                        let first = match self.attempt_until_not_outage(&one).await {
+                        let first = match self.attempt_until_not_outage(&[decoded]).await {
                             Some(outcome) => outcome,
                             None => return false,
                         };
@@ -405,7 +404,7 @@ impl<H: Handler> Intake<H> {
     }
 
     /// Attempts until the outcome is not an outage; `None` on shutdown.
-    async fn attempt_until_not_outage(&self, events: &[Decoded<H::Event>]) -> Option<Attempt> {
+    async fn attempt_until_not_outage(&self, events: &[&Decoded<H::Event>]) -> Option<Attempt> {
         let mut backoff = Backoff::default();
         loop {
             match self.attempt(events).await {
@@ -432,7 +431,7 @@ impl<H: Handler> Intake<H> {
         let mut attempts = 1u32;
         let mut last = first;
         let mut backoff = Backoff::default();
-        let one = [decoded.clone()];
+        let one = [decoded];
         while attempts < self.options.max_attempts {
             consumer_metrics()
                 .failures
@@ -464,7 +463,7 @@ impl<H: Handler> Intake<H> {
     }
 
     /// One transaction: inbox claims, apply, commit.
-    async fn attempt(&self, events: &[Decoded<H::Event>]) -> Attempt {
+    async fn attempt(&self, events: &[&Decoded<H::Event>]) -> Attempt {
         match self.apply_once(events).await {
             Ok((claimed, duplicates)) => {
                 self.health.set_failing(false);
@@ -485,7 +484,7 @@ impl<H: Handler> Intake<H> {
         }
     }
 
-    async fn apply_once(&self, events: &[Decoded<H::Event>]) -> Result<(usize, usize)> {
+    async fn apply_once(&self, events: &[&Decoded<H::Event>]) -> Result<(usize, usize)> {
         let applied = apply(&self.db, &self.handler, events).await?;
         Ok((applied.new, applied.duplicates))
     }
@@ -582,9 +581,7 @@ impl<H: Handler> Intake<H> {
             .rows_affected()
         });
         if removed == 1 && claim(&mut tx, &decoded.event_id).await? {
-            self.handler
-                .apply(&mut tx, std::slice::from_ref(decoded))
-                .await?;
+            self.handler.apply(&mut tx, &[decoded]).await?;
             tx.commit().await?;
             consumer_metrics()
                 .applied
@@ -614,7 +611,7 @@ pub struct Applied {
 pub async fn apply<H: Handler>(
     db: &Database,
     handler: &H,
-    events: &[Decoded<H::Event>],
+    events: &[&Decoded<H::Event>],
 ) -> Result<Applied> {
     // Sorted by id: concurrent replicas claim inbox rows in one order and cannot deadlock.
     let mut order: Vec<usize> = (0..events.len()).collect();
@@ -624,7 +621,7 @@ pub async fn apply<H: Handler>(
     let mut fresh = Vec::with_capacity(order.len());
     for i in order {
         if claim(&mut tx, &events[i].event_id).await? {
-            fresh.push(events[i].clone());
+            fresh.push(events[i]);
         }
     }
     if !fresh.is_empty() {

@@ -1528,50 +1528,6 @@ mod tests {
             })
             .inc();
 
-        let text = render();
-        let mut stderr = std::io::stderr();
-        let child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(child) => child,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let required = std::env::var("AGRIPORTAL_REQUIRE_SERVERS").as_deref() == Ok("1");
-                assert!(
-                    !required,
-                    "promtool not found, and AGRIPORTAL_REQUIRE_SERVERS=1 requires it \
-                     (Debian package `prometheus`)"
-                );
-                let _ = writeln!(
-                    stderr,
-                    "SKIPPED promtool_accepts_the_exposition: promtool not found \
-                     (apt-get install prometheus)"
-                );
-                return;
-            }
-            Err(err) => panic!("could not run promtool: {err}"),
-        };
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(text.as_bytes())
-                .unwrap_or_else(|err| panic!("writing to promtool: {err}"));
-        }
-        let output = child
-            .wait_with_output()
-            .unwrap_or_else(|err| panic!("waiting for promtool: {err}"));
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let _ = writeln!(stderr, "promtool check metrics: {} {report}", output.status);
-        assert!(
-            output.status.success(),
-            "promtool rejected the exposition ({}): {report}\n--- exposition ---\n{text}",
-            output.status
-        );
+        crate::testing::promtool_check("promtool_accepts_the_exposition", &render());
     }
 }

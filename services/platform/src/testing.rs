@@ -148,6 +148,53 @@ async fn open<S: Service>(config: &Config, test: &str, backend: &str) -> Databas
     db
 }
 
+/// Checks a Prometheus exposition with `promtool check metrics` (Debian package `prometheus`),
+/// printing what promtool says. Without promtool the check is skipped with a `SKIPPED …` line,
+/// or fails under [`REQUIRE_SERVERS_ENV`] (CI installs it).
+///
+/// # Panics
+///
+/// When promtool rejects `exposition`, or is missing while required.
+pub fn promtool_check(test: &str, exposition: &str) {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                !require_servers(),
+                "{test}: promtool not found, and {REQUIRE_SERVERS_ENV}=1 requires it (Debian package `prometheus`)"
+            );
+            let line = format!("SKIPPED {test}: promtool not found (apt-get install prometheus)\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            return;
+        }
+        Err(err) => panic!("{test}: could not run promtool: {err}"),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(exposition.as_bytes())
+            .unwrap_or_else(|err| panic!("{test}: writing to promtool: {err}"));
+    }
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|err| panic!("{test}: waiting for promtool: {err}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{test}: promtool rejected the exposition ({}): {report}\n--- exposition ---\n{exposition}",
+        output.status
+    );
+}
+
 /// A bus subject prefix unique to this run of `test` (`t_<test>_<random>`, NATS token
 /// characters only), so that tests sharing a NATS server never see each other's streams.
 pub fn unique_prefix(test: &str) -> String {

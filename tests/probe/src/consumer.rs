@@ -30,7 +30,7 @@ impl Handler for Tally {
         Subscriptions::new().on(pb::NOTED, |event| Ok(event.text))
     }
 
-    async fn apply(&self, tx: &mut Tx, events: &[Decoded<String>]) -> Result<()> {
+    async fn apply(&self, tx: &mut Tx, events: &[&Decoded<String>]) -> Result<()> {
         let texts: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
         self.store.tally(tx, &texts).await
     }
