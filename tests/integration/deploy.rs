@@ -1,80 +1,97 @@
 //! The deployment files (deploy/, k8s/) name only subcommands, flags, targets, environment
-//! variables and ports that the binary really has, read from the binary's own `--help`, so the
-//! manifests cannot drift from the code.
+//! variables and ports that the binary really has, so the manifests cannot drift from the code.
+//! Targets, their flags and environment variables and their ports come from the binary's own
+//! `agriportal targets`; the subcommands and their own arguments (`serve --target`, `health
+//! --service`, ...), which `targets` does not describe, from its command-line definition.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::CommandFactory;
+
 const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 
-fn help(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--help")
-        .output()
-        .expect("run --help");
-    assert!(out.status.success(), "{args:?} --help failed");
-    String::from_utf8(out.stdout).expect("utf8")
-}
-
-/// Words in `text` that start at `start` and continue with `[A-Za-z0-9_-]`.
-fn words_after(text: &str, start: &str) -> BTreeSet<String> {
-    text.match_indices(start)
-        .map(|(i, _)| {
-            text[i + start.len()..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|w| !w.is_empty())
-        .collect()
+/// One target as `agriportal targets` describes it.
+struct Target {
+    flags: BTreeSet<String>,
+    ports: BTreeSet<u16>,
 }
 
 struct Contract {
     subcommands: BTreeSet<String>,
+    /// Each subcommand's own arguments (`--target` of `serve`), besides the shared settings.
+    subcommand_flags: BTreeMap<String, BTreeSet<String>>,
+    /// Every environment variable the binary reads: the shared ones and every target's own.
     env: BTreeSet<String>,
-    targets: BTreeSet<String>,
-    help_by_subcommand: Vec<(String, String)>,
+    /// The flags every target takes.
+    shared_flags: BTreeSet<String>,
+    targets: BTreeMap<String, Target>,
+}
+
+fn strings(value: &serde_json::Value, what: &str) -> BTreeSet<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("agriportal targets: {what} is not a list"))
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_string())
+        .collect()
 }
 
 fn contract() -> Contract {
-    let top = help(&[]);
-    let subcommands: BTreeSet<String> = [
-        "up", "serve", "migrate", "token", "config", "health", "bench",
-    ]
-    .iter()
-    .filter(|s| top.contains(&format!("  {s} ")))
-    .map(|s| s.to_string())
-    .collect();
+    // An empty environment: the ports printed are the binary's defaults.
+    let out = Command::new(BIN)
+        .env_clear()
+        .arg("targets")
+        .output()
+        .expect("run agriportal targets");
     assert!(
-        subcommands.len() >= 6,
-        "subcommands not found in --help: {top}"
+        out.status.success(),
+        "agriportal targets failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let mut help_by_subcommand = Vec::new();
-    let mut env = words_after(&top, "[env: ");
-    for sub in &subcommands {
-        let text = help(&[sub.as_str()]);
-        env.extend(words_after(&text, "[env: "));
-        help_by_subcommand.push((sub.clone(), text));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("targets JSON");
+    let mut env = strings(&json["shared"]["env"], "shared.env");
+    let shared_flags = strings(&json["shared"]["flags"], "shared.flags");
+    let mut targets = BTreeMap::new();
+    for t in json["targets"].as_array().expect("targets") {
+        let name = t["name"].as_str().expect("name").to_string();
+        env.extend(strings(&t["env"], &format!("{name}.env")));
+        let ports = ["grpc", "http"]
+            .iter()
+            .map(|p| {
+                let port = t["ports"][p].as_u64().expect("port");
+                u16::try_from(port).expect("a port number")
+            })
+            .collect();
+        let flags = strings(&t["flags"], &format!("{name}.flags"));
+        targets.insert(name, Target { flags, ports });
     }
-    let serve = help(&["serve"]);
-    let targets = serve
-        .lines()
-        .skip_while(|l| !l.contains("--target"))
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("- ")
-                .or_else(|| l.trim().strip_prefix("* "))
-        })
-        .filter_map(|l| l.split([':', ' ']).next())
-        .map(str::to_string)
-        .collect();
+    assert!(!targets.is_empty(), "agriportal targets lists no target");
+
+    let cli = agriportal::cli::Cli::command();
+    let mut subcommand_flags = BTreeMap::new();
+    for sub in cli.get_subcommands() {
+        let own = sub
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        subcommand_flags.insert(sub.get_name().to_string(), own);
+    }
+    let subcommands: BTreeSet<String> = subcommand_flags.keys().cloned().collect();
+    assert!(
+        ["serve", "migrate", "health"]
+            .iter()
+            .all(|s| subcommands.contains(*s)),
+        "subcommands: {subcommands:?}"
+    );
     Contract {
         subcommands,
+        subcommand_flags,
         env,
+        shared_flags,
         targets,
-        help_by_subcommand,
     }
 }
 
@@ -129,10 +146,13 @@ fn argument_lists(text: &str) -> Vec<Vec<String>> {
 fn deployment_files_name_only_what_the_binary_has() {
     let c = contract();
     assert!(
-        c.targets.contains("marketplace") && c.targets.contains("gateway"),
+        c.targets.contains_key("marketplace") && c.targets.contains_key("gateway"),
         "targets: {:?}",
-        c.targets
+        c.targets.keys()
     );
+    let known_ports: BTreeSet<u16> = c.targets.values().flat_map(|t| t.ports.clone()).collect();
+    let all_target_flags: BTreeSet<String> =
+        c.targets.values().flat_map(|t| t.flags.clone()).collect();
     let mut invocations = 0;
     let mut ports = BTreeSet::new();
     for path in files() {
@@ -158,7 +178,7 @@ fn deployment_files_name_only_what_the_binary_has() {
             if sets && ours && key != "AGRIPORTAL_IMAGE" {
                 assert!(
                     c.env.contains(&key),
-                    "{name}: sets {key}, which the binary does not read (known: {:?})",
+                    "{name}: sets {key}, which the binary does not read (agriportal targets: {:?})",
                     c.env
                 );
             }
@@ -179,7 +199,8 @@ fn deployment_files_name_only_what_the_binary_has() {
                 }
             }
         }
-        // Every invocation of the binary uses a real subcommand, real flags and a real target.
+        // Every invocation of the binary uses a real subcommand, real flags and a real target;
+        // `serve --target <name>` takes the shared flags and that target's own.
         for mut args in argument_lists(&text) {
             if args.first().is_some_and(|a| a == "CMD") {
                 args.remove(0);
@@ -194,26 +215,34 @@ fn deployment_files_name_only_what_the_binary_has() {
                 continue; // another program's arguments (nats-server, otelcol, pg_isready)
             }
             invocations += 1;
-            let help = &c
-                .help_by_subcommand
+            let target = args
                 .iter()
-                .find(|(s, _)| *s == sub)
-                .expect("help")
-                .1;
-            for (i, arg) in args.iter().enumerate() {
+                .position(|a| a == "--target")
+                .map(|i| args.get(i + 1).expect("target value").clone());
+            if let Some(target) = &target {
+                assert!(
+                    c.targets.contains_key(target),
+                    "{name}: unknown target {target} (agriportal targets: {:?})",
+                    c.targets.keys()
+                );
+            }
+            let target_flags = match (&target, sub.as_str()) {
+                (Some(target), "serve") => c.targets[target].flags.clone(),
+                _ => all_target_flags.clone(),
+            };
+            for arg in &args {
                 if let Some(flag) = arg.strip_prefix("--") {
-                    let flag = flag.split('=').next().unwrap_or(flag);
+                    let flag = format!("--{}", flag.split('=').next().unwrap_or(flag));
                     assert!(
-                        help.contains(&format!("--{flag}")),
-                        "{name}: `{sub} --{flag}` is not a flag of the binary"
+                        c.shared_flags.contains(&flag)
+                            || c.subcommand_flags[&sub].contains(&flag)
+                            || target_flags.contains(&flag),
+                        "{name}: `{sub} {flag}` is not a flag of the binary{}",
+                        target
+                            .as_ref()
+                            .map(|t| format!(" for target {t}"))
+                            .unwrap_or_default()
                     );
-                    if flag == "target" {
-                        let target = args.get(i + 1).expect("target value");
-                        assert!(
-                            c.targets.contains(target),
-                            "{name}: unknown target {target}"
-                        );
-                    }
                 }
             }
         }
@@ -222,8 +251,8 @@ fn deployment_files_name_only_what_the_binary_has() {
             if let Some(v) = line.trim().strip_prefix("containerPort:") {
                 let port: u16 = v.trim().parse().expect("port");
                 assert!(
-                    port == 50051 || port == 8080,
-                    "{name}: containerPort {port} is neither the gRPC nor the HTTP port"
+                    known_ports.contains(&port),
+                    "{name}: containerPort {port} is not a port of the targets {known_ports:?}"
                 );
             }
         }
@@ -233,9 +262,8 @@ fn deployment_files_name_only_what_the_binary_has() {
         "expected the manifests and compose file to invoke the binary; found {invocations}"
     );
     assert_eq!(
-        ports,
-        BTreeSet::from([50051, 8080]),
-        "addresses set in the deployment files"
+        ports, known_ports,
+        "addresses set in the deployment files vs the targets' ports (agriportal targets)"
     );
 }
 
