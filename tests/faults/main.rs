@@ -18,6 +18,10 @@
 //! `AGRIPORTAL_REQUIRE_SERVERS=1` they fail instead. The tests take a process-wide lock and
 //! run one at a time: each one alone keeps a 2-core machine busy.
 
+// A test crate: helpers as well as tests fail by panicking (clippy.toml allows it only inside
+// `#[test]` functions, not in the helpers they share).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cluster;
 mod procs;
 mod proxy;

@@ -23,6 +23,8 @@ use tonic::{Code, Status};
 
 use agriportal_marketplace::Marketplace;
 
+use agriportal::client::PartnerClient;
+
 use crate::support::{spawn_app, spawn_app_with, Mode, TestApp};
 
 pub(crate) const PUSH_SALES: &str = "/agriportal.marketplace.v1.MarketplaceIngest/PushSales";
@@ -1056,6 +1058,99 @@ async fn a_partner_with_an_empty_bucket_is_refused_before_its_body_is_read() {
     app.stop().await;
 }
 
+/// A `PushSales` call of `token` whose request message never comes, so it holds its slots
+/// until the task is aborted.
+async fn hold_a_call(
+    app: &TestApp,
+    token: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<Vec<u8>>, Status>> {
+    let channel = channel(app).await;
+    let token = token.to_string();
+    tokio::spawn(async move {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
+        grpc.client_streaming(request, path, RawCodec).await
+    })
+}
+
+/// Asks for an unknown batch until the answer is `want` (a refusal, or NOT_FOUND once let
+/// through), or fails after 10 s.
+async fn get_batch_until(client: &mut PartnerClient, want: Code) -> Status {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .get_batch(pb::GetBatchRequest {
+                batch_id: "any".into(),
+            })
+            .await
+        {
+            Err(err) if err.code() == want => return err,
+            other => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never {want:?}: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partner_at_its_cap_of_calls_in_flight_is_refused_and_the_other_is_not() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "partner_cap", |settings| {
+        let marketplace = settings.section_mut::<Marketplace>().expect("registered");
+        marketplace.partner_max_concurrent_requests = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let postmart_token = app.token(Role::Partner {
+        partner: "postmart".into(),
+    });
+    let holders = [
+        hold_a_call(&app, &postmart_token).await,
+        hold_a_call(&app, &postmart_token).await,
+    ];
+    // Postmart's third call is refused before its body is read, naming the cap.
+    let mut postmart = app.partner("postmart").await;
+    let err = get_batch_until(&mut postmart, Code::ResourceExhausted).await;
+    check(
+        "partner cap",
+        &err,
+        &refused(
+            Code::ResourceExhausted,
+            &[
+                "2 calls in flight",
+                "--partner-max-concurrent-requests",
+                "retry",
+            ],
+        ),
+    );
+    assert_eq!(
+        err.metadata()
+            .get("retry-after-ms")
+            .and_then(|v| v.to_str().ok()),
+        Some("100")
+    );
+    // Vỏ Sò's calls are untouched: the process has slots, and they are not Postmart's.
+    let mut voso = app.partner("voso").await;
+    get_batch_until(&mut voso, Code::NotFound).await;
+    // Once Postmart's calls end, its slots are free again.
+    for holder in holders {
+        holder.abort();
+    }
+    get_batch_until(&mut postmart, Code::NotFound).await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
     let Some(app) = spawn_app_with(Mode::Embedded, "concurrency_limit", |settings| {
@@ -1069,21 +1164,7 @@ async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
         partner: "voso".into(),
     });
     // Hold the one slot: a call whose request message never comes.
-    let holder = {
-        let channel = channel(&app).await;
-        let token = token.clone();
-        tokio::spawn(async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.expect("ready");
-            let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("ascii"),
-            );
-            let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
-            grpc.client_streaming(request, path, RawCodec).await
-        })
-    };
+    let holder = hold_a_call(&app, &token).await;
     // Once the slot is taken, another call is refused at once with a hint, not queued.
     let mut voso = app.partner("voso").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

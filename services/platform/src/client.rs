@@ -68,12 +68,15 @@ impl Default for ClientOptions {
 const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(600);
 const RENEW_BEFORE: Duration = Duration::from_secs(120);
 
+/// A minted service credential and when to renew it.
+type CachedToken = Arc<Mutex<Option<(MetadataValue<Ascii>, Instant)>>>;
+
 /// Adds the credential, the trace context and the deadline to each call.
 #[derive(Clone)]
 pub struct Caller {
     credential: Credential,
     deadline: Duration,
-    cached: Arc<Mutex<Option<(MetadataValue<Ascii>, Instant)>>>,
+    cached: CachedToken,
 }
 
 impl Caller {

@@ -47,7 +47,7 @@ use crate::telemetry::set_parent_from_headers;
 use crate::{with_db, with_tx};
 
 /// An event decoded from a delivery: its id (for the inbox) and what the handler made of it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Decoded<E> {
     /// The event's id, from its payload.
     pub event_id: String,

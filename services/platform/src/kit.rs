@@ -124,7 +124,7 @@ impl Registry {
     pub fn settings(&self, platform: Config, matches: &ArgMatches) -> anyhow::Result<Settings> {
         let mut sections = BTreeMap::new();
         for entry in &self.entries {
-            sections.insert(entry.descriptor().name, entry.from_matches(matches)?);
+            sections.insert(entry.descriptor().name, entry.parse(matches)?);
         }
         Ok(Settings { platform, sections })
     }
@@ -238,7 +238,7 @@ impl<T: Clone + fmt::Debug + Serialize + Send + Sync + 'static> AnySection for T
 trait Entry: Send + Sync {
     fn descriptor(&self) -> &'static Descriptor;
     fn augment(&self, command: Command) -> Command;
-    fn from_matches(&self, matches: &ArgMatches) -> anyhow::Result<Section>;
+    fn parse(&self, matches: &ArgMatches) -> anyhow::Result<Section>;
     fn defaults(&self) -> anyhow::Result<Section>;
     fn migrations(&self) -> Migrations;
     fn start(&self, ctx: ServiceContext<Section>) -> BoxFuture<'static, anyhow::Result<Running>>;
@@ -255,7 +255,7 @@ impl<S: Service> Entry for Typed<S> {
         <S::Config as clap::Args>::augment_args(command)
     }
 
-    fn from_matches(&self, matches: &ArgMatches) -> anyhow::Result<Section> {
+    fn parse(&self, matches: &ArgMatches) -> anyhow::Result<Section> {
         let config = <S::Config as clap::FromArgMatches>::from_arg_matches(matches)
             .with_context(|| format!("reading the settings of {}", S::DESCRIPTOR.name))?;
         Ok(Section {
@@ -271,7 +271,7 @@ impl<S: Service> Entry for Typed<S> {
         let matches = command
             .try_get_matches_from([S::DESCRIPTOR.name])
             .with_context(|| format!("{}: every setting needs a default", S::DESCRIPTOR.name))?;
-        self.from_matches(&matches)
+        self.parse(&matches)
     }
 
     fn migrations(&self) -> Migrations {

@@ -844,7 +844,6 @@ mod tests {
     use super::*;
 
     use std::convert::Infallible;
-    use std::io::Write as _;
 
     use bytes::Bytes;
     use http_body_util::BodyExt as _;
