@@ -317,3 +317,88 @@ fn bench_overload_runs_its_phases_and_refuses_the_flood() {
         .expect("interval");
     assert!(interval[0].as_f64().unwrap() <= interval[1].as_f64().unwrap());
 }
+
+/// The kit's tools through the binary: `targets` says what each service is, `migrate
+/// --target` migrates one store, `events parked` lists nothing on a fresh system and `events
+/// replay` names what it cannot find, `config` shows each service's own settings.
+#[test]
+fn targets_migrate_and_events_work_through_the_binary() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path()).arg("targets").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let targets: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = targets["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["marketplace", "gateway"]);
+    let gateway = &targets["targets"][1];
+    assert_eq!(gateway["calls"][0], "marketplace");
+    assert_eq!(gateway["consumes"][0], "marketplace.sales_recorded");
+    assert!(gateway["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .any(|e| e == "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS"));
+    assert!(targets["shared"]["env"]
+        .as_array()
+        .expect("shared env")
+        .iter()
+        .any(|e| e == "DATABASE_URL"));
+
+    let out = command(dir.path())
+        .args(["migrate", "--target", "gateway"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("migrated platform") && stderr.contains("migrated gateway"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("migrated marketplace"), "{stderr}");
+
+    let out = command(dir.path())
+        .args(["events", "parked"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 parked event(s)"));
+    let out = command(dir.path())
+        .args(["events", "replay", "gateway:7", "--wait-seconds", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no parked event gateway:7"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = command(dir.path())
+        .args(["config", "--partner-burst-records", "12345"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        config["services"]["marketplace"]["partner_burst_records"],
+        12345
+    );
+    assert!(config.get("token_secret").is_none(), "secrets are left out");
+}

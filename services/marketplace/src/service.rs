@@ -122,19 +122,25 @@ impl Ingest {
         })
     }
 
+    /// The checks every batch passes before it is validated record by record: its envelope
+    /// (id, record count, size), then the partner's rate limit.
+    fn admit(&self, partner: Partner, batch_id: &str, records: usize, bytes: usize) -> Result<()> {
+        check_envelope(batch_id, records, bytes, &self.limits)?;
+        self.throttle(partner, records)
+    }
+
     /// Applies a sales batch of `partner`.
     pub async fn push_sales(
         &self,
         partner: Partner,
         request: pb::PushSalesRequest,
     ) -> Result<pb::PushResult> {
-        check_envelope(
+        self.admit(
+            partner,
             &request.batch_id,
             request.records.len(),
             request.encoded_len(),
-            &self.limits,
         )?;
-        self.throttle(partner, request.records.len())?;
         let validated = domain::validate_sales(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("sales", &request),
@@ -153,13 +159,12 @@ impl Ingest {
         partner: Partner,
         request: pb::PushOnboardingRequest,
     ) -> Result<pb::PushResult> {
-        check_envelope(
+        self.admit(
+            partner,
             &request.batch_id,
             request.records.len(),
             request.encoded_len(),
-            &self.limits,
         )?;
-        self.throttle(partner, request.records.len())?;
         let validated = domain::validate_onboarding(&request.records, &self.limits);
         let batch = Batch {
             content_hash: content_hash("onboarding", &request),
