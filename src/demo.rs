@@ -216,7 +216,7 @@ impl Simulator {
             client.push_onboarding(batch).await?;
             let batch = self.sales(20, today);
             client.push_sales(batch.clone()).await?;
-            if tick % 5 == 0 {
+            if tick.is_multiple_of(5) {
                 // A partner retrying a batch whose reply it lost: applied once only.
                 if let Some(previous) = self.last_sales.take() {
                     client.push_sales(previous).await?;

@@ -829,7 +829,7 @@ async fn bad_http_input_gets_json_errors_naming_the_problem() {
             404,
             &["/api/v2/national", "/api/v1"],
         ),
-        ("/wp-login.php".into(), 404, &["/wp-login.php"]),
+        ("/api/wp-login.php".into(), 404, &["/api/wp-login.php"]),
     ];
     for (path, status, words) in &cases {
         let (got, body) = app.get(path).await;

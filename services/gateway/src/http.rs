@@ -1,27 +1,27 @@
-//! The HTTP adapter: the JSON API under `/api/v1` and the dashboard page, over the shared
-//! dashboard queries. Errors are JSON bodies naming the problem (`{"error": {code, message}}`).
+//! The HTTP adapter: the public JSON API, over the shared dashboard queries. The kit nests it
+//! under the gateway's prefix `/api`, so the routes below are relative to it (`/v1/national` is
+//! `/api/v1/national`). Errors are JSON bodies naming the problem (`{"error": {code, message}}`),
+//! for unknown paths under `/api` too; the pages are the web front end's.
 
 use agriportal_platform::Error;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::domain::SeriesParams;
 use crate::error::bad_parameter;
-use crate::page;
 use crate::service::Dashboard;
 
-/// Routes of the gateway's HTTP API and page.
+/// Routes of the gateway's HTTP API, relative to its prefix `/api`.
 pub fn router(dashboard: Dashboard) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/api/v1/national", get(national))
-        .route("/api/v1/provinces", get(provinces))
-        .route("/api/v1/provinces/{code}", get(province))
-        .route("/api/v1/timeseries", get(timeseries))
+        .route("/v1/national", get(national))
+        .route("/v1/provinces", get(provinces))
+        .route("/v1/provinces/{code}", get(province))
+        .route("/v1/timeseries", get(timeseries))
         .fallback(not_found)
         .with_state(dashboard)
 }
@@ -63,16 +63,11 @@ async fn timeseries(
     Ok(([CACHE], Json(d.series(&params).await?)).into_response())
 }
 
-/// The gateway answers `/`, so the process's unknown paths are its to explain.
-async fn not_found(uri: axum::http::Uri) -> Error {
+/// An unknown path under `/api`: a JSON 404 naming the routes there are.
+async fn not_found(uri: axum::extract::OriginalUri) -> Error {
     let path: String = uri.path().chars().take(100).collect();
     Error::not_found(format!(
-        "no such page or API route: `{path}`; the API is under /api/v1 (national, provinces, \
+        "no such API route: `{path}`; the API is under /api/v1 (national, provinces, \
          provinces/{{code}}, timeseries)"
     ))
-}
-
-async fn index(State(d): State<Dashboard>) -> Result<Response, Error> {
-    let (national, provinces) = tokio::try_join!(d.national(), d.provinces())?;
-    Ok(Html(page::render(&national, &provinces)).into_response())
 }

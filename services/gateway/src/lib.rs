@@ -1,13 +1,13 @@
 //! Gateway (cổng số liệu): consumes the marketplace events into rollups and serves national
 //! figures to dashboards over gRPC (`agriportal.gateway.v1.Dashboard`) and HTTP/JSON
-//! (`/api/v1/...`), with a plain dashboard page at `/`.
+//! (`/api/v1/...`). The pages are the web front end's, which reads this service over gRPC.
 //!
 //! Files, as in every service crate: `config` (settings, names, limits), `error` (the
 //! service's errors), `domain` (rules, as pure functions), `store` (storage trait and its SQL
 //! implementation), `service` (the queries both adapters answer from), `grpc` (tonic
 //! adapter), and this file (the service's declaration for the kit); the gateway adds
 //! `consumer` (what the marketplace's events change), `reconcile` (periodic comparison with
-//! the marketplace's records, and repairs), `http` and `page`.
+//! the marketplace's records, and repairs) and `http`.
 
 pub mod config;
 pub mod consumer;
@@ -15,7 +15,6 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod http;
-pub mod page;
 pub mod reconcile;
 pub mod service;
 pub mod store;
@@ -48,7 +47,7 @@ impl Service for Gateway {
             name: GRPC_SERVICE,
             public: true,
         }],
-        http: Some(HttpApi { prefix: "/" }),
+        http: Some(HttpApi { prefix: "/api" }),
         publishes: &[],
         consumes: &[
             mpb::SALES_RECORDED.subject(),
@@ -67,24 +66,28 @@ impl Service for Gateway {
             ConsumerOptions::new(config::CONSUMER),
             consumer::Rollup::new(store.clone()),
         )?;
-        start_reconciliation(&ctx, store.clone(), health)?;
+        let reconciliation = reconciliation(&ctx, store.clone(), health)?;
         let dashboard = Dashboard::new(store);
-        Ok(Running::new()
+        let mut running = Running::new()
             .grpc(DashboardServer::new(grpc::GrpcAdapter::new(
                 dashboard.clone(),
             )))
-            .http(http::router(dashboard)))
+            .http(http::router(dashboard));
+        if let Some(reconciliation) = reconciliation {
+            running = running.task("reconciliation", reconciliation);
+        }
+        Ok(running)
     }
 }
 
-/// Starts the periodic reconciliation against the marketplace service every
+/// The periodic reconciliation against the marketplace service every
 /// `--reconcile-interval-seconds`, at `--marketplace-url` (in `up`, this process's own
 /// listener); without an address, or with an interval of 0, it stays off and says so.
-fn start_reconciliation(
+fn reconciliation(
     ctx: &ServiceContext<GatewayConfig>,
     store: Arc<SqlStore>,
     health: Arc<ConsumerHealth>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<impl std::future::Future<Output = anyhow::Result<()>>>> {
     let interval = ctx.config.reconcile_interval_seconds;
     let url = ctx.peer_url("marketplace", ctx.config.marketplace_url.as_deref())?;
     let url = match url {
@@ -96,7 +99,7 @@ fn start_reconciliation(
                 "reconciliation of the rollups is off: set AGRIPORTAL_MARKETPLACE_URL and a \
                  non-zero AGRIPORTAL_RECONCILE_INTERVAL_SECONDS"
             );
-            return Ok(());
+            return Ok(None);
         }
     };
     let options = ClientOptions {
@@ -107,9 +110,8 @@ fn start_reconciliation(
     let reconciler = reconcile::Reconciler::new(store, Arc::new(source), health);
     let shutdown = ctx.shared.shutdown.clone();
     let interval = Duration::from_secs(interval);
-    ctx.spawn("reconciliation", async move {
+    Ok(Some(async move {
         reconcile::run(reconciler, interval, shutdown).await;
         Ok(())
-    });
-    Ok(())
+    }))
 }

@@ -245,7 +245,10 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn is_revoked(&self, id: &str) -> Result<bool> {
+    /// Whether token `id` was revoked (the list is re-read at most every
+    /// [`REVOCATION_REFRESH`]), for callers that keep a verified token's claims, such as the
+    /// web front end's sessions.
+    pub async fn is_revoked(&self, id: &str) -> Result<bool> {
         let Some(db) = &self.store else {
             return Ok(false);
         };

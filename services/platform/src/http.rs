@@ -135,7 +135,11 @@ async fn explain_method_not_allowed(
     let method = request.method().clone();
     let path: String = request.uri().path().chars().take(100).collect();
     let response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+    // Only axum's own bare 405 (no body, no type); a service that answers 405 itself (a page
+    // explaining it in the reader's language, say) keeps its answer.
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
         return response;
     }
     let (mut parts, _) = response.into_parts();

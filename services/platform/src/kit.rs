@@ -532,6 +532,19 @@ async fn serve_started(
         }
         databases.push(db);
         checks.extend(running.checks);
+        for (task, work) in running.tasks {
+            let service = descriptor.name;
+            ctx.tasks.spawn(async move {
+                if let Err(err) = work.await {
+                    tracing::error!(
+                        service,
+                        task,
+                        error = format!("{err:#}"),
+                        "a background task failed"
+                    );
+                }
+            });
+        }
     }
     let readiness = Readiness::new(databases).with_checks(checks);
     let mut http_router = http_router.merge(admin_router(readiness.clone()));

@@ -93,7 +93,10 @@ pub type Check = Arc<dyn Fn() -> BoxFuture<'static, bool> + Send + Sync>;
 /// Adds one gRPC service to the process's routes.
 pub(crate) type AddGrpc = Box<dyn FnOnce(tonic::service::Routes) -> tonic::service::Routes + Send>;
 
-/// What a started service serves.
+/// A background task of a service, named for the log.
+pub(crate) type Task = (&'static str, BoxFuture<'static, anyhow::Result<()>>);
+
+/// What a started service serves, and the background work it runs while it does.
 #[derive(Default)]
 pub struct Running {
     // Kept as adders rather than a `Routes` of its own: tonic's routes each carry a fallback,
@@ -103,6 +106,7 @@ pub struct Running {
     pub(crate) grpc_names: Vec<&'static str>,
     pub(crate) http: Option<axum::Router>,
     pub(crate) checks: Vec<Check>,
+    pub(crate) tasks: Vec<Task>,
 }
 
 impl fmt::Debug for Running {
@@ -111,6 +115,10 @@ impl fmt::Debug for Running {
             .field("grpc", &self.grpc_names)
             .field("http", &self.http.is_some())
             .field("checks", &self.checks.len())
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -146,6 +154,17 @@ impl Running {
     /// so the router's own paths are relative to it; with prefix `/` they are as written).
     pub fn http(mut self, router: axum::Router) -> Self {
         self.http = Some(router);
+        self
+    }
+
+    /// Runs `task` in the background once every service of the process has started, until it
+    /// ends; the process waits for it on shutdown, so it must watch `shared.shutdown`. An error
+    /// it ends with is logged with the service's and the task's names.
+    pub fn task<F>(mut self, name: &'static str, task: F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.tasks.push((name, Box::pin(task)));
         self
     }
 
@@ -226,25 +245,6 @@ impl<C> ServiceContext<C> {
             self.shared.shutdown.clone(),
             &self.shared.tasks,
         ))
-    }
-
-    /// Runs a background task until it ends; the process waits for it on shutdown, so it
-    /// must watch `shared.shutdown`. An error it ends with is logged.
-    pub fn spawn<F>(&self, name: &'static str, task: F)
-    where
-        F: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let service = self.descriptor.name;
-        self.shared.tasks.spawn(async move {
-            if let Err(err) = task.await {
-                tracing::error!(
-                    service,
-                    task = name,
-                    error = format!("{err:#}"),
-                    "a background task failed"
-                );
-            }
-        });
     }
 
     /// The gRPC address of `target`: `configured` when given, else in `up` (every service in

@@ -1,0 +1,89 @@
+//! The portal's pages (web front end): server-rendered HTML for ministry teams, provincial
+//! officials and farming households, Vietnamese first, light enough for a cheap phone on a slow
+//! network, working without JavaScript. It owns no business data: every figure comes from the
+//! other services over gRPC (the gateway's `Dashboard` today); its own store holds only the
+//! sessions of signed-in officials.
+//!
+//! Files, as in every service crate: `config` (settings), `backend` (the services it reads,
+//! through the kit's client), `session` (sign-in and CSRF), `http` (routes, headers, caching),
+//! `pages` (handlers and their templates, `templates/`), `view` and `series` (what the pages
+//! show, formatted), `format`, `csv` and `chart` (numbers and dates in the reader's language,
+//! downloads, inline SVG charts), `i18n` (messages, `locales/`), `assets` (`static/`), and this
+//! file (the declaration for the kit).
+
+pub mod assets;
+pub mod backend;
+pub mod chart;
+pub mod config;
+pub mod csv;
+pub mod format;
+pub mod http;
+pub mod i18n;
+pub mod pages;
+pub mod series;
+pub mod session;
+pub mod view;
+
+use std::sync::Arc;
+
+use agriportal_platform::client::ClientOptions;
+use agriportal_platform::storage::Migrations;
+use agriportal_platform::{Descriptor, HttpApi, Running, Service, ServiceContext};
+
+pub use config::WebConfig;
+
+/// The web front end, as registered in the binary.
+pub struct Web;
+
+/// The web's migrations (sessions only); the kit appends its own tables.
+pub fn migrations() -> Migrations {
+    Migrations::new(
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
+}
+
+#[async_trait::async_trait]
+impl Service for Web {
+    type Config = WebConfig;
+
+    const DESCRIPTOR: Descriptor = Descriptor {
+        name: config::NAME,
+        about: "Web front end: the portal's pages (HTTP), reading the other services over gRPC",
+        grpc: &[],
+        http: Some(HttpApi { prefix: "/" }),
+        publishes: &[],
+        consumes: &[],
+        calls: &["gateway"],
+    };
+
+    fn migrations() -> Migrations {
+        migrations()
+    }
+
+    async fn start(ctx: ServiceContext<WebConfig>) -> anyhow::Result<Running> {
+        let url = ctx
+            .peer_url("gateway", ctx.config.gateway_url.as_deref())?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the web front end reads every figure from the gateway: set AGRIPORTAL_GATEWAY_URL \
+                     (--gateway-url, e.g. http://gateway:50051)"
+                )
+            })?;
+        let options = ClientOptions {
+            deadline: config::BACKEND_DEADLINE,
+            ..ClientOptions::default()
+        };
+        let web = Arc::new(http::Web {
+            backend: backend::Backend::new(ctx.peer(&url, options)?),
+            sessions: session::Sessions::new(
+                ctx.db.clone(),
+                ctx.config.idle(),
+                ctx.config.max_age(),
+            ),
+            auth: ctx.shared.auth.clone(),
+            config: ctx.config.clone(),
+        });
+        Ok(Running::new().http(http::router(web)))
+    }
+}

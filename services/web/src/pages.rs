@@ -1,0 +1,994 @@
+//! The pages: each handler asks the gateway for what it needs, formats it in the reader's
+//! language (`view`), and renders a compiled template (askama: checked at compile time, HTML
+//! escaped by default). A backend that does not answer costs the page its figures, never the
+//! page: the rest is served with a notice.
+
+use std::sync::Arc;
+
+use agriportal_platform::reference::{Partner, Reference};
+use agriportal_platform::Error;
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use crate::format;
+use crate::http::{csv_response, html, Visit, Web};
+use crate::i18n::Tr;
+use crate::series::{self, ChartView, FilterParams, Filters, GRANULARITIES, METRICS};
+use crate::session::{self, CSRF_COOKIE, SESSION_COOKIE};
+use crate::view::{self, Progress, Row, Sort};
+
+/// What every page's layout shows: language, title, assets, navigation, who is signed in.
+#[derive(Clone, Debug)]
+pub struct Chrome {
+    /// The reader's messages.
+    pub tr: Tr,
+    /// `vi` or `en`.
+    pub lang_code: &'static str,
+    /// The other language's code.
+    pub other_lang_code: &'static str,
+    /// This page in the other language.
+    pub other_lang_href: String,
+    /// The page's title.
+    pub title: String,
+    /// Hashed asset paths.
+    pub css: String,
+    /// The favicon.
+    pub icon: String,
+    /// The enhancing script.
+    pub js: String,
+    /// Which navigation item is this page.
+    pub current: &'static str,
+    /// Who is signed in.
+    pub principal: Option<session::Principal>,
+    /// A notice for the top of the page (signed out, session expired).
+    pub notice: Option<String>,
+    /// Whether the live-figures script is loaded.
+    pub live: bool,
+}
+
+impl Chrome {
+    /// The message `key` in the reader's language.
+    pub fn t(&self, key: &str) -> String {
+        self.tr.t(key)
+    }
+}
+
+/// One option of a `<select>`.
+#[derive(Clone, Debug)]
+pub struct Opt {
+    /// Its value.
+    pub value: String,
+    /// What it shows.
+    pub label: String,
+    /// Whether it is chosen.
+    pub selected: bool,
+}
+
+/// A table of figure rows, rendered on its own so each page places as many as it needs.
+#[derive(Template)]
+#[template(path = "rows.html")]
+pub struct RowsTable {
+    /// Messages.
+    pub tr: Tr,
+    /// Caption (and the region's label).
+    pub caption: String,
+    /// The first column's header.
+    pub first: String,
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// A total row.
+    pub total: Option<Row>,
+    /// A CSV link.
+    pub csv: Option<String>,
+}
+
+fn table(
+    tr: &Tr,
+    caption: &str,
+    first: &str,
+    rows: Vec<Row>,
+    total: Option<Row>,
+    csv: Option<&str>,
+) -> String {
+    RowsTable {
+        tr: tr.clone(),
+        caption: tr.t(caption),
+        first: tr.t(first),
+        rows,
+        total,
+        csv: csv.map(str::to_string),
+    }
+    .render()
+    .unwrap_or_default()
+}
+
+/// The filters of a chart.
+#[derive(Template)]
+#[template(path = "filters.html")]
+pub struct FilterForm {
+    /// Messages.
+    pub tr: Tr,
+    /// Where the form goes.
+    pub action: String,
+    /// Metric options.
+    pub metrics: Vec<Opt>,
+    /// Granularity options.
+    pub granularities: Vec<Opt>,
+    /// Partner options.
+    pub partners: Vec<Opt>,
+    /// Province options (none on a province's own page).
+    pub provinces: Vec<Opt>,
+    /// First day.
+    pub from: String,
+    /// Last day.
+    pub to: String,
+}
+
+/// A chart and its table, or why it is not there.
+#[derive(Template)]
+#[template(path = "chart.html")]
+pub struct ChartBlock {
+    /// Messages.
+    pub tr: Tr,
+    /// The chart.
+    pub chart: Option<ChartView>,
+    /// Why the filters were refused.
+    pub error: Option<String>,
+    /// The gateway did not answer.
+    pub unavailable: bool,
+    /// CSV link.
+    pub csv: Option<String>,
+}
+
+/// National figures as the home page and the dashboard show them.
+#[derive(Clone, Debug)]
+pub struct NationalBlock {
+    /// "Updated at …".
+    pub updated: String,
+    /// Progress to the target.
+    pub progress: Progress,
+    /// The nation's row.
+    pub total: Row,
+    /// By partner, as HTML.
+    pub partners_table: String,
+    /// By region, as HTML.
+    pub regions_table: String,
+}
+
+/// `/`.
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// The figures, unless the gateway did not answer.
+    pub figures: Option<NationalBlock>,
+}
+
+/// `/dashboard`.
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// The filters, as HTML.
+    pub filters: String,
+    /// The chart, as HTML.
+    pub chart: String,
+    /// National figures.
+    pub national: Option<NationalBlock>,
+    /// The province table, as HTML.
+    pub provinces: Option<String>,
+    /// Sort options.
+    pub sorts: Vec<Opt>,
+    /// The chart's filters, kept when the table is sorted.
+    pub keep: Vec<(String, String)>,
+}
+
+/// A province's figures on its page.
+#[derive(Clone, Debug)]
+pub struct ProvinceBlock {
+    /// Its row.
+    pub row: Row,
+    /// Its rank, in words.
+    pub rank: Option<String>,
+    /// By partner, as HTML.
+    pub partners_table: String,
+}
+
+/// `/provinces/{code}`.
+#[derive(Template)]
+#[template(path = "province.html")]
+pub struct ProvincePage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// Official name.
+    pub name: String,
+    /// Its region, in words.
+    pub region: String,
+    /// Figures.
+    pub figures: Option<ProvinceBlock>,
+    /// Filters, as HTML.
+    pub filters: String,
+    /// Chart, as HTML.
+    pub chart: String,
+}
+
+/// `/embed/province/{code}`.
+#[derive(Template)]
+#[template(path = "embed_province.html")]
+pub struct EmbedProvincePage {
+    /// Layout (only language, title, stylesheet).
+    pub chrome: Chrome,
+    /// Name.
+    pub name: String,
+    /// Figures.
+    pub figures: Option<Row>,
+    /// "Updated at …".
+    pub updated: String,
+    /// The province's page on the portal.
+    pub portal_href: String,
+}
+
+/// One province's embed snippet.
+#[derive(Clone, Debug)]
+pub struct Snippet {
+    /// Name.
+    pub name: String,
+    /// The `<iframe>` to paste.
+    pub snippet: String,
+    /// Its `src`.
+    pub src: String,
+    /// Its `title`.
+    pub title: String,
+}
+
+/// `/embed`.
+#[derive(Template)]
+#[template(path = "embed.html")]
+pub struct EmbedPage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// Province options.
+    pub provinces: Vec<Opt>,
+    /// The chosen province's snippet and preview.
+    pub chosen: Option<Snippet>,
+    /// Every province's snippet.
+    pub all: Vec<Snippet>,
+}
+
+/// `/signin`.
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SigninPage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// The form's CSRF token.
+    pub csrf: String,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// `/account`.
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// Role, in words.
+    pub role: String,
+    /// Province, by name.
+    pub province: Option<String>,
+    /// When the session ends.
+    pub expires: String,
+    /// The sign-out form's CSRF token.
+    pub csrf: String,
+}
+
+/// 400, 404 and 500.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    /// Layout.
+    pub chrome: Chrome,
+    /// Heading.
+    pub heading: String,
+    /// What happened and what to do.
+    pub body: String,
+}
+
+fn national_block(n: &agriportal_proto::gateway::v1::NationalSummary, tr: &Tr) -> NationalBlock {
+    let lang = tr.lang();
+    let figures = view::national_figures(n);
+    let total = Row::new(tr.t("total"), None, figures.clone(), lang);
+    NationalBlock {
+        updated: view::updated(&n.as_of, tr),
+        progress: view::progress(figures.households, tr),
+        partners_table: table(
+            tr,
+            "by-partner-caption",
+            "col-partner",
+            view::partner_rows(n.households.as_ref(), n.sales_by_partner.as_ref(), lang),
+            Some(total.clone()),
+            Some("/dashboard/partners.csv"),
+        ),
+        regions_table: table(
+            tr,
+            "by-region-caption",
+            "col-region",
+            view::region_rows(n, tr),
+            Some(total.clone()),
+            Some("/dashboard/regions.csv"),
+        ),
+        total,
+    }
+}
+
+/// `GET /`: progress to 5,000,000 households, tonnes, value and orders by partner and region.
+pub async fn home(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+) -> Response {
+    let national = web.backend.national().await;
+    let tr = visit.tr();
+    let figures = national.as_ref().ok().map(|n| national_block(n, &tr));
+    let page = HomePage {
+        chrome: visit.chrome(&tr.t("home-title"), "home", figures.is_some()),
+        figures,
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+fn options(values: &[&str], selected: &str, label: impl Fn(&str) -> String) -> Vec<Opt> {
+    values
+        .iter()
+        .map(|v| Opt {
+            value: v.to_string(),
+            label: label(v),
+            selected: *v == selected,
+        })
+        .collect()
+}
+
+fn filter_form(tr: &Tr, action: &str, filters: Option<&Filters>, with_provinces: bool) -> String {
+    let q = filters.map(|f| f.query.clone()).unwrap_or_default();
+    let mut partners = vec![Opt {
+        value: String::new(),
+        label: tr.t("filter-all-partners"),
+        selected: q.partner.is_empty(),
+    }];
+    partners.extend(Partner::ALL.iter().map(|p| Opt {
+        value: p.code().to_string(),
+        label: p.name().to_string(),
+        selected: q.partner == p.code(),
+    }));
+    let provinces = if with_provinces {
+        let mut all = vec![Opt {
+            value: String::new(),
+            label: tr.t("filter-all-provinces"),
+            selected: q.province.is_empty(),
+        }];
+        all.extend(province_options(&q.province));
+        all
+    } else {
+        Vec::new()
+    };
+    FilterForm {
+        tr: tr.clone(),
+        action: action.to_string(),
+        metrics: options(&METRICS, &q.metric, |m| tr.t(&format!("metric-{m}"))),
+        granularities: options(&GRANULARITIES, &q.granularity, |g| {
+            tr.t(&format!("granularity-{g}"))
+        }),
+        partners,
+        provinces,
+        from: q.from,
+        to: q.to,
+    }
+    .render()
+    .unwrap_or_default()
+}
+
+fn province_options(selected: &str) -> Vec<Opt> {
+    let mut all: Vec<Opt> = Reference::get()
+        .provinces()
+        .iter()
+        .map(|p| Opt {
+            value: p.code.clone(),
+            label: p.name.clone(),
+            selected: p.code == selected,
+        })
+        .collect();
+    all.sort_by(|a, b| a.label.cmp(&b.label));
+    all
+}
+
+/// The chart block for `params` (on the dashboard, or fixed to one province).
+async fn chart_block(
+    web: &Web,
+    tr: &Tr,
+    params: &FilterParams,
+    scope: &str,
+    csv_base: &str,
+) -> (String, Option<Filters>) {
+    let checked = Filters::check(params, series::today(), tr);
+    let (chart, error, unavailable, filters) = match checked {
+        Err(reason) => (
+            None,
+            Some(tr.with("bad-filter", &[("reason", reason)])),
+            false,
+            None,
+        ),
+        Ok(filters) => match web.backend.series(&filters.query).await {
+            Ok(series) => (
+                Some(series::chart_view("chart", &filters, &series, scope, tr)),
+                None,
+                false,
+                Some(filters),
+            ),
+            Err(err) if err.code == agriportal_platform::ErrorCode::InvalidArgument => (
+                None,
+                Some(tr.with("bad-filter", &[("reason", err.message)])),
+                false,
+                Some(filters),
+            ),
+            Err(_) => (None, None, true, Some(filters)),
+        },
+    };
+    let csv = filters
+        .as_ref()
+        .map(|f| format!("{csv_base}?{}", f.query_string()));
+    let html = ChartBlock {
+        tr: tr.clone(),
+        chart,
+        error,
+        unavailable,
+        csv,
+    }
+    .render()
+    .unwrap_or_default();
+    (html, filters)
+}
+
+fn scope_name(tr: &Tr, province: &str) -> String {
+    if province.is_empty() {
+        return tr.t("total").to_lowercase();
+    }
+    Reference::get()
+        .province(province)
+        .map(|p| p.name.clone())
+        .unwrap_or_default()
+}
+
+/// `GET /dashboard`: the chart following the filters, regions, partners, and the province
+/// table sorted by `?sort=`.
+pub async fn dashboard(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Query(params): Query<FilterParams>,
+) -> Response {
+    let tr = visit.tr();
+    let scope = scope_name(&tr, params.province.as_deref().unwrap_or_default().trim());
+    let (national, provinces, (chart, filters)) = tokio::join!(
+        web.backend.national(),
+        web.backend.provinces(),
+        chart_block(&web, &tr, &params, &scope, "/dashboard/series.csv"),
+    );
+    let sort = Sort::parse(params.sort.as_deref());
+    let provinces = provinces.ok().map(|all| {
+        let rows = view::province_rows(&all, sort, tr.lang());
+        table(
+            &tr,
+            "provinces-caption",
+            "col-province",
+            rows,
+            None,
+            Some(&format!("/dashboard/provinces.csv?sort={}", sort.code())),
+        )
+    });
+    let keep = filters
+        .map(|f| {
+            let q = f.query;
+            vec![
+                ("metric".to_string(), q.metric),
+                ("granularity".to_string(), q.granularity),
+                ("partner".to_string(), q.partner),
+                ("province".to_string(), q.province),
+                ("from".to_string(), q.from),
+                ("to".to_string(), q.to),
+            ]
+        })
+        .unwrap_or_default();
+    let checked = Filters::check(&params, series::today(), &tr).ok();
+    let page = DashboardPage {
+        chrome: visit.chrome(&tr.t("dashboard-title"), "dashboard", false),
+        filters: filter_form(&tr, "/dashboard", checked.as_ref(), true),
+        chart,
+        national: national.ok().map(|n| national_block(&n, &tr)),
+        provinces,
+        sorts: Sort::ALL
+            .iter()
+            .map(|s| Opt {
+                value: s.code().to_string(),
+                label: s.label(&tr),
+                selected: *s == sort,
+            })
+            .collect(),
+        keep,
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// `GET /provinces/{code}`: one province's figures, rank and chart; a pre-2025 code redirects
+/// (permanently) to the province it merged into.
+pub async fn province(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(mut params): Query<FilterParams>,
+) -> Response {
+    let tr = visit.tr();
+    let Some((code_2025, name, region, merged)) = view::find_province(&code) else {
+        return not_found_page(&visit, &headers);
+    };
+    if merged {
+        return Redirect::permanent(&format!("/provinces/{code_2025}")).into_response();
+    }
+    params.province = Some(code_2025.clone());
+    let csv_base = format!("/provinces/{code_2025}/series.csv");
+    let (provinces, (chart, filters)) = tokio::join!(
+        web.backend.provinces(),
+        chart_block(&web, &tr, &params, &name, &csv_base),
+    );
+    let lang = tr.lang();
+    let figures = provinces.ok().and_then(|all| {
+        let mine = all.iter().find(|p| p.code == code_2025)?;
+        let row = Row::new(name.clone(), None, view::province_figures(mine), lang);
+        let rank = view::ranks(&code_2025, &all).map(|(households, value)| {
+            tr.with(
+                "province-rank",
+                &[
+                    ("households", format::integer(households as i64, lang)),
+                    ("value", format::integer(value as i64, lang)),
+                ],
+            )
+        });
+        Some(ProvinceBlock {
+            partners_table: table(
+                &tr,
+                "by-partner-caption",
+                "col-partner",
+                view::partner_rows(
+                    mine.households.as_ref(),
+                    mine.sales_by_partner.as_ref(),
+                    lang,
+                ),
+                Some(row.clone()),
+                None,
+            ),
+            row,
+            rank,
+        })
+    });
+    let page = ProvincePage {
+        chrome: visit.chrome(&name, "dashboard", false),
+        region: tr.with(
+            "province-region",
+            &[("region", view::region_name(&tr, &region))],
+        ),
+        name,
+        figures,
+        filters: filter_form(
+            &tr,
+            &format!("/provinces/{code_2025}"),
+            filters.as_ref(),
+            false,
+        ),
+        chart,
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// `GET /embed/province/{code}`: a small page for an `<iframe>` on a provincial site (the one
+/// page any origin may frame).
+pub async fn embed_province(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Response {
+    let tr = visit.tr();
+    let Some((code_2025, name, _, merged)) = view::find_province(&code) else {
+        return not_found_page(&visit, &headers);
+    };
+    if merged {
+        return Redirect::permanent(&format!("/embed/province/{code_2025}")).into_response();
+    }
+    let (provinces, national) = tokio::join!(web.backend.provinces(), web.backend.national());
+    let figures = provinces.ok().and_then(|all| {
+        let mine = all.iter().find(|p| p.code == code_2025)?;
+        Some(Row::new(
+            name.clone(),
+            None,
+            view::province_figures(mine),
+            tr.lang(),
+        ))
+    });
+    let updated = national
+        .map(|n| view::updated(&n.as_of, &tr))
+        .unwrap_or_default();
+    let page = EmbedProvincePage {
+        chrome: visit.chrome(
+            &tr.with("embed-frame-title", &[("name", name.clone())]),
+            "embed",
+            false,
+        ),
+        portal_href: format!(
+            "{}/provinces/{code_2025}?lang={}",
+            web.public_base(&headers),
+            tr.lang().code()
+        ),
+        name,
+        figures,
+        updated,
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// `?province=` of `/embed`.
+#[derive(Debug, Default, Deserialize)]
+pub struct EmbedParams {
+    /// The chosen province.
+    pub province: Option<String>,
+}
+
+/// `GET /embed`: the copy-and-paste snippet of each province.
+pub async fn embed(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Query(params): Query<EmbedParams>,
+) -> Response {
+    let tr = visit.tr();
+    let base = web.public_base(&headers);
+    let snippet = |code: &str, name: &str| {
+        let src = format!("{base}/embed/province/{code}?lang={}", tr.lang().code());
+        let title = tr.with("embed-frame-title", &[("name", name.to_string())]);
+        Snippet {
+            name: name.to_string(),
+            snippet: format!(
+                "<iframe src=\"{src}\" title=\"{}\" width=\"320\" height=\"260\" loading=\"lazy\"></iframe>",
+                title.replace('"', "&quot;")
+            ),
+            src: format!("/embed/province/{code}?lang={}", tr.lang().code()),
+            title,
+        }
+    };
+    let chosen_code = params
+        .province
+        .as_deref()
+        .and_then(view::find_province)
+        .map(|(code, name, _, _)| (code, name));
+    let selected = chosen_code
+        .as_ref()
+        .map(|(c, _)| c.clone())
+        .unwrap_or_default();
+    let provinces = province_options(&selected);
+    let all = provinces
+        .iter()
+        .map(|o| snippet(&o.value, &o.label))
+        .collect();
+    let page = EmbedPage {
+        chrome: visit.chrome(&tr.t("embed-title"), "embed", false),
+        provinces,
+        chosen: chosen_code.map(|(code, name)| snippet(&code, &name)),
+        all,
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// `GET /signin`: the token form, with a pre-session CSRF token in a cookie and the form.
+pub async fn signin_form(
+    Extension(visit): Extension<Visit>,
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+) -> Response {
+    if visit.session.is_some() {
+        return Redirect::to("/account").into_response();
+    }
+    signin_page(&web, &visit, &headers, None, StatusCode::OK)
+}
+
+fn signin_page(
+    web: &Web,
+    visit: &Visit,
+    headers: &HeaderMap,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let tr = visit.tr();
+    let csrf = session::random_token();
+    let page = SigninPage {
+        chrome: visit.chrome(&tr.t("signin-title"), "signin", false),
+        csrf: csrf.clone(),
+        error,
+    };
+    let mut response = html(visit, headers, &page, status);
+    if let Ok(value) = session::set_cookie(CSRF_COOKIE, &csrf, None, web.secure()).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The sign-in form's fields.
+#[derive(Debug, Deserialize)]
+pub struct SigninForm {
+    /// The pasted token.
+    #[serde(default)]
+    pub token: String,
+    /// The form's CSRF token.
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /signin`: checks the CSRF token and the bearer token, opens a session.
+pub async fn signin(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Form(form): Form<SigninForm>,
+) -> Response {
+    let tr = visit.tr();
+    let expected = visit.cookie(CSRF_COOKIE).unwrap_or_default();
+    if !visit.same_origin || !session::csrf_matches(&form.csrf, &expected) {
+        return signin_page(
+            &web,
+            &visit,
+            &headers,
+            Some(tr.t("csrf-refused")),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    match session::principal_from_token(&web.auth, &form.token).await {
+        Err(err) => {
+            let status = match err.code {
+                agriportal_platform::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                agriportal_platform::ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let reason = tr.with("signin-failed", &[("reason", err.message)]);
+            signin_page(&web, &visit, &headers, Some(reason), status)
+        }
+        Ok((principal, not_after_ms)) => match web.sessions.open(&principal, not_after_ms).await {
+            Ok(id) => {
+                tracing::info!(subject = %principal.subject, role = %principal.role, "an official signed in");
+                let mut response = Redirect::to("/account").into_response();
+                let cookies = [
+                    session::set_cookie(SESSION_COOKIE, &id, None, web.secure()),
+                    session::set_cookie(
+                        CSRF_COOKIE,
+                        "",
+                        Some(std::time::Duration::ZERO),
+                        web.secure(),
+                    ),
+                ];
+                for cookie in cookies {
+                    if let Ok(value) = cookie.parse() {
+                        response.headers_mut().append(header::SET_COOKIE, value);
+                    }
+                }
+                response
+            }
+            Err(err) => error_page(&visit, &headers, &err),
+        },
+    }
+}
+
+/// The sign-out form's field.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    /// The session's CSRF token.
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /signout`: ends the session (CSRF-checked).
+pub async fn signout(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let tr = visit.tr();
+    let Some(live) = &visit.session else {
+        return Redirect::to("/signin").into_response();
+    };
+    if !visit.same_origin || !session::csrf_matches(&form.csrf, &live.csrf) {
+        let page = ErrorPage {
+            chrome: visit.chrome(&tr.t("error-400-title"), "", false),
+            heading: tr.t("error-400-title"),
+            body: tr.t("csrf-refused"),
+        };
+        return html(&visit, &headers, &page, StatusCode::FORBIDDEN);
+    }
+    if let Some(id) = visit.cookie(SESSION_COOKIE) {
+        if let Err(err) = web.sessions.close(&id).await {
+            return error_page(&visit, &headers, &err);
+        }
+    }
+    let mut response = Redirect::to("/?signed_out=1").into_response();
+    if let Ok(value) = session::set_cookie(
+        SESSION_COOKIE,
+        "",
+        Some(std::time::Duration::ZERO),
+        web.secure(),
+    )
+    .parse()
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `GET /account`: who is signed in, with their role and province.
+pub async fn account(Extension(visit): Extension<Visit>, headers: HeaderMap) -> Response {
+    let tr = visit.tr();
+    let Some(live) = &visit.session else {
+        return Redirect::to("/signin").into_response();
+    };
+    let role = tr.t(match live.principal.role.as_str() {
+        "admin" => "role-admin",
+        "province" => "role-province",
+        _ => "role-partner",
+    });
+    let province = live.principal.province.as_deref().map(|code| {
+        Reference::get()
+            .province(code)
+            .map_or_else(|| code.to_string(), |p| p.name.clone())
+    });
+    let expires = time::OffsetDateTime::from_unix_timestamp(live.expires_at_ms / 1000)
+        .map(|t| format::date_time(t, tr.lang()))
+        .unwrap_or_default();
+    let page = AccountPage {
+        chrome: visit.chrome(&tr.t("account-title"), "account", false),
+        role,
+        province,
+        expires,
+        csrf: live.csrf.clone(),
+    };
+    html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// The 404 page, in the reader's language.
+pub fn not_found_page(visit: &Visit, headers: &HeaderMap) -> Response {
+    let tr = visit.tr();
+    let page = ErrorPage {
+        chrome: visit.chrome(&tr.t("error-404-title"), "", false),
+        heading: tr.t("error-404-title"),
+        body: tr.t("error-404-body"),
+    };
+    html(visit, headers, &page, StatusCode::NOT_FOUND)
+}
+
+/// The 500 page: never a stack trace, the cause goes to the log.
+pub fn error_page(visit: &Visit, headers: &HeaderMap, err: &Error) -> Response {
+    tracing::error!(error = %err, "a page failed");
+    let tr = visit.tr();
+    let page = ErrorPage {
+        chrome: visit.chrome(&tr.t("error-500-title"), "", false),
+        heading: tr.t("error-500-title"),
+        body: tr.t("error-500-body"),
+    };
+    html(visit, headers, &page, StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Fallback: the HTML 404 for a path no route matches.
+pub async fn fallback(Extension(visit): Extension<Visit>, headers: HeaderMap) -> Response {
+    not_found_page(&visit, &headers)
+}
+
+/// `GET /dashboard/{table}.csv`: the provinces, regions or partners table as CSV.
+pub async fn dashboard_csv(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    Query(params): Query<FilterParams>,
+) -> Response {
+    let tr = visit.tr();
+    let lang = tr.lang();
+    let (first, rows, name) = match file.as_str() {
+        "provinces.csv" => match web.backend.provinces().await {
+            Ok(all) => (
+                "col-province",
+                view::province_rows(&all, Sort::parse(params.sort.as_deref()), lang),
+                "tinh-thanh",
+            ),
+            Err(_) => return unavailable_csv(&tr),
+        },
+        "regions.csv" | "partners.csv" => match web.backend.national().await {
+            Ok(n) => {
+                if file == "regions.csv" {
+                    ("col-region", view::region_rows(&n, &tr), "vung")
+                } else {
+                    let rows = view::partner_rows(
+                        n.households.as_ref(),
+                        n.sales_by_partner.as_ref(),
+                        lang,
+                    );
+                    ("col-partner", rows, "san")
+                }
+            }
+            Err(_) => return unavailable_csv(&tr),
+        },
+        "series.csv" => return series_csv(&web, &tr, &params).await,
+        _ => return not_found_page(&visit, &headers),
+    };
+    let header = view::row_headers(&tr, first);
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells(lang)).collect();
+    csv_response(&header, &cells, &format!("{name}.csv"))
+}
+
+/// `GET /provinces/{code}/series.csv`: a province's chart as CSV.
+pub async fn province_series_csv(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+    Query(mut params): Query<FilterParams>,
+) -> Response {
+    let Some((code_2025, ..)) = view::find_province(&code) else {
+        return not_found_page(&visit, &headers);
+    };
+    params.province = Some(code_2025);
+    series_csv(&web, &visit.tr(), &params).await
+}
+
+async fn series_csv(web: &Web, tr: &Tr, params: &FilterParams) -> Response {
+    let filters = match Filters::check(params, series::today(), tr) {
+        Ok(f) => f,
+        Err(reason) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                tr.with("bad-filter", &[("reason", reason)]),
+            )
+                .into_response()
+        }
+    };
+    let series = match web.backend.series(&filters.query).await {
+        Ok(s) => s,
+        Err(_) => return unavailable_csv(tr),
+    };
+    let lang = tr.lang();
+    let metric = filters.query.metric.clone();
+    let rows: Vec<Vec<String>> = series
+        .points
+        .iter()
+        .map(|p| {
+            vec![
+                series::period_label(&p.period_start, &filters.query.granularity, lang),
+                match metric.as_str() {
+                    "sales_grams" => view::plain_tonnes(p.value, lang),
+                    _ => p.value.to_string(),
+                },
+            ]
+        })
+        .collect();
+    let header = vec![tr.t("col-period"), tr.t(&format!("metric-{metric}"))];
+    csv_response(
+        &header,
+        &rows,
+        &format!("{metric}-{}-{}.csv", filters.query.from, filters.query.to),
+    )
+}
+
+fn unavailable_csv(tr: &Tr) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, tr.t("unavailable-body")).into_response()
+}

@@ -1,0 +1,315 @@
+//! Sign-in for officials: a server-side session in a cookie, and CSRF protection for every form
+//! that changes state.
+//!
+//! The pages only ever see a [`Principal`] (who is signed in, their role and province). Today a
+//! principal comes from a bearer token pasted into `/signin` ([`principal_from_token`]); an
+//! OpenID Connect provider (a government SSO, Keycloak) would be a second way to make the same
+//! `Principal` (a redirect and a callback route) and the pages would not change.
+//!
+//! - The cookie (`ap_session`) holds 32 random bytes; the store keeps only their SHA-256, so a
+//!   copy of the table cannot be replayed. `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure`
+//!   behind TLS (`--web-secure`).
+//! - Idle expiry (`--web-session-idle-minutes`) and absolute expiry (`--web-session-max-hours`,
+//!   never past the token's own expiry); a revoked token ends its sessions within seconds.
+//! - CSRF: a signed-in form carries the session's token; the sign-in form, before any session,
+//!   carries a token that must equal the `ap_csrf` cookie (double submit). Either way the
+//!   request's `Origin`, when sent, must be this site. No GET changes state.
+
+use std::time::Duration;
+
+use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::storage::{now_ms, Database, Tx};
+use agriportal_platform::{with_db, with_tx, Error, ErrorCode, Result};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Cookie of the session.
+pub const SESSION_COOKIE: &str = "ap_session";
+/// Cookie of the pre-session CSRF token of the sign-in form.
+pub const CSRF_COOKIE: &str = "ap_csrf";
+/// Cookie of the reader's language choice.
+pub const LANG_COOKIE: &str = "ap_lang";
+
+/// How often a session's last use is written back (each request would be a write).
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Who is signed in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Who it is, for the log and the account page (the token id for token sign-in).
+    pub subject: String,
+    /// `admin` (central working group) or `province`.
+    pub role: String,
+    /// The province of a provincial official (2025 code).
+    pub province: Option<String>,
+    /// The token the session was opened with, whose revocation ends the session.
+    pub token_id: Option<String>,
+}
+
+/// A live session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Who.
+    pub principal: Principal,
+    /// The token every state-changing form of this session must carry.
+    pub csrf: String,
+    /// When it ends at the latest (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+/// What a request's session cookie led to.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// No cookie.
+    None,
+    /// A live session.
+    Live(Session),
+    /// A cookie whose session expired, was signed out or was revoked: the page says so and
+    /// the cookie is cleared.
+    Expired,
+}
+
+/// 32 random bytes, hex.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash(id: &str) -> String {
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks a pasted token and makes the principal it signs in; refusals name the problem.
+pub async fn principal_from_token(auth: &Authenticator, token: &str) -> Result<(Principal, i64)> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Error::invalid("paste your access token into the field"));
+    }
+    if token.len() > 4096 {
+        return Err(Error::invalid(
+            "that is not an access token: it is far too long",
+        ));
+    }
+    let claims = auth.verify(token).await?;
+    let (role, province) = match &claims.role {
+        Role::Admin => ("admin", None),
+        Role::Province { province } => ("province", Some(province.clone())),
+        Role::Partner { .. } => return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            "this is a marketplace's token: sign-in is for officials (working group or province)",
+        )),
+    };
+    let principal = Principal {
+        subject: claims.id.clone(),
+        role: role.into(),
+        province,
+        token_id: Some(claims.id.clone()),
+    };
+    Ok((principal, claims.exp.saturating_mul(1000)))
+}
+
+/// The sessions of the web's store.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    db: Database,
+    idle_ms: i64,
+    max_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    principal: String,
+    csrf: String,
+    last_seen_ms: i64,
+    expires_at_ms: i64,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Sessions {
+    /// Sessions in `db`, ending after `idle` without use or `max` after sign-in.
+    pub fn new(db: Database, idle: Duration, max: Duration) -> Self {
+        Sessions {
+            db,
+            idle_ms: ms(idle),
+            max_ms: ms(max),
+        }
+    }
+
+    /// Opens a session for `principal` (ending by `not_after_ms` at the latest: the token's
+    /// expiry); returns the cookie value.
+    pub async fn open(&self, principal: &Principal, not_after_ms: i64) -> Result<String> {
+        let id = random_token();
+        let now = now_ms();
+        let expires = (now + self.max_ms).min(not_after_ms);
+        let encoded = serde_json::to_string(principal).map_err(Error::internal)?;
+        let mut tx = self.db.begin().await?;
+        with_tx!(&mut tx, |conn| {
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, principal, csrf, created_at_ms, last_seen_ms, expires_at_ms) \
+                 VALUES ($1, $2, $3, $4, $4, $5)",
+            )
+            .bind(hash(&id))
+            .bind(encoded)
+            .bind(random_token())
+            .bind(now)
+            .bind(expires)
+            .execute(&mut *conn)
+            .await?;
+        });
+        prune(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The session of cookie value `id`, checked for idle and absolute expiry and for the
+    /// revocation of its token; an ended one is deleted.
+    pub async fn find(&self, id: &str, auth: &Authenticator) -> Result<Found> {
+        let key = hash(id);
+        let row: Option<Row> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT principal, csrf, last_seen_ms, expires_at_ms FROM sessions WHERE id_hash = $1",
+            )
+            .bind(&key)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some(row) = row else {
+            return Ok(Found::Expired);
+        };
+        let now = now_ms();
+        let principal: Principal = serde_json::from_str(&row.principal).map_err(Error::internal)?;
+        let revoked = match &principal.token_id {
+            Some(token) => auth.is_revoked(token).await?,
+            None => false,
+        };
+        if revoked || now >= row.expires_at_ms || now - row.last_seen_ms >= self.idle_ms {
+            self.close(id).await?;
+            return Ok(Found::Expired);
+        }
+        if now - row.last_seen_ms >= TOUCH_EVERY_MS {
+            let mut tx = self.db.begin().await?;
+            with_tx!(&mut tx, |conn| {
+                sqlx::query("UPDATE sessions SET last_seen_ms = $1 WHERE id_hash = $2")
+                    .bind(now)
+                    .bind(&key)
+                    .execute(&mut *conn)
+                    .await?;
+            });
+            tx.commit().await?;
+        }
+        Ok(Found::Live(Session {
+            principal,
+            csrf: row.csrf,
+            expires_at_ms: row.expires_at_ms,
+        }))
+    }
+
+    /// Ends the session of cookie value `id` (sign-out).
+    pub async fn close(&self, id: &str) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        with_tx!(&mut tx, |conn| {
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                .bind(hash(id))
+                .execute(&mut *conn)
+                .await?;
+        });
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ages every live session by `by` (tests of expiry, which must not wait half an hour).
+    pub async fn age_all(&self, by: Duration) -> Result<()> {
+        let by = ms(by);
+        let mut tx = self.db.begin().await?;
+        with_tx!(&mut tx, |conn| {
+            sqlx::query("UPDATE sessions SET last_seen_ms = last_seen_ms - $1, created_at_ms = created_at_ms - $1")
+                .bind(by)
+                .execute(&mut *conn)
+                .await?;
+        });
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Deletes sessions past their absolute expiry, so the table holds only what can still be used.
+async fn prune(tx: &mut Tx, now: i64) -> Result<()> {
+    with_tx!(tx, |conn| {
+        sqlx::query("DELETE FROM sessions WHERE expires_at_ms <= $1")
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Whether a form's CSRF token is the expected one (compared in constant time, so its bytes
+/// cannot be guessed one by one from response times).
+pub fn csrf_matches(sent: &str, expected: &str) -> bool {
+    if sent.is_empty() || sent.len() != expected.len() {
+        return false;
+    }
+    sent.bytes()
+        .zip(expected.bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Path=/, `Secure` when `secure`; `max_age`
+/// `Some(0)` deletes it, `None` makes it last the browser session.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>, secure: bool) -> String {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_by_name_and_written_safely() {
+        let header = "a=1; ap_session=abc ; ap_lang=en";
+        assert_eq!(cookie(header, "ap_session"), Some("abc"));
+        assert_eq!(cookie(header, "ap_lang"), Some("en"));
+        assert_eq!(cookie(header, "nope"), None);
+        assert_eq!(cookie("garbage", "a"), None);
+        let set = set_cookie("ap_session", "x", None, true);
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.ends_with("Secure")
+        );
+        assert!(set_cookie("a", "", Some(Duration::ZERO), false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn csrf_tokens_must_match_exactly() {
+        let token = random_token();
+        assert_eq!(token.len(), 64);
+        assert!(csrf_matches(&token, &token));
+        assert!(!csrf_matches("", ""));
+        assert!(!csrf_matches(&token[..63], &token));
+        assert!(!csrf_matches(&random_token(), &token));
+    }
+}

@@ -1,0 +1,43 @@
+// Live figures: an enhancement only. Without JavaScript the page shows the figures of when it
+// was loaded, and a reload shows newer ones. With it, elements carrying data-live="<path in
+// /api/v1/national>" are refreshed every few seconds, and the reader can pause the updates
+// (WCAG 2.2.2). Never reloads the page (no meta refresh).
+(function () {
+  "use strict";
+  var box = document.querySelector("[data-live-control]");
+  if (!box || !window.fetch) { return; }
+  var lang = document.documentElement.lang === "en" ? "en-GB" : "vi-VN";
+  var number = new Intl.NumberFormat(lang);
+  var tonnes = new Intl.NumberFormat(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  var button = box.querySelector("button");
+  var status = box.querySelector("[data-live-status]");
+  var every = 5000;
+  var timer = null;
+  function pick(data, path) {
+    return path.split(".").reduce(function (v, k) { return v == null ? v : v[k]; }, data);
+  }
+  function show(data) {
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      var kind = el.getAttribute("data-live-format");
+      var v = pick(data, el.getAttribute("data-live"));
+      if (typeof v !== "number") { return; }
+      if (kind === "tonnes") { el.textContent = tonnes.format(v / 1e6); }
+      else if (kind === "money") { el.textContent = number.format(v) + (lang === "vi-VN" ? "\u00a0đ" : "\u00a0₫"); }
+      else { el.textContent = number.format(v); }
+    });
+    var bar = document.querySelector("progress[data-live-progress]");
+    var v = pick(data, "households.onboarded");
+    if (bar && typeof v === "number") { bar.value = v; }
+  }
+  function tick() {
+    fetch("/api/v1/national", { headers: { accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) { if (data) { show(data); } })
+      .catch(function () { /* the figures on the page stay as they are */ });
+  }
+  function start() { timer = window.setInterval(tick, every); button.textContent = button.getAttribute("data-pause"); button.setAttribute("aria-pressed", "false"); status.textContent = ""; }
+  function stop() { window.clearInterval(timer); timer = null; button.textContent = button.getAttribute("data-resume"); button.setAttribute("aria-pressed", "true"); }
+  button.addEventListener("click", function () { if (timer) { stop(); } else { tick(); start(); } });
+  box.hidden = false;
+  start();
+})();
