@@ -13,3 +13,4 @@ mod flow;
 mod kit;
 mod reconcile;
 mod support;
+mod web;

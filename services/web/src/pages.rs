@@ -228,6 +228,8 @@ pub struct EmbedProvincePage {
     pub name: String,
     /// Figures.
     pub figures: Option<Row>,
+    /// Value sold, short ("21,7 tỷ đồng"): the frame is small, the portal has the exact figure.
+    pub value: String,
     /// "Updated at …".
     pub updated: String,
     /// The province's page on the portal.
@@ -621,6 +623,10 @@ pub async fn embed_province(
             tr.lang(),
         ))
     });
+    let value = figures
+        .as_ref()
+        .map(|row| view::short_money(row.raw.value_vnd, tr.lang()))
+        .unwrap_or_default();
     let updated = national
         .map(|n| view::updated(&n.as_of, &tr))
         .unwrap_or_default();
@@ -637,6 +643,7 @@ pub async fn embed_province(
         ),
         name,
         figures,
+        value,
         updated,
     };
     html(&visit, &headers, &page, StatusCode::OK)
@@ -664,7 +671,7 @@ pub async fn embed(
         Snippet {
             name: name.to_string(),
             snippet: format!(
-                "<iframe src=\"{src}\" title=\"{}\" width=\"320\" height=\"260\" loading=\"lazy\"></iframe>",
+                "<iframe src=\"{src}\" title=\"{}\" width=\"320\" height=\"240\" loading=\"lazy\"></iframe>",
                 title.replace('"', "&quot;")
             ),
             src: format!("/embed/province/{code}?lang={}", tr.lang().code()),

@@ -89,6 +89,15 @@ pub fn plain_tonnes(grams: i64, lang: Lang) -> String {
     format!("{sign}{}{sep}{}", tenths / 10, tenths % 10)
 }
 
+/// Money, short: "21,7 tỷ đồng" / "21.7B VND" (exact figures are in the tables).
+pub fn short_money(dong: i64, lang: Lang) -> String {
+    let unit = match lang {
+        Lang::Vi => "đồng",
+        Lang::En => "VND",
+    };
+    format!("{}{}{unit}", format::compact(dong, lang), format::NBSP)
+}
+
 /// The column headers of [`Row::cells`].
 pub fn row_headers(tr: &Tr, first: &str) -> Vec<String> {
     vec![
