@@ -182,7 +182,6 @@ pub async fn visit(State(web): State<Arc<Web>>, mut request: Request, next: Next
         Some(id) => match web.sessions.find(id, &web.auth).await {
             Ok(Found::Live(s)) => (Some(s), false),
             Ok(Found::Expired) => (None, true),
-            Ok(Found::None) => (None, false),
             Err(err) => {
                 // The session store is away: serve the page as to a reader who is not signed
                 // in, rather than fail every page.

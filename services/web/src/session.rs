@@ -61,8 +61,6 @@ pub struct Session {
 /// What a request's session cookie led to.
 #[derive(Clone, Debug)]
 pub enum Found {
-    /// No cookie.
-    None,
     /// A live session.
     Live(Session),
     /// A cookie whose session expired, was signed out or was revoked: the page says so and
@@ -218,20 +216,6 @@ impl Sessions {
         with_tx!(&mut tx, |conn| {
             sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
                 .bind(hash(id))
-                .execute(&mut *conn)
-                .await?;
-        });
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Ages every live session by `by` (tests of expiry, which must not wait half an hour).
-    pub async fn age_all(&self, by: Duration) -> Result<()> {
-        let by = ms(by);
-        let mut tx = self.db.begin().await?;
-        with_tx!(&mut tx, |conn| {
-            sqlx::query("UPDATE sessions SET last_seen_ms = last_seen_ms - $1, created_at_ms = created_at_ms - $1")
-                .bind(by)
                 .execute(&mut *conn)
                 .await?;
         });
