@@ -8,6 +8,7 @@
 mod abuse;
 mod authz;
 mod binary;
+mod browser;
 mod deploy;
 mod flow;
 mod kit;
