@@ -149,6 +149,8 @@ pub struct ChartBlock {
 pub struct NationalBlock {
     /// "Updated at …".
     pub updated: String,
+    /// The same with `{t}` where the live script puts the time of newer figures.
+    pub updated_template: String,
     /// Progress to the target.
     pub progress: Progress,
     /// The nation's row.
@@ -309,6 +311,7 @@ fn national_block(n: &agriportal_proto::gateway::v1::NationalSummary, tr: &Tr) -
     let total = Row::new(tr.t("total"), None, figures.clone(), lang);
     NationalBlock {
         updated: view::updated(&n.as_of, tr),
+        updated_template: tr.with("updated-at", &[("time", "{t}".to_string())]),
         progress: view::progress(figures.households, tr),
         partners_table: table(
             tr,

@@ -291,6 +291,9 @@ pub struct Progress {
     pub target: i64,
     /// "2.345.678 trên mục tiêu 5.000.000 hộ (46,91 %)".
     pub text: String,
+    /// The same sentence with `{n}` and `{p}` where the live script puts newer figures, so
+    /// the sentence stays in the reader's language when it refreshes.
+    pub live_template: String,
 }
 
 /// Progress of `onboarded` against the programme's target.
@@ -308,10 +311,19 @@ pub fn progress(onboarded: i64, tr: &Tr) -> Progress {
             ("percent", format::percent(hundredths, lang)),
         ],
     );
+    let live_template = tr.with(
+        "progress-text",
+        &[
+            ("onboarded", "{n}".to_string()),
+            ("target", format::integer(HOUSEHOLD_TARGET, lang)),
+            ("percent", "{p}".to_string()),
+        ],
+    );
     Progress {
         onboarded: onboarded.clamp(0, HOUSEHOLD_TARGET),
         target: HOUSEHOLD_TARGET,
         text,
+        live_template,
     }
 }
 

@@ -28,6 +28,32 @@
     var bar = document.querySelector("progress[data-live-progress]");
     var v = pick(data, "households.onboarded");
     if (bar && typeof v === "number") { bar.value = v; }
+    var sentence = document.querySelector("[data-live-text]");
+    var target = pick(data, "households.target") || (bar && bar.max);
+    if (sentence && typeof v === "number" && target) {
+      // Hundredths of a percent, truncated, as the server writes it.
+      var pct = new Intl.NumberFormat(lang, { minimumFractionDigits: 2, maximumFractionDigits: 2 })
+        .format(Math.floor(v * 10000 / target) / 100) + (lang === "vi-VN" ? "\u00a0%" : "%");
+      sentence.textContent = sentence.getAttribute("data-live-text").replace("{n}", number.format(v)).replace("{p}", pct);
+    }
+    var updated = document.querySelector("[data-live-updated]");
+    if (updated && data.as_of) {
+      updated.textContent = updated.getAttribute("data-live-updated").replace("{t}", when(data.as_of));
+    }
+  }
+  // A time as the server writes it, in Vietnam's time zone: "14:05 01/12/2026" or "14:05, 1 Dec 2026".
+  function when(iso) {
+    var opts = lang === "vi-VN"
+      ? { day: "2-digit", month: "2-digit", year: "numeric" }
+      : { day: "numeric", month: "short", year: "numeric" };
+    opts.timeZone = "Asia/Ho_Chi_Minh"; opts.hour = "2-digit"; opts.minute = "2-digit"; opts.hourCycle = "h23";
+    var p = {};
+    // en-GB for the parts in both languages: day, month and year come as the server writes them.
+    new Intl.DateTimeFormat("en-GB", opts).formatToParts(new Date(iso))
+      .forEach(function (x) { p[x.type] = x.value; });
+    return lang === "vi-VN"
+      ? p.hour + ":" + p.minute + " " + p.day + "/" + p.month + "/" + p.year
+      : p.hour + ":" + p.minute + ", " + p.day + " " + p.month + " " + p.year;
   }
   function tick() {
     fetch("/api/v1/national", { headers: { accept: "application/json" } })
