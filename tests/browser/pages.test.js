@@ -288,3 +288,30 @@ for (const spec of PAGES) {
     }
   }
 }
+
+// The narrowest phones still in use: every page readable from 320 px wide, with no sideways
+// scroll of the page (wide tables scroll inside their own region).
+describe("every page at 320 px", () => {
+  for (const spec of PAGES) {
+    for (const lang of ["vi", "en"]) {
+      test(`${spec.path} ${lang} does not scroll sideways`, async () => {
+        const context = await newContext(browser, {
+          lang,
+          viewport: { width: 320, height: 640 },
+          session: spec.signedIn ? session : undefined,
+        });
+        try {
+          const page = await context.newPage();
+          await page.goto(`${BASE}${spec.path}`);
+          const overflow = await horizontalOverflow(page);
+          assert.ok(
+            overflow.scrollWidth <= overflow.innerWidth,
+            `${spec.path} at 320 px is ${overflow.scrollWidth} px wide: ${overflow.wide.join(" | ")}`,
+          );
+        } finally {
+          await context.close();
+        }
+      });
+    }
+  }
+});
