@@ -240,6 +240,42 @@ async fn csv_downloads_open_in_a_spreadsheet_with_vietnamese_intact() {
     assert!(body.contains("Orders") && body.contains(",3\r\n"), "{body}");
     let bad = get(&app, "/dashboard/series.csv?metric=nope", &[]).await;
     assert_eq!(bad.status(), 400);
+    // The province page's partner table has its CSV too: the same columns as the table (no
+    // "active" column, which the table does not show), one row per partner and the total.
+    let partners = get(&app, "/provinces/79/partners.csv", &[]).await;
+    assert_eq!(partners.status(), 200);
+    let body = partners.text().await.expect("body");
+    let lines: Vec<&str> = body.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "a header, two partners and the total: {body}"
+    );
+    assert_eq!(lines[0].split(',').count(), 5, "{}", lines[0]);
+    assert!(
+        lines[1].starts_with("Postmart,") && lines[2].starts_with("Vỏ Sò,"),
+        "{body}"
+    );
+    assert!(lines[3].starts_with("Thành phố Hồ Chí Minh,"), "{body}");
+    let national = get(&app, "/dashboard/partners.csv", &[]).await;
+    let body = national.text().await.expect("body");
+    assert_eq!(
+        body.lines().count(),
+        4,
+        "two partners and the total: {body}"
+    );
+    assert_eq!(
+        get(&app, "/provinces/99/partners.csv", &[]).await.status(),
+        404
+    );
+    let snippets = get(&app, "/embed/snippets.csv", &[]).await;
+    let body = snippets.text().await.expect("body");
+    assert_eq!(
+        body.lines().count(),
+        35,
+        "a header and 34 provinces: {body}"
+    );
+    assert!(body.contains("/embed/province/79?lang=vi"), "{body}");
     app.stop().await;
 }
 

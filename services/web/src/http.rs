@@ -383,10 +383,15 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/dashboard/{file}", get(pages::dashboard_csv))
         .route("/provinces/{code}", get(pages::province))
         .route(
+            "/provinces/{code}/partners.csv",
+            get(pages::province_partners_csv),
+        )
+        .route(
             "/provinces/{code}/series.csv",
             get(pages::province_series_csv),
         )
         .route("/embed", get(pages::embed))
+        .route("/embed/snippets.csv", get(pages::embed_snippets_csv))
         .route("/embed/province/{code}", get(pages::embed_province))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", axum::routing::post(pages::signout))

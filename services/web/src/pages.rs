@@ -576,7 +576,7 @@ pub async fn province(
                     lang,
                 ),
                 Some(row.clone()),
-                None,
+                Some(&format!("/provinces/{code_2025}/partners.csv")),
             ),
             row,
             rank,
@@ -673,10 +673,7 @@ pub async fn embed(
         let title = tr.with("embed-frame-title", &[("name", name.to_string())]);
         Snippet {
             name: name.to_string(),
-            snippet: format!(
-                "<iframe src=\"{src}\" title=\"{}\" width=\"320\" height=\"240\" loading=\"lazy\"></iframe>",
-                title.replace('"', "&quot;")
-            ),
+            snippet: embed_snippet(&src, &title),
             src: format!("/embed/province/{code}?lang={}", tr.lang().code()),
             title,
         }
@@ -702,6 +699,39 @@ pub async fn embed(
         all,
     };
     html(&visit, &headers, &page, StatusCode::OK)
+}
+
+/// `GET /embed/snippets.csv`: the embed code of every province, the table of `/embed` as CSV
+/// (a department's web team can take its line from a spreadsheet).
+pub async fn embed_snippets_csv(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+) -> Response {
+    let tr = visit.tr();
+    let base = web.public_base(&headers);
+    let rows: Vec<Vec<String>> = province_options("")
+        .iter()
+        .map(|o| {
+            let src = format!(
+                "{base}/embed/province/{}?lang={}",
+                o.value,
+                tr.lang().code()
+            );
+            let title = tr.with("embed-frame-title", &[("name", o.label.clone())]);
+            vec![o.label.clone(), embed_snippet(&src, &title)]
+        })
+        .collect();
+    let header = vec![tr.t("col-province"), tr.t("col-snippet")];
+    csv_response(&header, &rows, "ma-nhung.csv")
+}
+
+/// The `<iframe>` a provincial site pastes to show the widget at `src`.
+fn embed_snippet(src: &str, title: &str) -> String {
+    format!(
+        "<iframe src=\"{src}\" title=\"{}\" width=\"320\" height=\"240\" loading=\"lazy\"></iframe>",
+        title.replace('"', "&quot;")
+    )
 }
 
 /// `GET /signin`: the token form, with a pre-session CSRF token in a cookie and the form.
@@ -925,7 +955,9 @@ pub async fn dashboard_csv(
         },
         "regions.csv" | "partners.csv" => match web.backend.national().await {
             Ok(n) => {
-                if file == "regions.csv" {
+                // As in the tables, the national total is the last row.
+                let total = Row::new(tr.t("total"), None, view::national_figures(&n), lang);
+                let (first, mut rows, name) = if file == "regions.csv" {
                     ("col-region", view::region_rows(&n, &tr), "vung")
                 } else {
                     let rows = view::partner_rows(
@@ -934,7 +966,9 @@ pub async fn dashboard_csv(
                         lang,
                     );
                     ("col-partner", rows, "san")
-                }
+                };
+                rows.push(total);
+                (first, rows, name)
             }
             Err(_) => return unavailable_csv(&tr),
         },
@@ -944,6 +978,37 @@ pub async fn dashboard_csv(
     let header = view::row_headers(&tr, first);
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells(lang)).collect();
     csv_response(&header, &cells, &format!("{name}.csv"))
+}
+
+/// `GET /provinces/{code}/partners.csv`: a province's partner table as CSV, the same columns
+/// as the table beside which it is offered, with the province's total as the last row.
+pub async fn province_partners_csv(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path(code): Path<String>,
+) -> Response {
+    let tr = visit.tr();
+    let lang = tr.lang();
+    let Some((code_2025, name, ..)) = view::find_province(&code) else {
+        return not_found_page(&visit, &headers);
+    };
+    let all = match web.backend.provinces().await {
+        Ok(all) => all,
+        Err(_) => return unavailable_csv(&tr),
+    };
+    let Some(mine) = all.iter().find(|p| p.code == code_2025) else {
+        return unavailable_csv(&tr);
+    };
+    let mut rows = view::partner_rows(
+        mine.households.as_ref(),
+        mine.sales_by_partner.as_ref(),
+        lang,
+    );
+    rows.push(Row::new(name, None, view::province_figures(mine), lang));
+    let header = view::row_headers(&tr, "col-partner");
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells(lang)).collect();
+    csv_response(&header, &cells, &format!("san-{code_2025}.csv"))
 }
 
 /// `GET /provinces/{code}/series.csv`: a province's chart as CSV.

@@ -32,7 +32,8 @@ pub struct Row {
     pub href: Option<String>,
     /// Households onboarded.
     pub households: String,
-    /// Households selling.
+    /// Households whose account is active (the cards show it; the tables and their CSV do
+    /// not, since partner and region rows have no such figure).
     pub active: String,
     /// Tonnes.
     pub tonnes: String,
@@ -69,7 +70,6 @@ impl Row {
         vec![
             self.name.clone(),
             f.households.to_string(),
-            f.active.to_string(),
             plain_tonnes(f.grams, lang),
             f.value_vnd.to_string(),
             f.orders.to_string(),
@@ -103,7 +103,6 @@ pub fn row_headers(tr: &Tr, first: &str) -> Vec<String> {
     vec![
         tr.t(first),
         tr.t("col-households"),
-        tr.t("col-active"),
         tr.t("col-tonnes"),
         tr.t("col-value"),
         tr.t("col-orders"),

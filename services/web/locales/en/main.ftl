@@ -39,7 +39,6 @@ col-partner = Marketplace
 col-region = Region
 col-province = Province
 col-households = Households onboarded
-col-active = Households selling
 col-tonnes = Sold (tonnes)
 col-value = Value (VND)
 col-orders = Orders

@@ -40,7 +40,6 @@ col-partner = Sàn
 col-region = Vùng
 col-province = Tỉnh, thành phố
 col-households = Hộ đã lên sàn
-col-active = Hộ đang bán
 col-tonnes = Sản lượng (tấn)
 col-value = Giá trị (đồng)
 col-orders = Đơn hàng
