@@ -45,6 +45,54 @@ pub mod marketplace {
     }
 }
 
+/// `agriportal.indicators.v1`: the reporting workflow of the plan's key indicators.
+pub mod indicators {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("agriportal.indicators.v1");
+
+        /// A province started a report (no values: drafts stay in the indicators service).
+        pub const REPORT_STARTED: crate::Topic<ReportStarted> =
+            crate::Topic::new("indicators.report_started");
+        /// A report was submitted for review (no values).
+        pub const REPORT_SUBMITTED: crate::Topic<ReportSubmitted> =
+            crate::Topic::new("indicators.report_submitted");
+        /// A report was approved, with its values: they are public from now on.
+        pub const REPORT_APPROVED: crate::Topic<ReportApproved> =
+            crate::Topic::new("indicators.report_approved");
+        /// A submitted report was returned to its province.
+        pub const REPORT_RETURNED: crate::Topic<ReportReturned> =
+            crate::Topic::new("indicators.report_returned");
+        /// An approved report was reopened: its values are withdrawn until approved again.
+        pub const REPORT_REOPENED: crate::Topic<ReportReopened> =
+            crate::Topic::new("indicators.report_reopened");
+        /// A target was set or removed.
+        pub const TARGET_SET: crate::Topic<TargetSet> = crate::Topic::new("indicators.target_set");
+        /// An indicator was added or edited (and each one once when the catalogue is seeded).
+        pub const CATALOGUE_CHANGED: crate::Topic<CatalogueChanged> =
+            crate::Topic::new("indicators.catalogue_changed");
+
+        macro_rules! events {
+            ($($event:ident),*) => {$(
+                impl crate::Event for $event {
+                    fn event_id(&self) -> &str {
+                        &self.event_id
+                    }
+                }
+            )*};
+        }
+        events!(
+            ReportStarted,
+            ReportSubmitted,
+            ReportApproved,
+            ReportReturned,
+            ReportReopened,
+            TargetSet,
+            CatalogueChanged
+        );
+    }
+}
+
 /// `agriportal.gateway.v1`: national dashboard figures.
 pub mod gateway {
     /// Version 1.

@@ -23,6 +23,7 @@ pub mod kit;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod period;
 pub mod reconcile;
 pub mod reference;
 pub mod service;
