@@ -148,14 +148,18 @@ impl dashboard_server::Dashboard for GrpcAdapter {
         &self,
         _request: Request<pb::ListIndicatorProgressRequest>,
     ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
-        Err(Status::unimplemented("indicator progress is not served yet"))
+        Err(Status::unimplemented(
+            "indicator progress is not served yet",
+        ))
     }
 
     async fn get_indicator_progress(
         &self,
         _request: Request<pb::GetIndicatorProgressRequest>,
     ) -> Result<Response<pb::IndicatorProgress>, Status> {
-        Err(Status::unimplemented("indicator progress is not served yet"))
+        Err(Status::unimplemented(
+            "indicator progress is not served yet",
+        ))
     }
 
     async fn get_completeness(
