@@ -708,7 +708,7 @@ async fn household_stocks(db: Database) {
         Some(("2022-05-31", "01", Some(5), Some(false))),
         ("2022-05-31", "79", Some(0), Some(true)),
     );
-    gw.apply(&[moved.clone()]).await.unwrap();
+    gw.apply(std::slice::from_ref(&moved)).await.unwrap();
     gw.apply(&[moved]).await.unwrap();
     assert_eq!(listed(may).await, figures_of(&[("01", 10), ("79", 0)]));
     assert_eq!(digital(may).await, figures_of(&[("01", 1), ("79", 1)]));
