@@ -240,14 +240,20 @@ async fn contract(db: Database) {
 /// Several replicas applying overlapping deliveries at once count each event once.
 async fn concurrent_apply(db: Database) {
     let store = Arc::new(Gw::new(db));
+    // Sales lines of seven households and new households with stocks, interleaved, so every
+    // rollup table takes concurrent writes.
     let events: Vec<Decoded<Deltas>> = (0..40)
         .map(|i| {
-            sales_event(
-                &format!("c{i}"),
-                Partner::Voso,
-                i,
-                vec![(None, figures("2022-06-01", "92", 10))],
-            )
+            let id = format!("c{i}");
+            if i % 2 == 0 {
+                let household = format!("h{}", (i / 2) % 7);
+                let day = sold(("2022-06-01", "92", &household));
+                sales_event(&id, Partner::Voso, i, vec![(None, day)])
+            } else {
+                let household = format!("k{i}");
+                let current = ("2022-06-02", "92", Some(3), Some(true));
+                stock_event(&id, Partner::Voso, &household, None, current)
+            }
         })
         .collect();
     let mut tasks = Vec::new();
@@ -263,7 +269,27 @@ async fn concurrent_apply(db: Database) {
         applied += t.await.unwrap();
     }
     assert_eq!(applied, 40);
-    assert_eq!(grams(&store).await, 400);
+    assert_eq!(grams(&store).await, 200);
+    let june = Period::month(2022, 6).unwrap();
+    let of = |n: i64| Some(BTreeMap::from([("92".to_string(), n)]));
+    assert_eq!(
+        household_facts::trading_households(&store, june)
+            .await
+            .unwrap(),
+        of(7)
+    );
+    assert_eq!(
+        household_facts::listed_products(&store, june)
+            .await
+            .unwrap(),
+        of(60)
+    );
+    assert_eq!(
+        household_facts::digital_address_households(&store, june)
+            .await
+            .unwrap(),
+        of(20)
+    );
 }
 
 /// Cells in the marketplace's shape, and repairs: a compare-and-set on the daily cell that
