@@ -57,6 +57,9 @@ pub struct Simulator {
     next_line: u64,
     batches: u64,
     provinces: Vec<(String, f64, Vec<String>)>,
+    /// Households onboarded so far (key, province, commune): most sales lines name one of
+    /// them, so the trading-households figure shows at once.
+    onboarded: Vec<(String, String, String)>,
     last_sales: Option<pb::PushSalesRequest>,
 }
 
@@ -84,6 +87,7 @@ impl Simulator {
             next_line: 0,
             batches: 0,
             provinces,
+            onboarded: Vec::new(),
             last_sales: None,
         }
     }
@@ -138,8 +142,24 @@ impl Simulator {
                     _ => HouseholdStatus::Closed,
                 };
                 let n = self.rng.random_range(1..=3);
+                let household_ref = format!("{}-hh-{}", self.partner.code(), self.next_household);
+                self.onboarded.push((
+                    household_ref.clone(),
+                    province_code.clone(),
+                    commune_code.clone(),
+                ));
+                // Most households report their listings and digital address; some partners'
+                // exports leave them out, which the protocol allows.
+                let listed_products = self
+                    .rng
+                    .random_bool(0.85)
+                    .then(|| self.rng.random_range(0..=60));
+                let has_digital_address = self
+                    .rng
+                    .random_bool(0.8)
+                    .then(|| self.rng.random_bool(0.55));
                 pb::OnboardingRecord {
-                    household_ref: format!("{}-hh-{}", self.partner.code(), self.next_household),
+                    household_ref,
                     province_code,
                     commune_code,
                     registered_on: day.to_string(),
@@ -147,6 +167,8 @@ impl Simulator {
                     categories: (0..n)
                         .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
                         .collect(),
+                    listed_products,
+                    has_digital_address,
                 }
             })
             .collect();
@@ -166,7 +188,15 @@ impl Simulator {
         let records = (0..count)
             .map(|_| {
                 self.next_line += 1;
-                let (province_code, commune_code) = self.pick_province();
+                // Most lines name the household that sold, in its own province and commune.
+                let (household_ref, province_code, commune_code) =
+                    if !self.onboarded.is_empty() && self.rng.random_bool(0.85) {
+                        let i = self.rng.random_range(0..self.onboarded.len());
+                        self.onboarded[i].clone()
+                    } else {
+                        let (province_code, commune_code) = self.pick_province();
+                        (String::new(), province_code, commune_code)
+                    };
                 let grams = self.rng.random_range(20_000..2_000_000i64);
                 let price_per_kg = self.rng.random_range(12_000..80_000i64);
                 pb::SalesRecord {
@@ -178,6 +208,7 @@ impl Simulator {
                     quantity_grams: grams,
                     value_vnd: grams * price_per_kg / 1000,
                     orders: self.rng.random_range(1..200),
+                    household_ref,
                 }
             })
             .collect();

@@ -28,6 +28,7 @@ fn sale(id: &str, date: &str, province: &str, commune: &str, category: &str) -> 
         quantity_grams: 250_000,
         value_vnd: 7_500_000,
         orders: 12,
+        household_ref: "H-1".into(),
     }
 }
 
@@ -45,6 +46,8 @@ fn household(
         registered_on: "2024-05-01".into(),
         status,
         categories: cats.iter().map(|c| c.to_string()).collect(),
+        listed_products: Some(12),
+        has_digital_address: Some(true),
     }
 }
 
@@ -57,6 +60,7 @@ fn figures(date: &str, province: &str, grams: i64) -> pb::SalesFigures {
         quantity_grams: grams,
         value_vnd: grams * 30,
         orders: 3,
+        household_ref: "H-1".into(),
     }
 }
 
@@ -215,6 +219,8 @@ fn main() {
                     commune_code: "00004".into(),
                     registered_on: "2024-05-01".into(),
                     status: 1,
+                    listed_products: Some(4),
+                    has_digital_address: Some(false),
                 }),
             },
             pb::HouseholdChange {
@@ -224,12 +230,16 @@ fn main() {
                     commune_code: String::new(),
                     registered_on: "2024-05-01".into(),
                     status: 1,
+                    listed_products: Some(4),
+                    has_digital_address: Some(false),
                 }),
                 current: Some(pb::HouseholdFigures {
                     province_code: "79".into(),
                     commune_code: String::new(),
                     registered_on: "2024-05-01".into(),
                     status: 3,
+                    listed_products: Some(9),
+                    has_digital_address: Some(true),
                 }),
             },
         ],

@@ -53,6 +53,17 @@ fn check_sales(payload: &[u8]) {
             .map(|c| i128::from(c.current.is_some()) - i128::from(c.previous.is_some()))
             .sum();
         assert_eq!(daily[3], lines, "line count");
+        // Every line that names a household moves that household's count, and no other.
+        let named = |f: &Option<SalesFigures>| {
+            i128::from(f.as_ref().is_some_and(|f| !f.household_ref.is_empty()))
+        };
+        let trading: i128 = event
+            .changes
+            .iter()
+            .map(|c| named(&c.current) - named(&c.previous))
+            .sum();
+        let counted: i128 = d.household_trading.values().map(|v| i128::from(*v)).sum();
+        assert_eq!(counted, trading, "trading household lines");
         assert!(d.newest_ms >= event.recorded_at_ms);
         // Applying an event and then its inverse leaves nothing behind.
         let inverse = SalesRecorded {
@@ -107,6 +118,19 @@ fn check_households(payload: &[u8]) {
             .sum();
         assert_eq!(daily, households);
         assert!(d.newest_ms >= event.recorded_at_ms);
+        // The stocks move by exactly the reported figures' differences.
+        let listed = |f: &Option<HouseholdFigures>| {
+            f.as_ref()
+                .and_then(|f| f.listed_products)
+                .map_or(0, i128::from)
+        };
+        let expected: i128 = event
+            .changes
+            .iter()
+            .map(|c| listed(&c.current) - listed(&c.previous))
+            .sum();
+        let stocked: i128 = d.household_stock.values().map(|v| i128::from(v[0])).sum();
+        assert_eq!(stocked, expected, "listed products stock");
     }
 }
 
@@ -134,6 +158,7 @@ fn sales_figures(u: &mut Unstructured) -> ArbResult<Option<SalesFigures>> {
         quantity_grams: u.arbitrary()?,
         value_vnd: u.arbitrary()?,
         orders: u.arbitrary()?,
+        household_ref: pick(u, &["", "h1", "h2"])?,
     }))
 }
 
@@ -146,6 +171,8 @@ fn household_figures(u: &mut Unstructured) -> ArbResult<Option<HouseholdFigures>
         commune_code: String::new(),
         registered_on: pick(u, &DATES)?,
         status: u.arbitrary()?,
+        listed_products: u.arbitrary()?,
+        has_digital_address: u.arbitrary()?,
     }))
 }
 

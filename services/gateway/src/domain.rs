@@ -16,6 +16,11 @@ use crate::error::{bad_parameter, unknown_province};
 /// Sales figures of a rollup cell: grams, đồng, orders, lines.
 pub type SalesCell = [i64; 4];
 
+/// Household stocks of a rollup cell: listed products, households that reported them,
+/// households with a digital address, households that reported whether they have one. The
+/// reporting counts tell "zero" from "nobody said".
+pub type StockCell = [i64; 4];
+
 /// The changes a set of events makes to the rollups, summed per cell before writing so a
 /// batch of events is a handful of upserts. Keys are ordered, so concurrent writers lock rows
 /// in the same order and cannot deadlock.
@@ -29,6 +34,11 @@ pub struct Deltas {
     pub households_daily: BTreeMap<(String, String, &'static str, i64), i64>,
     /// (province, partner, status) → households change.
     pub household_totals: BTreeMap<(String, &'static str, i64), i64>,
+    /// (partner, month `YYYYMM`, province, household_ref) → change in the household's sales
+    /// lines that month; a household trades in a month while its count is above zero.
+    pub household_trading: BTreeMap<(&'static str, String, String, String), i64>,
+    /// (registration day, province, partner) → change in the household stocks.
+    pub household_stock: BTreeMap<(String, String, &'static str), StockCell>,
     /// Newest commit time among the events, ms since the epoch.
     pub newest_ms: i64,
 }
@@ -41,6 +51,7 @@ impl Deltas {
         for change in &event.changes {
             for figures in change.previous.iter().chain(change.current.iter()) {
                 check_sales(figures)?;
+                check_household_ref(figures)?;
             }
         }
         for change in &event.changes {
@@ -84,6 +95,18 @@ impl Deltas {
                 .or_default(),
             &cell,
         );
+        // A line without a household counts in the sales but not among trading households.
+        if let Some(month) = sale_month(f) {
+            *self
+                .household_trading
+                .entry((
+                    partner,
+                    month,
+                    f.province_code.clone(),
+                    f.household_ref.clone(),
+                ))
+                .or_default() += sign;
+        }
     }
 
     /// Adds a households event: a changed household leaves its old cell and joins its new one.
@@ -122,6 +145,23 @@ impl Deltas {
             .household_totals
             .entry((f.province_code.clone(), partner, status))
             .or_default() += sign;
+        // The stocks, by registration day like `households_daily`: a stock at a month's end
+        // is the sum over the days up to it. A household that reported neither adds nothing.
+        let listed = f.listed_products.map(i64::from);
+        let digital = f.has_digital_address;
+        if listed.is_some() || digital.is_some() {
+            let cell = [
+                listed.unwrap_or(0) * sign,
+                i64::from(listed.is_some()) * sign,
+                i64::from(digital == Some(true)) * sign,
+                i64::from(digital.is_some()) * sign,
+            ];
+            let stock = self
+                .household_stock
+                .entry((f.registered_on.clone(), f.province_code.clone(), partner))
+                .or_default();
+            add(stock, &cell);
+        }
     }
 
     /// Adds `from`'s deltas to these (a batch of events folds into one write per table).
@@ -140,12 +180,22 @@ impl Deltas {
         for (k, v) in &from.household_totals {
             *self.household_totals.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &from.household_trading {
+            *self.household_trading.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &from.household_stock {
+            add(self.household_stock.entry(k.clone()).or_default(), v);
+        }
         self.newest_ms = self.newest_ms.max(from.newest_ms);
     }
 
     /// True when applying would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.sales_daily.is_empty() && self.households_daily.is_empty() && self.newest_ms == 0
+        self.sales_daily.is_empty()
+            && self.households_daily.is_empty()
+            && self.household_trading.is_empty()
+            && self.household_stock.is_empty()
+            && self.newest_ms == 0
     }
 }
 
@@ -157,6 +207,40 @@ fn check_sales(f: &mpb::SalesFigures) -> Result<(), String> {
         return Err(format!(
             "sales figures out of range: {} g, {} đồng",
             f.quantity_grams, f.value_vnd
+        ));
+    }
+    Ok(())
+}
+
+/// The month `YYYYMM` of a sales line that names its household (`None` without one).
+fn sale_month(f: &mpb::SalesFigures) -> Option<String> {
+    if f.household_ref.is_empty() {
+        return None;
+    }
+    let year = f.sale_date.get(0..4)?;
+    let month = f.sale_date.get(5..7)?;
+    Some(format!("{year}{month}"))
+}
+
+/// A line naming a household must have a day to take its month from; the marketplace only
+/// sends `YYYY-MM-DD`, so anything else is a corrupt or foreign event.
+fn check_household_ref(f: &mpb::SalesFigures) -> Result<(), String> {
+    if f.household_ref.is_empty() {
+        return Ok(());
+    }
+    let bytes = f.sale_date.as_bytes();
+    let well_formed = bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
+    if !well_formed {
+        return Err(format!(
+            "sales line of household {} has no day YYYY-MM-DD ({})",
+            f.household_ref.chars().take(64).collect::<String>(),
+            f.sale_date.chars().take(16).collect::<String>()
         ));
     }
     Ok(())
@@ -666,7 +750,97 @@ mod tests {
             quantity_grams: grams,
             value_vnd: grams * 10,
             orders: 1,
+            household_ref: String::new(),
         }
+    }
+
+    #[test]
+    fn a_sale_moved_to_another_household_and_month_moves_its_trading_count() {
+        let mut d = Deltas::default();
+        let sold = |day: &str, household: &str| mpb::SalesFigures {
+            sale_date: day.into(),
+            household_ref: household.into(),
+            ..figures(5)
+        };
+        let event = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![
+                mpb::SalesChange {
+                    record_id: "a".into(),
+                    previous: Some(sold("2022-01-03", "h1")),
+                    current: Some(sold("2022-02-01", "h2")),
+                },
+                mpb::SalesChange {
+                    record_id: "b".into(),
+                    previous: None,
+                    current: Some(sold("2022-01-09", "")),
+                },
+            ],
+            ..Default::default()
+        };
+        d.add_sales(&event).unwrap();
+        let key = |m: &str, h: &str| ("voso", m.to_string(), "79".to_string(), h.to_string());
+        assert_eq!(
+            d.household_trading.len(),
+            2,
+            "a line without household adds none"
+        );
+        assert_eq!(d.household_trading[&key("202201", "h1")], -1);
+        assert_eq!(d.household_trading[&key("202202", "h2")], 1);
+        // A day that gives no month is refused before anything is added.
+        let mut bad = Deltas::default();
+        let event = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![mpb::SalesChange {
+                record_id: "a".into(),
+                previous: None,
+                current: Some(sold("2022/1/3", "h1")),
+            }],
+            ..Default::default()
+        };
+        assert!(bad.add_sales(&event).is_err());
+        assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn household_stocks_count_reported_values_only() {
+        let f = |listed: Option<u32>, digital: Option<bool>| mpb::HouseholdFigures {
+            province_code: "01".into(),
+            registered_on: "2022-03-04".into(),
+            status: HouseholdStatus::Active as i32,
+            listed_products: listed,
+            has_digital_address: digital,
+            ..Default::default()
+        };
+        let mut d = Deltas::default();
+        let event = mpb::HouseholdsRecorded {
+            partner: Partner::Postmart.to_proto() as i32,
+            changes: vec![
+                mpb::HouseholdChange {
+                    household_ref: "a".into(),
+                    previous: Some(f(Some(3), Some(false))),
+                    current: Some(f(Some(10), Some(true))),
+                },
+                mpb::HouseholdChange {
+                    household_ref: "b".into(),
+                    previous: None,
+                    current: Some(f(None, None)),
+                },
+                mpb::HouseholdChange {
+                    household_ref: "c".into(),
+                    previous: None,
+                    current: Some(f(Some(0), None)),
+                },
+            ],
+            ..Default::default()
+        };
+        d.add_households(&event).unwrap();
+        let key = ("2022-03-04".to_string(), "01".to_string(), "postmart");
+        assert_eq!(d.household_stock[&key], [7, 1, 1, 0]);
+        let mut merged = Deltas::default();
+        merged.merge(&d);
+        merged.merge(&d);
+        assert_eq!(merged.household_stock[&key], [14, 2, 2, 0]);
     }
 
     #[test]

@@ -7,13 +7,15 @@
 //! implementation), `service` (the queries both adapters answer from), `grpc` (tonic
 //! adapter), and this file (the service's declaration for the kit); the gateway adds
 //! `consumer` (what the marketplace's events change), `reconcile` (periodic comparison with
-//! the marketplace's records, and repairs) and `http`.
+//! the marketplace's records, and repairs), `household_facts` (the household indicators'
+//! figures) and `http`.
 
 pub mod config;
 pub mod consumer;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod household_facts;
 pub mod http;
 pub mod reconcile;
 pub mod service;

@@ -88,6 +88,26 @@ const HOUSEHOLD_TOTALS: &[(&str, &str)] = &[
     ("status", "BIGINT"),
     ("households", "BIGINT"),
 ];
+const HOUSEHOLD_TRADING: &[(&str, &str)] = &[
+    ("partner", "TEXT"),
+    ("month", "TEXT"),
+    ("province_code", "TEXT"),
+    ("household_ref", "TEXT"),
+    ("lines", "BIGINT"),
+];
+const HOUSEHOLD_STOCK_DAILY: &[(&str, &str)] = &[
+    ("day", "TEXT"),
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("listed_products", "BIGINT"),
+    ("listed_reporting", "BIGINT"),
+    ("digital_households", "BIGINT"),
+    ("digital_reporting", "BIGINT"),
+];
+
+/// The rollup tables in the order every transaction writes them (with rows in key order
+/// within each), so concurrent appliers take row locks in one order and cannot deadlock.
+const ROLLUPS: usize = 6;
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
@@ -108,7 +128,7 @@ fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: us
 /// The SQL implementation of [`GatewayStore`], native on PostgreSQL and on SQLite.
 pub struct SqlStore {
     db: Database,
-    upserts: [String; 4],
+    upserts: [String; ROLLUPS],
 }
 
 impl SqlStore {
@@ -120,6 +140,8 @@ impl SqlStore {
             increment_sql(pg, "sales_totals", SALES_TOTALS, 2),
             increment_sql(pg, "households_daily", HOUSEHOLDS_DAILY, 4),
             increment_sql(pg, "household_totals", HOUSEHOLD_TOTALS, 3),
+            increment_sql(pg, "household_trading", HOUSEHOLD_TRADING, 4),
+            increment_sql(pg, "household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
         ];
         SqlStore { db, upserts }
     }
@@ -130,8 +152,8 @@ impl SqlStore {
     }
 }
 
-/// The JSON rows of the four rollups for a sum of deltas.
-fn rollup_rows(d: &Deltas) -> [Vec<Value>; 4] {
+/// The JSON rows of the rollups for a sum of deltas, in [`ROLLUPS`] order.
+fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
     let sales_daily = d
         .sales_daily
         .iter()
@@ -159,11 +181,34 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; 4] {
         .iter()
         .map(|((p, partner, s), n)| json!({"province_code": p, "partner": partner, "status": s, "households": n}))
         .collect();
+    // A correction that keeps a line's household and month nets to zero here: nothing to
+    // write (the rows read only `lines > 0` and sums, so a missing zero row is the same).
+    let household_trading = d
+        .household_trading
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|((partner, month, p, household), n)| {
+            json!({"partner": partner, "month": month, "province_code": p,
+                   "household_ref": household, "lines": n})
+        })
+        .collect();
+    let household_stock_daily = d
+        .household_stock
+        .iter()
+        .filter(|(_, v)| v.iter().any(|n| *n != 0))
+        .map(|((day, p, partner), v)| {
+            json!({"day": day, "province_code": p, "partner": partner,
+                   "listed_products": v[0], "listed_reporting": v[1],
+                   "digital_households": v[2], "digital_reporting": v[3]})
+        })
+        .collect();
     [
         sales_daily,
         sales_totals,
         households_daily,
         household_totals,
+        household_trading,
+        household_stock_daily,
     ]
 }
 
@@ -419,8 +464,8 @@ impl GatewayStore for SqlStore {
     }
 }
 
-/// Adds a sum of deltas to the four rollup tables inside `tx`, one statement per table.
-async fn add_to_rollups(tx: &mut Tx, upserts: &[String; 4], deltas: &Deltas) -> Result<()> {
+/// Adds a sum of deltas to the rollup tables inside `tx`, one statement per table.
+async fn add_to_rollups(tx: &mut Tx, upserts: &[String; ROLLUPS], deltas: &Deltas) -> Result<()> {
     for (sql, rows) in upserts.iter().zip(rollup_rows(deltas)) {
         if rows.is_empty() {
             continue;

@@ -4,14 +4,17 @@
 // `#[test]` functions, not in the helpers they share).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use agriportal_gateway::consumer::Rollup;
 use agriportal_gateway::domain::{Deltas, SeriesParams};
+use agriportal_gateway::household_facts;
 use agriportal_gateway::store::{GatewayStore, SqlStore};
 use agriportal_gateway::Gateway;
 use agriportal_platform::consumer::{self, Decoded};
+use agriportal_platform::period::Period;
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
 use agriportal_platform::testing;
@@ -59,6 +62,7 @@ fn figures(day: &str, province: &str, grams: i64) -> mpb::SalesFigures {
         quantity_grams: grams,
         value_vnd: grams * 3,
         orders: 2,
+        household_ref: String::new(),
     }
 }
 
@@ -101,6 +105,7 @@ fn household_event(
         commune_code: String::new(),
         registered_on: "2021-12-01".into(),
         status: status as i32,
+        ..Default::default()
     };
     let event = mpb::HouseholdsRecorded {
         event_id: id.into(),
@@ -235,14 +240,20 @@ async fn contract(db: Database) {
 /// Several replicas applying overlapping deliveries at once count each event once.
 async fn concurrent_apply(db: Database) {
     let store = Arc::new(Gw::new(db));
+    // Sales lines of seven households and new households with stocks, interleaved, so every
+    // rollup table takes concurrent writes.
     let events: Vec<Decoded<Deltas>> = (0..40)
         .map(|i| {
-            sales_event(
-                &format!("c{i}"),
-                Partner::Voso,
-                i,
-                vec![(None, figures("2022-06-01", "92", 10))],
-            )
+            let id = format!("c{i}");
+            if i % 2 == 0 {
+                let household = format!("h{}", (i / 2) % 7);
+                let day = sold(("2022-06-01", "92", &household));
+                sales_event(&id, Partner::Voso, i, vec![(None, day)])
+            } else {
+                let household = format!("k{i}");
+                let current = ("2022-06-02", "92", Some(3), Some(true));
+                stock_event(&id, Partner::Voso, &household, None, current)
+            }
         })
         .collect();
     let mut tasks = Vec::new();
@@ -258,7 +269,27 @@ async fn concurrent_apply(db: Database) {
         applied += t.await.unwrap();
     }
     assert_eq!(applied, 40);
-    assert_eq!(grams(&store).await, 400);
+    assert_eq!(grams(&store).await, 200);
+    let june = Period::month(2022, 6).unwrap();
+    let of = |n: i64| Some(BTreeMap::from([("92".to_string(), n)]));
+    assert_eq!(
+        household_facts::trading_households(&store, june)
+            .await
+            .unwrap(),
+        of(7)
+    );
+    assert_eq!(
+        household_facts::listed_products(&store, june)
+            .await
+            .unwrap(),
+        of(60)
+    );
+    assert_eq!(
+        household_facts::digital_address_households(&store, june)
+            .await
+            .unwrap(),
+        of(20)
+    );
 }
 
 /// Cells in the marketplace's shape, and repairs: a compare-and-set on the daily cell that
@@ -447,6 +478,291 @@ async fn cells_and_repairs_on_each_backend() {
 #[tokio::test]
 async fn contract_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_contract", contract).await;
+}
+
+/// A sales line as (day, province, household).
+type Sold<'a> = (&'a str, &'a str, &'a str);
+
+fn sold((day, province, household): Sold) -> mpb::SalesFigures {
+    mpb::SalesFigures {
+        household_ref: household.into(),
+        ..figures(day, province, 10)
+    }
+}
+
+/// A sales event whose changes are (record id, previous, current).
+fn trading_event(
+    id: &str,
+    partner: Partner,
+    changes: Vec<(&str, Option<Sold>, Sold)>,
+) -> Decoded<Deltas> {
+    let event = mpb::SalesRecorded {
+        event_id: id.into(),
+        partner: partner.to_proto() as i32,
+        batch_id: "b".into(),
+        recorded_at_ms: 7,
+        changes: changes
+            .into_iter()
+            .map(|(record, previous, current)| mpb::SalesChange {
+                record_id: record.into(),
+                previous: previous.map(sold),
+                current: Some(sold(current)),
+            })
+            .collect(),
+    };
+    let mut deltas = Deltas::default();
+    deltas.add_sales(&event).unwrap();
+    Decoded {
+        event_id: id.into(),
+        event: deltas,
+    }
+}
+
+/// A household as (registration day, province, listed products, digital address).
+type Stock<'a> = (&'a str, &'a str, Option<u32>, Option<bool>);
+
+fn stock_event(
+    id: &str,
+    partner: Partner,
+    household: &str,
+    previous: Option<Stock>,
+    current: Stock,
+) -> Decoded<Deltas> {
+    let f = |(day, province, listed, digital): Stock| mpb::HouseholdFigures {
+        province_code: province.into(),
+        commune_code: String::new(),
+        registered_on: day.into(),
+        status: HouseholdStatus::Active as i32,
+        listed_products: listed,
+        has_digital_address: digital,
+    };
+    let event = mpb::HouseholdsRecorded {
+        event_id: id.into(),
+        partner: partner.to_proto() as i32,
+        batch_id: "h".into(),
+        recorded_at_ms: 9,
+        changes: vec![mpb::HouseholdChange {
+            household_ref: household.into(),
+            previous: previous.map(f),
+            current: Some(f(current)),
+        }],
+    };
+    let mut deltas = Deltas::default();
+    deltas.add_households(&event).unwrap();
+    Decoded {
+        event_id: id.into(),
+        event: deltas,
+    }
+}
+
+fn month(year: i32, month: u8) -> Period {
+    Period::month(year, month).unwrap()
+}
+
+fn figures_of(pairs: &[(&str, i64)]) -> Option<BTreeMap<String, i64>> {
+    Some(pairs.iter().map(|(p, n)| (p.to_string(), *n)).collect())
+}
+
+async fn trading(store: &SqlStore, m: Period) -> Option<BTreeMap<String, i64>> {
+    household_facts::trading_households(store, m).await.unwrap()
+}
+
+/// Distinct trading households per month and province: exact through duplicates,
+/// corrections that move a line to another household, month or province, and events applied
+/// in any order.
+async fn trading_households(db: Database) {
+    let gw = Gw::new(db);
+    let may = month(2022, 5);
+    let e1 = trading_event(
+        "t1",
+        Partner::Voso,
+        vec![
+            ("r0", None, ("2022-05-03", "79", "h1")),
+            ("r1", None, ("2022-05-09", "79", "h1")),
+            ("r2", None, ("2022-05-10", "79", "h2")),
+            ("r3", None, ("2022-05-11", "01", "h3")),
+            ("r4", None, ("2022-05-12", "79", "")),
+        ],
+    );
+    // The same key at another partner is another household.
+    let e2 = trading_event(
+        "t2",
+        Partner::Postmart,
+        vec![("r0", None, ("2022-05-03", "79", "h1"))],
+    );
+    assert_eq!(gw.apply(&[e1.clone(), e2.clone()]).await.unwrap(), 2);
+    assert_eq!(trading(&gw, may).await, figures_of(&[("01", 1), ("79", 3)]));
+    // Redelivered: nothing changes.
+    assert_eq!(gw.apply(&[e1.clone(), e2]).await.unwrap(), 0);
+    assert_eq!(trading(&gw, may).await, figures_of(&[("01", 1), ("79", 3)]));
+
+    // A line moved to another household, month and province.
+    let e3 = trading_event(
+        "t3",
+        Partner::Voso,
+        vec![(
+            "r2",
+            Some(("2022-05-10", "79", "h2")),
+            ("2022-06-01", "01", "h1"),
+        )],
+    );
+    gw.apply(&[e3]).await.unwrap();
+    assert_eq!(trading(&gw, may).await, figures_of(&[("01", 1), ("79", 2)]));
+    assert_eq!(trading(&gw, month(2022, 6)).await, figures_of(&[("01", 1)]));
+    // One of a household's two lines moved to a new household: both trade.
+    let e4 = trading_event(
+        "t4",
+        Partner::Voso,
+        vec![(
+            "r0",
+            Some(("2022-05-03", "79", "h1")),
+            ("2022-05-03", "79", "h4"),
+        )],
+    );
+    gw.apply(&[e4]).await.unwrap();
+    assert_eq!(trading(&gw, may).await, figures_of(&[("01", 1), ("79", 3)]));
+    // A line losing its household no longer counts it.
+    let e5 = trading_event(
+        "t5",
+        Partner::Voso,
+        vec![(
+            "r3",
+            Some(("2022-05-11", "01", "h3")),
+            ("2022-05-11", "01", ""),
+        )],
+    );
+    gw.apply(&[e5]).await.unwrap();
+    assert_eq!(trading(&gw, may).await, figures_of(&[("79", 3)]));
+
+    // Out of order: the correction before the line it corrects.
+    let new = trading_event(
+        "t6",
+        Partner::Voso,
+        vec![("r9", None, ("2022-07-01", "79", "h9"))],
+    );
+    let corrected = trading_event(
+        "t7",
+        Partner::Voso,
+        vec![(
+            "r9",
+            Some(("2022-07-01", "79", "h9")),
+            ("2022-07-02", "79", "h8"),
+        )],
+    );
+    gw.apply(&[corrected]).await.unwrap();
+    assert_eq!(
+        trading(&gw, month(2022, 7)).await,
+        figures_of(&[("79", 1)]),
+        "h9 at -1 does not trade"
+    );
+    gw.apply(&[new]).await.unwrap();
+    assert_eq!(trading(&gw, month(2022, 7)).await, figures_of(&[("79", 1)]));
+
+    assert_eq!(trading(&gw, month(2022, 8)).await, figures_of(&[]));
+    let quarter = Period::quarter(2022, 2).unwrap();
+    assert_eq!(trading(&gw, quarter).await, None);
+    assert_eq!(
+        household_facts::listed_products(&gw, quarter)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        household_facts::digital_address_households(&gw, Period::year(2022).unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// The two stocks at a month's end: the households registered up to it, as they last
+/// reported, through corrections, duplicates and events in any order.
+async fn household_stocks(db: Database) {
+    let gw = Gw::new(db);
+    let listed = |m: Period| {
+        let store = &gw.store;
+        async move { household_facts::listed_products(store, m).await.unwrap() }
+    };
+    let digital = |m: Period| {
+        let store = &gw.store;
+        async move {
+            household_facts::digital_address_households(store, m)
+                .await
+                .unwrap()
+        }
+    };
+    let pm = Partner::Postmart;
+    let events = [
+        stock_event(
+            "s1",
+            pm,
+            "h1",
+            None,
+            ("2022-05-10", "01", Some(10), Some(true)),
+        ),
+        stock_event(
+            "s2",
+            pm,
+            "h2",
+            None,
+            ("2022-05-31", "01", Some(5), Some(false)),
+        ),
+        stock_event(
+            "s3",
+            Partner::Voso,
+            "h1",
+            None,
+            ("2022-06-01", "01", Some(7), Some(true)),
+        ),
+        stock_event("s4", pm, "h3", None, ("2022-04-01", "79", None, None)),
+    ];
+    assert_eq!(gw.apply(&events).await.unwrap(), 4);
+    assert_eq!(gw.apply(&events).await.unwrap(), 0, "duplicates");
+    let (april, may, june) = (month(2022, 4), month(2022, 5), month(2022, 6));
+    assert_eq!(listed(april).await, figures_of(&[]), "h3 reported nothing");
+    assert_eq!(digital(april).await, figures_of(&[]));
+    assert_eq!(listed(may).await, figures_of(&[("01", 15)]));
+    assert_eq!(digital(may).await, figures_of(&[("01", 1)]));
+    assert_eq!(listed(june).await, figures_of(&[("01", 22)]));
+    assert_eq!(digital(june).await, figures_of(&[("01", 2)]));
+
+    // h2 moves to 79 with no products (a reported zero) and a digital address.
+    let moved = stock_event(
+        "s5",
+        pm,
+        "h2",
+        Some(("2022-05-31", "01", Some(5), Some(false))),
+        ("2022-05-31", "79", Some(0), Some(true)),
+    );
+    gw.apply(std::slice::from_ref(&moved)).await.unwrap();
+    gw.apply(&[moved]).await.unwrap();
+    assert_eq!(listed(may).await, figures_of(&[("01", 10), ("79", 0)]));
+    assert_eq!(digital(may).await, figures_of(&[("01", 1), ("79", 1)]));
+
+    // Out of order: a correction of h5 before h5 itself.
+    let new = stock_event("s6", pm, "h5", None, ("2022-05-01", "79", Some(3), None));
+    let corrected = stock_event(
+        "s7",
+        pm,
+        "h5",
+        Some(("2022-05-01", "79", Some(3), None)),
+        ("2022-05-01", "79", Some(4), Some(false)),
+    );
+    gw.apply(&[corrected]).await.unwrap();
+    gw.apply(&[new]).await.unwrap();
+    assert_eq!(listed(may).await, figures_of(&[("01", 10), ("79", 4)]));
+    assert_eq!(digital(may).await, figures_of(&[("01", 1), ("79", 1)]));
+    assert_eq!(listed(june).await, figures_of(&[("01", 17), ("79", 4)]));
+}
+
+#[tokio::test]
+async fn trading_households_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_trading", trading_households).await;
+}
+
+#[tokio::test]
+async fn household_stocks_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_stocks", household_stocks).await;
 }
 
 #[tokio::test]

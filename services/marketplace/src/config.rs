@@ -75,6 +75,10 @@ pub struct Limits {
     pub max_value_vnd: i64,
     /// Orders in one sales line (one million: a line is one commune, category and day).
     pub max_orders: i64,
+    /// Length of a sales line's optional household reference (the partner protocol's 64).
+    pub max_household_ref_len: usize,
+    /// Products one household may report as listed (100,000).
+    pub max_listed_products: i64,
 }
 
 impl Default for Limits {
@@ -86,6 +90,8 @@ impl Default for Limits {
             max_grams: 1_000_000_000,
             max_value_vnd: 100_000_000_000,
             max_orders: 1_000_000,
+            max_household_ref_len: 64,
+            max_listed_products: 100_000,
         }
     }
 }

@@ -34,6 +34,11 @@ pub struct SaleLine {
     pub value_vnd: i64,
     /// Orders, at least 1.
     pub orders: i64,
+    /// The partner's key of the household that sold, trimmed; `None` when not given. Absent
+    /// from a record sent without it, so such a record compares equal to one stored before
+    /// the field existed (its column is NULL) and a replayed old batch stays unchanged.
+    #[serde(default)]
+    pub household_ref: Option<String>,
 }
 
 /// A valid household record, normalised: 2025 province code, sorted unique categories.
@@ -51,6 +56,34 @@ pub struct Household {
     pub status: i32,
     /// Category codes, `;`-joined.
     pub categories: String,
+    /// Products listed now; `None` when the partner did not say (so a record sent without it
+    /// compares equal to one stored before the field existed).
+    #[serde(default)]
+    pub listed_products: Option<i64>,
+    /// Whether it has a digital address; `None` when the partner did not say. Stored as a
+    /// boolean on PostgreSQL and as 0/1 on SQLite, so it is read back from either.
+    #[serde(default, deserialize_with = "flag::deserialize")]
+    pub has_digital_address: Option<bool>,
+}
+
+/// Reads an optional flag written as a JSON boolean (PostgreSQL's `json_build_object` of a
+/// BOOLEAN column) or as 0/1 (SQLite's `json_object` of an INTEGER column).
+mod flag {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(Option::<Flag>::deserialize(d)?.map(|f| match f {
+            Flag::Bool(b) => b,
+            Flag::Int(i) => i != 0,
+        }))
+    }
 }
 
 /// Keyed records of either kind.
@@ -297,6 +330,7 @@ impl Checker<'_> {
                 ),
             ));
         }
+        let household_ref = self.household_ref(&r.household_ref)?;
         Ok(SaleLine {
             record_id: r.record_id.clone(),
             sale_date,
@@ -306,7 +340,29 @@ impl Checker<'_> {
             quantity_grams: r.quantity_grams,
             value_vnd: r.value_vnd,
             orders: i64::from(r.orders.max(1)),
+            household_ref,
         })
+    }
+
+    /// A sales line's optional household key: trimmed (partners pad fixed-width exports),
+    /// empty meaning not given, at most `max_household_ref_len` characters, no control
+    /// characters (it is shown and exported as text).
+    fn household_ref(&self, value: &str) -> Result<Option<String>, FieldError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let max = self.limits.max_household_ref_len;
+        if value.chars().count() > max {
+            return Err(("household_ref", format!("is longer than {max} characters")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err((
+                "household_ref",
+                "contains control characters; use printable text".into(),
+            ));
+        }
+        Ok(Some(value.to_string()))
     }
 
     fn household(&self, r: &pb::OnboardingRecord) -> Result<Household, FieldError> {
@@ -332,6 +388,17 @@ impl Checker<'_> {
         }
         categories.sort_unstable();
         categories.dedup();
+        if let Some(listed) = r.listed_products {
+            if i64::from(listed) > self.limits.max_listed_products {
+                return Err((
+                    "listed_products",
+                    format!(
+                        "{listed} is over {} products for one household",
+                        self.limits.max_listed_products
+                    ),
+                ));
+            }
+        }
         Ok(Household {
             household_ref: r.household_ref.clone(),
             province_code,
@@ -339,6 +406,8 @@ impl Checker<'_> {
             registered_on,
             status: r.status,
             categories: categories.join(";"),
+            listed_products: r.listed_products.map(i64::from),
+            has_digital_address: r.has_digital_address,
         })
     }
 }
@@ -477,6 +546,7 @@ impl SaleLine {
             quantity_grams: self.quantity_grams,
             value_vnd: self.value_vnd,
             orders: u32::try_from(self.orders).unwrap_or(u32::MAX),
+            household_ref: self.household_ref.clone().unwrap_or_default(),
         }
     }
 }
@@ -489,6 +559,10 @@ impl Household {
             commune_code: self.commune_code.clone(),
             registered_on: self.registered_on.clone(),
             status: self.status,
+            listed_products: self
+                .listed_products
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            has_digital_address: self.has_digital_address,
         }
     }
 }
@@ -507,6 +581,7 @@ mod tests {
             quantity_grams: 1_000,
             value_vnd: 50_000,
             orders: 0,
+            household_ref: String::new(),
         }
     }
 
@@ -601,6 +676,116 @@ mod tests {
     }
 
     #[test]
+    fn household_ref_of_a_sale_is_optional_trimmed_and_bounded() {
+        let limits = Limits::default();
+        let mut r = sale("a");
+        assert_eq!(
+            validate_sales(&[r.clone()], &limits).records[0].household_ref,
+            None
+        );
+        r.household_ref = "   ".into();
+        assert_eq!(
+            validate_sales(&[r.clone()], &limits).records[0].household_ref,
+            None,
+            "blank is not given"
+        );
+        r.household_ref = "  hh-7 ".into();
+        let line = validate_sales(&[r.clone()], &limits).records[0].clone();
+        assert_eq!(line.household_ref.as_deref(), Some("hh-7"));
+        assert_eq!(line.figures().household_ref, "hh-7");
+        r.household_ref = "đ".repeat(64);
+        assert!(validate_sales(&[r.clone()], &limits).rejections.is_empty());
+        for (value, words) in [
+            ("đ".repeat(65), "longer than 64"),
+            ("hh\u{7}1".to_string(), "control characters"),
+            ("a\nb".to_string(), "control characters"),
+        ] {
+            r.household_ref = value;
+            let rejection = reject(r.clone());
+            assert_eq!(rejection.field, "household_ref");
+            assert_eq!(rejection.record_id, "a");
+            assert!(rejection.reason.contains(words), "{}", rejection.reason);
+        }
+    }
+
+    #[test]
+    fn listed_products_and_digital_address_are_checked_and_carried() {
+        let limits = Limits::default();
+        let r = pb::OnboardingRecord {
+            household_ref: "h1".into(),
+            province_code: "01".into(),
+            registered_on: "2021-08-01".into(),
+            status: HouseholdStatus::Active as i32,
+            ..Default::default()
+        };
+        let plain = validate_onboarding(std::slice::from_ref(&r), &limits).records[0].clone();
+        assert_eq!(
+            (plain.listed_products, plain.has_digital_address),
+            (None, None)
+        );
+        let figures = plain.figures();
+        assert_eq!(
+            (figures.listed_products, figures.has_digital_address),
+            (None, None)
+        );
+        let mut full = r.clone();
+        full.listed_products = Some(100_000);
+        full.has_digital_address = Some(false);
+        let held = validate_onboarding(&[full.clone()], &limits).records[0].clone();
+        assert_eq!(held.listed_products, Some(100_000));
+        assert_eq!(held.has_digital_address, Some(false));
+        assert_eq!(held.figures().listed_products, Some(100_000));
+        assert_eq!(held.figures().has_digital_address, Some(false));
+        assert_ne!(
+            held, plain,
+            "a reported value is a correction of an absent one"
+        );
+        full.listed_products = Some(100_001);
+        let v = validate_onboarding(&[full], &limits);
+        assert!(v.records.is_empty());
+        assert_eq!(v.rejections[0].field, "listed_products");
+        assert_eq!(v.rejections[0].record_id, "h1");
+        assert!(
+            v.rejections[0].reason.contains("100000"),
+            "{}",
+            v.rejections[0].reason
+        );
+    }
+
+    #[test]
+    fn records_without_the_new_fields_read_back_as_before() {
+        // What the store's held-record query returns for rows stored before migration 0002
+        // (the columns NULL) and, on SQLite, the flag as 0/1.
+        let old: Household = serde_json::from_str(
+            r#"{"household_ref":"h","province_code":"01","commune_code":"","registered_on":"2021-08-01","status":1,"categories":"","listed_products":null,"has_digital_address":null}"#,
+        )
+        .unwrap();
+        assert_eq!((old.listed_products, old.has_digital_address), (None, None));
+        let sqlite: Household = serde_json::from_str(
+            r#"{"household_ref":"h","province_code":"01","commune_code":"","registered_on":"2021-08-01","status":1,"categories":"","listed_products":3,"has_digital_address":1}"#,
+        )
+        .unwrap();
+        assert_eq!(sqlite.has_digital_address, Some(true));
+        let line: SaleLine = serde_json::from_str(
+            r#"{"record_id":"a","sale_date":"2022-01-15","province_code":"79","commune_code":"","category":"fruit","quantity_grams":1,"value_vnd":1,"orders":1,"household_ref":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            validate_sales(
+                &[{
+                    let mut r = sale("a");
+                    r.quantity_grams = 1;
+                    r.value_vnd = 1;
+                    r
+                }],
+                &Limits::default()
+            )
+            .records[0]
+        );
+    }
+
+    #[test]
     fn duplicate_key_in_one_batch_is_rejected() {
         let v = validate_sales(&[sale("a"), sale("a")], &Limits::default());
         assert_eq!(v.records.len(), 1);
@@ -645,6 +830,7 @@ mod tests {
             registered_on: "2021-08-01".into(),
             status: 0,
             categories: vec!["fruit".into()],
+            ..Default::default()
         };
         let v = validate_onboarding(std::slice::from_ref(&r), &Limits::default());
         assert_eq!(v.rejections[0].field, "status");

@@ -119,6 +119,8 @@ impl RecordKind for SaleLine {
         ("quantity_grams", "BIGINT"),
         ("value_vnd", "BIGINT"),
         ("orders", "BIGINT"),
+        // Nullable (migration 0002): lines stored before it, or sent without it, hold NULL.
+        ("household_ref", "TEXT"),
     ];
     fn event(
         partner: Partner,
@@ -162,6 +164,10 @@ impl RecordKind for Household {
         ("registered_on", "TEXT"),
         ("status", "BIGINT"),
         ("categories", "TEXT"),
+        // Nullable (migration 0002): NULL when the partner did not say. The flag is BOOLEAN on
+        // PostgreSQL and 0/1 on SQLite (`json_extract` of `true`); the domain reads both.
+        ("listed_products", "BIGINT"),
+        ("has_digital_address", "BOOLEAN"),
     ];
     fn event(
         partner: Partner,

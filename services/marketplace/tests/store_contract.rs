@@ -33,6 +33,7 @@ fn line(id: &str, grams: i64) -> pb::SalesRecord {
         quantity_grams: grams,
         value_vnd: grams * 20,
         orders: 1,
+        household_ref: String::new(),
     }
 }
 
@@ -164,6 +165,7 @@ async fn contract(db: Database) {
         registered_on: "2021-10-10".into(),
         status: status as i32,
         categories: vec![],
+        ..Default::default()
     };
     for (id, record, expect) in [
         ("o1", mk(HouseholdStatus::Active, "01"), (1, 0, 0)),
@@ -306,6 +308,7 @@ async fn rollup_cells(db: Database) {
             registered_on: "2022-02-02".into(),
             status: HouseholdStatus::Suspended as i32,
             categories: vec!["vegetables".into()],
+            ..Default::default()
         }],
     };
     store
@@ -352,6 +355,174 @@ async fn rollup_cells(db: Database) {
         .rollup_cells(p, pb::RollupKind::Unspecified, None)
         .await
         .is_err());
+}
+
+fn sold_by(id: &str, grams: i64, household: &str) -> pb::SalesRecord {
+    pb::SalesRecord {
+        household_ref: household.into(),
+        ..line(id, grams)
+    }
+}
+
+fn onboarding(
+    id: &str,
+    listed: Option<u32>,
+    digital: Option<bool>,
+) -> Batch<agriportal_marketplace::domain::Household> {
+    let request = pb::PushOnboardingRequest {
+        batch_id: id.into(),
+        records: vec![pb::OnboardingRecord {
+            household_ref: "h".into(),
+            province_code: "31".into(),
+            registered_on: "2022-02-02".into(),
+            status: HouseholdStatus::Active as i32,
+            listed_products: listed,
+            has_digital_address: digital,
+            ..Default::default()
+        }],
+    };
+    Batch {
+        batch_id: id.into(),
+        content_hash: content_hash("onboarding", &request),
+        validated: validate_onboarding(&request.records, &Limits::default()),
+        request: request.encode_to_vec(),
+    }
+}
+
+async fn household_events(store: &SqlStore) -> Vec<pb::HouseholdsRecorded> {
+    let payloads: Vec<Vec<u8>> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE subject = 'marketplace.households_recorded' ORDER BY seq",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    payloads
+        .iter()
+        .map(|p| pb::HouseholdsRecorded::decode(p.as_slice()).unwrap())
+        .collect()
+}
+
+/// The optional household fields: stored, compared (a different value is a correction, the
+/// same one unchanged, and a record sent without them compares as before), and carried in the
+/// events' previous and current figures.
+async fn household_fields(db: Database) {
+    let store = store(db);
+    let p = Partner::Voso;
+    let counts = |r: &pb::PushResult| (r.accepted, r.unchanged, r.corrected, r.rejected);
+
+    let first = store
+        .push_sales(p, batch("s1", vec![line("a", 1), sold_by("b", 2, "h1")]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&first), (2, 0, 0, 0));
+    let e = events(&store).await;
+    let current = |e: &pb::SalesRecorded, i: usize| e.changes[i].current.clone().unwrap();
+    assert_eq!(current(&e[0], 0).household_ref, "");
+    assert_eq!(current(&e[0], 1).household_ref, "h1");
+    // The replayed batch is the stored result, nothing new.
+    assert_eq!(
+        store
+            .push_sales(p, batch("s1", vec![line("a", 1), sold_by("b", 2, "h1")]))
+            .await
+            .unwrap(),
+        first
+    );
+
+    // Same values, padded: unchanged; another household: a correction with both figures.
+    let r = store
+        .push_sales(p, batch("s2", vec![line("a", 1), sold_by("b", 2, " h1 ")]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&r), (0, 2, 0, 0));
+    let r = store
+        .push_sales(p, batch("s3", vec![sold_by("a", 1, "h2"), line("b", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&r), (0, 0, 2, 0));
+    let e = events(&store).await;
+    assert_eq!(e.len(), 2);
+    let moved = &e[1].changes;
+    assert_eq!(moved[0].previous.as_ref().unwrap().household_ref, "");
+    assert_eq!(moved[0].current.as_ref().unwrap().household_ref, "h2");
+    assert_eq!(moved[1].previous.as_ref().unwrap().household_ref, "h1");
+    assert_eq!(moved[1].current.as_ref().unwrap().household_ref, "");
+    let held: Vec<(String, Option<String>)> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_as(
+            "SELECT record_id, household_ref FROM sales_records WHERE partner = 'voso' ORDER BY record_id",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        held,
+        vec![("a".into(), Some("h2".into())), ("b".into(), None)]
+    );
+    // A line stored before the column existed (NULL) re-sent without the field: unchanged.
+    let r = store
+        .push_sales(p, batch("s4", vec![line("b", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&r), (0, 1, 0, 0));
+    // Too long: rejected with the field named, the held line untouched.
+    let r = store
+        .push_sales(p, batch("s5", vec![sold_by("b", 2, &"x".repeat(65))]))
+        .await
+        .unwrap();
+    assert_eq!(counts(&r), (0, 0, 0, 1));
+    assert_eq!(r.rejections[0].field, "household_ref");
+    assert_eq!(events(&store).await.len(), 2);
+
+    // Households: absent, then reported, then the same (read back from the flag column on
+    // each backend), then changed, then absent again.
+    for (id, listed, digital, expect) in [
+        ("o1", None, None, (1, 0, 0, 0)),
+        ("o2", None, None, (0, 1, 0, 0)),
+        ("o3", Some(5), Some(true), (0, 0, 1, 0)),
+        ("o4", Some(5), Some(true), (0, 1, 0, 0)),
+        ("o5", Some(5), Some(false), (0, 0, 1, 0)),
+        ("o6", Some(5), Some(false), (0, 1, 0, 0)),
+        ("o7", Some(0), None, (0, 0, 1, 0)),
+        ("o8", Some(100_001), None, (0, 0, 0, 1)),
+    ] {
+        let r = store
+            .push_onboarding(p, onboarding(id, listed, digital))
+            .await
+            .unwrap();
+        assert_eq!(counts(&r), expect, "{id}");
+        if expect.3 == 1 {
+            assert_eq!(r.rejections[0].field, "listed_products");
+        }
+    }
+    let e = household_events(&store).await;
+    let figures: Vec<_> = e
+        .iter()
+        .map(|e| {
+            let c = &e.changes[0];
+            let f = |f: &Option<pb::HouseholdFigures>| {
+                f.as_ref()
+                    .map(|f| (f.listed_products, f.has_digital_address))
+            };
+            (f(&c.previous), f(&c.current))
+        })
+        .collect();
+    assert_eq!(
+        figures,
+        vec![
+            (None, Some((None, None))),
+            (Some((None, None)), Some((Some(5), Some(true)))),
+            (Some((Some(5), Some(true))), Some((Some(5), Some(false)))),
+            (Some((Some(5), Some(false))), Some((Some(0), None))),
+        ]
+    );
+    assert_eq!(store.held_totals(p).await.unwrap().households, 1);
+}
+
+#[tokio::test]
+async fn household_fields_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mp_household_fields", household_fields).await;
 }
 
 #[tokio::test]

@@ -279,7 +279,9 @@ mod tests {
             assert_eq!(Period::parse(id).unwrap().to_string(), id);
         }
         assert_eq!(Period::parse(" 202611 ").unwrap().to_string(), "202611");
-        for bad in ["", "2026-11", "202613", "202600", "2026Q5", "2026q4", "20261", "2020", "Năm2026"] {
+        for bad in [
+            "", "2026-11", "202613", "202600", "2026Q5", "2026q4", "20261", "2020", "Năm2026",
+        ] {
             let err = Period::parse(bad).unwrap_err();
             assert!(err.contains("period"), "{bad}: {err}");
         }
@@ -314,22 +316,48 @@ mod tests {
         let jan = Period::parse("202601").unwrap();
         assert_eq!(jan.previous().to_string(), "202512");
         assert_eq!(jan.previous().next(), jan);
-        assert_eq!(Period::parse("2026Q1").unwrap().previous().to_string(), "2025Q4");
+        assert_eq!(
+            Period::parse("2026Q1").unwrap().previous().to_string(),
+            "2025Q4"
+        );
         let today = date!(2026 - 12 - 02);
-        assert_eq!(Period::latest_open(PeriodType::Month, today).unwrap().to_string(), "202611");
-        assert_eq!(Period::latest_open(PeriodType::Quarter, today).unwrap().to_string(), "2026Q3");
-        assert_eq!(Period::latest_open(PeriodType::Year, today).unwrap().to_string(), "2025");
+        assert_eq!(
+            Period::latest_open(PeriodType::Month, today)
+                .unwrap()
+                .to_string(),
+            "202611"
+        );
+        assert_eq!(
+            Period::latest_open(PeriodType::Quarter, today)
+                .unwrap()
+                .to_string(),
+            "2026Q3"
+        );
+        assert_eq!(
+            Period::latest_open(PeriodType::Year, today)
+                .unwrap()
+                .to_string(),
+            "2025"
+        );
         assert!(Period::parse("202506").unwrap().before_merger());
         assert!(!Period::parse("202507").unwrap().before_merger());
         assert!(!Period::parse("2025Q2").unwrap().next().before_merger());
         assert!(Period::parse("2025Q2").unwrap().before_merger());
-        assert!(Period::parse("202611").unwrap().contains(date!(2026 - 11 - 15)));
+        assert!(Period::parse("202611")
+            .unwrap()
+            .contains(date!(2026 - 11 - 15)));
     }
 
     #[test]
     fn vietnam_days_start_at_17_utc() {
-        assert_eq!(vietnam_today(datetime!(2026-11-30 16:59 UTC)), date!(2026 - 11 - 30));
-        assert_eq!(vietnam_today(datetime!(2026-11-30 17:00 UTC)), date!(2026 - 12 - 01));
+        assert_eq!(
+            vietnam_today(datetime!(2026-11-30 16:59 UTC)),
+            date!(2026 - 11 - 30)
+        );
+        assert_eq!(
+            vietnam_today(datetime!(2026-11-30 17:00 UTC)),
+            date!(2026 - 12 - 01)
+        );
         assert_eq!(vietnam_date_of_ms(0), date!(1970 - 01 - 01));
     }
 }

@@ -1,0 +1,104 @@
+//! The household indicators' figures, read from the rollups the consumer keeps of the partner
+//! protocol's household fields (`household_trading`, `household_stock_daily`): distinct
+//! trading households in a month, and the listed-products and digital-address stocks at a
+//! month's end, by province. The indicator read model turns them into figures.
+//!
+//! A household is the partner's key, so "distinct" means distinct per (partner,
+//! household_ref); a province's figure sums the partners. Every function answers `Ok(None)`
+//! for a period that is not a month (these facts are monthly).
+
+use std::collections::BTreeMap;
+
+use agriportal_platform::period::{Period, PeriodType};
+use agriportal_platform::{with_db, Result};
+
+use crate::store::SqlStore as Store;
+
+/// A province and one figure of it.
+#[derive(sqlx::FromRow)]
+struct ProvinceCount {
+    province_code: String,
+    n: i64,
+}
+
+/// A province's stock and how many households reported it.
+#[derive(sqlx::FromRow)]
+struct ProvinceStock {
+    province_code: String,
+    total: i64,
+    reporting: i64,
+}
+
+/// Province code → distinct households (per partner) with at least one sales line in `month`.
+/// A province with none is absent. `Ok(None)` only if `month` is not a month.
+pub async fn trading_households(
+    store: &Store,
+    month: Period,
+) -> Result<Option<BTreeMap<String, i64>>> {
+    if month.kind() != PeriodType::Month {
+        return Ok(None);
+    }
+    // `lines > 0`: a count is zero once every line was moved away, and may be negative while
+    // a correction waits for the line it corrects; neither household trades.
+    let rows: Vec<ProvinceCount> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_as(
+            "SELECT province_code, COUNT(*) AS n FROM household_trading \
+             WHERE month = $1 AND lines > 0 GROUP BY province_code",
+        )
+        .bind(month.to_string())
+        .fetch_all(pool)
+        .await?
+    });
+    Ok(Some(
+        rows.into_iter().map(|r| (r.province_code, r.n)).collect(),
+    ))
+}
+
+/// Province code → products listed by the households registered up to the end of `month`, as
+/// they last reported. A province where no such household reported the figure is absent (a
+/// present 0 is a reported zero). `Ok(None)` only if `month` is not a month.
+pub async fn listed_products(
+    store: &Store,
+    month: Period,
+) -> Result<Option<BTreeMap<String, i64>>> {
+    stock(store, month, "listed_products", "listed_reporting").await
+}
+
+/// Province code → households registered up to the end of `month` that have a digital
+/// address, as they last reported. A province where no such household said either way is
+/// absent. `Ok(None)` only if `month` is not a month.
+pub async fn digital_address_households(
+    store: &Store,
+    month: Period,
+) -> Result<Option<BTreeMap<String, i64>>> {
+    stock(store, month, "digital_households", "digital_reporting").await
+}
+
+/// A stock at the end of `month`: the sum over registration days up to its last day.
+async fn stock(
+    store: &Store,
+    month: Period,
+    column: &'static str,
+    reporting: &'static str,
+) -> Result<Option<BTreeMap<String, i64>>> {
+    if month.kind() != PeriodType::Month {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT province_code, CAST(SUM({column}) AS BIGINT) AS total, \
+         CAST(SUM({reporting}) AS BIGINT) AS reporting FROM household_stock_daily \
+         WHERE day <= $1 GROUP BY province_code"
+    );
+    let rows: Vec<ProvinceStock> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_as(&sql)
+            .bind(month.end().to_string())
+            .fetch_all(pool)
+            .await?
+    });
+    Ok(Some(
+        rows.into_iter()
+            .filter(|r| r.reporting > 0)
+            .map(|r| (r.province_code, r.total))
+            .collect(),
+    ))
+}
