@@ -81,6 +81,9 @@ fn cell(text: &str) -> String {
 /// Reads an import file's text: the lines, and those that could not be read. The error is for
 /// the whole file (no header, a missing column, too many lines).
 pub fn parse(text: &str) -> Result<(Vec<Line>, Vec<BadLine>), String> {
+    // The reader counts lines by their `\n` but starts a record after the `\r` of a CRLF,
+    // which would number every line of an Excel file one too low.
+    let text = text.replace("\r\n", "\n");
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
