@@ -10,6 +10,7 @@ mod authz;
 mod binary;
 mod browser;
 mod deploy;
+mod indicators;
 mod flow;
 mod kit;
 mod reconcile;
