@@ -17,7 +17,7 @@ use tonic::Code;
 use crate::abuse::channel;
 use crate::support::{spawn_app, Mode, TestApp};
 
-type Client = IndicatorsClient<InterceptedService<Channel, Caller>>;
+pub(crate) type Client = IndicatorsClient<InterceptedService<Channel, Caller>>;
 
 pub(crate) async fn client(app: &TestApp, token: Option<&str>) -> Client {
     let credential = token.map_or(Credential::None, |t| Credential::Bearer(t.to_string()));
@@ -51,7 +51,10 @@ async fn wait_published(db: &Database, subject: &str, count: i64) {
             assert_eq!(sent, count, "{subject}");
             return;
         }
-        assert!(Instant::now() < deadline, "{subject}: {sent} of {count} sent");
+        assert!(
+            Instant::now() < deadline,
+            "{subject}: {sent} of {count} sent"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
