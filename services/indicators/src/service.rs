@@ -164,6 +164,10 @@ impl Reports {
         let code = province_code.trim();
         let (province, source) = match Reference::get().resolve_province(code) {
             None => return Err(unknown_province(code)),
+            // Before the merger every code, a current one too, named a pre-2025 province (each
+            // 2025 code is also the pre-2025 code of one of its parts), so history is kept per
+            // old unit and a merged province's parts never count twice.
+            Some(ProvinceMatch::Current(p)) if period.before_merger() => (p, code.to_string()),
             Some(ProvinceMatch::Current(p)) => (p, String::new()),
             Some(ProvinceMatch::Merged(p)) if period.before_merger() => (p, code.to_string()),
             Some(ProvinceMatch::Merged(p)) => {

@@ -452,7 +452,7 @@ async fn merged(db: Database) {
     let r = service(db).await;
     let a = admin();
     // History under the two pre-2025 provinces that merged into Hồ Chí Minh City.
-    for (code, value) in [("74", "100"), ("77", "50"), ("74", "120")] {
+    for (code, value) in [("74", "100"), ("77", "50"), ("74", "120"), ("79", "300")] {
         let saved = r
             .save_report(&a, save(code, "202506", vec![input("TRAINED_HH", value)]))
             .await
@@ -465,7 +465,7 @@ async fn merged(db: Database) {
         .iter()
         .map(|v| (v.source_province_code.as_str(), v.value.as_str()))
         .collect();
-    assert_eq!(units, vec![("74", "120"), ("77", "50")]);
+    assert_eq!(units, vec![("74", "120"), ("77", "50"), ("79", "300")]);
     // A province token of the new province enters its parts' history too.
     r.save_report(
         &province("79"),
@@ -473,6 +473,12 @@ async fn merged(db: Database) {
     )
     .await
     .unwrap();
+    // After the merger, a 2025 code has no source unit.
+    let later = r
+        .save_report(&a, save("79", "202507", vec![input("TRAINED_HH", "470")]))
+        .await
+        .unwrap();
+    assert_eq!(later.report.unwrap().values[0].source_province_code, "");
     // After the merger, the old code is refused with the province it became.
     let err = r
         .save_report(&a, save("74", "202507", vec![input("TRAINED_HH", "1")]))
@@ -506,7 +512,7 @@ async fn merged(db: Database) {
         .await
         .unwrap();
     assert!(result.rejections.is_empty(), "{:?}", result.rejections);
-    assert_eq!((result.lines, result.saved), (3, 3));
+    assert_eq!((result.lines, result.saved), (4, 4));
     assert_eq!(r.store().values("79", "202506", 1).await.unwrap(), {
         let mut v = values.clone();
         v.insert(
