@@ -159,12 +159,23 @@ fn decimals(value: Decimal) -> u32 {
     value.normalize().scale()
 }
 
+/// `text` as messages quote it: at most 40 characters, so a huge input never makes a huge
+/// answer.
+pub fn quote(text: &str) -> String {
+    if text.chars().count() <= 40 {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    }
+}
+
 /// Checks one value of `indicator` against its rule and returns it as canonical decimal text
 /// (trailing zeros after the point dropped), or the reason it is refused.
 pub fn check_value(indicator: &pb::Indicator, text: &str) -> Result<String, String> {
     let code = &indicator.code;
-    let text = text.trim();
-    let Some(value) = parse_decimal(text) else {
+    let raw = text.trim();
+    let text = quote(raw);
+    let Some(value) = parse_decimal(raw) else {
         let hint = if text.contains(',') {
             "; write decimals with a point and no thousands separator (1234 or 12.5)"
         } else {
@@ -458,6 +469,8 @@ mod tests {
             .unwrap_err()
             .contains("not a number"));
         assert!(check_value(&hh, "").unwrap_err().contains("not a number"));
+        let huge = check_value(&hh, &"9".repeat(100_000)).unwrap_err();
+        assert!(huge.len() < 200, "{huge}");
     }
 
     #[test]

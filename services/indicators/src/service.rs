@@ -64,6 +64,13 @@ fn require_admin(claims: &Claims, rpc: &str) -> Result<()> {
 }
 
 fn parse_period(text: &str) -> Result<Period> {
+    // Period ids are short; a long text is quoted shortened rather than echoed whole.
+    if text.trim().len() > 16 {
+        return Err(Error::invalid(format!(
+            "period \"{}\" is not a period id: write a month as 202611, a quarter as 2026Q4 or a year as 2026",
+            domain::quote(text.trim())
+        )));
+    }
     Period::parse(text).map_err(Error::invalid)
 }
 
@@ -297,7 +304,10 @@ impl Reports {
         value: &str,
     ) -> std::result::Result<Option<String>, String> {
         let indicator = catalogue.get(code).ok_or_else(|| {
-            format!("unknown indicator \"{code}\": see ListIndicators for the catalogue's codes")
+            format!(
+                "unknown indicator \"{}\": see ListIndicators for the catalogue's codes",
+                domain::quote(code)
+            )
         })?;
         domain::check_reportable(indicator, period)?;
         match value.trim() {
@@ -1008,6 +1018,7 @@ impl Reports {
 }
 
 fn unknown_province(code: &str) -> Error {
+    let code = domain::quote(code);
     Error::invalid(format!(
         "unknown province code \"{code}\": use one of the 34 codes since 1 July 2025 (or a \
          pre-2025 code for periods before then)"
