@@ -255,3 +255,21 @@ async fn targets(db: Database) {
 async fn targets_are_set_replaced_and_removed_with_events() {
     testing::each_backend::<Indicators, _, _>("indicators_targets", targets).await;
 }
+
+async fn replicas(db: Database) {
+    // Two replicas starting at once, each with its own pool handle.
+    let one = Store::new(db.clone(), Outbox::detached());
+    let two = Store::new(db, Outbox::detached());
+    let seed = parse_catalogue(CATALOGUE_CSV).unwrap();
+    let (a, b) = tokio::join!(one.seed_catalogue(&seed), two.seed_catalogue(&seed));
+    assert_eq!(a.unwrap() + b.unwrap(), 18);
+    assert_eq!(
+        subjects(&one, "indicators.catalogue_changed").await.len(),
+        18
+    );
+}
+
+#[tokio::test]
+async fn replicas_seeding_at_once_publish_each_indicator_once() {
+    testing::each_backend::<Indicators, _, _>("indicators_replicas", replicas).await;
+}
