@@ -173,7 +173,6 @@ impl Simulator {
                     categories: (0..n)
                         .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
                         .collect(),
-                    ..Default::default()
                 }
             })
             .collect();
@@ -205,7 +204,6 @@ impl Simulator {
                     quantity_grams: grams,
                     value_vnd: grams * price_per_kg / 1000,
                     orders: self.rng.random_range(1..200),
-                    ..Default::default()
                 }
             })
             .collect();
