@@ -141,27 +141,4 @@ impl dashboard_server::Dashboard for GrpcAdapter {
                 .collect(),
         }))
     }
-
-    // TEMP: the indicator rpcs belong to the gateway's indicator read model, built on another
-    // branch; until it merges they answer UNIMPLEMENTED so this branch compiles.
-    async fn list_indicator_progress(
-        &self,
-        _request: Request<pb::ListIndicatorProgressRequest>,
-    ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
-        Err(Status::unimplemented("indicator progress is not served yet"))
-    }
-
-    async fn get_indicator_progress(
-        &self,
-        _request: Request<pb::GetIndicatorProgressRequest>,
-    ) -> Result<Response<pb::IndicatorProgress>, Status> {
-        Err(Status::unimplemented("indicator progress is not served yet"))
-    }
-
-    async fn get_completeness(
-        &self,
-        _request: Request<pb::GetCompletenessRequest>,
-    ) -> Result<Response<pb::Completeness>, Status> {
-        Err(Status::unimplemented("completeness is not served yet"))
-    }
 }
