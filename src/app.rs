@@ -12,6 +12,7 @@ pub fn registry() -> Registry {
     Registry::new()
         .with::<agriportal_marketplace::Marketplace>()
         .with::<agriportal_gateway::Gateway>()
+        .with::<agriportal_indicators::Indicators>()
         .with::<agriportal_web::Web>()
 }
 

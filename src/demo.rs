@@ -1,6 +1,9 @@
 //! `up --demo`: both partners push realistic onboarding and sales data for all 34 provinces
 //! through the real gRPC API, first a backfill of history, then a live trickle with the
 //! occasional correction and re-sent batch, so a new user sees a living dashboard at once.
+//! Beside them, the provinces' indicator reports of the last four months are seeded through
+//! the Indicators API with province and admin tokens ([`seed_reports`]), so the chase list and
+//! the review queue show something at once.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +20,10 @@ use time::Date;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{partner_client, PartnerClient};
+use agriportal_platform::client::{self as kit_client, ClientOptions, Credential, PeerChannel};
+use agriportal_platform::period::{vietnam_today, Period, PeriodType};
+use agriportal_proto::indicators::v1 as ipb;
+use agriportal_proto::indicators::v1::indicators_client::IndicatorsClient;
 
 /// Households each partner registers in the backfill.
 const BACKFILL_HOUSEHOLDS: usize = 60_000;
@@ -46,6 +53,25 @@ pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> a
             }
         });
     }
+    let (admin, _) = auth.mint(Role::Admin, Duration::from_secs(86_400))?;
+    let mut provinces = Vec::new();
+    for p in Reference::get().provinces() {
+        let role = Role::Province {
+            province: p.code.clone(),
+        };
+        let (token, _) = auth.mint(role, Duration::from_secs(86_400))?;
+        provinces.push((p.code.clone(), token));
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            result = seed_reports(addr, &admin, &provinces) => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "demo reports not seeded");
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+    });
     Ok(())
 }
 
@@ -279,4 +305,211 @@ async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<PartnerClient>
             Err(err) => return Err(err),
         }
     }
+}
+
+/// A client of the Indicators service with `token`.
+fn indicators(addr: SocketAddr, token: &str) -> anyhow::Result<IndicatorsClient<PeerChannel>> {
+    let options = ClientOptions {
+        deadline: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
+    let channel = kit_client::connect(
+        &addr.to_string(),
+        Credential::Bearer(token.to_string()),
+        options,
+    )?;
+    Ok(IndicatorsClient::new(channel))
+}
+
+/// What a province's report of one period ends up as in the demo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Missing,
+    Draft,
+    Submitted,
+    Returned,
+    Approved,
+}
+
+/// Seeds the provinces' reports of the last four months (and the latest quarter) and the 2026
+/// national targets, through the Indicators API as the provinces and the central working group
+/// would enter them: most older reports approved, the latest month a mix of submitted,
+/// returned, draft and missing ones. Skipped when any report exists, so restarts and a second
+/// `up --demo` on the same data change nothing. Reports are submitted now, so the older
+/// months' submissions count as late.
+pub async fn seed_reports(
+    addr: SocketAddr,
+    admin_token: &str,
+    provinces: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut admin = indicators(addr, admin_token)?;
+    // The server starts beside this task: wait for it.
+    let mut wait = Duration::from_millis(100);
+    let catalogue = loop {
+        match admin.list_indicators(ipb::ListIndicatorsRequest {}).await {
+            Ok(list) => break list.into_inner().indicators,
+            Err(status) if wait < Duration::from_secs(10) => {
+                tracing::debug!(%status, "waiting for the indicators service");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    let existing = admin
+        .list_reports(ipb::ListReportsRequest::default())
+        .await?
+        .into_inner();
+    if !existing.reports.is_empty() {
+        tracing::info!("demo reports already seeded");
+        return Ok(());
+    }
+    for indicator in catalogue.iter().filter(|i| !i.national_target.is_empty()) {
+        admin
+            .set_target(ipb::SetTargetRequest {
+                indicator_code: indicator.code.clone(),
+                year: 2026,
+                province_code: String::new(),
+                value: indicator.national_target.clone(),
+            })
+            .await?;
+    }
+    let reported = |kind: ipb::PeriodType| -> Vec<ipb::Indicator> {
+        catalogue
+            .iter()
+            .filter(|i| i.source() == ipb::Source::Province && i.period_type() == kind)
+            .cloned()
+            .collect()
+    };
+    let monthly = reported(ipb::PeriodType::Month);
+    let quarterly = reported(ipb::PeriodType::Quarter);
+    let today = vietnam_today(time::OffsetDateTime::now_utc());
+    let latest = Period::latest_open(PeriodType::Month, today)
+        .ok_or_else(|| anyhow::anyhow!("no open month"))?;
+    let months = [
+        latest.previous().previous().previous(),
+        latest.previous().previous(),
+        latest.previous(),
+        latest,
+    ];
+    let quarter = Period::latest_open(PeriodType::Quarter, today)
+        .ok_or_else(|| anyhow::anyhow!("no open quarter"))?;
+    let mut rng = StdRng::seed_from_u64(1034);
+    let mut seeded = 0usize;
+    for (code, token) in provinces {
+        let mut province = indicators(addr, token)?;
+        // Each province's size scales its figures; stocks grow month by month.
+        let size: f64 = rng.random_range(0.3..2.0);
+        for (step, month) in months.iter().enumerate() {
+            let newest = *month == latest;
+            let fate = match rng.random_range(0..100) {
+                n if !newest && n < 88 => Fate::Approved,
+                n if !newest && n < 94 => Fate::Submitted,
+                _ if !newest => Fate::Missing,
+                n if n < 15 => Fate::Approved,
+                n if n < 45 => Fate::Submitted,
+                n if n < 55 => Fate::Returned,
+                n if n < 75 => Fate::Draft,
+                _ => Fate::Missing,
+            };
+            let growth = 1.0 + 0.04 * step as f64;
+            let values = monthly
+                .iter()
+                .map(|i| demo_value(&mut rng, i, size * growth))
+                .collect();
+            seeded += 1;
+            enact(
+                &mut province,
+                &mut admin,
+                code,
+                &month.to_string(),
+                values,
+                fate,
+            )
+            .await?;
+        }
+        let fate = if rng.random_bool(0.85) {
+            Fate::Approved
+        } else {
+            Fate::Submitted
+        };
+        let values = quarterly
+            .iter()
+            .map(|i| demo_value(&mut rng, i, size))
+            .collect();
+        enact(
+            &mut province,
+            &mut admin,
+            code,
+            &quarter.to_string(),
+            values,
+            fate,
+        )
+        .await?;
+    }
+    tracing::info!(reports = seeded, "demo indicator reports seeded");
+    Ok(())
+}
+
+/// A plausible value of `indicator` for a province of relative `size`.
+fn demo_value(rng: &mut StdRng, indicator: &ipb::Indicator, size: f64) -> ipb::ValueInput {
+    let value = match (indicator.value_type(), indicator.code.as_str()) {
+        (ipb::ValueType::Percent, _) => format!("{:.1}", rng.random_range(35.0..97.0f64)),
+        (_, "TRAINING_SESSIONS") => format!("{}", (rng.random_range(4.0..30.0) * size) as i64),
+        (_, "EPAY_HH") => format!("{}", (rng.random_range(20_000.0..40_000.0) * size) as i64),
+        _ => format!("{}", (rng.random_range(3_000.0..9_000.0) * size) as i64),
+    };
+    ipb::ValueInput {
+        indicator_code: indicator.code.clone(),
+        value,
+        comment: String::new(),
+    }
+}
+
+/// Brings one report to `fate`: the province saves (and submits), the admin reviews.
+async fn enact(
+    province: &mut IndicatorsClient<PeerChannel>,
+    admin: &mut IndicatorsClient<PeerChannel>,
+    code: &str,
+    period: &str,
+    values: Vec<ipb::ValueInput>,
+    fate: Fate,
+) -> anyhow::Result<()> {
+    if fate == Fate::Missing {
+        return Ok(());
+    }
+    province
+        .save_report(ipb::SaveReportRequest {
+            province_code: code.to_string(),
+            period: period.to_string(),
+            values,
+        })
+        .await?;
+    if fate == Fate::Draft {
+        return Ok(());
+    }
+    let reference = ipb::ReportRef {
+        province_code: code.to_string(),
+        period: period.to_string(),
+    };
+    province.submit_report(reference).await?;
+    let review = |comment: &str| ipb::ReviewRequest {
+        province_code: code.to_string(),
+        period: period.to_string(),
+        comment: comment.to_string(),
+    };
+    match fate {
+        Fate::Approved => {
+            admin.approve_report(review("")).await?;
+        }
+        Fate::Returned => {
+            admin
+                .return_report(review(
+                    "Số hộ được đào tạo tăng bất thường so với tháng trước: đề nghị kiểm tra lại",
+                ))
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

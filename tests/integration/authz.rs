@@ -4,7 +4,9 @@
 //!
 //! By design the dashboards (gRPC `Dashboard`, the HTTP API and page), health, metrics and
 //! reflection are public: they carry aggregate figures meant for "dashboards, ours and
-//! others'". Only the ingest rpcs need a credential, and only a partner's.
+//! others'". The ingest rpcs need a partner's credential; the indicators service needs a
+//! signed-in caller for its catalogue and targets, a province's or the central working group's
+//! for reports (a province its own only), and an admin's for review, targets and the catalogue.
 
 use std::fmt;
 use std::time::Duration;
@@ -13,10 +15,12 @@ use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::client::{Caller, Credential};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::gateway::v1 as gpb;
+use agriportal_proto::indicators::v1 as pb_ind;
 use agriportal_proto::marketplace::v1 as pb;
 use tonic::Code;
 
 use crate::abuse::{channel, raw_unary, stored};
+use crate::indicators::{client as indicators_client, open_month, Client as IndicatorsTestClient};
 use crate::support::{spawn_app, Mode, TestApp};
 
 /// Who calls.
@@ -84,6 +88,43 @@ enum Rpc {
     GetTimeSeries,
     HealthCheck,
     ListServices,
+    ListIndicators,
+    ListTargets,
+    SaveIndicator,
+    SetTarget,
+    SaveReport,
+    ImportReport,
+    ExportReport,
+    GetReport,
+    ListReports,
+    GetCompleteness,
+    SubmitReport,
+    ApproveReport,
+    ReturnReport,
+    ReopenReport,
+}
+
+impl Rpc {
+    /// Whether the rpc is the indicators service's.
+    fn is_indicators(self) -> bool {
+        matches!(
+            self,
+            Rpc::ListIndicators
+                | Rpc::ListTargets
+                | Rpc::SaveIndicator
+                | Rpc::SetTarget
+                | Rpc::SaveReport
+                | Rpc::ImportReport
+                | Rpc::ExportReport
+                | Rpc::GetReport
+                | Rpc::ListReports
+                | Rpc::GetCompleteness
+                | Rpc::SubmitReport
+                | Rpc::ApproveReport
+                | Rpc::ReturnReport
+                | Rpc::ReopenReport
+        )
+    }
 }
 
 /// Ingest: partners only; a credential that is missing, revoked, expired or not ours is
@@ -111,9 +152,32 @@ const ADMIN_ONLY: [Outcome; 8] = [
 ];
 /// Public: whoever calls, with whatever credential (it is not looked at).
 const PUBLIC: [Outcome; 8] = [OK; 8];
+/// The indicator catalogue and targets: the plan's public figures, for any signed-in caller.
+const SIGNED_IN: [Outcome; 8] = [
+    UNAUTHENTICATED, // nobody
+    OK,              // postmart
+    OK,              // voso
+    OK,              // province officer
+    OK,              // admin
+    UNAUTHENTICATED, // revoked
+    UNAUTHENTICATED, // expired
+    UNAUTHENTICATED, // signed with another key
+];
+/// Reporting: provinces (their own province) and the central working group; never partners.
+const REPORTING: [Outcome; 8] = [
+    UNAUTHENTICATED, // nobody
+    DENIED,          // postmart
+    DENIED,          // voso
+    OK,              // province officer
+    OK,              // admin
+    UNAUTHENTICATED, // revoked
+    UNAUTHENTICATED, // expired
+    UNAUTHENTICATED, // signed with another key
+];
 
-/// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote.
-const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 10] = [
+/// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote, the
+/// indicator reads and `SubmitReport` the reports `SaveReport` and `ImportReport` wrote.
+const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 24] = [
     (Rpc::PushSales, INGEST),
     (Rpc::PushOnboarding, INGEST),
     (Rpc::GetBatch, INGEST),
@@ -124,6 +188,20 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 10] = [
     (Rpc::GetTimeSeries, PUBLIC),
     (Rpc::HealthCheck, PUBLIC),
     (Rpc::ListServices, PUBLIC),
+    (Rpc::ListIndicators, SIGNED_IN),
+    (Rpc::ListTargets, SIGNED_IN),
+    (Rpc::SaveIndicator, ADMIN_ONLY),
+    (Rpc::SetTarget, ADMIN_ONLY),
+    (Rpc::SaveReport, REPORTING),
+    (Rpc::ImportReport, REPORTING),
+    (Rpc::ExportReport, REPORTING),
+    (Rpc::GetReport, REPORTING),
+    (Rpc::ListReports, REPORTING),
+    (Rpc::GetCompleteness, REPORTING),
+    (Rpc::SubmitReport, REPORTING),
+    (Rpc::ApproveReport, ADMIN_ONLY),
+    (Rpc::ReturnReport, ADMIN_ONLY),
+    (Rpc::ReopenReport, ADMIN_ONLY),
 ];
 
 /// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
@@ -336,13 +414,190 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
                 "agriportal.marketplace.v1.MarketplaceIngest",
                 "agriportal.marketplace.v1.MarketplaceAudit",
                 "agriportal.gateway.v1.Dashboard",
+                "agriportal.indicators.v1.Indicators",
                 "grpc.health.v1.Health",
             ] {
                 assert!(text.contains(service), "{who}: {text:?}");
             }
         }
+        _ => indicators_call(app, rpc, who, token).await?,
     }
     Ok(())
+}
+
+/// The report a caller works on: the province officer's own (Hồ Chí Minh City), the admin's
+/// another province's, so the two never meet in one report's workflow.
+fn report_of(who: Who) -> pb_ind::ReportRef {
+    let province = if who == Who::Admin { "01" } else { "79" };
+    pb_ind::ReportRef {
+        province_code: province.into(),
+        period: open_month(),
+    }
+}
+
+fn value(code: &str, value: &str) -> pb_ind::ValueInput {
+    pb_ind::ValueInput {
+        indicator_code: code.into(),
+        value: value.into(),
+        comment: String::new(),
+    }
+}
+
+/// An indicators rpc as `who`. The admin's review rows first bring a report of their own (a
+/// province no other row uses) to the state the rpc needs.
+async fn indicators_call(
+    app: &TestApp,
+    rpc: Rpc,
+    who: Who,
+    token: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let mut c = indicators_client(app, token).await;
+    let mine = report_of(who);
+    let review = |province: &str| pb_ind::ReviewRequest {
+        province_code: province.into(),
+        period: open_month(),
+        comment: "authz".into(),
+    };
+    let to_review = |province: &str| pb_ind::ReportRef {
+        province_code: province.into(),
+        period: open_month(),
+    };
+    async fn prepare(c: &mut IndicatorsTestClient, r: &pb_ind::ReportRef) {
+        c.save_report(pb_ind::SaveReportRequest {
+            province_code: r.province_code.clone(),
+            period: r.period.clone(),
+            values: vec![value("TRAINED_HH", "7")],
+        })
+        .await
+        .expect("save");
+        c.submit_report(r.clone()).await.expect("submit");
+    }
+    match rpc {
+        Rpc::ListIndicators => {
+            let list = c
+                .list_indicators(pb_ind::ListIndicatorsRequest {})
+                .await?
+                .into_inner();
+            assert_eq!(list.indicators.len(), 18, "{who}");
+        }
+        Rpc::ListTargets => {
+            c.list_targets(pb_ind::ListTargetsRequest::default())
+                .await?;
+        }
+        Rpc::SaveIndicator => {
+            let mut indicator = app_indicator(app, "TRAINED_HH").await;
+            indicator.name_en = "Households trained in digital skills".into();
+            let saved = c
+                .save_indicator(pb_ind::SaveIndicatorRequest {
+                    indicator: Some(indicator),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(saved.revision, 2, "{who}");
+        }
+        Rpc::SetTarget => {
+            c.set_target(pb_ind::SetTargetRequest {
+                indicator_code: "TRAINED_HH".into(),
+                year: 2026,
+                province_code: String::new(),
+                value: "1000000".into(),
+            })
+            .await?;
+        }
+        Rpc::SaveReport => {
+            let saved = c
+                .save_report(pb_ind::SaveReportRequest {
+                    province_code: mine.province_code.clone(),
+                    period: mine.period.clone(),
+                    values: vec![value("TRAINED_HH", "12")],
+                })
+                .await?
+                .into_inner();
+            assert!(saved.rejections.is_empty(), "{who}: {saved:?}");
+        }
+        Rpc::ImportReport => {
+            let file = format!(
+                "province_code,period,indicator_code,value\n{},{},EPAY_HH,5\n",
+                mine.province_code, mine.period
+            );
+            let result = c
+                .import_report(pb_ind::ImportReportRequest {
+                    content: file.into_bytes(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(result.stored, "{who}: {result:?}");
+        }
+        Rpc::ExportReport => {
+            let file = c.export_report(mine.clone()).await?.into_inner();
+            assert!(file.content.starts_with(b"\xEF\xBB\xBF"), "{who}");
+        }
+        Rpc::GetReport => {
+            let report = c.get_report(mine.clone()).await?.into_inner();
+            assert_eq!(report.values.len(), 2, "{who}: {report:?}");
+        }
+        Rpc::ListReports => {
+            let list = c
+                .list_reports(pb_ind::ListReportsRequest::default())
+                .await?
+                .into_inner();
+            let expected = if who == Who::Admin { 2 } else { 1 };
+            assert_eq!(list.reports.len(), expected, "{who}: {list:?}");
+        }
+        Rpc::GetCompleteness => {
+            let list = c
+                .get_completeness(pb_ind::GetCompletenessRequest {
+                    period: open_month(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(list.provinces.len(), 34, "{who}");
+        }
+        Rpc::SubmitReport => {
+            let report = c.submit_report(mine.clone()).await?.into_inner();
+            assert_eq!(report.state(), pb_ind::ReportState::Submitted, "{who}");
+        }
+        Rpc::ApproveReport => {
+            if who == Who::Admin {
+                prepare(&mut c, &to_review("04")).await;
+            }
+            let report = c.approve_report(review("04")).await?.into_inner();
+            assert_eq!(report.state(), pb_ind::ReportState::Approved, "{who}");
+        }
+        Rpc::ReturnReport => {
+            if who == Who::Admin {
+                prepare(&mut c, &to_review("08")).await;
+            }
+            let report = c.return_report(review("08")).await?.into_inner();
+            assert_eq!(report.state(), pb_ind::ReportState::Returned, "{who}");
+        }
+        Rpc::ReopenReport => {
+            if who == Who::Admin {
+                prepare(&mut c, &to_review("11")).await;
+                c.approve_report(review("11")).await.expect("approve");
+            }
+            let report = c.reopen_report(review("11")).await?.into_inner();
+            assert_eq!(report.version, 2, "{who}");
+        }
+        _ => unreachable!("{rpc:?} is not an indicators rpc"),
+    }
+    Ok(())
+}
+
+/// An indicator of the catalogue, read with an admin token.
+async fn app_indicator(app: &TestApp, code: &str) -> pb_ind::Indicator {
+    let token = app.token(Role::Admin);
+    indicators_client(app, Some(&token))
+        .await
+        .list_indicators(pb_ind::ListIndicatorsRequest {})
+        .await
+        .expect("catalogue")
+        .into_inner()
+        .indicators
+        .into_iter()
+        .find(|i| i.code == code)
+        .expect("indicator")
 }
 
 async fn matrix(mode: Mode) {
@@ -369,7 +624,7 @@ async fn matrix(mode: Mode) {
                         assert!(named, "{rpc:?} as {who}: {why}");
                     }
                     if status.code() == Code::PermissionDenied {
-                        let role = if matches!(rpc, Rpc::GetRollupCells) {
+                        let role = if matches!(rpc, Rpc::GetRollupCells) || rpc.is_indicators() {
                             "admin"
                         } else {
                             "partner"

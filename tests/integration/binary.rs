@@ -337,7 +337,7 @@ fn targets_migrate_and_events_work_through_the_binary() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["marketplace", "gateway", "web"]);
+    assert_eq!(names, ["marketplace", "gateway", "indicators", "web"]);
     let gateway = &targets["targets"][1];
     assert_eq!(gateway["calls"][0], "marketplace");
     assert_eq!(gateway["consumes"][0], "marketplace.sales_recorded");

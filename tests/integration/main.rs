@@ -12,6 +12,7 @@ mod browser;
 mod deploy;
 mod flow;
 mod household_facts;
+mod indicators;
 mod kit;
 mod reconcile;
 mod support;
