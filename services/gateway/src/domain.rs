@@ -7,6 +7,7 @@ use agriportal_platform::reference::{Partner, Reference, HOUSEHOLD_TARGET, REGIO
 use agriportal_platform::Result;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as mpb;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use time::{Date, Duration, Month};
 
@@ -653,6 +654,276 @@ pub fn bucket(query: &SeriesQuery, daily: &[(Date, i64)]) -> Vec<Point> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Indicators: values of a province, aggregation up the hierarchy, targets and progress.
+
+/// How values add up the hierarchy (the catalogue's `aggregation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    /// Sum of the provinces' values.
+    Sum,
+    /// Mean of the provinces that have a value.
+    Average,
+    /// Each province's latest value up to the period (a stock), summed.
+    Latest,
+    /// Ratio of two sums, computed at each level.
+    Ratio,
+    /// Median of the provinces that have a value.
+    Median,
+}
+
+impl Aggregation {
+    /// From the protobuf enum value (unspecified reads as a sum, the catalogue's default).
+    pub fn from_proto(value: i32) -> Aggregation {
+        use agriportal_proto::indicators::v1::Aggregation as A;
+        match A::try_from(value).unwrap_or(A::Sum) {
+            A::Average => Aggregation::Average,
+            A::Latest => Aggregation::Latest,
+            A::Ratio => Aggregation::Ratio,
+            A::Median => Aggregation::Median,
+            A::Sum | A::Unspecified => Aggregation::Sum,
+        }
+    }
+
+    /// Lower-case name, as the public API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Average => "average",
+            Aggregation::Latest => "latest",
+            Aggregation::Ratio => "ratio",
+            Aggregation::Median => "median",
+        }
+    }
+}
+
+/// Combines the values of one province's source units (pre-2025 provinces merged into it):
+/// a mean for averages, a sum otherwise (counts and stocks of the parts add up). `None` when
+/// there are none.
+pub fn combine_units(aggregation: Aggregation, units: &[Decimal]) -> Option<Decimal> {
+    match aggregation {
+        Aggregation::Average | Aggregation::Median => mean(units),
+        _ => sum(units),
+    }
+}
+
+fn sum(values: &[Decimal]) -> Option<Decimal> {
+    if values.is_empty() {
+        return None;
+    }
+    values
+        .iter()
+        .try_fold(Decimal::ZERO, |a, v| a.checked_add(*v))
+}
+
+fn mean(values: &[Decimal]) -> Option<Decimal> {
+    let n = Decimal::from(values.len());
+    sum(values)?.checked_div(n)
+}
+
+fn median(values: &[Decimal]) -> Option<Decimal> {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => sorted.get(mid).copied(),
+        _ => mean(&[*sorted.get(mid - 1)?, *sorted.get(mid)?]),
+    }
+}
+
+/// Aggregates provinces' values (those present) to one figure of a region or the nation.
+/// `Latest` sums: each province's value is already its latest. `Ratio` is not aggregated
+/// from values (see [`ratio_levels`]); here it sums, which callers never ask for.
+pub fn aggregate(aggregation: Aggregation, values: &[Decimal]) -> Option<Decimal> {
+    match aggregation {
+        Aggregation::Average => mean(values),
+        Aggregation::Median => median(values),
+        Aggregation::Sum | Aggregation::Latest | Aggregation::Ratio => sum(values),
+    }
+}
+
+/// An indicator's values at each level for one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Levels {
+    /// Province code → value, for provinces that have one.
+    pub provinces: BTreeMap<String, Decimal>,
+    /// Region → value, for regions with any province value.
+    pub regions: BTreeMap<&'static str, Decimal>,
+    /// The nation's value.
+    pub nation: Option<Decimal>,
+}
+
+/// The region of each province code, from the reference data.
+fn region_of(code: &str) -> Option<&'static str> {
+    let region = &Reference::get().province(code)?.region;
+    REGIONS.iter().copied().find(|r| *r == region.as_str())
+}
+
+/// Values up the hierarchy from the provinces' values, per `aggregation`.
+pub fn levels(aggregation: Aggregation, provinces: BTreeMap<String, Decimal>) -> Levels {
+    let mut by_region: BTreeMap<&'static str, Vec<Decimal>> = BTreeMap::new();
+    for (code, value) in &provinces {
+        if let Some(region) = region_of(code) {
+            by_region.entry(region).or_default().push(*value);
+        }
+    }
+    let regions = by_region
+        .iter()
+        .filter_map(|(r, v)| aggregate(aggregation, v).map(|a| (*r, a)))
+        .collect();
+    let all: Vec<Decimal> = provinces.values().copied().collect();
+    Levels {
+        nation: aggregate(aggregation, &all),
+        regions,
+        provinces,
+    }
+}
+
+/// `numerator ÷ denominator × 100`, two decimals; `None` for a zero denominator.
+pub fn percent(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
+    if denominator.is_zero() {
+        return None;
+    }
+    let pct = numerator
+        .checked_mul(Decimal::ONE_HUNDRED)?
+        .checked_div(denominator)?;
+    Some(round2(pct))
+}
+
+fn round2(value: Decimal) -> Decimal {
+    value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// A ratio indicator (a percentage) at each level: the ratio of the sums of the provinces that
+/// have both parts, so a province missing either part does not skew its region or the nation.
+/// A level whose denominator sums to zero has no value.
+pub fn ratio_levels(
+    numerators: &BTreeMap<String, Decimal>,
+    denominators: &BTreeMap<String, Decimal>,
+) -> Levels {
+    let mut provinces = BTreeMap::new();
+    let mut regions: BTreeMap<&'static str, (Decimal, Decimal)> = BTreeMap::new();
+    let mut nation = (Decimal::ZERO, Decimal::ZERO);
+    let mut any = false;
+    for (code, num) in numerators {
+        let Some(den) = denominators.get(code) else {
+            continue;
+        };
+        if let Some(pct) = percent(*num, *den) {
+            provinces.insert(code.clone(), pct);
+        }
+        if let Some(region) = region_of(code) {
+            let r = regions.entry(region).or_default();
+            r.0 += *num;
+            r.1 += *den;
+        }
+        nation.0 += *num;
+        nation.1 += *den;
+        any = true;
+    }
+    Levels {
+        provinces,
+        regions: regions
+            .into_iter()
+            .filter_map(|(r, (n, d))| percent(n, d).map(|p| (r, p)))
+            .collect(),
+        nation: if any {
+            percent(nation.0, nation.1)
+        } else {
+            None
+        },
+    }
+}
+
+/// Grams as tonnes, exact decimal with three decimals.
+pub fn tonnes(grams: i64) -> Decimal {
+    let exact = Decimal::from(grams) / Decimal::from(1_000_000);
+    exact.round_dp_with_strategy(3, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// `value ÷ target × 100`, two decimals, when the target is positive.
+pub fn progress_pct(value: Option<Decimal>, target: Option<Decimal>) -> Option<f64> {
+    let (value, target) = (value?, target?);
+    if target <= Decimal::ZERO {
+        return None;
+    }
+    percent(value, target).and_then(|p| p.to_string().parse().ok())
+}
+
+/// Why a figure has no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// The source service does not exist yet (Q&A).
+    NoSource,
+    /// Nothing approved for this place and period.
+    NotApproved,
+    /// The source has no data yet (marketplace facts the partner protocol does not carry yet).
+    NoData,
+}
+
+impl Missing {
+    /// The reason as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::NoSource => "no_source",
+            Missing::NotApproved => "not_approved",
+            Missing::NoData => "no_data",
+        }
+    }
+}
+
+/// A public figure: a value (approved or derived only), its target and progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// The value, exact.
+    pub value: Option<Decimal>,
+    /// The target, if one is set.
+    pub target: Option<Decimal>,
+    /// value ÷ target × 100, two decimals, when both exist and the target is positive.
+    pub progress_pct: Option<f64>,
+    /// Why there is no value.
+    pub missing: Option<Missing>,
+}
+
+impl Figure {
+    /// A figure of `value` against `target`; without a value, `missing` says why.
+    pub fn new(value: Option<Decimal>, target: Option<Decimal>, missing: Missing) -> Figure {
+        Figure {
+            progress_pct: progress_pct(value, target),
+            missing: value.is_none().then_some(missing),
+            value,
+            target,
+        }
+    }
+}
+
+/// Counts of provinces by reporting state for a period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompletenessCounts {
+    /// No report.
+    pub missing: u32,
+    /// Started, not submitted.
+    pub draft: u32,
+    /// Waiting for review.
+    pub submitted: u32,
+    /// Sent back.
+    pub returned: u32,
+    /// Approved.
+    pub approved: u32,
+    /// Submitted on time.
+    pub on_time: u32,
+    /// Overdue.
+    pub overdue: u32,
+}
+
+/// Whether a province's report is overdue: nothing awaiting review or approved (missing, a
+/// draft, or returned and not submitted again) and `today` (Vietnam) is past the deadline.
+pub fn overdue(state: &str, deadline: Date, today: Date) -> bool {
+    matches!(state, "missing" | "draft" | "returned") && today > deadline
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,6 +937,7 @@ mod tests {
             quantity_grams: grams,
             value_vnd: grams * 10,
             orders: 1,
+            ..Default::default()
         }
     }
 

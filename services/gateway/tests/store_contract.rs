@@ -59,6 +59,7 @@ fn figures(day: &str, province: &str, grams: i64) -> mpb::SalesFigures {
         quantity_grams: grams,
         value_vnd: grams * 3,
         orders: 2,
+        ..Default::default()
     }
 }
 
@@ -101,6 +102,7 @@ fn household_event(
         commune_code: String::new(),
         registered_on: "2021-12-01".into(),
         status: status as i32,
+        ..Default::default()
     };
     let event = mpb::HouseholdsRecorded {
         event_id: id.into(),
