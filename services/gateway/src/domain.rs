@@ -716,9 +716,13 @@ fn sum(values: &[Decimal]) -> Option<Decimal> {
         .try_fold(Decimal::ZERO, |a, v| a.checked_add(*v))
 }
 
+/// The mean, rounded to two decimals more than the most precise input's (at least two): an
+/// exact mean of a few values can need 28 digits, which no reader wants.
 fn mean(values: &[Decimal]) -> Option<Decimal> {
     let n = Decimal::from(values.len());
-    sum(values)?.checked_div(n)
+    let scale = values.iter().map(Decimal::scale).max().unwrap_or(0).max(2);
+    let mean = sum(values)?.checked_div(n)?;
+    Some(mean.round_dp_with_strategy(scale, RoundingStrategy::MidpointAwayFromZero))
 }
 
 fn median(values: &[Decimal]) -> Option<Decimal> {
@@ -791,8 +795,11 @@ pub fn percent(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
     Some(round2(pct))
 }
 
+/// Two decimals, always written (`12.50`): percentages are read side by side.
 fn round2(value: Decimal) -> Decimal {
-    value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+    let mut rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
 }
 
 /// A ratio indicator (a percentage) at each level: the ratio of the sums of the provinces that
@@ -838,8 +845,10 @@ pub fn ratio_levels(
 
 /// Grams as tonnes, exact decimal with three decimals.
 pub fn tonnes(grams: i64) -> Decimal {
-    let exact = Decimal::from(grams) / Decimal::from(1_000_000);
-    exact.round_dp_with_strategy(3, RoundingStrategy::MidpointAwayFromZero)
+    let mut t =
+        Decimal::new(grams, 6).round_dp_with_strategy(3, RoundingStrategy::MidpointAwayFromZero);
+    t.rescale(3);
+    t
 }
 
 /// `value ÷ target × 100`, two decimals, when the target is positive.

@@ -70,14 +70,8 @@ fn province(view: &ProvinceView) -> pb::ProvinceSummary {
 fn figure(f: &Figure) -> pb::Figure {
     pb::Figure {
         has_value: f.value.is_some(),
-        value: f
-            .value
-            .map(|v| v.normalize().to_string())
-            .unwrap_or_default(),
-        target: f
-            .target
-            .map(|v| v.normalize().to_string())
-            .unwrap_or_default(),
+        value: f.value.map(|v| v.to_string()).unwrap_or_default(),
+        target: f.target.map(|v| v.to_string()).unwrap_or_default(),
         progress_pct: f.progress_pct.unwrap_or(0.0),
         has_progress: f.progress_pct.is_some(),
         missing_reason: f
