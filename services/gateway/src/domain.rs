@@ -1101,4 +1101,116 @@ mod tests {
             .unwrap();
         assert_eq!(bucket(&q, &[]).len(), 4);
     }
+
+    fn d(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    fn provinces(values: &[(&str, &str)]) -> BTreeMap<String, Decimal> {
+        values.iter().map(|(c, v)| (c.to_string(), d(v))).collect()
+    }
+
+    #[test]
+    fn source_units_combine_by_aggregation() {
+        // Two pre-2025 provinces merged into one: counts add exactly, shares average.
+        let units = [d("0.1"), d("0.2")];
+        assert_eq!(combine_units(Aggregation::Sum, &units), Some(d("0.3")));
+        assert_eq!(combine_units(Aggregation::Latest, &units), Some(d("0.3")));
+        assert_eq!(
+            combine_units(Aggregation::Average, &[d("50"), d("75.5")])
+                .unwrap()
+                .to_string(),
+            "62.75"
+        );
+        assert_eq!(combine_units(Aggregation::Sum, &[]), None);
+    }
+
+    #[test]
+    fn provinces_aggregate_to_regions_and_the_nation() {
+        let reference = Reference::get();
+        let north = reference
+            .provinces()
+            .iter()
+            .find(|p| p.region == "north")
+            .unwrap();
+        let south = reference
+            .provinces()
+            .iter()
+            .find(|p| p.region == "south")
+            .unwrap();
+        let values = provinces(&[(&north.code, "10.5"), (&south.code, "20")]);
+        let sum = levels(Aggregation::Sum, values.clone());
+        assert_eq!(sum.nation, Some(d("30.5")));
+        assert_eq!(sum.regions.get("north"), Some(&d("10.5")));
+        assert_eq!(sum.regions.get("central"), None);
+        let avg = levels(Aggregation::Average, values.clone());
+        // The mean of the provinces that have a value, not of all 34.
+        assert_eq!(avg.nation.unwrap().to_string(), "15.25");
+        assert_eq!(
+            levels(Aggregation::Median, values)
+                .nation
+                .unwrap()
+                .to_string(),
+            "15.25"
+        );
+        assert_eq!(levels(Aggregation::Sum, BTreeMap::new()).nation, None);
+    }
+
+    #[test]
+    fn ratios_are_ratios_of_sums_at_each_level() {
+        let reference = Reference::get();
+        let north: Vec<&str> = reference
+            .provinces()
+            .iter()
+            .filter(|p| p.region == "north")
+            .map(|p| p.code.as_str())
+            .take(2)
+            .collect();
+        let num = provinces(&[(north[0], "1"), (north[1], "30")]);
+        let den = provinces(&[(north[0], "4"), (north[1], "60")]);
+        let l = ratio_levels(&num, &den);
+        assert_eq!(l.provinces[north[0]].to_string(), "25.00");
+        assert_eq!(l.provinces[north[1]].to_string(), "50.00");
+        // (1 + 30) / (4 + 60), not the mean of 25 % and 50 %.
+        assert_eq!(l.nation.unwrap().to_string(), "48.44");
+        assert_eq!(l.regions["north"].to_string(), "48.44");
+        // A zero denominator, or a missing part, gives no value rather than a wrong one.
+        let zero = ratio_levels(
+            &provinces(&[(north[0], "5")]),
+            &provinces(&[(north[0], "0")]),
+        );
+        assert_eq!((zero.nation, zero.provinces.len()), (None, 0));
+        let missing = ratio_levels(&provinces(&[(north[0], "5")]), &BTreeMap::new());
+        assert_eq!(missing.nation, None);
+    }
+
+    #[test]
+    fn tonnes_progress_and_missing_reasons() {
+        assert_eq!(tonnes(1_234_567_890).to_string(), "1234.568");
+        assert_eq!(tonnes(1_500_000).to_string(), "1.500");
+        assert_eq!(tonnes(0).to_string(), "0.000");
+        assert_eq!(
+            progress_pct(Some(d("1250000")), Some(d("5000000"))),
+            Some(25.0)
+        );
+        assert_eq!(progress_pct(Some(d("1")), Some(d("3"))), Some(33.33));
+        assert_eq!(progress_pct(Some(d("1")), Some(d("0"))), None);
+        assert_eq!(progress_pct(None, Some(d("3"))), None);
+        let f = Figure::new(None, Some(d("100")), Missing::NoSource);
+        assert_eq!((f.missing, f.progress_pct), (Some(Missing::NoSource), None));
+        let f = Figure::new(Some(d("0")), None, Missing::NoSource);
+        assert_eq!(f.missing, None);
+        assert_eq!(Missing::NoData.as_str(), "no_data");
+    }
+
+    #[test]
+    fn overdue_means_not_submitted_after_the_deadline() {
+        let deadline = time::macros::date!(2026 - 12 - 05);
+        let after = time::macros::date!(2026 - 12 - 06);
+        assert!(overdue("missing", deadline, after));
+        assert!(overdue("draft", deadline, after));
+        assert!(!overdue("missing", deadline, deadline));
+        assert!(!overdue("submitted", deadline, after));
+        assert!(!overdue("approved", deadline, after));
+    }
 }

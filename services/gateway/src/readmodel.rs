@@ -14,6 +14,7 @@ use agriportal_platform::reference::Reference;
 use agriportal_platform::storage::Tx;
 use agriportal_platform::Result;
 use agriportal_proto::indicators::v1 as ipb;
+use agriportal_proto::{Event, Topic};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 
@@ -239,6 +240,20 @@ pub fn subscriptions() -> Subscriptions<IndicatorChange> {
 /// Decodes one bus message as the consumer does.
 pub fn decode(message: &Message) -> std::result::Result<Decoded<IndicatorChange>, String> {
     subscriptions().decode(message)
+}
+
+/// Decodes `event` of `topic` exactly as the consumer receives it from the bus (for tests and
+/// tools that hold the event rather than the message).
+pub fn decode_event<M: Event>(
+    topic: Topic<M>,
+    event: &M,
+) -> std::result::Result<Decoded<IndicatorChange>, String> {
+    decode(&Message {
+        subject: topic.subject().to_string(),
+        id: event.event_id().to_string(),
+        headers: Vec::new(),
+        payload: topic.encode(event).into(),
+    })
 }
 
 /// Applies the indicators service's events to the gateway's read model.
