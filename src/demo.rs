@@ -147,6 +147,7 @@ impl Simulator {
                     categories: (0..n)
                         .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
                         .collect(),
+                    ..Default::default()
                 }
             })
             .collect();
@@ -178,6 +179,7 @@ impl Simulator {
                     quantity_grams: grams,
                     value_vnd: grams * price_per_kg / 1000,
                     orders: self.rng.random_range(1..200),
+                    ..Default::default()
                 }
             })
             .collect();

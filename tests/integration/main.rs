@@ -11,6 +11,7 @@ mod binary;
 mod browser;
 mod deploy;
 mod flow;
+mod gateway_indicators;
 mod kit;
 mod reconcile;
 mod support;

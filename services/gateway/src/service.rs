@@ -242,9 +242,7 @@ impl Dashboard {
         let mut reads = Reads::default();
         let mut out = Vec::with_capacity(catalogue.len());
         for indicator in &catalogue {
-            let period = self
-                .latest_period(&catalogue, indicator, &mut reads)
-                .await?;
+            let period = self.latest_period(indicator, &mut reads).await?;
             let (levels, missing) = self
                 .levels(&catalogue, indicator, period, &mut reads)
                 .await?;
@@ -292,10 +290,7 @@ impl Dashboard {
         let kind = period_type(&indicator);
         let mut reads = Reads::default();
         let period = match period.trim() {
-            "" => {
-                self.latest_period(&catalogue, &indicator, &mut reads)
-                    .await?
-            }
+            "" => self.latest_period(&indicator, &mut reads).await?,
             text => {
                 let p = parse_period(text)?;
                 if p.kind() != kind {
@@ -471,12 +466,7 @@ impl Dashboard {
     }
 
     /// The latest period of an indicator's type with a public value, else the latest open.
-    async fn latest_period(
-        &self,
-        catalogue: &[ipb::Indicator],
-        indicator: &ipb::Indicator,
-        reads: &mut Reads,
-    ) -> Result<Period> {
+    async fn latest_period(&self, indicator: &ipb::Indicator, reads: &mut Reads) -> Result<Period> {
         let kind = period_type(indicator);
         let today = today();
         let fallback = Period::latest_open(kind, today)
@@ -485,7 +475,6 @@ impl Dashboard {
         let found = match source {
             Source::Province => latest_of(self.approved(&indicator.code, reads).await?, kind),
             Source::Derived if indicator.code == TRAINED_HH_PCT => {
-                let _ = catalogue;
                 latest_of(self.approved(TRAINED_HH, reads).await?, kind)
             }
             Source::Marketplace if !HOUSEHOLD_FACTS.contains(&indicator.code.as_str()) => {
@@ -596,6 +585,12 @@ impl Dashboard {
                 }
             }
             _ => return Ok(None),
+        }
+        if code == "SALES_TONNES" {
+            // Tonnes are written with three decimals everywhere, a province without sales too.
+            for v in by_province.values_mut() {
+                v.rescale(3);
+            }
         }
         Ok(Some(by_province))
     }

@@ -477,6 +477,7 @@ impl SaleLine {
             quantity_grams: self.quantity_grams,
             value_vnd: self.value_vnd,
             orders: u32::try_from(self.orders).unwrap_or(u32::MAX),
+            ..Default::default()
         }
     }
 }
@@ -489,6 +490,7 @@ impl Household {
             commune_code: self.commune_code.clone(),
             registered_on: self.registered_on.clone(),
             status: self.status,
+            ..Default::default()
         }
     }
 }
