@@ -458,3 +458,43 @@ fn completeness_csv(view: &CompletenessView) -> Result<Response, Error> {
         &rows,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_decimals_keep_their_text() {
+        for cell in ["=1+1", "+49", "-2", "@SUM(A1)", "\tx"] {
+            assert!(neutralise(cell).starts_with('\''), "{cell}");
+        }
+        assert_eq!(neutralise("Tỉnh Tuyên Quang"), "Tỉnh Tuyên Quang");
+        assert_eq!(neutralise(""), "");
+        let mut out = Map::new();
+        put_decimal(&mut out, "value", Some("2.500".parse().unwrap()));
+        assert_eq!(out["value"], 2.5);
+        assert_eq!(out["value_text"], "2.500");
+        let mut out = Map::new();
+        put_decimal(&mut out, "value", Some("1234".parse().unwrap()));
+        assert_eq!(out["value"], 1234);
+        assert!(!out.contains_key("value_text"));
+        let mut out = Map::new();
+        put_decimal(&mut out, "value", None);
+        assert_eq!(out["value"], Value::Null);
+    }
+
+    #[test]
+    fn bad_queries_name_the_parameter() {
+        let err = |raw: &str, allowed: &[&str]| {
+            IndicatorQuery::parse(Some(raw), allowed)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("period=2026-11", &["period"]).contains("`period`"));
+        assert!(err("format=xlsx", &["period"]).contains("`format`"));
+        assert!(err("province=79", &["period"]).contains("`province`"));
+        assert!(err("colour=red", &["period"]).contains("colour"));
+        assert!(IndicatorQuery::parse(Some("period=2026Q4&format=csv"), &["period"]).is_ok());
+    }
+}
