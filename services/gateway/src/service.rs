@@ -341,7 +341,7 @@ impl Dashboard {
             .iter()
             .map(|r| PlaceFigure {
                 code: r.to_string(),
-                name: r.to_string(),
+                name: region_name(r).to_string(),
                 region: r.to_string(),
                 // Targets are set for the nation and provinces only.
                 figure: Figure::new(levels.regions.get(r).copied(), None, missing),
@@ -593,6 +593,16 @@ impl Dashboard {
             }
         }
         Ok(Some(by_province))
+    }
+}
+
+/// A macro region's Vietnamese name, as tables and CSV files show it.
+fn region_name(region: &str) -> &str {
+    match region {
+        "north" => "Miền Bắc",
+        "central" => "Miền Trung",
+        "south" => "Miền Nam",
+        other => other,
     }
 }
 
