@@ -687,3 +687,112 @@ fn latest_month_past_deadline(today: Date) -> Result<Period> {
     }
     Ok(month)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    fn row(province: &str, period: &str, source: &str, value: &str) -> ValueRow {
+        ValueRow {
+            province_code: province.into(),
+            period: period.into(),
+            source_province_code: source.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn latest_takes_each_provinces_latest_period_up_to_the_one_asked() {
+        let rows = [
+            row("01", "202110", "", "5"),
+            row("01", "202112", "", "7"),
+            row("08", "202110", "02", "1"),
+            row("08", "202110", "08", "2"),
+            row("08", "202201", "", "100"),
+            row("04", "2021Q4", "", "9"),
+        ];
+        let asked = Period::parse("202111").unwrap();
+        let latest = province_values(&rows, Aggregation::Latest, asked);
+        // 01: October (December is after the month asked); 08: its two source units of
+        // October, each once; 04 reports quarters, not months.
+        assert_eq!(
+            latest.get("01").map(|v| v.to_string()).as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            latest.get("08").map(|v| v.to_string()).as_deref(),
+            Some("3")
+        );
+        assert_eq!(latest.len(), 2);
+        let exact = province_values(&rows, Aggregation::Sum, asked);
+        assert!(exact.is_empty());
+        let december = province_values(&rows, Aggregation::Sum, Period::parse("202112").unwrap());
+        assert_eq!(december.len(), 1);
+    }
+
+    #[test]
+    fn the_default_completeness_month_is_past_its_deadline() {
+        // November's deadline is 5 December: until it has passed, October is the default.
+        assert_eq!(
+            latest_month_past_deadline(date!(2026 - 12 - 02))
+                .unwrap()
+                .to_string(),
+            "202610"
+        );
+        assert_eq!(
+            latest_month_past_deadline(date!(2026 - 12 - 05))
+                .unwrap()
+                .to_string(),
+            "202610"
+        );
+        assert_eq!(
+            latest_month_past_deadline(date!(2026 - 12 - 06))
+                .unwrap()
+                .to_string(),
+            "202611"
+        );
+    }
+
+    #[test]
+    fn targets_for_the_periods_year_then_the_catalogue() {
+        let indicator = ipb::Indicator {
+            national_target: "5000000".into(),
+            ..Default::default()
+        };
+        let targets = [
+            TargetRow {
+                indicator_code: "X".into(),
+                year: 2026,
+                province_code: String::new(),
+                value: "4000000".into(),
+            },
+            TargetRow {
+                indicator_code: "X".into(),
+                year: 2026,
+                province_code: "79".into(),
+                value: "300000".into(),
+            },
+        ];
+        let nov = Period::parse("202611").unwrap();
+        let next = Period::parse("202701").unwrap();
+        assert_eq!(
+            national_target(&indicator, &targets, nov),
+            Some(Decimal::from(4_000_000))
+        );
+        assert_eq!(
+            national_target(&indicator, &targets, next),
+            Some(Decimal::from(5_000_000))
+        );
+        assert_eq!(
+            province_target(&targets, nov, "79"),
+            Some(Decimal::from(300_000))
+        );
+        assert_eq!(province_target(&targets, nov, "01"), None);
+        assert_eq!(vietnam_time(0), None);
+        assert_eq!(
+            vietnam_time(1_764_547_200_000).as_deref(),
+            Some("2025-12-01T07:00:00+07:00")
+        );
+    }
+}
