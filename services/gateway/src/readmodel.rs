@@ -82,6 +82,24 @@ pub enum IndicatorChange {
     Report(ReportChange),
 }
 
+impl IndicatorChange {
+    /// The row it changes: (table, key parts), for applying a batch in key order.
+    fn key(&self) -> (u8, String, String, String) {
+        match self {
+            IndicatorChange::Catalogue(i) => (0, i.code.clone(), String::new(), String::new()),
+            IndicatorChange::Target(t) => (
+                1,
+                t.indicator_code.clone(),
+                t.year.to_string(),
+                t.province_code.clone(),
+            ),
+            IndicatorChange::Report(r) => {
+                (2, r.province_code.clone(), r.period.clone(), String::new())
+            }
+        }
+    }
+}
+
 fn province(code: &str) -> std::result::Result<String, String> {
     Reference::get()
         .resolve_province(code)
@@ -277,8 +295,12 @@ impl Handler for IndicatorsReadModel {
     }
 
     async fn apply(&self, tx: &mut Tx, events: &[&Decoded<IndicatorChange>]) -> Result<()> {
-        for event in events {
-            self.store.apply_indicator_change(tx, &event.event).await?;
+        // Rows in key order, so replicas applying overlapping batches at once lock them in the
+        // same order and cannot deadlock; within one key the counters decide, not the order.
+        let mut ordered: Vec<&IndicatorChange> = events.iter().map(|e| &e.event).collect();
+        ordered.sort_by_cached_key(|change| change.key());
+        for change in ordered {
+            self.store.apply_indicator_change(tx, change).await?;
         }
         Ok(())
     }
