@@ -811,6 +811,62 @@ async fn indicators_read_model(db: Database) {
     assert_eq!(c.deadline.to_string(), "2022-01-05");
 }
 
+/// Replicas applying approvals of the same reports at once, in overlapping batches and
+/// opposite orders: each report ends at its highest sequence, with that approval's values only.
+async fn concurrent_read_model(db: Database) {
+    let store = Arc::new(SqlStore::new(db.clone()));
+    let provinces = ["01", "04", "08", "79"];
+    let events: Vec<Decoded<IndicatorChange>> = (1..=10u64)
+        .flat_map(|seq| {
+            provinces.iter().map(move |p| {
+                let value = (seq * 10).to_string();
+                approved(
+                    &format!("c{p}-{seq}"),
+                    p,
+                    "202611",
+                    seq,
+                    &[("TRAINED_HH", "", &value)],
+                )
+            })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let (db, store) = (db.clone(), store.clone());
+        let mut slice: Vec<Decoded<IndicatorChange>> =
+            events.iter().skip(k * 7).take(24).cloned().collect();
+        if k % 2 == 1 {
+            slice.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let model = IndicatorsReadModel::new(store);
+            let mut n = 0;
+            for chunk in slice.chunks(6) {
+                n += apply_ind(&db, &model, chunk).await;
+            }
+            n
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    let model = IndicatorsReadModel::new(store.clone());
+    applied += apply_ind(&db, &model, &events).await;
+    assert_eq!(applied, 40);
+    for p in provinces {
+        assert_eq!(report(&store, p, "202611").await.sequence, 10);
+    }
+    let values = store.approved_values("TRAINED_HH").await.unwrap();
+    assert_eq!(values.len(), 4, "{values:?}");
+    assert!(values.iter().all(|v| v.value == "100"), "{values:?}");
+}
+
+#[tokio::test]
+async fn concurrent_read_model_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_concurrent_ind", concurrent_read_model).await;
+}
+
 #[tokio::test]
 async fn indicators_read_model_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_indicators", indicators_read_model).await;
