@@ -86,6 +86,9 @@ enum Rpc {
     ListProvinces,
     GetProvince,
     GetTimeSeries,
+    ListIndicatorProgress,
+    GetIndicatorProgress,
+    DashboardCompleteness,
     HealthCheck,
     ListServices,
     ListIndicators,
@@ -177,7 +180,7 @@ const REPORTING: [Outcome; 8] = [
 
 /// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote, the
 /// indicator reads and `SubmitReport` the reports `SaveReport` and `ImportReport` wrote.
-const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 24] = [
+const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 27] = [
     (Rpc::PushSales, INGEST),
     (Rpc::PushOnboarding, INGEST),
     (Rpc::GetBatch, INGEST),
@@ -186,6 +189,9 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 24] = [
     (Rpc::ListProvinces, PUBLIC),
     (Rpc::GetProvince, PUBLIC),
     (Rpc::GetTimeSeries, PUBLIC),
+    (Rpc::ListIndicatorProgress, PUBLIC),
+    (Rpc::GetIndicatorProgress, PUBLIC),
+    (Rpc::DashboardCompleteness, PUBLIC),
     (Rpc::HealthCheck, PUBLIC),
     (Rpc::ListServices, PUBLIC),
     (Rpc::ListIndicators, SIGNED_IN),
@@ -206,7 +212,7 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 24] = [
 
 /// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
 /// read-only; there is no way to write over HTTP, for anyone.
-const HTTP_MATRIX: [(&str, &str, [u16; 8]); 10] = [
+const HTTP_MATRIX: [(&str, &str, [u16; 8]); 15] = [
     ("GET", "/", [200; 8]),
     ("GET", "/api/v1/national", [200; 8]),
     ("GET", "/api/v1/provinces", [200; 8]),
@@ -216,6 +222,12 @@ const HTTP_MATRIX: [(&str, &str, [u16; 8]); 10] = [
         "/api/v1/timeseries?metric=orders&granularity=month&from=2022-01-01&to=2022-12-31",
         [200; 8],
     ),
+    ("GET", "/api/v1/indicators", [200; 8]),
+    ("GET", "/api/v1/indicators?format=csv", [200; 8]),
+    ("GET", "/api/v1/completeness?period=202611", [200; 8]),
+    ("GET", "/api/v1/completeness?format=csv", [200; 8]),
+    // No catalogue has been published in this system: a public 404 for everyone alike.
+    ("GET", "/api/v1/indicators/HH_ONBOARDED", [404; 8]),
     ("GET", "/healthz", [200; 8]),
     ("GET", "/readyz", [200; 8]),
     ("GET", "/metrics", [200; 8]),
@@ -381,6 +393,36 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
                 .await?
                 .into_inner();
             assert_eq!(series.points.len(), 12);
+        }
+        Rpc::ListIndicatorProgress => {
+            dashboard
+                .list_indicator_progress(gpb::ListIndicatorProgressRequest {})
+                .await?;
+        }
+        Rpc::GetIndicatorProgress => {
+            // No catalogue is published in this system, so the answer is NOT_FOUND for every
+            // caller alike: what matters here is that no caller is refused for who it is.
+            let answer = dashboard
+                .get_indicator_progress(gpb::GetIndicatorProgressRequest {
+                    code: "HH_ONBOARDED".into(),
+                    ..Default::default()
+                })
+                .await;
+            match answer {
+                Err(status) if status.code() == Code::NotFound => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Rpc::DashboardCompleteness => {
+            let c = dashboard
+                .get_completeness(gpb::GetCompletenessRequest {
+                    period: "202611".into(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(c.provinces.len(), 34);
         }
         Rpc::HealthCheck => {
             let mut health = tonic_health::pb::health_client::HealthClient::with_interceptor(

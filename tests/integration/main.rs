@@ -11,6 +11,7 @@ mod binary;
 mod browser;
 mod deploy;
 mod flow;
+mod gateway_indicators;
 mod household_facts;
 mod indicators;
 mod kit;

@@ -15,6 +15,9 @@ pub const GRPC_SERVICE: &str = "agriportal.gateway.v1.Dashboard";
 /// Durable consumer name of the rollup; every gateway replica shares it.
 pub const CONSUMER: &str = "gateway-rollup";
 
+/// Durable consumer name of the indicators read model (the indicators service's events).
+pub const INDICATORS_CONSUMER: &str = "gateway-indicators";
+
 /// The gateway's own settings.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct GatewayConfig {

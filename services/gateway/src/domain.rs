@@ -7,6 +7,7 @@ use agriportal_platform::reference::{Partner, Reference, HOUSEHOLD_TARGET, REGIO
 use agriportal_platform::Result;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as mpb;
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 use time::{Date, Duration, Month};
 
@@ -737,6 +738,285 @@ pub fn bucket(query: &SeriesQuery, daily: &[(Date, i64)]) -> Vec<Point> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Indicators: values of a province, aggregation up the hierarchy, targets and progress.
+
+/// How values add up the hierarchy (the catalogue's `aggregation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    /// Sum of the provinces' values.
+    Sum,
+    /// Mean of the provinces that have a value.
+    Average,
+    /// Each province's latest value up to the period (a stock), summed.
+    Latest,
+    /// Ratio of two sums, computed at each level.
+    Ratio,
+    /// Median of the provinces that have a value.
+    Median,
+}
+
+impl Aggregation {
+    /// From the protobuf enum value (unspecified reads as a sum, the catalogue's default).
+    pub fn from_proto(value: i32) -> Aggregation {
+        use agriportal_proto::indicators::v1::Aggregation as A;
+        match A::try_from(value).unwrap_or(A::Sum) {
+            A::Average => Aggregation::Average,
+            A::Latest => Aggregation::Latest,
+            A::Ratio => Aggregation::Ratio,
+            A::Median => Aggregation::Median,
+            A::Sum | A::Unspecified => Aggregation::Sum,
+        }
+    }
+
+    /// Lower-case name, as the public API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Average => "average",
+            Aggregation::Latest => "latest",
+            Aggregation::Ratio => "ratio",
+            Aggregation::Median => "median",
+        }
+    }
+}
+
+/// Combines the values of one province's source units (pre-2025 provinces merged into it):
+/// a mean for averages, a sum otherwise (counts and stocks of the parts add up). `None` when
+/// there are none.
+pub fn combine_units(aggregation: Aggregation, units: &[Decimal]) -> Option<Decimal> {
+    match aggregation {
+        Aggregation::Average | Aggregation::Median => mean(units),
+        _ => sum(units),
+    }
+}
+
+fn sum(values: &[Decimal]) -> Option<Decimal> {
+    if values.is_empty() {
+        return None;
+    }
+    values
+        .iter()
+        .try_fold(Decimal::ZERO, |a, v| a.checked_add(*v))
+}
+
+/// The mean, rounded to two decimals more than the most precise input's (at least two): an
+/// exact mean of a few values can need 28 digits, which no reader wants.
+fn mean(values: &[Decimal]) -> Option<Decimal> {
+    let n = Decimal::from(values.len());
+    let scale = values.iter().map(Decimal::scale).max().unwrap_or(0).max(2);
+    let mean = sum(values)?.checked_div(n)?;
+    Some(mean.round_dp_with_strategy(scale, RoundingStrategy::MidpointAwayFromZero))
+}
+
+fn median(values: &[Decimal]) -> Option<Decimal> {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => sorted.get(mid).copied(),
+        _ => mean(&[*sorted.get(mid - 1)?, *sorted.get(mid)?]),
+    }
+}
+
+/// Aggregates provinces' values (those present) to one figure of a region or the nation.
+/// `Latest` sums: each province's value is already its latest. `Ratio` is not aggregated
+/// from values (see [`ratio_levels`]); here it sums, which callers never ask for.
+pub fn aggregate(aggregation: Aggregation, values: &[Decimal]) -> Option<Decimal> {
+    match aggregation {
+        Aggregation::Average => mean(values),
+        Aggregation::Median => median(values),
+        Aggregation::Sum | Aggregation::Latest | Aggregation::Ratio => sum(values),
+    }
+}
+
+/// An indicator's values at each level for one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Levels {
+    /// Province code → value, for provinces that have one.
+    pub provinces: BTreeMap<String, Decimal>,
+    /// Region → value, for regions with any province value.
+    pub regions: BTreeMap<&'static str, Decimal>,
+    /// The nation's value.
+    pub nation: Option<Decimal>,
+}
+
+/// The region of each province code, from the reference data.
+fn region_of(code: &str) -> Option<&'static str> {
+    let region = &Reference::get().province(code)?.region;
+    REGIONS.iter().copied().find(|r| *r == region.as_str())
+}
+
+/// Values up the hierarchy from the provinces' values, per `aggregation`.
+pub fn levels(aggregation: Aggregation, provinces: BTreeMap<String, Decimal>) -> Levels {
+    let mut by_region: BTreeMap<&'static str, Vec<Decimal>> = BTreeMap::new();
+    for (code, value) in &provinces {
+        if let Some(region) = region_of(code) {
+            by_region.entry(region).or_default().push(*value);
+        }
+    }
+    let regions = by_region
+        .iter()
+        .filter_map(|(r, v)| aggregate(aggregation, v).map(|a| (*r, a)))
+        .collect();
+    let all: Vec<Decimal> = provinces.values().copied().collect();
+    Levels {
+        nation: aggregate(aggregation, &all),
+        regions,
+        provinces,
+    }
+}
+
+/// `numerator ÷ denominator × 100`, two decimals; `None` for a zero denominator.
+pub fn percent(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
+    if denominator.is_zero() {
+        return None;
+    }
+    let pct = numerator
+        .checked_mul(Decimal::ONE_HUNDRED)?
+        .checked_div(denominator)?;
+    Some(round2(pct))
+}
+
+/// Two decimals, always written (`12.50`): percentages are read side by side.
+fn round2(value: Decimal) -> Decimal {
+    let mut rounded = value.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(2);
+    rounded
+}
+
+/// A ratio indicator (a percentage) at each level: the ratio of the sums of the provinces that
+/// have both parts, so a province missing either part does not skew its region or the nation.
+/// A level whose denominator sums to zero has no value.
+pub fn ratio_levels(
+    numerators: &BTreeMap<String, Decimal>,
+    denominators: &BTreeMap<String, Decimal>,
+) -> Levels {
+    let mut provinces = BTreeMap::new();
+    let mut regions: BTreeMap<&'static str, (Decimal, Decimal)> = BTreeMap::new();
+    let mut nation = (Decimal::ZERO, Decimal::ZERO);
+    let mut any = false;
+    for (code, num) in numerators {
+        let Some(den) = denominators.get(code) else {
+            continue;
+        };
+        if let Some(pct) = percent(*num, *den) {
+            provinces.insert(code.clone(), pct);
+        }
+        if let Some(region) = region_of(code) {
+            let r = regions.entry(region).or_default();
+            r.0 += *num;
+            r.1 += *den;
+        }
+        nation.0 += *num;
+        nation.1 += *den;
+        any = true;
+    }
+    Levels {
+        provinces,
+        regions: regions
+            .into_iter()
+            .filter_map(|(r, (n, d))| percent(n, d).map(|p| (r, p)))
+            .collect(),
+        nation: if any {
+            percent(nation.0, nation.1)
+        } else {
+            None
+        },
+    }
+}
+
+/// Grams as tonnes, exact decimal with three decimals.
+pub fn tonnes(grams: i64) -> Decimal {
+    let mut t =
+        Decimal::new(grams, 6).round_dp_with_strategy(3, RoundingStrategy::MidpointAwayFromZero);
+    t.rescale(3);
+    t
+}
+
+/// `value ÷ target × 100`, two decimals, when the target is positive.
+pub fn progress_pct(value: Option<Decimal>, target: Option<Decimal>) -> Option<f64> {
+    let (value, target) = (value?, target?);
+    if target <= Decimal::ZERO {
+        return None;
+    }
+    percent(value, target).and_then(|p| p.to_string().parse().ok())
+}
+
+/// Why a figure has no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// The source service does not exist yet (Q&A).
+    NoSource,
+    /// Nothing approved for this place and period.
+    NotApproved,
+    /// The source has no data yet (marketplace facts the partner protocol does not carry yet).
+    NoData,
+}
+
+impl Missing {
+    /// The reason as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::NoSource => "no_source",
+            Missing::NotApproved => "not_approved",
+            Missing::NoData => "no_data",
+        }
+    }
+}
+
+/// A public figure: a value (approved or derived only), its target and progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// The value, exact.
+    pub value: Option<Decimal>,
+    /// The target, if one is set.
+    pub target: Option<Decimal>,
+    /// value ÷ target × 100, two decimals, when both exist and the target is positive.
+    pub progress_pct: Option<f64>,
+    /// Why there is no value.
+    pub missing: Option<Missing>,
+}
+
+impl Figure {
+    /// A figure of `value` against `target`; without a value, `missing` says why.
+    pub fn new(value: Option<Decimal>, target: Option<Decimal>, missing: Missing) -> Figure {
+        Figure {
+            progress_pct: progress_pct(value, target),
+            missing: value.is_none().then_some(missing),
+            value,
+            target,
+        }
+    }
+}
+
+/// Counts of provinces by reporting state for a period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompletenessCounts {
+    /// No report.
+    pub missing: u32,
+    /// Started, not submitted.
+    pub draft: u32,
+    /// Waiting for review.
+    pub submitted: u32,
+    /// Sent back.
+    pub returned: u32,
+    /// Approved.
+    pub approved: u32,
+    /// Submitted on time.
+    pub on_time: u32,
+    /// Overdue.
+    pub overdue: u32,
+}
+
+/// Whether a province's report is overdue: nothing awaiting review or approved (missing, a
+/// draft, or returned and not submitted again) and `today` (Vietnam) is past the deadline.
+pub fn overdue(state: &str, deadline: Date, today: Date) -> bool {
+    matches!(state, "missing" | "draft" | "returned") && today > deadline
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,5 +1273,117 @@ mod tests {
             .check()
             .unwrap();
         assert_eq!(bucket(&q, &[]).len(), 4);
+    }
+
+    fn d(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    fn provinces(values: &[(&str, &str)]) -> BTreeMap<String, Decimal> {
+        values.iter().map(|(c, v)| (c.to_string(), d(v))).collect()
+    }
+
+    #[test]
+    fn source_units_combine_by_aggregation() {
+        // Two pre-2025 provinces merged into one: counts add exactly, shares average.
+        let units = [d("0.1"), d("0.2")];
+        assert_eq!(combine_units(Aggregation::Sum, &units), Some(d("0.3")));
+        assert_eq!(combine_units(Aggregation::Latest, &units), Some(d("0.3")));
+        assert_eq!(
+            combine_units(Aggregation::Average, &[d("50"), d("75.5")])
+                .unwrap()
+                .to_string(),
+            "62.75"
+        );
+        assert_eq!(combine_units(Aggregation::Sum, &[]), None);
+    }
+
+    #[test]
+    fn provinces_aggregate_to_regions_and_the_nation() {
+        let reference = Reference::get();
+        let north = reference
+            .provinces()
+            .iter()
+            .find(|p| p.region == "north")
+            .unwrap();
+        let south = reference
+            .provinces()
+            .iter()
+            .find(|p| p.region == "south")
+            .unwrap();
+        let values = provinces(&[(&north.code, "10.5"), (&south.code, "20")]);
+        let sum = levels(Aggregation::Sum, values.clone());
+        assert_eq!(sum.nation, Some(d("30.5")));
+        assert_eq!(sum.regions.get("north"), Some(&d("10.5")));
+        assert_eq!(sum.regions.get("central"), None);
+        let avg = levels(Aggregation::Average, values.clone());
+        // The mean of the provinces that have a value, not of all 34.
+        assert_eq!(avg.nation.unwrap().to_string(), "15.25");
+        assert_eq!(
+            levels(Aggregation::Median, values)
+                .nation
+                .unwrap()
+                .to_string(),
+            "15.25"
+        );
+        assert_eq!(levels(Aggregation::Sum, BTreeMap::new()).nation, None);
+    }
+
+    #[test]
+    fn ratios_are_ratios_of_sums_at_each_level() {
+        let reference = Reference::get();
+        let north: Vec<&str> = reference
+            .provinces()
+            .iter()
+            .filter(|p| p.region == "north")
+            .map(|p| p.code.as_str())
+            .take(2)
+            .collect();
+        let num = provinces(&[(north[0], "1"), (north[1], "30")]);
+        let den = provinces(&[(north[0], "4"), (north[1], "60")]);
+        let l = ratio_levels(&num, &den);
+        assert_eq!(l.provinces[north[0]].to_string(), "25.00");
+        assert_eq!(l.provinces[north[1]].to_string(), "50.00");
+        // (1 + 30) / (4 + 60), not the mean of 25 % and 50 %.
+        assert_eq!(l.nation.unwrap().to_string(), "48.44");
+        assert_eq!(l.regions["north"].to_string(), "48.44");
+        // A zero denominator, or a missing part, gives no value rather than a wrong one.
+        let zero = ratio_levels(
+            &provinces(&[(north[0], "5")]),
+            &provinces(&[(north[0], "0")]),
+        );
+        assert_eq!((zero.nation, zero.provinces.len()), (None, 0));
+        let missing = ratio_levels(&provinces(&[(north[0], "5")]), &BTreeMap::new());
+        assert_eq!(missing.nation, None);
+    }
+
+    #[test]
+    fn tonnes_progress_and_missing_reasons() {
+        assert_eq!(tonnes(1_234_567_890).to_string(), "1234.568");
+        assert_eq!(tonnes(1_500_000).to_string(), "1.500");
+        assert_eq!(tonnes(0).to_string(), "0.000");
+        assert_eq!(
+            progress_pct(Some(d("1250000")), Some(d("5000000"))),
+            Some(25.0)
+        );
+        assert_eq!(progress_pct(Some(d("1")), Some(d("3"))), Some(33.33));
+        assert_eq!(progress_pct(Some(d("1")), Some(d("0"))), None);
+        assert_eq!(progress_pct(None, Some(d("3"))), None);
+        let f = Figure::new(None, Some(d("100")), Missing::NoSource);
+        assert_eq!((f.missing, f.progress_pct), (Some(Missing::NoSource), None));
+        let f = Figure::new(Some(d("0")), None, Missing::NoSource);
+        assert_eq!(f.missing, None);
+        assert_eq!(Missing::NoData.as_str(), "no_data");
+    }
+
+    #[test]
+    fn overdue_means_not_submitted_after_the_deadline() {
+        let deadline = time::macros::date!(2026 - 12 - 05);
+        let after = time::macros::date!(2026 - 12 - 06);
+        assert!(overdue("missing", deadline, after));
+        assert!(overdue("draft", deadline, after));
+        assert!(!overdue("missing", deadline, deadline));
+        assert!(!overdue("submitted", deadline, after));
+        assert!(!overdue("approved", deadline, after));
     }
 }

@@ -6,8 +6,8 @@ use agriportal_proto::gateway::v1 as pb;
 use agriportal_proto::gateway::v1::dashboard_server;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{HouseholdsView, ProvinceView, SalesWithPartners, SeriesParams};
-use crate::service::Dashboard;
+use crate::domain::{Figure, HouseholdsView, ProvinceView, SalesWithPartners, SeriesParams};
+use crate::service::{Dashboard, PlaceFigure};
 
 /// Implements the gRPC service over the shared queries.
 pub struct GrpcAdapter {
@@ -67,8 +67,112 @@ fn province(view: &ProvinceView) -> pb::ProvinceSummary {
     }
 }
 
+fn figure(f: &Figure) -> pb::Figure {
+    pb::Figure {
+        has_value: f.value.is_some(),
+        value: f.value.map(|v| v.to_string()).unwrap_or_default(),
+        target: f.target.map(|v| v.to_string()).unwrap_or_default(),
+        progress_pct: f.progress_pct.unwrap_or(0.0),
+        has_progress: f.progress_pct.is_some(),
+        missing_reason: f
+            .missing
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn place(p: &PlaceFigure) -> pb::ProvinceFigure {
+    pb::ProvinceFigure {
+        code: p.code.clone(),
+        name: p.name.clone(),
+        figure: Some(figure(&p.figure)),
+        state: p.state.clone().unwrap_or_default(),
+        region: p.region.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl dashboard_server::Dashboard for GrpcAdapter {
+    async fn list_indicator_progress(
+        &self,
+        _request: Request<pb::ListIndicatorProgressRequest>,
+    ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
+        let list = self.dashboard.indicators().await?;
+        Ok(Response::new(pb::ListIndicatorProgressResponse {
+            indicators: list
+                .into_iter()
+                .map(|i| pb::IndicatorSummary {
+                    national: Some(figure(&i.national)),
+                    period: i.period.to_string(),
+                    indicator: Some(i.indicator),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_indicator_progress(
+        &self,
+        request: Request<pb::GetIndicatorProgressRequest>,
+    ) -> Result<Response<pb::IndicatorProgress>, Status> {
+        let r = request.get_ref();
+        let view = self
+            .dashboard
+            .indicator(&r.code, &r.period, &r.province)
+            .await?;
+        Ok(Response::new(pb::IndicatorProgress {
+            period: view.period.to_string(),
+            national: Some(figure(&view.national)),
+            provinces: view.provinces.iter().map(place).collect(),
+            series: view
+                .series
+                .iter()
+                .map(|(p, f)| pb::PeriodFigure {
+                    period: p.to_string(),
+                    figure: Some(figure(f)),
+                })
+                .collect(),
+            regions: view.regions.iter().map(place).collect(),
+            indicator: Some(view.indicator),
+        }))
+    }
+
+    async fn get_completeness(
+        &self,
+        request: Request<pb::GetCompletenessRequest>,
+    ) -> Result<Response<pb::Completeness>, Status> {
+        let view = self
+            .dashboard
+            .completeness(&request.get_ref().period)
+            .await?;
+        let c = view.counts;
+        Ok(Response::new(pb::Completeness {
+            period: view.period.to_string(),
+            deadline: view.deadline.to_string(),
+            provinces: view
+                .provinces
+                .into_iter()
+                .map(|p| pb::ProvinceReporting {
+                    code: p.code,
+                    name: p.name,
+                    state: p.state,
+                    submitted_at_ms: p.submitted_at_ms,
+                    approved_at_ms: p.approved_at_ms,
+                    on_time: p.on_time,
+                    overdue: p.overdue,
+                })
+                .collect(),
+            counts: Some(pb::CompletenessCounts {
+                missing: c.missing,
+                draft: c.draft,
+                submitted: c.submitted,
+                returned: c.returned,
+                approved: c.approved,
+                on_time: c.on_time,
+                overdue: c.overdue,
+            }),
+        }))
+    }
+
     async fn get_national_summary(
         &self,
         _request: Request<pb::GetNationalSummaryRequest>,

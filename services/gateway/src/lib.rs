@@ -7,8 +7,9 @@
 //! implementation), `service` (the queries both adapters answer from), `grpc` (tonic
 //! adapter), and this file (the service's declaration for the kit); the gateway adds
 //! `consumer` (what the marketplace's events change), `reconcile` (periodic comparison with
-//! the marketplace's records, and repairs), `household_facts` (the household indicators'
-//! figures) and `http`.
+//! the marketplace's records, and repairs) and `http`, and for the plan's indicators
+//! `readmodel` (what the indicators service's events change) and `household_facts` (the
+//! household indicators' figures, from their rollups).
 
 pub mod config;
 pub mod consumer;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod household_facts;
 pub mod http;
+pub mod readmodel;
 pub mod reconcile;
 pub mod service;
 pub mod store;
@@ -29,6 +31,7 @@ use agriportal_platform::consumer::{ConsumerHealth, ConsumerOptions};
 use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, GrpcApi, HttpApi, Running, Service, ServiceContext};
 use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
+use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::marketplace::v1 as mpb;
 
 pub use config::{GatewayConfig, GRPC_SERVICE};
@@ -54,6 +57,13 @@ impl Service for Gateway {
         consumes: &[
             mpb::SALES_RECORDED.subject(),
             mpb::HOUSEHOLDS_RECORDED.subject(),
+            ipb::REPORT_STARTED.subject(),
+            ipb::REPORT_SUBMITTED.subject(),
+            ipb::REPORT_APPROVED.subject(),
+            ipb::REPORT_RETURNED.subject(),
+            ipb::REPORT_REOPENED.subject(),
+            ipb::TARGET_SET.subject(),
+            ipb::CATALOGUE_CHANGED.subject(),
         ],
         calls: &["marketplace"],
     };
@@ -67,6 +77,12 @@ impl Service for Gateway {
         let health = ctx.consume(
             ConsumerOptions::new(config::CONSUMER),
             consumer::Rollup::new(store.clone()),
+        )?;
+        // A durable of its own: the read model of the indicators advances (and parks) apart
+        // from the marketplace rollups.
+        ctx.consume(
+            ConsumerOptions::new(config::INDICATORS_CONSUMER),
+            readmodel::IndicatorsReadModel::new(store.clone()),
         )?;
         let reconciliation = reconciliation(&ctx, store.clone(), health)?;
         let dashboard = Dashboard::new(store);

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use time::Date;
 
 use crate::domain::{Deltas, HouseholdTotal, Metric, SalesTotal, SeriesQuery};
+use crate::readmodel::IndicatorChange;
 
 /// The gateway's migrations (schema `gateway`, or `gateway.sqlite`); the kit appends its own
 /// tables.
@@ -124,6 +125,10 @@ fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: us
         updates.join(", ")
     )
 }
+
+/// The gateway's store as its read-side functions take it (the household facts of
+/// `household_facts`, the indicators read model).
+pub type Store = SqlStore;
 
 /// The SQL implementation of [`GatewayStore`], native on PostgreSQL and on SQLite.
 pub struct SqlStore {
@@ -487,4 +492,280 @@ struct SalesTotalRow {
     value_vnd: i64,
     orders: i64,
     lines: i64,
+}
+
+/// A target in the read model (only set ones: a removed target is not returned).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct TargetRow {
+    /// Indicator code.
+    pub indicator_code: String,
+    /// Year.
+    pub year: i64,
+    /// Province code; `''` for the nation.
+    pub province_code: String,
+    /// Decimal text.
+    pub value: String,
+}
+
+/// A report's state in the read model.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReportRow {
+    /// Province code since 2025.
+    pub province_code: String,
+    /// Period id.
+    pub period: String,
+    /// `draft`, `submitted`, `returned` or `approved`.
+    pub state: String,
+    /// Version.
+    pub version: i64,
+    /// Sequence of the event it reflects.
+    pub sequence: i64,
+    /// Deadline `YYYY-MM-DD`, as the events carried it (may be empty).
+    pub deadline: String,
+    /// Last submission, ms; 0 if never.
+    pub submitted_at_ms: i64,
+    /// Approval, ms; 0 unless approved.
+    pub approved_at_ms: i64,
+    /// 1 when the last submission was on time.
+    pub on_time: i64,
+}
+
+/// An approved value in the read model.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ValueRow {
+    /// Province code since 2025.
+    pub province_code: String,
+    /// Period id.
+    pub period: String,
+    /// `''`, or the pre-2025 code it was entered under.
+    pub source_province_code: String,
+    /// Decimal text.
+    pub value: String,
+}
+
+/// Marketplace flows of one province over a range of days.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct SalesSum {
+    /// Province code.
+    pub province_code: String,
+    /// Grams sold.
+    pub grams: i64,
+    /// Đồng.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CatalogueRow {
+    indicator: Vec<u8>,
+}
+
+impl SqlStore {
+    /// Applies one indicators change inside `tx` (the consumer's transaction, with the event's
+    /// inbox claim). Each kind is ordered by its own counter, so an older event arriving after
+    /// a newer one changes nothing and the outcome does not depend on the order of arrival.
+    pub async fn apply_indicator_change(
+        &self,
+        tx: &mut Tx,
+        change: &IndicatorChange,
+    ) -> Result<()> {
+        match change {
+            IndicatorChange::Catalogue(indicator) => {
+                let bytes = prost::Message::encode_to_vec(indicator);
+                with_tx!(tx, |conn| {
+                    sqlx::query(
+                        "INSERT INTO ind_catalogue (code, revision, position, indicator) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (code) DO UPDATE SET revision = excluded.revision, \
+                         position = excluded.position, indicator = excluded.indicator \
+                         WHERE excluded.revision > ind_catalogue.revision",
+                    )
+                    .bind(&indicator.code)
+                    .bind(i64::from(indicator.revision))
+                    .bind(i64::from(indicator.position))
+                    .bind(&bytes)
+                    .execute(&mut *conn)
+                    .await?;
+                });
+            }
+            IndicatorChange::Target(t) => {
+                with_tx!(tx, |conn| {
+                    sqlx::query(
+                        "INSERT INTO ind_targets (indicator_code, year, province_code, value, set_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (indicator_code, year, province_code) \
+                         DO UPDATE SET value = excluded.value, set_at_ms = excluded.set_at_ms \
+                         WHERE excluded.set_at_ms > ind_targets.set_at_ms",
+                    )
+                    .bind(&t.indicator_code)
+                    .bind(i64::from(t.year))
+                    .bind(&t.province_code)
+                    .bind(t.value.trim())
+                    .bind(t.set_at_ms)
+                    .execute(&mut *conn)
+                    .await?;
+                });
+            }
+            IndicatorChange::Report(r) => {
+                // A placeholder row first (sequence -1, older than any event), so the one
+                // conditional UPDATE below decides, under the row's lock, whether this event is
+                // newer than what is stored; concurrent replicas serialise on that row.
+                let keep = -1i64;
+                let changed = with_tx!(tx, |conn| {
+                    sqlx::query(
+                        "INSERT INTO ind_reports (province_code, period, state, version, sequence, deadline, \
+                         submitted_at_ms, approved_at_ms, on_time) VALUES ($1, $2, 'missing', 0, -1, '', 0, 0, 0) \
+                         ON CONFLICT (province_code, period) DO NOTHING",
+                    )
+                    .bind(&r.province_code)
+                    .bind(&r.period)
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE ind_reports SET state = $3, version = $4, sequence = $5, \
+                         deadline = CASE WHEN $6 = '' THEN deadline ELSE $6 END, \
+                         submitted_at_ms = CASE WHEN $7 < 0 THEN submitted_at_ms ELSE $7 END, \
+                         approved_at_ms = CASE WHEN $8 < 0 THEN approved_at_ms ELSE $8 END, \
+                         on_time = CASE WHEN $9 < 0 THEN on_time ELSE $9 END \
+                         WHERE province_code = $1 AND period = $2 AND sequence < $5",
+                    )
+                    .bind(&r.province_code)
+                    .bind(&r.period)
+                    .bind(r.state)
+                    .bind(r.version)
+                    .bind(r.sequence)
+                    .bind(&r.deadline)
+                    .bind(r.submitted_at_ms.unwrap_or(keep))
+                    .bind(r.approved_at_ms.unwrap_or(keep))
+                    .bind(r.on_time.map(i64::from).unwrap_or(keep))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                });
+                if let (1, Some(values)) = (changed, &r.values) {
+                    // Replaced wholesale: an approval's values are the report's whole public
+                    // content, and a reopening (no values) withdraws them.
+                    with_tx!(tx, |conn| {
+                        sqlx::query(
+                            "DELETE FROM ind_values WHERE province_code = $1 AND period = $2",
+                        )
+                        .bind(&r.province_code)
+                        .bind(&r.period)
+                        .execute(&mut *conn)
+                        .await?;
+                        for v in values {
+                            sqlx::query(
+                                "INSERT INTO ind_values (province_code, period, indicator_code, source_province_code, value) \
+                                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (province_code, period, indicator_code, \
+                                 source_province_code) DO UPDATE SET value = excluded.value",
+                            )
+                            .bind(&r.province_code)
+                            .bind(&r.period)
+                            .bind(&v.indicator_code)
+                            .bind(&v.source_province_code)
+                            .bind(&v.value)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The catalogue, in catalogue order (position, then code).
+    pub async fn catalogue(&self) -> Result<Vec<agriportal_proto::indicators::v1::Indicator>> {
+        let rows: Vec<CatalogueRow> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as("SELECT indicator FROM ind_catalogue ORDER BY position, code")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter()
+            .map(|r| prost::Message::decode(r.indicator.as_slice()).map_err(Error::internal))
+            .collect()
+    }
+
+    /// The targets set (not removed) of an indicator, every year and province.
+    pub async fn targets(&self, indicator_code: &str) -> Result<Vec<TargetRow>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT indicator_code, year, province_code, value FROM ind_targets \
+                 WHERE indicator_code = $1 AND value <> '' ORDER BY year, province_code",
+            )
+            .bind(indicator_code)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Every province's report for `period` (provinces without one are absent).
+    pub async fn reports(&self, period: &str) -> Result<Vec<ReportRow>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, period, state, version, sequence, deadline, submitted_at_ms, \
+                 approved_at_ms, on_time FROM ind_reports WHERE period = $1 AND sequence >= 0 \
+                 ORDER BY province_code",
+            )
+            .bind(period)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The approved values of an indicator, every period and province.
+    pub async fn approved_values(&self, indicator_code: &str) -> Result<Vec<ValueRow>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, period, source_province_code, value FROM ind_values \
+                 WHERE indicator_code = $1 ORDER BY period, province_code, source_province_code",
+            )
+            .bind(indicator_code)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Households registered on or before `last_day` (`YYYY-MM-DD`), by province and status
+    /// (their status now: the rollups keep each household under its current status).
+    pub async fn households_up_to(&self, last_day: &str) -> Result<Vec<(String, i64, i64)>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, status, CAST(SUM(households) AS BIGINT) FROM households_daily \
+                 WHERE day <= $1 GROUP BY province_code, status",
+            )
+            .bind(last_day)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Sales from `first_day` to `last_day` inclusive, by province.
+    pub async fn sales_between(&self, first_day: &str, last_day: &str) -> Result<Vec<SalesSum>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT province_code, CAST(SUM(grams) AS BIGINT) AS grams, \
+                 CAST(SUM(value_vnd) AS BIGINT) AS value_vnd, CAST(SUM(orders) AS BIGINT) AS orders \
+                 FROM sales_daily WHERE day >= $1 AND day <= $2 GROUP BY province_code",
+            )
+            .bind(first_day)
+            .bind(last_day)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The latest day with marketplace figures (a sale or a registration), if any.
+    pub async fn marketplace_last_day(&self) -> Result<Option<String>> {
+        let days: Vec<Option<String>> = with_db!(&self.db.pool, |pool| {
+            let sales: Option<String> = sqlx::query_scalar("SELECT MAX(day) FROM sales_daily")
+                .fetch_one(pool)
+                .await?;
+            let households: Option<String> =
+                sqlx::query_scalar("SELECT MAX(day) FROM households_daily")
+                    .fetch_one(pool)
+                    .await?;
+            vec![sales, households]
+        });
+        Ok(days.into_iter().flatten().max())
+    }
 }

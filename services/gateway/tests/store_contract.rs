@@ -9,16 +9,20 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use agriportal_gateway::consumer::Rollup;
+use agriportal_gateway::domain::Missing;
 use agriportal_gateway::domain::{Deltas, SeriesParams};
 use agriportal_gateway::household_facts;
+use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
+use agriportal_gateway::store::ReportRow;
 use agriportal_gateway::store::{GatewayStore, SqlStore};
-use agriportal_gateway::Gateway;
+use agriportal_gateway::{Dashboard, Gateway};
 use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::period::Period;
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
 use agriportal_platform::testing;
 use agriportal_proto::common::v1::HouseholdStatus;
+use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::marketplace::v1 as mpb;
 
 /// The store, with events applied exactly as the kit's consumer applies them: inbox claims and
@@ -468,6 +472,433 @@ async fn cells_and_repairs(db: Database) {
             .unwrap(),
         0
     );
+}
+
+fn indicator(
+    code: &str,
+    revision: u32,
+    source: ipb::Source,
+    aggregation: ipb::Aggregation,
+) -> ipb::Indicator {
+    ipb::Indicator {
+        code: code.into(),
+        name_vi: format!("{code} r{revision}"),
+        period_type: ipb::PeriodType::Month as i32,
+        source: source as i32,
+        aggregation: aggregation as i32,
+        revision,
+        ..Default::default()
+    }
+}
+
+fn catalogue(id: &str, indicator: ipb::Indicator) -> Decoded<IndicatorChange> {
+    let e = ipb::CatalogueChanged {
+        event_id: id.into(),
+        indicator: Some(indicator),
+        at_ms: 1,
+    };
+    readmodel::decode_event(ipb::CATALOGUE_CHANGED, &e).unwrap()
+}
+
+fn target(
+    id: &str,
+    code: &str,
+    province: &str,
+    value: &str,
+    set_at_ms: i64,
+) -> Decoded<IndicatorChange> {
+    let e = ipb::TargetSet {
+        event_id: id.into(),
+        target: Some(ipb::Target {
+            indicator_code: code.into(),
+            year: 2021,
+            province_code: province.into(),
+            value: value.into(),
+            set_at_ms,
+            set_by: "admin".into(),
+        }),
+    };
+    readmodel::decode_event(ipb::TARGET_SET, &e).unwrap()
+}
+
+fn approved(
+    id: &str,
+    province: &str,
+    period: &str,
+    sequence: u64,
+    values: &[(&str, &str, &str)],
+) -> Decoded<IndicatorChange> {
+    let e = ipb::ReportApproved {
+        event_id: id.into(),
+        province_code: province.into(),
+        period: period.into(),
+        version: 1,
+        sequence,
+        at_ms: 2_000,
+        values: values
+            .iter()
+            .map(|(code, source, value)| ipb::ReportedValue {
+                indicator_code: code.to_string(),
+                value: value.to_string(),
+                comment: String::new(),
+                source_province_code: source.to_string(),
+            })
+            .collect(),
+        submitted_at_ms: 1_000,
+        on_time: true,
+        deadline: "2022-01-05".into(),
+    };
+    readmodel::decode_event(ipb::REPORT_APPROVED, &e).unwrap()
+}
+
+async fn apply_ind(
+    db: &Database,
+    model: &IndicatorsReadModel,
+    events: &[Decoded<IndicatorChange>],
+) -> usize {
+    let events: Vec<&Decoded<IndicatorChange>> = events.iter().collect();
+    consumer::apply(db, model, &events).await.unwrap().new
+}
+
+async fn report(store: &SqlStore, province: &str, period: &str) -> ReportRow {
+    store
+        .reports(period)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.province_code == province)
+        .unwrap()
+}
+
+/// The indicators read model: each kind ordered by its own counter whatever the arrival
+/// order, redeliveries ignored, approvals replacing values wholesale, reopenings withdrawing
+/// them, and merged provinces' source units each kept (and summed) once.
+async fn indicators_read_model(db: Database) {
+    let gw = Gw::new(db.clone());
+    let model = IndicatorsReadModel::new(gw.store.clone());
+    let (p, month) = ("08", "202112");
+
+    // Catalogue: an older revision arriving late changes nothing.
+    let trained = indicator(
+        "TRAINED_HH",
+        2,
+        ipb::Source::Province,
+        ipb::Aggregation::Sum,
+    );
+    let events = [
+        catalogue("c2", trained.clone()),
+        catalogue(
+            "c1",
+            indicator(
+                "TRAINED_HH",
+                1,
+                ipb::Source::Province,
+                ipb::Aggregation::Sum,
+            ),
+        ),
+        catalogue(
+            "c3",
+            indicator(
+                "TRAINED_HH_PCT",
+                1,
+                ipb::Source::Derived,
+                ipb::Aggregation::Ratio,
+            ),
+        ),
+        catalogue(
+            "c4",
+            indicator(
+                "HH_ONBOARDED",
+                1,
+                ipb::Source::Marketplace,
+                ipb::Aggregation::Sum,
+            ),
+        ),
+        catalogue(
+            "c5",
+            indicator("QA_RECEIVED", 1, ipb::Source::Qa, ipb::Aggregation::Sum),
+        ),
+    ];
+    assert_eq!(apply_ind(&db, &model, &events).await, 5);
+    let cat = gw.store.catalogue().await.unwrap();
+    assert_eq!(cat.len(), 4);
+    assert_eq!(
+        cat.iter().find(|i| i.code == "TRAINED_HH").unwrap().name_vi,
+        "TRAINED_HH r2"
+    );
+
+    // Targets: the latest set_at_ms wins; a removal is kept so an older set cannot revive it.
+    apply_ind(
+        &db,
+        &model,
+        &[
+            target("t2", "TRAINED_HH", "", "100", 20),
+            target("t1", "TRAINED_HH", "", "50", 10),
+        ],
+    )
+    .await;
+    assert_eq!(
+        gw.store.targets("TRAINED_HH").await.unwrap()[0].value,
+        "100"
+    );
+    apply_ind(&db, &model, &[target("t3", "TRAINED_HH", p, "8", 5)]).await;
+    assert_eq!(gw.store.targets("TRAINED_HH").await.unwrap().len(), 2);
+    apply_ind(
+        &db,
+        &model,
+        &[
+            target("t4", "TRAINED_HH", p, "", 30),
+            target("t5", "TRAINED_HH", p, "9", 25),
+        ],
+    )
+    .await;
+    assert_eq!(gw.store.targets("TRAINED_HH").await.unwrap().len(), 1);
+
+    // Report events out of order: the approval (sequence 3) first, then older ones.
+    let approval = approved(
+        "a3",
+        p,
+        month,
+        3,
+        &[
+            ("TRAINED_HH", "02", "1.5"),
+            ("TRAINED_HH", "08", "2"),
+            ("TRAINING_SESSIONS", "", "4"),
+        ],
+    );
+    assert_eq!(
+        apply_ind(&db, &model, std::slice::from_ref(&approval)).await,
+        1
+    );
+    let started = ipb::ReportStarted {
+        event_id: "s1".into(),
+        province_code: p.into(),
+        period: month.into(),
+        version: 1,
+        sequence: 1,
+        at_ms: 500,
+        deadline: "2022-01-05".into(),
+    };
+    let submitted = ipb::ReportSubmitted {
+        event_id: "s2".into(),
+        province_code: p.into(),
+        period: month.into(),
+        version: 1,
+        sequence: 2,
+        at_ms: 900,
+        on_time: false,
+        deadline: "2022-01-05".into(),
+    };
+    let older = [
+        readmodel::decode_event(ipb::REPORT_SUBMITTED, &submitted).unwrap(),
+        readmodel::decode_event(ipb::REPORT_STARTED, &started).unwrap(),
+    ];
+    assert_eq!(apply_ind(&db, &model, &older).await, 2);
+    let r = report(&gw.store, p, month).await;
+    assert_eq!(
+        (
+            r.state.as_str(),
+            r.sequence,
+            r.submitted_at_ms,
+            r.approved_at_ms,
+            r.on_time
+        ),
+        ("approved", 3, 1_000, 2_000, 1)
+    );
+    // Redelivered: the inbox drops it.
+    assert_eq!(
+        apply_ind(&db, &model, std::slice::from_ref(&approval)).await,
+        0
+    );
+    let values = gw.store.approved_values("TRAINED_HH").await.unwrap();
+    assert_eq!(values.len(), 2, "each source unit once: {values:?}");
+
+    // Merged source units add up once; the derived share divides by the households onboarded.
+    for i in 0..4 {
+        gw.apply(&[household_event(
+            &format!("h{i}"),
+            None,
+            (p, HouseholdStatus::Active),
+        )])
+        .await
+        .unwrap();
+    }
+    let dashboard = Dashboard::new(gw.store.clone());
+    let view = dashboard.indicator("TRAINED_HH", month, "").await.unwrap();
+    assert_eq!(view.national.value.unwrap().to_string(), "3.5");
+    // The nation's 2021 target (100, the newest set) against 3.5; the province's was removed.
+    assert_eq!(view.national.target.unwrap().to_string(), "100");
+    assert_eq!(view.national.progress_pct, Some(3.5));
+    let province = view.provinces.iter().find(|x| x.code == p).unwrap();
+    assert_eq!(province.state.as_deref(), Some("approved"));
+    assert_eq!(province.figure.target, None);
+    assert_eq!(
+        view.provinces
+            .iter()
+            .filter(|x| x.figure.value.is_some())
+            .count(),
+        1
+    );
+    let pct = dashboard
+        .indicator("TRAINED_HH_PCT", month, "")
+        .await
+        .unwrap();
+    assert_eq!(pct.national.value.unwrap().to_string(), "87.50");
+    let onboarded = dashboard
+        .indicator("HH_ONBOARDED", month, "")
+        .await
+        .unwrap();
+    assert_eq!(onboarded.national.value.unwrap().to_string(), "4");
+    let qa = dashboard.indicator("QA_RECEIVED", month, "").await.unwrap();
+    assert_eq!(
+        (qa.national.value, qa.national.missing),
+        (None, Some(Missing::NoSource))
+    );
+
+    // Reopened (sequence 4): the values are withdrawn; the approval re-published under another
+    // id (older sequence) brings nothing back.
+    let reopened = ipb::ReportReopened {
+        event_id: "r4".into(),
+        province_code: p.into(),
+        period: month.into(),
+        version: 2,
+        sequence: 4,
+        at_ms: 3_000,
+        reason: "typo".into(),
+        deadline: String::new(),
+    };
+    apply_ind(
+        &db,
+        &model,
+        &[readmodel::decode_event(ipb::REPORT_REOPENED, &reopened).unwrap()],
+    )
+    .await;
+    apply_ind(
+        &db,
+        &model,
+        &[approved(
+            "a3-again",
+            p,
+            month,
+            3,
+            &[("TRAINED_HH", "", "99")],
+        )],
+    )
+    .await;
+    assert!(gw
+        .store
+        .approved_values("TRAINED_HH")
+        .await
+        .unwrap()
+        .is_empty());
+    let r = report(&gw.store, p, month).await;
+    assert_eq!(
+        (
+            r.state.as_str(),
+            r.version,
+            r.approved_at_ms,
+            r.deadline.as_str()
+        ),
+        ("draft", 2, 0, "2022-01-05")
+    );
+    let view = dashboard.indicator("TRAINED_HH", month, "").await.unwrap();
+    assert_eq!(
+        (view.national.value, view.national.missing),
+        (None, Some(Missing::NotApproved))
+    );
+
+    // Approved again (sequence 6): replaced wholesale, the old indicator's value gone.
+    apply_ind(
+        &db,
+        &model,
+        &[approved("a6", p, month, 6, &[("TRAINED_HH", "", "3")])],
+    )
+    .await;
+    assert_eq!(
+        gw.store.approved_values("TRAINED_HH").await.unwrap().len(),
+        1
+    );
+    assert!(gw
+        .store
+        .approved_values("TRAINING_SESSIONS")
+        .await
+        .unwrap()
+        .is_empty());
+    let view = dashboard.indicator("TRAINED_HH", month, p).await.unwrap();
+    assert_eq!(
+        view.series.last().unwrap().1.value.unwrap().to_string(),
+        "3"
+    );
+    assert_eq!(view.series.len(), 12);
+
+    // Completeness of the month: one province approved, 33 missing and overdue.
+    let c = dashboard.completeness(month).await.unwrap();
+    assert_eq!(
+        (c.counts.approved, c.counts.missing, c.counts.overdue),
+        (1, 33, 33)
+    );
+    assert_eq!(c.deadline.to_string(), "2022-01-05");
+}
+
+/// Replicas applying approvals of the same reports at once, in overlapping batches and
+/// opposite orders: each report ends at its highest sequence, with that approval's values only.
+async fn concurrent_read_model(db: Database) {
+    let store = Arc::new(SqlStore::new(db.clone()));
+    let provinces = ["01", "04", "08", "79"];
+    let events: Vec<Decoded<IndicatorChange>> = (1..=10u64)
+        .flat_map(|seq| {
+            provinces.iter().map(move |p| {
+                let value = (seq * 10).to_string();
+                approved(
+                    &format!("c{p}-{seq}"),
+                    p,
+                    "202611",
+                    seq,
+                    &[("TRAINED_HH", "", &value)],
+                )
+            })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for k in 0..4 {
+        let (db, store) = (db.clone(), store.clone());
+        let mut slice: Vec<Decoded<IndicatorChange>> =
+            events.iter().skip(k * 7).take(24).cloned().collect();
+        if k % 2 == 1 {
+            slice.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let model = IndicatorsReadModel::new(store);
+            let mut n = 0;
+            for chunk in slice.chunks(6) {
+                n += apply_ind(&db, &model, chunk).await;
+            }
+            n
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    let model = IndicatorsReadModel::new(store.clone());
+    applied += apply_ind(&db, &model, &events).await;
+    assert_eq!(applied, 40);
+    for p in provinces {
+        assert_eq!(report(&store, p, "202611").await.sequence, 10);
+    }
+    let values = store.approved_values("TRAINED_HH").await.unwrap();
+    assert_eq!(values.len(), 4, "{values:?}");
+    assert!(values.iter().all(|v| v.value == "100"), "{values:?}");
+}
+
+#[tokio::test]
+async fn concurrent_read_model_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_concurrent_ind", concurrent_read_model).await;
+}
+
+#[tokio::test]
+async fn indicators_read_model_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_indicators", indicators_read_model).await;
 }
 
 #[tokio::test]
