@@ -948,20 +948,28 @@ async fn lost_messages(cluster: &mut Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (outbox rows, unsent outbox rows, inbox rows) of a stopped embedded system.
+/// (outbox rows, unsent outbox rows, inbox rows) of a stopped embedded system. `up` runs every
+/// service, so the gateway's inbox also holds the indicators service's events (its catalogue,
+/// seeded at the first start): both producers' outboxes are counted.
 async fn embedded_counts(data: &std::path::Path) -> anyhow::Result<(i64, i64, i64)> {
     let open = |file: &str| {
         sqlx::sqlite::SqliteConnectOptions::new()
             .filename(data.join(file))
             .read_only(true)
     };
-    let mut market = sqlx::SqliteConnection::connect_with(&open("marketplace.sqlite")).await?;
-    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-        .fetch_one(&mut market)
-        .await?;
-    let unsent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
-        .fetch_one(&mut market)
-        .await?;
+    let (mut written, mut unsent) = (0, 0);
+    for producer in ["marketplace.sqlite", "indicators.sqlite"] {
+        let mut db = sqlx::SqliteConnection::connect_with(&open(producer)).await?;
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&mut db)
+            .await?;
+        let pending: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
+                .fetch_one(&mut db)
+                .await?;
+        written += rows;
+        unsent += pending;
+    }
     let mut gateway = sqlx::SqliteConnection::connect_with(&open("gateway.sqlite")).await?;
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
         .fetch_one(&mut gateway)
