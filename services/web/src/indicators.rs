@@ -599,7 +599,7 @@ mod tests {
             &["202611".into()],
         );
         assert_eq!(open, vec!["202610", "2026Q3", "2026Q2"]);
-        let mut states = vec![
+        let mut states = [
             (ipb::ReportState::Approved as i32, false),
             (ipb::ReportState::Submitted as i32, false),
             (0, false),

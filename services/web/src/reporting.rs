@@ -34,11 +34,12 @@ use crate::session::{self, Session};
 const LIST_LIMIT: usize = 200;
 
 /// Whether a request may be served to this session: 403 page or sign-in redirect otherwise.
-fn signed_in(visit: &Visit) -> Result<&Session, Response> {
+/// (The refusal is boxed: a `Response` is large and the happy path should not carry it.)
+fn signed_in(visit: &Visit) -> Result<&Session, Box<Response>> {
     visit
         .session
         .as_ref()
-        .ok_or_else(|| Redirect::to("/signin").into_response())
+        .ok_or_else(|| Box::new(Redirect::to("/signin").into_response()))
 }
 
 fn is_admin(session: &Session) -> bool {
@@ -657,7 +658,7 @@ pub async fn reports(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(province) = scope(live, params.province.as_deref()) else {
         return forbidden_page(&visit, &headers);
@@ -735,7 +736,7 @@ pub async fn reports_csv(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(province) = scope(live, params.province.as_deref()) else {
         return forbidden_page(&visit, &headers);
@@ -923,16 +924,16 @@ fn address(
     live: &Session,
     province: &str,
     period: &str,
-) -> Result<(String, Period), Response> {
+) -> Result<(String, Period), Box<Response>> {
     let Some(found) = Reference::get().resolve_province(province.trim()) else {
-        return Err(not_found_page(visit, headers));
+        return Err(Box::new(not_found_page(visit, headers)));
     };
     let code = found.province().code.clone();
     let Ok(period) = Period::parse(period) else {
-        return Err(not_found_page(visit, headers));
+        return Err(Box::new(not_found_page(visit, headers)));
     };
     if !is_admin(live) && live.principal.province.as_deref() != Some(code.as_str()) {
-        return Err(forbidden_page(visit, headers));
+        return Err(Box::new(forbidden_page(visit, headers)));
     }
     Ok((code, period))
 }
@@ -1239,11 +1240,11 @@ pub async fn report(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (province, period) = match address(&visit, &headers, live, &province, &period) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let tr = visit.tr();
     let loaded = match load(&web, live, &tr, province, period).await {
@@ -1333,10 +1334,10 @@ fn post_checks<'a>(
     visit: &'a Visit,
     headers: &HeaderMap,
     csrf: &str,
-) -> Result<&'a Session, Response> {
+) -> Result<&'a Session, Box<Response>> {
     let live = signed_in(visit)?;
     if !visit.same_origin || !session::csrf_matches(csrf, &live.csrf) {
-        return Err(csrf_refused(visit, headers));
+        return Err(Box::new(csrf_refused(visit, headers)));
     }
     Ok(live)
 }
@@ -1353,11 +1354,11 @@ pub async fn save_report(
     let form = EntryForm::parse(pairs);
     let live = match post_checks(&visit, &headers, &form.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (province, period) = match address(&visit, &headers, live, &province, &period) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let tr = visit.tr();
     let mut loaded = match load(&web, live, &tr, province, period).await {
@@ -1477,11 +1478,11 @@ pub async fn import_report(
 ) -> Response {
     let live = match post_checks(&visit, &headers, &form.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (province, period) = match address(&visit, &headers, live, &province, &period) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let tr = visit.tr();
     let keep = form.keep.is_some();
@@ -1562,11 +1563,11 @@ pub async fn export_report(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (province, period) = match address(&visit, &headers, live, &province, &period) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match web
         .backend
@@ -1685,7 +1686,7 @@ pub async fn review(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !is_admin(live) {
         return forbidden_page(&visit, &headers);
@@ -1737,7 +1738,7 @@ pub async fn decide(
 ) -> Response {
     let live = match post_checks(&visit, &headers, &form.csrf) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !is_admin(live) {
         return forbidden_page(&visit, &headers);
@@ -1923,7 +1924,7 @@ pub async fn chase(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !is_admin(live) {
         return forbidden_page(&visit, &headers);
@@ -1968,7 +1969,7 @@ pub async fn chase_csv(
 ) -> Response {
     let live = match signed_in(&visit) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !is_admin(live) {
         return forbidden_page(&visit, &headers);
