@@ -147,6 +147,8 @@ impl Simulator {
                     categories: (0..n)
                         .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
                         .collect(),
+                    listed_products: None,
+                    has_digital_address: None,
                 }
             })
             .collect();
@@ -178,6 +180,7 @@ impl Simulator {
                     quantity_grams: grams,
                     value_vnd: grams * price_per_kg / 1000,
                     orders: self.rng.random_range(1..200),
+                    household_ref: String::new(),
                 }
             })
             .collect();
