@@ -74,7 +74,16 @@ fn failed(visit: &Visit, headers: &HeaderMap, err: &Error) -> Response {
     match err.code {
         ErrorCode::PermissionDenied => forbidden_page(visit, headers),
         ErrorCode::NotFound => not_found_page(visit, headers),
-        ErrorCode::Unauthenticated => Redirect::to("/signin").into_response(),
+        // The session outlived what its token opens (or predates kept tokens): redirecting to
+        // /signin would bounce back to /account, so say what to do instead.
+        ErrorCode::Unauthenticated => {
+            let page = ErrorPage {
+                chrome: visit.chrome(&tr.t("error-401-title"), "", false),
+                heading: tr.t("error-401-title"),
+                body: tr.t("error-401-body"),
+            };
+            html(visit, headers, &page, StatusCode::UNAUTHORIZED)
+        }
         ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => {
             let page = ErrorPage {
                 chrome: visit.chrome(&tr.t("error-400-title"), "", false),
@@ -946,11 +955,24 @@ async fn load(
     period: Period,
 ) -> Result<Loaded, Error> {
     let id = period.to_string();
-    let previous_id = period.previous().to_string();
+    // The first allowed period has none before it (`previous` saturates to itself).
+    let previous_id = if period.previous() == period {
+        String::new()
+    } else {
+        period.previous().to_string()
+    };
     let (catalogue, report, previous) = tokio::join!(
         web.backend.catalogue(&live.bearer),
         web.backend.report(&live.bearer, &province, &id),
-        web.backend.report(&live.bearer, &province, &previous_id),
+        async {
+            if previous_id.is_empty() {
+                Err(Error::new(ErrorCode::NotFound, "no previous period"))
+            } else {
+                web.backend
+                    .report(&live.bearer, &province, &previous_id)
+                    .await
+            }
+        },
     );
     let catalogue = catalogue?;
     let report = match report {
@@ -2103,6 +2125,155 @@ mod tests {
             .iter()
             .any(|o| o.selected && o.value == "202611"));
         assert!(!block.reported);
+    }
+
+    fn visit(lang: Lang) -> Visit {
+        Visit {
+            lang,
+            lang_chosen: false,
+            session: None,
+            expired: false,
+            cookies: String::new(),
+            path: "/reports/79/202611".into(),
+            query: String::new(),
+            same_origin: true,
+            signed_out: false,
+        }
+    }
+
+    fn officer() -> Session {
+        Session {
+            principal: session::Principal {
+                subject: "t1".into(),
+                role: "province".into(),
+                province: Some("79".into()),
+                token_id: Some("t1".into()),
+            },
+            bearer: session::Bearer("ap1.x".into()),
+            csrf: "c".repeat(64),
+            expires_at_ms: 0,
+        }
+    }
+
+    fn loaded(state: ipb::ReportState) -> Loaded {
+        let indicator = |code: &str, name: &str, scale: u32| ipb::Indicator {
+            code: code.into(),
+            name_vi: name.into(),
+            name_en: name.into(),
+            unit: "tonnes".into(),
+            period_type: ipb::PeriodType::Month as i32,
+            source: ipb::Source::Province as i32,
+            scale,
+            min_value: "0".into(),
+            ..Default::default()
+        };
+        let value = |code: &str, v: &str| ipb::ReportedValue {
+            indicator_code: code.into(),
+            value: v.into(),
+            ..Default::default()
+        };
+        Loaded {
+            province: "79".into(),
+            period: Period::parse("202611").unwrap(),
+            indicators: vec![
+                indicator("TONNES", "Sản lượng", 1),
+                indicator("SHOPS", "Gian hàng", 0),
+            ],
+            report: Some(ipb::Report {
+                province_code: "79".into(),
+                period: "202611".into(),
+                state: state as i32,
+                version: 1,
+                values: vec![value("TONNES", "12.5")],
+                deadline: "2026-12-05".into(),
+                history: vec![ipb::AuditEntry {
+                    at_ms: 1_796_108_700_000,
+                    actor: "province:79".into(),
+                    action: "save".into(),
+                    indicator_code: "TONNES".into(),
+                    new_value: "12.5".into(),
+                    version: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            previous: Some(ipb::Report {
+                values: vec![value("SHOPS", "40")],
+                ..Default::default()
+            }),
+            context: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_value_is_marked_beside_its_field_kept_and_listed_at_the_top() {
+        let visit = visit(Lang::Vi);
+        let live = officer();
+        let loaded = loaded(ipb::ReportState::Draft);
+        let mut typed = Typed::new();
+        typed.insert("SHOPS".into(), ("-3".into(), "kiểm kê".into()));
+        let errors = vec![FieldError {
+            field: "v-SHOPS".into(),
+            label: "Gian hàng".into(),
+            message: "must be at least 0".into(),
+        }];
+        let page = report_page(
+            &visit,
+            &live,
+            &loaded,
+            Some(&typed),
+            errors,
+            None,
+            None,
+            None,
+        );
+        let body = page.render().unwrap();
+        assert!(
+            body.contains(r##"<a href="#v-SHOPS">Gian hàng: must be at least 0</a>"##),
+            "{body}"
+        );
+        assert!(body.contains(r#"id="v-SHOPS-error""#));
+        assert!(
+            body.contains(r#"aria-describedby="v-SHOPS-hint v-SHOPS-error" aria-invalid="true""#)
+        );
+        assert!(
+            body.contains(r#"name="v_SHOPS" value="-3""#),
+            "what was typed is kept"
+        );
+        assert!(body.contains(r#"value="kiểm kê""#));
+        // The stored value is shown with the reader's decimal mark; the other field is fine.
+        assert!(body.contains(r#"name="v_TONNES" value="12,5""#));
+        assert!(body.contains(r#"aria-describedby="v-TONNES-hint">"#));
+        assert!(!body.contains(r#"id="v-TONNES-error""#));
+        // Last period's value beside the field, the buttons, the CSRF token, the history.
+        assert!(body.contains("Kỳ trước: 40\u{a0}tấn"));
+        assert!(body.contains("Lưu nháp") && body.contains("Nộp báo cáo"));
+        assert!(body.contains(&format!(r#"name="csrf" value="{}""#, live.csrf)));
+        assert!(body.contains("14:05 01/12/2026"));
+        assert!(body.contains("Bản nháp"));
+        assert!(body.contains(r#"action="/reports/79/202611/import""#));
+        assert!(body.contains(r#"href="/reports/79/202611/export.csv""#));
+        assert!(!body.contains("ap1.x"), "the token never reaches the page");
+    }
+
+    #[test]
+    fn an_approved_report_is_read_only_with_the_reason() {
+        let visit = visit(Lang::En);
+        let page = report_page(
+            &visit,
+            &officer(),
+            &loaded(ipb::ReportState::Approved),
+            None,
+            Vec::new(),
+            None,
+            None,
+            None,
+        );
+        let body = page.render().unwrap();
+        assert!(body.contains(&Tr::new(Lang::En).t("locked-approved")));
+        assert!(!body.contains(r#"name="v_TONNES""#));
+        assert!(!body.contains("Save draft"));
+        assert!(body.contains("12.5 tonnes"));
     }
 
     #[test]

@@ -250,3 +250,5 @@ chase-bad-period = That is not a period: write a month as 202611, a quarter as 2
 chase-overdue = Overdue
 chase-on-time = on time
 chase-late = late
+error-401-title = Sign in again
+error-401-body = Your session can no longer reach the reports. Sign out from your account page, then sign in again with your access token.

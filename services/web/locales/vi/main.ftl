@@ -251,3 +251,5 @@ chase-bad-period = Đây không phải là một kỳ: tháng viết 202611, qu�
 chase-overdue = Quá hạn
 chase-on-time = đúng hạn
 chase-late = trễ hạn
+error-401-title = Hãy đăng nhập lại
+error-401-body = Phiên làm việc không còn truy cập được báo cáo. Hãy đăng xuất ở trang tài khoản rồi đăng nhập lại bằng mã truy cập.
