@@ -17,7 +17,7 @@ use agriportal_platform::{Error, ErrorCode};
 use agriportal_proto::gateway::v1 as gpb;
 use agriportal_proto::indicators::v1 as ipb;
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -1475,29 +1475,69 @@ pub async fn save_report(
     html(&visit, &headers, &page, StatusCode::UNPROCESSABLE_ENTITY)
 }
 
-/// The import form: `csrf`, `csv` (the file's text, pasted), `keep` (checkbox).
-#[derive(Debug, Default, Deserialize)]
+/// The import form (`multipart/form-data`): `csrf`, `file` (the CSV file chosen), `csv` (its
+/// text pasted instead, for a phone without files at hand), `keep` (checkbox).
+#[derive(Debug, Default)]
 pub struct ImportForm {
     /// CSRF token.
-    #[serde(default)]
     pub csrf: String,
-    /// The CSV text.
-    #[serde(default)]
+    /// The file's bytes as sent (UTF-8 or Windows-1258: the indicators service detects which).
+    pub file: Vec<u8>,
+    /// The pasted text.
     pub csv: String,
     /// "Keep the valid lines".
-    #[serde(default)]
-    pub keep: Option<String>,
+    pub keep: bool,
 }
 
-/// `POST /reports/{province}/{period}/import`: imports CSV lines into the report; the
-/// refused lines come back in a table, with the text kept.
+impl ImportForm {
+    /// Reads the form's parts; an unknown part is ignored, an unreadable body is `Err`.
+    pub async fn read(mut multipart: Multipart) -> Result<ImportForm, String> {
+        let mut form = ImportForm::default();
+        while let Some(field) = multipart.next_field().await.map_err(|e| e.to_string())? {
+            let name = field.name().unwrap_or_default().to_string();
+            let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+            match name.as_str() {
+                "csrf" => form.csrf = String::from_utf8_lossy(&bytes).into_owned(),
+                "file" => form.file = bytes.to_vec(),
+                "csv" => form.csv = String::from_utf8_lossy(&bytes).into_owned(),
+                "keep" => form.keep = !bytes.is_empty(),
+                _ => {}
+            }
+        }
+        Ok(form)
+    }
+
+    /// What to import: the file if one was chosen, else the pasted text.
+    pub fn content(&self) -> Vec<u8> {
+        if self.file.is_empty() {
+            self.csv.clone().into_bytes()
+        } else {
+            self.file.clone()
+        }
+    }
+}
+
+/// `POST /reports/{province}/{period}/import`: imports a CSV file (or pasted lines) into the
+/// report; the refused lines come back in a table, with pasted text kept.
 pub async fn import_report(
     State(web): State<Arc<Web>>,
     Extension(visit): Extension<Visit>,
     headers: HeaderMap,
     Path((province, period)): Path<(String, String)>,
-    Form(form): Form<ImportForm>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
+    let form = match multipart {
+        Ok(m) => ImportForm::read(m).await,
+        Err(err) => Err(err.to_string()),
+    };
+    let form = match form {
+        Ok(f) => f,
+        Err(reason) => {
+            tracing::info!(%reason, "an import form could not be read");
+            // Without its parts there is no CSRF token to check: refused like a forged form.
+            return csrf_refused(&visit, &headers);
+        }
+    };
     let live = match post_checks(&visit, &headers, &form.csrf) {
         Ok(s) => s,
         Err(r) => return *r,
@@ -1507,14 +1547,14 @@ pub async fn import_report(
         Err(r) => return *r,
     };
     let tr = visit.tr();
-    let keep = form.keep.is_some();
+    let keep = form.keep;
     let period_id = period.to_string();
     let answer = web
         .backend
         .import(
             &live.bearer,
             ipb::ImportReportRequest {
-                content: form.csv.clone().into_bytes(),
+                content: form.content(),
                 keep_valid_lines: keep,
                 province_code: province.clone(),
                 period: period_id.clone(),
