@@ -407,6 +407,10 @@ pub fn router(web: Arc<Web>) -> Router {
             "/reports/{province}/{period}/export.csv",
             get(reporting::export_report),
         )
+        .route(
+            "/reports/{province}/{period}/history.csv",
+            get(reporting::history_csv),
+        )
         .route("/review", get(reporting::review).post(reporting::decide))
         .route("/chase", get(reporting::chase))
         .route("/chase.csv", get(reporting::chase_csv))

@@ -818,6 +818,8 @@ pub struct EntryField {
     pub error: Option<String>,
     /// Whether the input takes decimals (`inputmode`).
     pub decimal: bool,
+    /// The stored value in words with its unit, for the read-only table ("—" for none).
+    pub shown: String,
 }
 
 /// A figure the gateway has for the province (marketplace or derived), beside the form.
@@ -911,6 +913,8 @@ pub struct ReportPage {
     pub import_keep: bool,
     /// The report as CSV.
     pub export: String,
+    /// The history as CSV.
+    pub history_csv: String,
     /// The list of reports.
     pub back: String,
 }
@@ -1146,6 +1150,16 @@ fn report_page(
                 previous: previous(i),
                 hint: hint(i, &tr),
                 decimal: i.scale > 0,
+                shown: if saved.value.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!(
+                        "{}{}{}",
+                        ind::decimal_text(&saved.value, lang),
+                        crate::format::NBSP,
+                        ind::unit(i, &tr)
+                    )
+                },
             }
         })
         .collect();
@@ -1234,6 +1248,7 @@ fn report_page(
         import_text,
         import_keep,
         export: format!("{base}/export.csv"),
+        history_csv: format!("{base}/history.csv"),
         back: if is_admin(live) {
             format!("/reports?province={}", loaded.province)
         } else {
@@ -1657,6 +1672,66 @@ pub async fn export_report(
         }
         Err(err) => failed(&visit, &headers, &err),
     }
+}
+
+/// `GET /reports/{province}/{period}/history.csv`: the report's audit table.
+pub async fn history_csv(
+    State(web): State<Arc<Web>>,
+    Extension(visit): Extension<Visit>,
+    headers: HeaderMap,
+    Path((province, period)): Path<(String, String)>,
+) -> Response {
+    let live = match signed_in(&visit) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let (province, period) = match address(&visit, &headers, live, &province, &period) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let tr = visit.tr();
+    let lang = tr.lang();
+    let report = match web
+        .backend
+        .report(&live.bearer, &province, &period.to_string())
+        .await
+    {
+        Ok(r) => r,
+        Err(err) => return failed(&visit, &headers, &err),
+    };
+    let header = vec![
+        tr.t("col-time"),
+        tr.t("col-actor"),
+        tr.t("col-action"),
+        tr.t("col-indicator"),
+        tr.t("col-old"),
+        tr.t("col-new"),
+        tr.t("entry-comment"),
+        tr.t("col-version"),
+    ];
+    // Values as the service stores them (a point for decimals), so a spreadsheet or a
+    // re-import reads them exactly; times in Vietnam time.
+    let rows: Vec<Vec<String>> = report
+        .history
+        .iter()
+        .map(|h| {
+            vec![
+                ind::time_ms(h.at_ms, lang),
+                h.actor.clone(),
+                action_word(&h.action, &tr),
+                h.indicator_code.clone(),
+                h.old_value.clone(),
+                h.new_value.clone(),
+                h.comment.clone(),
+                h.version.to_string(),
+            ]
+        })
+        .collect();
+    no_store(csv_response(
+        &header,
+        &rows,
+        &format!("lich-su-{province}-{period}.csv"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2313,7 +2388,7 @@ mod tests {
         assert!(body.contains(&Tr::new(Lang::En).t("locked-approved")));
         assert!(!body.contains(r#"name="v_TONNES""#));
         assert!(!body.contains("Save draft"));
-        assert!(body.contains("12.5 tonnes"));
+        assert!(body.contains("12.5\u{a0}tonnes"));
     }
 
     #[test]
