@@ -73,18 +73,14 @@ impl dashboard_server::Dashboard for GrpcAdapter {
         &self,
         _request: Request<pb::ListIndicatorProgressRequest>,
     ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
-        Err(Status::unimplemented(
-            "TEMP: indicator progress is being written",
-        ))
+        Err(Status::unimplemented("TEMP: indicator progress is being written"))
     }
 
     async fn get_indicator_progress(
         &self,
         _request: Request<pb::GetIndicatorProgressRequest>,
     ) -> Result<Response<pb::IndicatorProgress>, Status> {
-        Err(Status::unimplemented(
-            "TEMP: indicator progress is being written",
-        ))
+        Err(Status::unimplemented("TEMP: indicator progress is being written"))
     }
 
     async fn get_completeness(
