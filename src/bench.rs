@@ -353,7 +353,6 @@ impl BatchMaker {
                 quantity_grams: rng.random_range(1_000..1_000_000),
                 value_vnd: rng.random_range(10_000..50_000_000),
                 orders: rng.random_range(1..50),
-                household_ref: String::new(),
             })
             .collect();
         let batch = pb::PushSalesRequest {

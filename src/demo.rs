@@ -147,8 +147,6 @@ impl Simulator {
                     categories: (0..n)
                         .map(|_| categories[self.rng.random_range(0..categories.len())].clone())
                         .collect(),
-                    listed_products: None,
-                    has_digital_address: None,
                 }
             })
             .collect();
@@ -180,7 +178,6 @@ impl Simulator {
                     quantity_grams: grams,
                     value_vnd: grams * price_per_kg / 1000,
                     orders: self.rng.random_range(1..200),
-                    household_ref: String::new(),
                 }
             })
             .collect();

@@ -215,7 +215,6 @@ pub fn generate(plan: &Plan) -> Vec<Stream> {
                     quantity_grams: 1 + rng.below(2_000_000) as i64,
                     value_vnd: 1_000 + rng.below(50_000_000) as i64,
                     orders: 1 + rng.below(40) as u32,
-                    ..Default::default()
                 });
             }
             made += size;
@@ -284,7 +283,6 @@ pub fn generate(plan: &Plan) -> Vec<Stream> {
                     registered_on: date(&mut rng),
                     status: status as i32,
                     categories: cats,
-                    ..Default::default()
                 });
             }
             made += size;
@@ -913,7 +911,6 @@ pub fn probe(index: u32) -> (pb::PushSalesRequest, String, i64) {
             quantity_grams: grams,
             value_vnd: 10_000,
             orders: 1,
-            ..Default::default()
         }],
     };
     (request, day.to_string(), grams)

@@ -204,7 +204,6 @@ fn line(id: &str, province: &str, grams: i64) -> pb::SalesRecord {
         quantity_grams: grams,
         value_vnd: grams * 10,
         orders: 1,
-        ..Default::default()
     }
 }
 

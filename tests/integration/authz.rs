@@ -202,7 +202,6 @@ fn sales_batch(who: Who) -> pb::PushSalesRequest {
             quantity_grams: 1_000,
             value_vnd: 10_000,
             orders: 1,
-            ..Default::default()
         }],
     }
 }
@@ -217,7 +216,6 @@ fn onboarding_batch(batch_id: &str, household: &str) -> pb::PushOnboardingReques
             registered_on: "2021-09-01".into(),
             status: HouseholdStatus::Active as i32,
             categories: vec!["fruit".into()],
-            ..Default::default()
         }],
     }
 }
@@ -452,7 +450,6 @@ async fn isolation(mode: Mode) {
         quantity_grams: grams,
         value_vnd: grams * 10,
         orders: 1,
-        ..Default::default()
     };
     let batch = |id: &str, grams: i64| pb::PushSalesRequest {
         batch_id: id.into(),

@@ -24,7 +24,6 @@ fn line(id: &str, province: &str, grams: i64, value: i64, orders: u32) -> pb::Sa
         quantity_grams: grams,
         value_vnd: value,
         orders,
-        ..Default::default()
     }
 }
 
@@ -36,7 +35,6 @@ fn household(id: &str, province: &str, status: HouseholdStatus) -> pb::Onboardin
         registered_on: "2021-09-01".into(),
         status: status as i32,
         categories: vec!["rice_grains".into()],
-        ..Default::default()
     }
 }
 

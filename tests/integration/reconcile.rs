@@ -62,7 +62,6 @@ fn sale(id: &str, day: &str, province: &str, grams: i64) -> pb::SalesRecord {
         quantity_grams: grams,
         value_vnd: grams * 30,
         orders: 2,
-        ..Default::default()
     }
 }
 
@@ -74,7 +73,6 @@ fn household(id: &str, province: &str, status: HouseholdStatus) -> pb::Onboardin
         registered_on: "2022-01-15".into(),
         status: status as i32,
         categories: vec!["fruit".into()],
-        ..Default::default()
     }
 }
 

@@ -37,7 +37,6 @@ async fn seed(app: &TestApp) {
             registered_on: "2026-11-01".into(),
             status: HouseholdStatus::Active as i32,
             categories: vec!["fruit".into()],
-            ..Default::default()
         })
         .collect();
     postmart
@@ -58,7 +57,6 @@ async fn seed(app: &TestApp) {
             quantity_grams: 1_500_000,
             value_vnd: 1_234_567,
             orders: 3,
-            ..Default::default()
         })
         .collect();
     postmart
