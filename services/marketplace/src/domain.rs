@@ -477,7 +477,6 @@ impl SaleLine {
             quantity_grams: self.quantity_grams,
             value_vnd: self.value_vnd,
             orders: u32::try_from(self.orders).unwrap_or(u32::MAX),
-            household_ref: String::new(),
         }
     }
 }
@@ -490,8 +489,6 @@ impl Household {
             commune_code: self.commune_code.clone(),
             registered_on: self.registered_on.clone(),
             status: self.status,
-            has_digital_address: Default::default(),
-            listed_products: Default::default(),
         }
     }
 }
