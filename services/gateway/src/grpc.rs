@@ -69,27 +69,6 @@ fn province(view: &ProvinceView) -> pb::ProvinceSummary {
 
 #[tonic::async_trait]
 impl dashboard_server::Dashboard for GrpcAdapter {
-    async fn list_indicator_progress(
-        &self,
-        _request: Request<pb::ListIndicatorProgressRequest>,
-    ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
-        Err(Status::unimplemented("TEMP: indicator progress is being written"))
-    }
-
-    async fn get_indicator_progress(
-        &self,
-        _request: Request<pb::GetIndicatorProgressRequest>,
-    ) -> Result<Response<pb::IndicatorProgress>, Status> {
-        Err(Status::unimplemented("TEMP: indicator progress is being written"))
-    }
-
-    async fn get_completeness(
-        &self,
-        _request: Request<pb::GetCompletenessRequest>,
-    ) -> Result<Response<pb::Completeness>, Status> {
-        Err(Status::unimplemented("TEMP: completeness is being written"))
-    }
-
     async fn get_national_summary(
         &self,
         _request: Request<pb::GetNationalSummaryRequest>,
