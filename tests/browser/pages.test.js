@@ -21,6 +21,7 @@ import {
   describeViolations,
   horizontalOverflow,
   integerIn,
+  latestOpenMonth,
   launch,
   loadCounting,
   mint,
@@ -154,6 +155,86 @@ const PAGES = [
     },
   },
   {
+    slug: "indicators",
+    path: "/indicators",
+    async figures(page, lang) {
+      const table = `[aria-label="${t(lang, "indicators-caption")}"] table`;
+      const rows = await tableRows(page, table);
+      assert.ok(rows >= 18, `the catalogue has ${rows} rows`);
+      // Q&A indicators have no source yet: words, never a 0.
+      const qa = page.locator(`${table} tbody tr`, { has: page.locator('a[href^="/indicators/QA_"]') });
+      assert.ok((await qa.count()) > 0, "Q&A indicators are listed");
+      for (const value of await qa.locator("td:nth-child(3)").allTextContents()) {
+        assert.equal(value.trim(), t(lang, "figure-no-source"));
+      }
+      return `${rows} indicators`;
+    },
+  },
+  {
+    slug: "indicator-hh-onboarded",
+    path: "/indicators/HH_ONBOARDED",
+    async figures(page, lang) {
+      assert.equal(await page.locator('figure.chart svg[role="img"]').count(), 1, "the chart is drawn");
+      assert.equal(await tableRows(page, `[aria-label="${t(lang, "provinces-caption")}"] table`), 34, "34 provinces");
+      const national = integerIn(await text(page, `[aria-label="${t(lang, "indicator-national")}"] tbody td`));
+      assert.ok(national > 0, `national households onboarded ${national}`);
+      assert.ok((await page.locator('a[href^="/indicators/HH_ONBOARDED/provinces.csv"]').count()) === 1, "CSV beside the table");
+      return `national ${national}`;
+    },
+  },
+  {
+    slug: "indicator-qa",
+    path: "/indicators/QA_MEDIAN_HOURS",
+    async figures(page, lang) {
+      const national = await text(page, `[aria-label="${t(lang, "indicator-national")}"] tbody td`);
+      assert.equal(national, t(lang, "figure-no-source"));
+      return national;
+    },
+  },
+  {
+    slug: "reports",
+    path: "/reports",
+    signedIn: "province",
+    async figures(page, lang) {
+      assert.ok((await text(page, "main h1")).startsWith(t(lang, "reports-title")));
+      const start = await page.locator(`main a[href="/reports/79/${latestOpenMonth()}"]`).count();
+      const listed = await page.locator(`main a[href^="/reports/79/"]`).count();
+      assert.ok(start + listed > 0, "the open period can be started or is listed");
+      return `${listed} report link(s)`;
+    },
+  },
+  {
+    slug: "report-79",
+    path: `/reports/79/${latestOpenMonth()}`,
+    signedIn: "province",
+    async figures(page, lang) {
+      assert.ok((await text(page, "main h1")).includes(HCMC));
+      const state = await text(page, `[aria-label="${t(lang, "report-state-caption")}"] tbody td`);
+      assert.ok(state.length > 0, "the state in words");
+      assert.ok(await page.locator("#v-TRAINED_HH").isVisible(), "a field per province-reported indicator");
+      assert.equal(await page.locator('label[for="v-TRAINED_HH"]').count(), 1, "labelled");
+      return state;
+    },
+  },
+  {
+    slug: "review",
+    path: "/review",
+    signedIn: "admin",
+    async figures(page, lang) {
+      assert.equal(await text(page, "main h1"), t(lang, "review-title"));
+      return "queue";
+    },
+  },
+  {
+    slug: "chase",
+    path: "/chase",
+    signedIn: "admin",
+    async figures(page, lang) {
+      assert.equal(await tableRows(page, `[aria-label="${t(lang, "chase-caption")}"] table`), 34, "34 provinces");
+      return "34 provinces";
+    },
+  },
+  {
     slug: "not-found",
     path: "/nope",
     status: 404,
@@ -167,6 +248,14 @@ const PAGES = [
 const summary = [];
 let browser;
 let session;
+let provinceSession;
+
+// The session a page is looked at with: the working group's for `signedIn: true` or "admin",
+// province 79's officer's for "province".
+function sessionFor(spec) {
+  if (spec.signedIn === "province") return provinceSession;
+  return spec.signedIn ? session : undefined;
+}
 
 before(async () => {
   browser = await launch();
@@ -179,6 +268,14 @@ before(async () => {
   session = (await context.cookies()).find((c) => c.name === "ap_session")?.value;
   assert.ok(session, "a session cookie");
   await context.close();
+  // And one for province 79's officer (the reports and the entry form).
+  const officer = await mint(["--role", "province", "--province", "79"]);
+  const context79 = await newContext(browser);
+  const page79 = await context79.newPage();
+  await signIn(page79, officer.token);
+  provinceSession = (await context79.cookies()).find((c) => c.name === "ap_session")?.value;
+  assert.ok(provinceSession, "a province session cookie");
+  await context79.close();
 });
 
 after(async () => {
@@ -205,7 +302,7 @@ for (const spec of PAGES) {
 
         before(async () => {
           // A new context: a cold cache, so the tally counts the assets too.
-          context = await newContext(browser, { lang, viewport, session: spec.signedIn ? session : undefined });
+          context = await newContext(browser, { lang, viewport, session: sessionFor(spec) });
           page = await context.newPage();
           loaded = await loadCounting(page, spec.path);
           overflow = await horizontalOverflow(page);
@@ -273,7 +370,7 @@ for (const spec of PAGES) {
             lang,
             viewport,
             javaScriptEnabled: false,
-            session: spec.signedIn ? session : undefined,
+            session: sessionFor(spec),
           });
           try {
             const p = await noJs.newPage();
@@ -298,7 +395,7 @@ describe("every page at 320 px", () => {
         const context = await newContext(browser, {
           lang,
           viewport: { width: 320, height: 640 },
-          session: spec.signedIn ? session : undefined,
+          session: sessionFor(spec),
         });
         try {
           const page = await context.newPage();

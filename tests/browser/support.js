@@ -250,3 +250,12 @@ export function describeViolations(violations) {
 export function screenshotPath(name) {
   return join(SCREENSHOTS, `${name}.png`);
 }
+
+// The latest month open for reporting (the one that ended most recently, in Vietnam time), as
+// a period id: the entry form the officer of province 79 opens.
+export function latestOpenMonth(now = new Date()) {
+  const vn = new Date(now.getTime() + 7 * 3600 * 1000);
+  const y = vn.getUTCFullYear();
+  const m = vn.getUTCMonth(); // 0-based: this month - 1 is the previous month, 1-based
+  return m === 0 ? `${y - 1}12` : `${y}${String(m).padStart(2, "0")}`;
+}

@@ -608,3 +608,158 @@ async fn pages_stay_up_when_the_gateway_does_not_answer() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// The session's CSRF token, from a signed-in page's forms.
+async fn session_csrf(app: &TestApp, session: &str) -> String {
+    let body = text(get(app, "/account", &[("cookie", session)]).await).await;
+    body.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf field")
+        .to_string()
+}
+
+#[tokio::test]
+async fn reporting_pages_need_a_signed_in_official_of_the_right_role_and_province() {
+    let Some(app) = spawn_app(Mode::Embedded, "web_reporting").await else {
+        return;
+    };
+    // Public: the catalogue is a page for everyone, in the navigation (its figures, or the
+    // "unavailable" notice while the gateway has none: the page itself is always served).
+    let catalogue = get(&app, "/indicators", &[]).await;
+    assert_eq!(catalogue.status(), 200);
+    let body = text(catalogue).await;
+    assert!(body.contains(r#"<a href="/indicators" aria-current="page">Chỉ tiêu</a>"#));
+    let english = text(get(&app, "/indicators?lang=en", &[]).await).await;
+    assert!(english.contains("Key indicators of the plan"));
+    assert_eq!(get(&app, "/indicators/bad%20code", &[]).await.status(), 404);
+    assert_eq!(
+        get(&app, "/indicators/HH_ONBOARDED?period=nope", &[])
+            .await
+            .status(),
+        404
+    );
+
+    // Signed out: every reporting page sends the reader to sign in.
+    for path in [
+        "/reports",
+        "/reports.csv",
+        "/reports/79/202611",
+        "/reports/79/202611/export.csv",
+        "/review",
+        "/chase",
+        "/chase.csv",
+    ] {
+        let page = get(&app, path, &[]).await;
+        assert_eq!(page.status(), 303, "{path}");
+        assert_eq!(page.headers()["location"], "/signin", "{path}");
+    }
+
+    // A province officer: their own province's reports, nothing of the centre's.
+    let officer = sign_in(
+        &app,
+        &app.token(Role::Province {
+            province: "79".into(),
+        }),
+    )
+    .await;
+    let account = text(get(&app, "/account", &[("cookie", &officer)]).await).await;
+    assert!(account.contains(r#"href="/reports""#));
+    assert!(!account.contains(r#"href="/review""#));
+    for path in [
+        "/review",
+        "/chase",
+        "/chase.csv",
+        "/reports/01/202611",
+        "/reports?province=01",
+    ] {
+        let page = get(&app, path, &[("cookie", &officer)]).await;
+        assert_eq!(page.status(), 403, "{path}");
+        let body = text(page).await;
+        assert!(body.contains("Không được phép"), "{path}: {body}");
+    }
+    let english = get(&app, "/review?lang=en", &[("cookie", &officer)]).await;
+    assert_eq!(english.status(), 403);
+    assert!(text(english).await.contains("Not allowed"));
+    assert_eq!(
+        get(&app, "/reports/79/not-a-period", &[("cookie", &officer)])
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        get(&app, "/reports/99/202611", &[("cookie", &officer)])
+            .await
+            .status(),
+        404
+    );
+
+    // Forms need the session's token and this site's origin; nothing is sent otherwise.
+    let csrf = session_csrf(&app, &officer).await;
+    for (path, fields) in [
+        ("/reports/79/202611", vec![("action", "save"), ("v_X", "1")]),
+        ("/reports/79/202611/import", vec![("csv", "a,b")]),
+        (
+            "/review",
+            vec![
+                ("action", "approve"),
+                ("province", "79"),
+                ("period", "202611"),
+            ],
+        ),
+    ] {
+        let refused = post(&app, path, &officer, &fields, None).await;
+        assert_eq!(refused.status(), 403, "{path} without a token");
+        assert!(text(refused).await.contains("Biểu mẫu đã hết hạn"));
+        let mut with = fields.clone();
+        with.push(("csrf", csrf.as_str()));
+        let foreign = post(&app, path, &officer, &with, Some("https://evil.example")).await;
+        assert_eq!(foreign.status(), 403, "{path} from another site");
+    }
+    // With its token, a province officer still may not decide on reports.
+    let decided = post(
+        &app,
+        "/review",
+        &officer,
+        &[
+            ("csrf", csrf.as_str()),
+            ("action", "approve"),
+            ("province", "79"),
+            ("period", "202611"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(decided.status(), 403);
+
+    // The centre: review and chase are theirs; a return needs a comment, refused beside it.
+    let admin = sign_in(&app, &app.token(Role::Admin)).await;
+    let account = text(get(&app, "/account", &[("cookie", &admin)]).await).await;
+    assert!(account.contains(r#"href="/review""#) && account.contains(r#"href="/chase""#));
+    let csrf = session_csrf(&app, &admin).await;
+    let refused = post(
+        &app,
+        "/review",
+        &admin,
+        &[
+            ("csrf", csrf.as_str()),
+            ("action", "return"),
+            ("province", "79"),
+            ("period", "202611"),
+            ("comment", "   "),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 422);
+    let body = text(refused).await;
+    assert!(body.contains("error-summary"), "{body}");
+    assert!(body.contains("Hãy ghi lý do trả lại"), "{body}");
+    assert_eq!(
+        get(&app, "/chase?period=nope", &[("cookie", &admin)])
+            .await
+            .status(),
+        400
+    );
+    app.stop().await;
+}

@@ -1,17 +1,26 @@
 //! The figures the pages show, read from the gateway's `Dashboard` over gRPC with the kit's
-//! client (the web's own credential, trace context, a short deadline). A failed call is a
-//! `platform::Error`, which a page shows as "these figures are unavailable" while serving the
-//! rest of itself.
+//! client (the web's own credential, trace context, a short deadline), and the reporting
+//! workflow of the indicators service, called on behalf of the signed-in official with their
+//! own bearer token. A failed call is a `platform::Error`, which a page shows as "these
+//! figures are unavailable" (or a 403/404) while serving the rest of itself.
 
 use agriportal_platform::client::{self, PeerChannel};
-use agriportal_platform::Result;
+use agriportal_platform::{Error, ErrorCode, Result};
 use agriportal_proto::gateway::v1 as pb;
 use agriportal_proto::gateway::v1::dashboard_client::DashboardClient;
+use agriportal_proto::indicators::v1 as ipb;
+use agriportal_proto::indicators::v1::indicators_client::IndicatorsClient;
+use tonic::metadata::MetadataValue;
 
-/// The gateway, as the pages read it.
+use crate::session::Bearer;
+
+/// The services the pages read.
 #[derive(Clone, Debug)]
 pub struct Backend {
     dashboard: DashboardClient<PeerChannel>,
+    /// The indicators service over a channel without a credential of its own: each call
+    /// carries the official's token (see [`Backend::as_official`]).
+    indicators: Option<IndicatorsClient<PeerChannel>>,
 }
 
 /// A time series as asked for by the dashboard's filters.
@@ -31,11 +40,31 @@ pub struct SeriesQuery {
     pub partner: String,
 }
 
+/// `message` as a request carrying `bearer` as its `authorization`: the channel's own
+/// interceptor adds trace context and the deadline and, having no credential, leaves it.
+fn as_official<T>(bearer: &Bearer, message: T) -> Result<tonic::Request<T>> {
+    if bearer.is_empty() {
+        // A session opened before tokens were kept: the official signs in again.
+        return Err(Error::new(
+            ErrorCode::Unauthenticated,
+            "sign in again to reach the reports",
+        ));
+    }
+    let value: MetadataValue<_> = format!("Bearer {}", bearer.0)
+        .parse()
+        .map_err(|_| Error::new(ErrorCode::Unauthenticated, "the token is not valid"))?;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
 impl Backend {
-    /// The gateway over `channel`.
-    pub fn new(channel: PeerChannel) -> Self {
+    /// The gateway over `channel`, and the indicators service over `indicators` if the web
+    /// knows where it is.
+    pub fn new(channel: PeerChannel, indicators: Option<PeerChannel>) -> Self {
         Backend {
             dashboard: DashboardClient::new(channel),
+            indicators: indicators.map(IndicatorsClient::new),
         }
     }
 
@@ -75,5 +104,232 @@ impl Backend {
             .await
             .map_err(client::error("gateway"))?
             .into_inner())
+    }
+
+    /// The catalogue with each indicator's public national figure (gateway).
+    pub async fn indicator_list(&self) -> Result<Vec<pb::IndicatorSummary>> {
+        let mut client = self.dashboard.clone();
+        Ok(client
+            .list_indicator_progress(pb::ListIndicatorProgressRequest {})
+            .await
+            .map_err(client::error("gateway"))?
+            .into_inner()
+            .indicators)
+    }
+
+    /// One indicator's public figures for `period` (empty: its latest), the series of
+    /// `province` (empty: the nation's).
+    pub async fn indicator(
+        &self,
+        code: &str,
+        period: &str,
+        province: &str,
+    ) -> Result<pb::IndicatorProgress> {
+        let mut client = self.dashboard.clone();
+        Ok(client
+            .get_indicator_progress(pb::GetIndicatorProgressRequest {
+                code: code.to_string(),
+                period: period.to_string(),
+                province: province.to_string(),
+            })
+            .await
+            .map_err(client::error("gateway"))?
+            .into_inner())
+    }
+
+    fn indicators(&self) -> Result<IndicatorsClient<PeerChannel>> {
+        self.indicators.clone().ok_or_else(|| {
+            Error::new(
+                ErrorCode::Unavailable,
+                "the web does not know the indicators service's address",
+            )
+        })
+    }
+
+    /// The catalogue, as the official may read it.
+    pub async fn catalogue(&self, who: &Bearer) -> Result<Vec<ipb::Indicator>> {
+        let request = as_official(who, ipb::ListIndicatorsRequest {})?;
+        Ok(self
+            .indicators()?
+            .list_indicators(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner()
+            .indicators)
+    }
+
+    /// Reports of `province` (empty: the official's own, or all for an admin), by state and
+    /// period.
+    pub async fn reports(
+        &self,
+        who: &Bearer,
+        province: &str,
+        state: ipb::ReportState,
+        period: &str,
+    ) -> Result<Vec<ipb::ReportSummary>> {
+        let request = as_official(
+            who,
+            ipb::ListReportsRequest {
+                province_code: province.to_string(),
+                state: state as i32,
+                period: period.to_string(),
+            },
+        )?;
+        Ok(self
+            .indicators()?
+            .list_reports(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner()
+            .reports)
+    }
+
+    /// One report, with values and history.
+    pub async fn report(&self, who: &Bearer, province: &str, period: &str) -> Result<ipb::Report> {
+        let request = as_official(who, report_ref(province, period))?;
+        Ok(self
+            .indicators()?
+            .get_report(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+
+    /// Saves values into a draft.
+    pub async fn save(
+        &self,
+        who: &Bearer,
+        request: ipb::SaveReportRequest,
+    ) -> Result<ipb::SaveReportResponse> {
+        let request = as_official(who, request)?;
+        Ok(self
+            .indicators()?
+            .save_report(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+
+    /// Submits a report for review.
+    pub async fn submit(&self, who: &Bearer, province: &str, period: &str) -> Result<ipb::Report> {
+        let request = as_official(who, report_ref(province, period))?;
+        Ok(self
+            .indicators()?
+            .submit_report(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+
+    /// A review decision: approve, return or reopen.
+    pub async fn review(
+        &self,
+        who: &Bearer,
+        decision: Decision,
+        request: ipb::ReviewRequest,
+    ) -> Result<ipb::Report> {
+        let request = as_official(who, request)?;
+        let mut client = self.indicators()?;
+        let answer = match decision {
+            Decision::Approve => client.approve_report(request).await,
+            Decision::Return => client.return_report(request).await,
+            Decision::Reopen => client.reopen_report(request).await,
+        };
+        Ok(answer.map_err(client::error("indicators"))?.into_inner())
+    }
+
+    /// Every province's reporting for `period` (empty: the latest past deadline).
+    pub async fn completeness(
+        &self,
+        who: &Bearer,
+        period: &str,
+    ) -> Result<ipb::GetCompletenessResponse> {
+        let request = as_official(
+            who,
+            ipb::GetCompletenessRequest {
+                period: period.to_string(),
+            },
+        )?;
+        Ok(self
+            .indicators()?
+            .get_completeness(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+
+    /// Imports a CSV file.
+    pub async fn import(
+        &self,
+        who: &Bearer,
+        request: ipb::ImportReportRequest,
+    ) -> Result<ipb::ImportReportResponse> {
+        let request = as_official(who, request)?;
+        Ok(self
+            .indicators()?
+            .import_report(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+
+    /// A report as CSV.
+    pub async fn export(
+        &self,
+        who: &Bearer,
+        province: &str,
+        period: &str,
+    ) -> Result<ipb::ExportReportResponse> {
+        let request = as_official(who, report_ref(province, period))?;
+        Ok(self
+            .indicators()?
+            .export_report(request)
+            .await
+            .map_err(client::error("indicators"))?
+            .into_inner())
+    }
+}
+
+/// A review decision of the central working group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Approve a submitted report (locks it).
+    Approve,
+    /// Return a submitted report with a comment.
+    Return,
+    /// Reopen an approved report with a reason.
+    Reopen,
+}
+
+impl Decision {
+    /// From the form's `action`.
+    pub fn parse(text: &str) -> Option<Decision> {
+        match text {
+            "approve" => Some(Decision::Approve),
+            "return" => Some(Decision::Return),
+            "reopen" => Some(Decision::Reopen),
+            _ => None,
+        }
+    }
+
+    /// The form's `action`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Return => "return",
+            Decision::Reopen => "reopen",
+        }
+    }
+
+    /// Whether the decision needs a comment (return and reopen say why).
+    pub fn needs_comment(self) -> bool {
+        !matches!(self, Decision::Approve)
+    }
+}
+
+fn report_ref(province: &str, period: &str) -> ipb::ReportRef {
+    ipb::ReportRef {
+        province_code: province.to_string(),
+        period: period.to_string(),
     }
 }

@@ -17,6 +17,13 @@ pub struct WebConfig {
     #[arg(long, env = "AGRIPORTAL_GATEWAY_URL")]
     pub gateway_url: Option<String>,
 
+    /// The indicators service's gRPC address (`http://indicators:50051`), which the reporting
+    /// pages call on behalf of the signed-in official. `up` uses its own gRPC listener. Named
+    /// `web-…` so it cannot clash with another service's flag in `up`; the environment
+    /// variable is the shared one.
+    #[arg(long, env = "AGRIPORTAL_INDICATORS_URL")]
+    pub web_indicators_url: Option<String>,
+
     /// Minutes a signed-in official's session lasts without a request.
     #[arg(
         long,

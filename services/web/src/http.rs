@@ -23,6 +23,7 @@ use crate::config::WebConfig;
 use crate::format::Lang;
 use crate::i18n::Tr;
 use crate::pages::{self, Chrome};
+use crate::reporting;
 use crate::session::{self, Found, Session, Sessions, LANG_COOKIE, SESSION_COOKIE};
 
 /// What the handlers share.
@@ -393,6 +394,31 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/embed", get(pages::embed))
         .route("/embed/snippets.csv", get(pages::embed_snippets_csv))
         .route("/embed/province/{code}", get(pages::embed_province))
+        .route("/indicators", get(reporting::indicators))
+        .route("/indicators.csv", get(reporting::indicators_csv))
+        .route("/indicators/{code}", get(reporting::indicator))
+        .route("/indicators/{code}/{file}", get(reporting::indicator_csv))
+        .route("/reports", get(reporting::reports))
+        .route("/reports.csv", get(reporting::reports_csv))
+        .route(
+            "/reports/{province}/{period}",
+            get(reporting::report).post(reporting::save_report),
+        )
+        .route(
+            "/reports/{province}/{period}/import",
+            axum::routing::post(reporting::import_report),
+        )
+        .route(
+            "/reports/{province}/{period}/export.csv",
+            get(reporting::export_report),
+        )
+        .route(
+            "/reports/{province}/{period}/history.csv",
+            get(reporting::history_csv),
+        )
+        .route("/review", get(reporting::review).post(reporting::decide))
+        .route("/chase", get(reporting::chase))
+        .route("/chase.csv", get(reporting::chase_csv))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", axum::routing::post(pages::signout))
         .route("/account", get(pages::account))

@@ -8,7 +8,8 @@
 //! through the kit's client), `session` (sign-in and CSRF), `http` (routes, headers, caching),
 //! `pages` (handlers and their templates, `templates/`), `view` and `series` (what the pages
 //! show, formatted), `format`, `csv` and `chart` (numbers and dates in the reader's language,
-//! downloads, inline SVG charts), `i18n` (messages, `locales/`), `assets` (`static/`), and this
+//! downloads, inline SVG charts), `indicators` (the plan's indicators and reports, formatted,
+//! and the entry form's parsing), `reporting` (the indicator and reporting pages), `i18n` (messages, `locales/`), `assets` (`static/`), and this
 //! file (the declaration for the kit).
 
 pub mod assets;
@@ -19,14 +20,16 @@ pub mod csv;
 pub mod format;
 pub mod http;
 pub mod i18n;
+pub mod indicators;
 pub mod pages;
+pub mod reporting;
 pub mod series;
 pub mod session;
 pub mod view;
 
 use std::sync::Arc;
 
-use agriportal_platform::client::ClientOptions;
+use agriportal_platform::client::{self, ClientOptions, Credential};
 use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, HttpApi, Running, Service, ServiceContext};
 
@@ -54,7 +57,7 @@ impl Service for Web {
         http: Some(HttpApi { prefix: "/" }),
         publishes: &[],
         consumes: &[],
-        calls: &["gateway"],
+        calls: &["gateway", "indicators"],
     };
 
     fn migrations() -> Migrations {
@@ -74,8 +77,16 @@ impl Service for Web {
             deadline: config::BACKEND_DEADLINE,
             ..ClientOptions::default()
         };
+        // The reporting pages call the indicators service with the signed-in official's own
+        // token (set per call, see `backend`), never the web's: so the channel carries no
+        // credential of its own. Without an address (and outside `up`) those pages say the
+        // service is unavailable and the public pages work as before.
+        let indicators = ctx
+            .peer_url("indicators", ctx.config.web_indicators_url.as_deref())?
+            .map(|url| client::connect(&url, Credential::None, options))
+            .transpose()?;
         let web = Arc::new(http::Web {
-            backend: backend::Backend::new(ctx.peer(&url, options)?),
+            backend: backend::Backend::new(ctx.peer(&url, options)?, indicators),
             sessions: session::Sessions::new(
                 ctx.db.clone(),
                 ctx.config.idle(),

@@ -291,9 +291,11 @@ pub struct AccountPage {
     pub expires: String,
     /// The sign-out form's CSRF token.
     pub csrf: String,
+    /// The official's work, by role: (link, label).
+    pub links: Vec<(String, String)>,
 }
 
-/// 400, 404 and 500.
+/// 400, 403, 404 and 500.
 #[derive(Template)]
 #[template(path = "error.html")]
 pub struct ErrorPage {
@@ -806,7 +808,11 @@ pub async fn signin(
             let reason = tr.with("signin-failed", &[("reason", err.message)]);
             signin_page(&web, &visit, &headers, Some(reason), status)
         }
-        Ok((principal, not_after_ms)) => match web.sessions.open(&principal, not_after_ms).await {
+        Ok((principal, not_after_ms)) => match web
+            .sessions
+            .open(&principal, &form.token, not_after_ms)
+            .await
+        {
             Ok(id) => {
                 tracing::info!(subject = %principal.subject, role = %principal.role, "an official signed in");
                 let mut response = Redirect::to("/account").into_response();
@@ -896,12 +902,22 @@ pub async fn account(Extension(visit): Extension<Visit>, headers: HeaderMap) -> 
     let expires = time::OffsetDateTime::from_unix_timestamp(live.expires_at_ms / 1000)
         .map(|t| format::date_time(t, tr.lang()))
         .unwrap_or_default();
+    let links: Vec<(String, String)> = match live.principal.role.as_str() {
+        "admin" => vec![
+            ("/review".to_string(), tr.t("review-title")),
+            ("/chase".to_string(), tr.t("chase-title")),
+            ("/reports".to_string(), tr.t("reports-title-admin")),
+        ],
+        "province" => vec![("/reports".to_string(), tr.t("reports-title"))],
+        _ => Vec::new(),
+    };
     let page = AccountPage {
         chrome: visit.chrome(&tr.t("account-title"), "account", false),
         role,
         province,
         expires,
         csrf: live.csrf.clone(),
+        links,
     };
     html(&visit, &headers, &page, StatusCode::OK)
 }

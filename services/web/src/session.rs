@@ -11,6 +11,12 @@
 //!   behind TLS (`--web-secure`).
 //! - Idle expiry (`--web-session-idle-minutes`) and absolute expiry (`--web-session-max-hours`,
 //!   never past the token's own expiry); a revoked token ends its sessions within seconds.
+//! - The official's bearer token is kept in the session row, encrypted ([`seal`]) under a key
+//!   derived from the cookie value, which the store never holds: the web calls the indicators
+//!   service *as the official* (`Credential::Bearer`), so that service alone decides what a
+//!   province officer may read or change, and the web mints nothing and holds no power of its
+//!   own over reports. The token never goes back to the browser; a copy of the table opens
+//!   no token, and a session ends when its token is revoked or expires.
 //! - CSRF: a signed-in form carries the session's token; the sign-in form, before any session,
 //!   carries a token that must equal the `ap_csrf` cookie (double submit). Either way the
 //!   request's `Origin`, when sent, must be this site. No GET changes state.
@@ -47,11 +53,36 @@ pub struct Principal {
     pub token_id: Option<String>,
 }
 
+/// The bearer token a session was opened with, to call other services on the official's
+/// behalf. Its `Debug` never shows the token (sessions reach logs).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Bearer(pub String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Bearer(none)"
+        } else {
+            "Bearer(…)"
+        })
+    }
+}
+
+impl Bearer {
+    /// Whether the session has no token (opened before tokens were kept): the official signs
+    /// in again to reach the reporting pages.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A live session.
 #[derive(Clone, Debug)]
 pub struct Session {
     /// Who.
     pub principal: Principal,
+    /// The official's own token (server-side only).
+    pub bearer: Bearer,
     /// The token every state-changing form of this session must carry.
     pub csrf: String,
     /// When it ends at the latest (ms since the epoch).
@@ -73,6 +104,52 @@ pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The keystream that seals a session's bearer token: SHA-256 in counter mode, keyed by the
+/// cookie value (32 random bytes, unique per session, never stored), so each key encrypts one
+/// token once. Integrity needs no MAC here: a tampered token fails the signature check of
+/// the service it is sent to.
+fn keystream(id: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter: u32 = 0;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(b"agriportal-web-session-bearer\0");
+        h.update(id.as_bytes());
+        h.update(counter.to_be_bytes());
+        out.extend_from_slice(&h.finalize());
+        counter = counter.wrapping_add(1);
+    }
+    out.truncate(len);
+    out
+}
+
+/// The token encrypted for the row of session `id`, hex.
+pub fn seal(id: &str, token: &str) -> String {
+    let key = keystream(id, token.len());
+    token
+        .bytes()
+        .zip(key)
+        .map(|(b, k)| format!("{:02x}", b ^ k))
+        .collect()
+}
+
+/// The token back from [`seal`]; empty when the row has none or it is not ours.
+pub fn unseal(id: &str, sealed: &str) -> String {
+    if !sealed.len().is_multiple_of(2) || !sealed.is_ascii() {
+        return String::new();
+    }
+    let bytes: Option<Vec<u8>> = (0..sealed.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&sealed[i..i + 2], 16).ok())
+        .collect();
+    let Some(bytes) = bytes else {
+        return String::new();
+    };
+    let key = keystream(id, bytes.len());
+    let plain: Vec<u8> = bytes.iter().zip(key).map(|(b, k)| b ^ k).collect();
+    String::from_utf8(plain).unwrap_or_default()
 }
 
 fn hash(id: &str) -> String {
@@ -125,6 +202,7 @@ struct Row {
     csrf: String,
     last_seen_ms: i64,
     expires_at_ms: i64,
+    bearer: String,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -141,9 +219,14 @@ impl Sessions {
         }
     }
 
-    /// Opens a session for `principal` (ending by `not_after_ms` at the latest: the token's
-    /// expiry); returns the cookie value.
-    pub async fn open(&self, principal: &Principal, not_after_ms: i64) -> Result<String> {
+    /// Opens a session for `principal` signed in with `token` (ending by `not_after_ms` at the
+    /// latest: the token's expiry); returns the cookie value. The token is kept sealed.
+    pub async fn open(
+        &self,
+        principal: &Principal,
+        token: &str,
+        not_after_ms: i64,
+    ) -> Result<String> {
         let id = random_token();
         let now = now_ms();
         let expires = (now + self.max_ms).min(not_after_ms);
@@ -151,14 +234,15 @@ impl Sessions {
         let mut tx = self.db.begin().await?;
         with_tx!(&mut tx, |conn| {
             sqlx::query(
-                "INSERT INTO sessions (id_hash, principal, csrf, created_at_ms, last_seen_ms, expires_at_ms) \
-                 VALUES ($1, $2, $3, $4, $4, $5)",
+                "INSERT INTO sessions (id_hash, principal, csrf, created_at_ms, last_seen_ms, expires_at_ms, bearer) \
+                 VALUES ($1, $2, $3, $4, $4, $5, $6)",
             )
             .bind(hash(&id))
             .bind(encoded)
             .bind(random_token())
             .bind(now)
             .bind(expires)
+            .bind(seal(&id, token.trim()))
             .execute(&mut *conn)
             .await?;
         });
@@ -173,7 +257,7 @@ impl Sessions {
         let key = hash(id);
         let row: Option<Row> = with_db!(&self.db.pool, |pool| {
             sqlx::query_as(
-                "SELECT principal, csrf, last_seen_ms, expires_at_ms FROM sessions WHERE id_hash = $1",
+                "SELECT principal, csrf, last_seen_ms, expires_at_ms, bearer FROM sessions WHERE id_hash = $1",
             )
             .bind(&key)
             .fetch_optional(pool)
@@ -205,6 +289,7 @@ impl Sessions {
         }
         Ok(Found::Live(Session {
             principal,
+            bearer: Bearer(unseal(id, &row.bearer)),
             csrf: row.csrf,
             expires_at_ms: row.expires_at_ms,
         }))
@@ -285,6 +370,18 @@ mod tests {
             set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.ends_with("Secure")
         );
         assert!(set_cookie("a", "", Some(Duration::ZERO), false).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_sealed_per_session_and_never_shown() {
+        let id = random_token();
+        let sealed = seal(&id, "ap1.secret-token");
+        assert!(!sealed.contains("secret"));
+        assert_eq!(unseal(&id, &sealed), "ap1.secret-token");
+        assert_ne!(unseal(&random_token(), &sealed), "ap1.secret-token");
+        assert_eq!(unseal(&id, ""), "");
+        assert_eq!(unseal(&id, "zz"), "");
+        assert_eq!(format!("{:?}", Bearer("ap1.x".into())), "Bearer(…)");
     }
 
     #[test]
