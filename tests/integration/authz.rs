@@ -212,7 +212,7 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 27] = [
 
 /// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
 /// read-only; there is no way to write over HTTP, for anyone.
-const HTTP_MATRIX: [(&str, &str, [u16; 8]); 15] = [
+const HTTP_MATRIX: [(&str, &str, [u16; 8]); 16] = [
     ("GET", "/", [200; 8]),
     ("GET", "/api/v1/national", [200; 8]),
     ("GET", "/api/v1/provinces", [200; 8]),
@@ -226,8 +226,9 @@ const HTTP_MATRIX: [(&str, &str, [u16; 8]); 15] = [
     ("GET", "/api/v1/indicators?format=csv", [200; 8]),
     ("GET", "/api/v1/completeness?period=202611", [200; 8]),
     ("GET", "/api/v1/completeness?format=csv", [200; 8]),
-    // No catalogue has been published in this system: a public 404 for everyone alike.
-    ("GET", "/api/v1/indicators/HH_ONBOARDED", [404; 8]),
+    // The catalogue the indicators service seeded (the matrix waits for it): public.
+    ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 8]),
+    ("GET", "/api/v1/indicators/NO_SUCH", [404; 8]),
     ("GET", "/healthz", [200; 8]),
     ("GET", "/readyz", [200; 8]),
     ("GET", "/metrics", [200; 8]),
@@ -400,8 +401,8 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
                 .await?;
         }
         Rpc::GetIndicatorProgress => {
-            // No catalogue is published in this system, so the answer is NOT_FOUND for every
-            // caller alike: what matters here is that no caller is refused for who it is.
+            // Public: answered alike for every caller (NOT_FOUND only if the catalogue has not
+            // reached the gateway yet); what matters here is that no caller is refused.
             let answer = dashboard
                 .get_indicator_progress(gpb::GetIndicatorProgressRequest {
                     code: "HH_ONBOARDED".into(),
@@ -685,6 +686,12 @@ async fn matrix(mode: Mode) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
+    // The gateway learns the catalogue from the indicators service's events: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.get("/api/v1/indicators/HH_ONBOARDED").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the catalogue never reached the gateway");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let web = reqwest::Client::new();
     for (method, path, row) in HTTP_MATRIX {
         for ((who, token), expected) in credentials.tokens.iter().zip(row) {

@@ -1745,10 +1745,15 @@ pub struct ReviewPage {
     pub chrome: Chrome,
     /// CSRF token.
     pub csrf: String,
-    /// Submitted reports, unless the service did not answer.
+    /// Submitted reports, oldest submission first, at most [`QUEUE_SHOWN`], unless the
+    /// service did not answer.
     pub queue: Option<Vec<ReportRow>>,
-    /// Approved reports (to reopen).
+    /// "20 of 31 shown…" when the queue is longer than what is shown.
+    pub queue_more: Option<String>,
+    /// Approved reports of one period (to reopen).
     pub approved: Option<Vec<ReportRow>>,
+    /// The periods that have approved reports, newest first, for the period picker.
+    pub approved_periods: Vec<PeriodChoice>,
     /// Errors for the summary (the comment field of one form).
     pub errors: Vec<FieldError>,
     /// What was typed into the refused form's comment.
@@ -1775,6 +1780,22 @@ impl ReviewPage {
     }
 }
 
+/// A period the approved list can show.
+#[derive(Clone, Debug)]
+pub struct PeriodChoice {
+    /// Period id.
+    pub id: String,
+    /// In words.
+    pub label: String,
+    /// Whether it is the one shown.
+    pub selected: bool,
+}
+
+/// Submitted reports shown at once: the oldest first, so the page stays light (a phone on a
+/// slow network) however long the queue grows; the next ones appear as these are decided.
+const QUEUE_SHOWN: usize = 20;
+
+#[allow(clippy::too_many_arguments)]
 async fn review_page(
     web: &Web,
     visit: &Visit,
@@ -1783,6 +1804,7 @@ async fn review_page(
     typed: String,
     form_error: Option<String>,
     done: Option<String>,
+    approved_period: Option<&str>,
 ) -> Result<ReviewPage, Error> {
     let tr = visit.tr();
     let (queue, approved) = tokio::join!(
@@ -1791,21 +1813,62 @@ async fn review_page(
         web.backend
             .reports(&live.bearer, "", ipb::ReportState::Approved, ""),
     );
-    let rows = |r: Result<Vec<ipb::ReportSummary>, Error>| match r {
-        Ok(all) => Ok(Some(
-            all.iter()
-                .take(LIST_LIMIT)
-                .map(|r| report_row(r, &tr))
-                .collect::<Vec<_>>(),
-        )),
+    let answered = |r: Result<Vec<ipb::ReportSummary>, Error>| match r {
+        Ok(all) => Ok(Some(all)),
         Err(err) if away(&err) => Ok(None),
         Err(err) => Err(err),
     };
+    let (mut queue_more, mut approved_periods) = (None, Vec::new());
+    let queue = answered(queue)?.map(|mut all| {
+        all.sort_by_key(|r| (r.submitted_at_ms, r.province_code.clone()));
+        if all.len() > QUEUE_SHOWN {
+            queue_more = Some(tr.with(
+                "review-queue-more",
+                &[
+                    ("shown", QUEUE_SHOWN.to_string()),
+                    ("total", all.len().to_string()),
+                ],
+            ));
+        }
+        all.iter()
+            .take(QUEUE_SHOWN)
+            .map(|r| report_row(r, &tr))
+            .collect::<Vec<_>>()
+    });
+    let approved = answered(approved)?.map(|all| {
+        let mut periods: Vec<&str> = all.iter().map(|r| r.period.as_str()).collect();
+        periods.sort_unstable_by(|a, b| b.cmp(a));
+        periods.dedup();
+        let chosen = approved_period
+            .filter(|p| periods.contains(p))
+            .or(periods.first().copied())
+            .unwrap_or_default()
+            .to_string();
+        approved_periods = periods
+            .iter()
+            .map(|p| PeriodChoice {
+                id: p.to_string(),
+                label: all
+                    .iter()
+                    .find(|r| r.period == *p)
+                    .map(|r| report_row(r, &tr).period)
+                    .unwrap_or_default(),
+                selected: *p == chosen,
+            })
+            .collect();
+        all.iter()
+            .filter(|r| r.period == chosen)
+            .take(LIST_LIMIT)
+            .map(|r| report_row(r, &tr))
+            .collect::<Vec<_>>()
+    });
     Ok(ReviewPage {
         chrome: visit.chrome(&tr.t("review-title"), "account", false),
         csrf: live.csrf.clone(),
-        queue: rows(queue)?,
-        approved: rows(approved)?,
+        queue,
+        queue_more,
+        approved,
+        approved_periods,
         errors,
         typed,
         form_error,
@@ -1837,6 +1900,7 @@ pub async fn review(
         String::new(),
         None,
         done_notice(params.done.as_deref(), &tr),
+        params.period.as_deref(),
     )
     .await
     {
@@ -1913,7 +1977,7 @@ pub async fn decide(
             "review-reopen-needs-reason"
         };
         let errors = refuse(tr.t(key));
-        return match review_page(&web, &visit, live, errors, String::new(), None, None).await {
+        return match review_page(&web, &visit, live, errors, String::new(), None, None, None).await {
             Ok(page) => html(&visit, &headers, &page, StatusCode::UNPROCESSABLE_ENTITY),
             Err(err) => failed(&visit, &headers, &err),
         };
@@ -1932,7 +1996,7 @@ pub async fn decide(
             ) =>
         {
             let errors = refuse(err.message.clone());
-            match review_page(&web, &visit, live, errors, comment, None, None).await {
+            match review_page(&web, &visit, live, errors, comment, None, None, None).await {
                 Ok(page) => html(&visit, &headers, &page, StatusCode::UNPROCESSABLE_ENTITY),
                 Err(err) => failed(&visit, &headers, &err),
             }

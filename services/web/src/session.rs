@@ -26,6 +26,8 @@ use std::time::Duration;
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::storage::{now_ms, Database, Tx};
 use agriportal_platform::{with_db, with_tx, Error, ErrorCode, Result};
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -106,38 +108,36 @@ pub fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The keystream that seals a session's bearer token: SHA-256 in counter mode, keyed by the
-/// cookie value (32 random bytes, unique per session, never stored), so each key encrypts one
-/// token once. Integrity needs no MAC here: a tampered token fails the signature check of
-/// the service it is sent to.
-fn keystream(id: &str, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut counter: u32 = 0;
-    while out.len() < len {
-        let mut h = Sha256::new();
-        h.update(b"agriportal-web-session-bearer\0");
-        h.update(id.as_bytes());
-        h.update(counter.to_be_bytes());
-        out.extend_from_slice(&h.finalize());
-        counter = counter.wrapping_add(1);
-    }
-    out.truncate(len);
-    out
+/// The cipher that seals a session's bearer token: ChaCha20-Poly1305 (an AEAD, so a row that
+/// was tampered with opens to nothing) keyed by SHA-256 of the cookie value (32 random bytes,
+/// unique per session, never stored: the store holds only its hash), so a copy of the table
+/// opens no token.
+fn cipher(id: &str) -> ChaCha20Poly1305 {
+    let mut h = Sha256::new();
+    h.update(b"agriportal-web-session-bearer\0");
+    h.update(id.as_bytes());
+    ChaCha20Poly1305::new(&h.finalize())
 }
 
-/// The token encrypted for the row of session `id`, hex.
+/// The token encrypted for the row of session `id`: hex of a random nonce and the ciphertext.
 pub fn seal(id: &str, token: &str) -> String {
-    let key = keystream(id, token.len());
-    token
-        .bytes()
-        .zip(key)
-        .map(|(b, k)| format!("{:02x}", b ^ k))
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    let Ok(sealed) = cipher(id).encrypt(Nonce::from_slice(&nonce), token.as_bytes()) else {
+        // Encryption of a short token cannot fail; an empty seal opens to no token.
+        return String::new();
+    };
+    nonce
+        .iter()
+        .chain(sealed.iter())
+        .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// The token back from [`seal`]; empty when the row has none or it is not ours.
+/// The token back from [`seal`]; empty when the row has none, it is not ours or it was
+/// altered.
 pub fn unseal(id: &str, sealed: &str) -> String {
-    if !sealed.len().is_multiple_of(2) || !sealed.is_ascii() {
+    if !sealed.len().is_multiple_of(2) || !sealed.is_ascii() || sealed.len() < 24 {
         return String::new();
     }
     let bytes: Option<Vec<u8>> = (0..sealed.len())
@@ -147,9 +147,12 @@ pub fn unseal(id: &str, sealed: &str) -> String {
     let Some(bytes) = bytes else {
         return String::new();
     };
-    let key = keystream(id, bytes.len());
-    let plain: Vec<u8> = bytes.iter().zip(key).map(|(b, k)| b ^ k).collect();
-    String::from_utf8(plain).unwrap_or_default()
+    let (nonce, body) = bytes.split_at(12);
+    cipher(id)
+        .decrypt(Nonce::from_slice(nonce), body)
+        .ok()
+        .and_then(|plain| String::from_utf8(plain).ok())
+        .unwrap_or_default()
 }
 
 fn hash(id: &str) -> String {
@@ -381,6 +384,13 @@ mod tests {
         assert_ne!(unseal(&random_token(), &sealed), "ap1.secret-token");
         assert_eq!(unseal(&id, ""), "");
         assert_eq!(unseal(&id, "zz"), "");
+        // Sealed twice, the same token reads differently (a fresh nonce), and one altered
+        // byte opens to nothing.
+        assert_ne!(seal(&id, "ap1.secret-token"), sealed);
+        let mut altered = sealed.clone().into_bytes();
+        let last = altered.len() - 1;
+        altered[last] = if altered[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(unseal(&id, &String::from_utf8(altered).unwrap()), "");
         assert_eq!(format!("{:?}", Bearer("ap1.x".into())), "Bearer(…)");
     }
 
