@@ -32,6 +32,23 @@ after(async () => {
   await browser?.close();
 });
 
+/** axe-core on the entry form as a refused value leaves it, in a context with JavaScript. */
+async function axeOfRefusedForm(token, lang, path) {
+  const context = await newContext(browser, { lang, javaScriptEnabled: true });
+  try {
+    const page = await context.newPage();
+    await signIn(page, token);
+    await page.goto(`${BASE}${path}`);
+    await page.fill("#v-TRAINED_HH", "abc");
+    await Promise.all([page.waitForNavigation(), page.click('main form button[name="action"][value="save"]')]);
+    assert.equal(await page.locator("#v-TRAINED_HH").getAttribute("aria-invalid"), "true");
+    const axe = await new AxeBuilder({ page }).withTags(AXE_TAGS).analyze();
+    assert.equal(axe.violations.length, 0, describeViolations(axe.violations));
+  } finally {
+    await context.close();
+  }
+}
+
 describe("entry form, JavaScript off", () => {
   for (const lang of ["vi", "en"]) {
     test(`${lang}: a refused value is shown beside its field, kept, and listed at the top`, async () => {
@@ -60,8 +77,9 @@ describe("entry form, JavaScript off", () => {
         assert.equal(await summary.locator("h2").textContent(), t(lang, "error-summary-title"));
         assert.equal(await summary.locator('a[href="#v-TRAINED_HH"]').count(), 1, "the summary links to the field");
         await page.screenshot({ path: screenshotPath(`report-refused-${lang}-1280`), fullPage: true });
-        const axe = await new AxeBuilder({ page }).withTags(AXE_TAGS).analyze();
-        assert.equal(axe.violations.length, 0, describeViolations(axe.violations));
+        // axe runs as a script in the page, which this context forbids: the same refused form
+        // is checked in a context with JavaScript on (the markup is the server's either way).
+        await axeOfRefusedForm(token, lang, path);
         // Corrected, it saves: 303 back to the form, which says so.
         await page.fill("#v-TRAINED_HH", "12");
         const [saved] = await Promise.all([
