@@ -689,7 +689,10 @@ async fn matrix(mode: Mode) {
     // The gateway learns the catalogue from the indicators service's events: wait for it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while app.get("/api/v1/indicators/HH_ONBOARDED").await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "the catalogue never reached the gateway");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the catalogue never reached the gateway"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let web = reqwest::Client::new();

@@ -1977,7 +1977,8 @@ pub async fn decide(
             "review-reopen-needs-reason"
         };
         let errors = refuse(tr.t(key));
-        return match review_page(&web, &visit, live, errors, String::new(), None, None, None).await {
+        return match review_page(&web, &visit, live, errors, String::new(), None, None, None).await
+        {
             Ok(page) => html(&visit, &headers, &page, StatusCode::UNPROCESSABLE_ENTITY),
             Err(err) => failed(&visit, &headers, &err),
         };
