@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{partner_client, PartnerClient};
 use agriportal_platform::client::{self as kit_client, ClientOptions, Credential, PeerChannel};
 use agriportal_platform::period::{vietnam_today, Period, PeriodType};
+use agriportal_proto::gateway::v1 as gpb;
+use agriportal_proto::gateway::v1::dashboard_client::DashboardClient;
 use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::indicators::v1::indicators_client::IndicatorsClient;
 
@@ -396,10 +398,15 @@ pub async fn seed_reports(
         .ok_or_else(|| anyhow::anyhow!("no open quarter"))?;
     let mut rng = StdRng::seed_from_u64(1034);
     let mut seeded = 0usize;
+    // Household figures are shares of the households the marketplaces onboarded in each
+    // province, so that derived shares (trained ÷ onboarded) look like a real province's.
+    let onboarded = onboarded_by_province(addr).await;
     for (code, token) in provinces {
         let mut province = indicators(addr, token)?;
         // Each province's size scales its figures; stocks grow month by month.
-        let size: f64 = rng.random_range(0.3..2.0);
+        let size = onboarded
+            .get(code)
+            .map_or(1.0, |n| (*n as f64 / 3_500.0).max(0.05));
         for (step, month) in months.iter().enumerate() {
             let newest = *month == latest;
             let fate = match rng.random_range(0..100) {
@@ -451,13 +458,47 @@ pub async fn seed_reports(
     Ok(())
 }
 
-/// A plausible value of `indicator` for a province of relative `size`.
+/// Households the marketplaces onboarded in each province, read from the gateway once the
+/// simulators' backfill has (mostly) arrived; empty if it never answers within a minute.
+async fn onboarded_by_province(addr: SocketAddr) -> std::collections::HashMap<String, i64> {
+    let wanted = (2 * BACKFILL_HOUSEHOLDS * 9 / 10) as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut best = std::collections::HashMap::new();
+    let Ok(channel) = kit_client::connect(
+        &addr.to_string(),
+        Credential::None,
+        ClientOptions::default(),
+    ) else {
+        return best;
+    };
+    let mut dashboard = DashboardClient::new(channel);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(list) = dashboard.list_provinces(gpb::ListProvincesRequest {}).await {
+            best = list
+                .into_inner()
+                .provinces
+                .into_iter()
+                .map(|p| (p.code, p.households.map_or(0, |h| h.onboarded)))
+                .collect();
+            if best.values().sum::<i64>() >= wanted {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    best
+}
+
+/// A plausible value of `indicator` for a province of relative `size` (1.0: 3,500 households
+/// onboarded).
 fn demo_value(rng: &mut StdRng, indicator: &ipb::Indicator, size: f64) -> ipb::ValueInput {
     let value = match (indicator.value_type(), indicator.code.as_str()) {
         (ipb::ValueType::Percent, _) => format!("{:.1}", rng.random_range(35.0..97.0f64)),
         (_, "TRAINING_SESSIONS") => format!("{}", (rng.random_range(4.0..30.0) * size) as i64),
-        (_, "EPAY_HH") => format!("{}", (rng.random_range(20_000.0..40_000.0) * size) as i64),
-        _ => format!("{}", (rng.random_range(3_000.0..9_000.0) * size) as i64),
+        // Households with an e-payment account: most onboarded ones, and some others.
+        (_, "EPAY_HH") => format!("{}", (rng.random_range(2_000.0..3_800.0) * size) as i64),
+        // Households trained: a quarter to a half of those onboarded.
+        _ => format!("{}", (rng.random_range(900.0..1_700.0) * size) as i64),
     };
     ipb::ValueInput {
         indicator_code: indicator.code.clone(),
