@@ -199,6 +199,73 @@ async fn report_flow(mode: Mode) {
     wait_published(&db, "indicators.report_approved", 1).await;
     db.close().await;
 
+    // The public side, through the gateway's read model: the approved value and its progress
+    // against a target the centre sets; another province's draft never shows, only its state.
+    admin
+        .set_target(pb::SetTargetRequest {
+            indicator_code: "TRAINED_HH".into(),
+            year: month[..4].parse().expect("year"),
+            province_code: String::new(),
+            value: "5000".into(),
+        })
+        .await
+        .expect("target");
+    let mut hanoi = client(&app, Some(&hanoi_token)).await;
+    hanoi
+        .save_report(pb::SaveReportRequest {
+            province_code: "01".into(),
+            period: month.clone(),
+            values: vec![pb::ValueInput {
+                indicator_code: "TRAINED_HH".into(),
+                value: "777".into(),
+                comment: String::new(),
+            }],
+        })
+        .await
+        .expect("hanoi draft");
+    let path = format!("/api/v1/indicators/TRAINED_HH?period={month}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = app.get(&path).await;
+        let hanoi_state = body["provinces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["code"] == "01"))
+            .map(|p| p["state"].clone());
+        if status == 200
+            && body["national"]["target"] == 5000
+            && hanoi_state == Some("draft".into())
+        {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approval never reached the public figures: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["national"]["value"], 1250, "{body:#}");
+    assert_eq!(body["national"]["progress_pct"], 25.0);
+    let province = |code: &str| {
+        body["provinces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["code"] == code))
+            .cloned()
+            .expect("province")
+    };
+    assert_eq!(province("79")["value"], 1250);
+    assert_eq!(province("79")["state"], "approved");
+    assert_eq!(
+        province("01")["value"],
+        serde_json::Value::Null,
+        "a draft is not public"
+    );
+    let (_, completeness) = app
+        .get(&format!("/api/v1/completeness?period={month}"))
+        .await;
+    assert_eq!(completeness["counts"]["approved"], 1, "{completeness:#}");
+    assert_eq!(completeness["counts"]["draft"], 1);
+    assert_eq!(completeness["counts"]["missing"], 32);
+
     // A restart seeds nothing again.
     let app = app.restart().await;
     let db = app.ctx.database("indicators").await.expect("db");
