@@ -3,7 +3,7 @@
 //! `/api/v1/national`). Errors are JSON bodies naming the problem (`{"error": {code, message}}`),
 //! for unknown paths under `/api` too; the pages are the web front end's.
 
-use agriportal_platform::Error;
+use agriportal_platform::{csv, Error};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
@@ -204,40 +204,19 @@ fn pct_text(value: Option<f64>) -> String {
     value.map(|v| format!("{v:.2}")).unwrap_or_default()
 }
 
-/// A CSV file for spreadsheets: UTF-8 with a BOM (Excel reads Vietnamese then), CRLF, and any
-/// cell that a spreadsheet would read as a formula (= + - @, tab, carriage return) prefixed
-/// with `'`, so a name or comment can never run as one.
+/// A CSV file for spreadsheets, written by the platform's one writer (`platform::csv`: UTF-8
+/// with a BOM, CRLF, formula cells neutralised, the same rules as every download of the portal).
 fn csv_response(filename: &str, header: &[&str], rows: &[Vec<String>]) -> Result<Response, Error> {
-    let mut out = Vec::from("\u{feff}".as_bytes());
-    {
-        let mut writer = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(&mut out);
-        writer.write_record(header).map_err(Error::internal)?;
-        for row in rows {
-            writer
-                .write_record(row.iter().map(|cell| neutralise(cell)))
-                .map_err(Error::internal)?;
-        }
-        writer.flush().map_err(Error::internal)?;
-    }
+    let out = csv::to_csv(header, rows).map_err(Error::internal)?;
     Ok((
         [CACHE, (header::CONTENT_TYPE, "text/csv; charset=utf-8")],
         [(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{filename}\""),
+            csv::content_disposition(filename),
         )],
         out,
     )
         .into_response())
-}
-
-/// A cell safe to open in a spreadsheet (see [`csv_response`]).
-pub fn neutralise(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_string(),
-    }
 }
 
 /// A name safe inside a file name (codes are upper-case letters, digits and `_`).
@@ -465,11 +444,13 @@ mod tests {
 
     #[test]
     fn formula_cells_are_neutralised_and_decimals_keep_their_text() {
-        for cell in ["=1+1", "+49", "-2", "@SUM(A1)", "\tx"] {
-            assert!(neutralise(cell).starts_with('\''), "{cell}");
-        }
-        assert_eq!(neutralise("Tỉnh Tuyên Quang"), "Tỉnh Tuyên Quang");
-        assert_eq!(neutralise(""), "");
+        let file = csv::to_csv(&["Tên"], &[vec!["=1+1".into()], vec!["-2".into()]]).unwrap();
+        let text = String::from_utf8(file).unwrap();
+        assert!(text.contains("'=1+1\r\n"), "{text}");
+        assert!(
+            text.contains("\r\n-2\r\n"),
+            "a negative figure stays a number: {text}"
+        );
         let mut out = Map::new();
         put_decimal(&mut out, "value", Some("2.500".parse().unwrap()));
         assert_eq!(out["value"], 2.5);

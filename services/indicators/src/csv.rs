@@ -3,12 +3,10 @@
 //! writing what Excel opens correctly (UTF-8 with BOM, CRLF, Vietnamese headers, formulas
 //! neutralised).
 
+use agriportal_platform::csv::BOM;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::config::{MAX_IMPORT_BYTES, MAX_IMPORT_LINES};
-
-/// The UTF-8 byte order mark, which Excel needs to read a CSV file as UTF-8.
-pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The columns, in file order: (English header, Vietnamese header).
 pub const COLUMNS: [(&str, &str); 5] = [
@@ -174,30 +172,13 @@ pub fn check_size(bytes: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// A cell as written: one that a spreadsheet would run as a formula gets a leading apostrophe.
-fn neutralise(text: &str) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_string()
-    }
-}
-
-/// Writes rows (`[province_code, period, indicator_code, value, comment]`) as a file: UTF-8
-/// with BOM, CRLF, Vietnamese headers.
-pub fn write(rows: &[[String; 5]]) -> Result<Vec<u8>, csv::Error> {
-    let mut out = BOM.to_vec();
-    {
-        let mut writer = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(&mut out);
-        writer.write_record(COLUMNS.iter().map(|(_, vi)| *vi))?;
-        for row in rows {
-            writer.write_record(row.iter().map(|c| neutralise(c)))?;
-        }
-        writer.flush()?;
-    }
-    Ok(out)
+/// Writes rows (`[province_code, period, indicator_code, value, comment]`) as a file with the
+/// platform's one writer (`platform::csv`: UTF-8 with BOM, CRLF, formula cells neutralised),
+/// under the Vietnamese headers the import reads back.
+pub fn write(rows: &[[String; 5]]) -> Result<Vec<u8>, String> {
+    let headers: Vec<&str> = COLUMNS.iter().map(|(_, vi)| *vi).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|row| row.to_vec()).collect();
+    agriportal_platform::csv::to_csv(&headers, &rows)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod csv;
 pub mod error;
 pub mod grpc;
 pub mod http;

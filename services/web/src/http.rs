@@ -339,13 +339,13 @@ pub fn html<T: Template>(
 /// A CSV download (UTF-8 with BOM, CRLF, formulas neutralised).
 pub fn csv_response(headers: &[String], rows: &[Vec<String>], filename: &str) -> Response {
     let heads: Vec<&str> = headers.iter().map(String::as_str).collect();
-    match crate::csv::to_csv(&heads, rows) {
+    match agriportal_platform::csv::to_csv(&heads, rows) {
         Ok(body) => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    crate::csv::content_disposition(filename),
+                    agriportal_platform::csv::content_disposition(filename),
                 ),
                 (header::CACHE_CONTROL, "public, max-age=5".to_string()),
             ],

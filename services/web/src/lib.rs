@@ -7,16 +7,16 @@
 //! Files, as in every service crate: `config` (settings), `backend` (the services it reads,
 //! through the kit's client), `session` (sign-in and CSRF), `http` (routes, headers, caching),
 //! `pages` (handlers and their templates, `templates/`), `view` and `series` (what the pages
-//! show, formatted), `format`, `csv` and `chart` (numbers and dates in the reader's language,
-//! downloads, inline SVG charts), `indicators` (the plan's indicators and reports, formatted,
-//! and the entry form's parsing), `reporting` (the indicator and reporting pages), `i18n` (messages, `locales/`), `assets` (`static/`), and this
-//! file (the declaration for the kit).
+//! show, formatted), `format` and `chart` (numbers and dates in the reader's language, inline
+//! SVG charts; downloads are written by `platform::csv`), `indicators` (the plan's indicators
+//! and reports, formatted, and the entry form's parsing), `reporting` (the indicator and
+//! reporting pages), `i18n` (messages, `locales/`), `assets` (`static/`), and this file (the
+//! declaration for the kit).
 
 pub mod assets;
 pub mod backend;
 pub mod chart;
 pub mod config;
-pub mod csv;
 pub mod format;
 pub mod http;
 pub mod i18n;

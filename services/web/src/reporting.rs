@@ -1662,7 +1662,7 @@ pub async fn export_report(
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
                     (
                         header::CONTENT_DISPOSITION,
-                        crate::csv::content_disposition(&name),
+                        agriportal_platform::csv::content_disposition(&name),
                     ),
                     (header::CACHE_CONTROL, "private, no-store".to_string()),
                 ],

@@ -1,4 +1,6 @@
-//! CSV downloads that open cleanly in a spreadsheet, Vietnamese text included.
+//! CSV files that open cleanly in a spreadsheet, Vietnamese text included: one writer for
+//! every service that offers a download (the web's tables, the gateway's `?format=csv`, the
+//! indicators service's report export), so every file follows the same rules.
 //!
 //! The files are written for Excel and LibreOffice as much as for programs: UTF-8 with a byte
 //! order mark (without it Excel reads UTF-8 as the local code page and Vietnamese comes out as
