@@ -245,6 +245,41 @@ async fn household_figures(mode: Mode) {
         ],
     )
     .await;
+
+    // p-h1 also sold in 79 in March: one more trading household there, but still one
+    // household in the nation (01 + 79 = 1 + 3 provinces' counts, 3 households).
+    assert_eq!(
+        push_sales(
+            &mut postmart,
+            "s3",
+            vec![sold("s7", "2022-03-20", "79", "p-h1")],
+        )
+        .await,
+        [1, 0, 0, 0]
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = app.get("/api/v1/indicators/HH_TRADING?period=202203").await;
+        let of = |code: &str| {
+            body["provinces"]
+                .as_array()
+                .and_then(|all| all.iter().find(|p| p["code"] == code))
+                .map(|p| p["value"].clone())
+        };
+        if status == 200 && of("79") == Some(3.into()) {
+            assert_eq!(of("01"), Some(1.into()), "{body:#}");
+            assert_eq!(
+                body["national"]["value"], 3,
+                "distinct nationally: {body:#}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HH_TRADING never counted p-h1 in 79: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

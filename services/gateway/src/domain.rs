@@ -868,6 +868,29 @@ pub fn levels(aggregation: Aggregation, provinces: BTreeMap<String, Decimal>) ->
     }
 }
 
+/// Makes a distinct count's region and nation distinct: `overlaps` lists, for each household
+/// counted in more than one province (it sold in several in the period), those provinces. The
+/// provinces' sums counted it once per province; a region or the nation counts it once.
+pub fn discount_overlaps(levels: &mut Levels, overlaps: &[Vec<String>]) {
+    for provinces in overlaps {
+        let extra = provinces.len().saturating_sub(1);
+        if let Some(nation) = levels.nation.as_mut() {
+            *nation -= Decimal::from(extra);
+        }
+        let mut per_region: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for code in provinces {
+            if let Some(region) = region_of(code) {
+                *per_region.entry(region).or_default() += 1;
+            }
+        }
+        for (region, n) in per_region {
+            if let Some(value) = levels.regions.get_mut(region) {
+                *value -= Decimal::from(n.saturating_sub(1));
+            }
+        }
+    }
+}
+
 /// `numerator ÷ denominator × 100`, two decimals; `None` for a zero denominator.
 pub fn percent(numerator: Decimal, denominator: Decimal) -> Option<Decimal> {
     if denominator.is_zero() {
@@ -1385,5 +1408,30 @@ mod tests {
         assert!(!overdue("missing", deadline, deadline));
         assert!(!overdue("submitted", deadline, after));
         assert!(!overdue("approved", deadline, after));
+    }
+
+    #[test]
+    fn a_household_trading_in_two_provinces_counts_once_above_them() {
+        // 79 (south) and 01 (north) and 80 (south): one household sold in 79 and 80, one in
+        // 79 and 01.
+        let provinces: BTreeMap<String, Decimal> = [("01", 5), ("79", 10), ("80", 4)]
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), Decimal::from(n)))
+            .collect();
+        let mut levels = levels(Aggregation::Sum, provinces);
+        assert_eq!(levels.nation, Some(Decimal::from(19)));
+        let overlaps = vec![
+            vec!["79".to_string(), "80".to_string()],
+            vec!["01".to_string(), "79".to_string()],
+        ];
+        discount_overlaps(&mut levels, &overlaps);
+        assert_eq!(levels.nation, Some(Decimal::from(17)));
+        assert_eq!(levels.regions.get("south"), Some(&Decimal::from(13)));
+        assert_eq!(levels.regions.get("north"), Some(&Decimal::from(5)));
+        assert_eq!(
+            levels.provinces["79"],
+            Decimal::from(10),
+            "provinces unchanged"
+        );
     }
 }

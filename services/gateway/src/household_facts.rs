@@ -54,6 +54,51 @@ pub async fn trading_households(
     ))
 }
 
+/// A household and a province it traded in.
+#[derive(sqlx::FromRow)]
+struct TradedIn {
+    partner: String,
+    household_ref: String,
+    province_code: String,
+}
+
+/// The households that traded in more than one province in `month`, each as the list of
+/// those provinces: what a region's or the nation's distinct count must not count twice.
+/// Rare (a household sells where it lives), so the answer is small. `Ok(None)` only if `month`
+/// is not a month.
+pub async fn trading_overlaps(store: &Store, month: Period) -> Result<Option<Vec<Vec<String>>>> {
+    if month.kind() != PeriodType::Month {
+        return Ok(None);
+    }
+    let rows: Vec<TradedIn> = with_db!(&store.database().pool, |pool| {
+        sqlx::query_as(
+            "SELECT partner, household_ref, province_code FROM household_trading \
+             WHERE month = $1 AND lines > 0 AND (partner, household_ref) IN ( \
+                 SELECT partner, household_ref FROM household_trading \
+                 WHERE month = $1 AND lines > 0 \
+                 GROUP BY partner, household_ref HAVING COUNT(*) > 1) \
+             ORDER BY partner, household_ref, province_code",
+        )
+        .bind(month.to_string())
+        .fetch_all(pool)
+        .await?
+    });
+    let mut overlaps: Vec<Vec<String>> = Vec::new();
+    let mut last: Option<(String, String)> = None;
+    for row in rows {
+        let key = (row.partner, row.household_ref);
+        if last.as_ref() == Some(&key) {
+            if let Some(current) = overlaps.last_mut() {
+                current.push(row.province_code);
+            }
+        } else {
+            overlaps.push(vec![row.province_code]);
+            last = Some(key);
+        }
+    }
+    Ok(Some(overlaps))
+}
+
 /// Province code → products listed by the households registered up to the end of `month`, as
 /// they last reported. A province where no such household reported the figure is absent (a
 /// present 0 is a reported zero). `Ok(None)` only if `month` is not a month.

@@ -505,7 +505,18 @@ impl Dashboard {
                 (domain::levels(aggregation, values), Missing::NotApproved)
             }
             Source::Marketplace => match self.marketplace(&indicator.code, period).await? {
-                Some(values) => (domain::levels(aggregation, values), Missing::NoData),
+                Some(values) => {
+                    let mut levels = domain::levels(aggregation, values);
+                    if indicator.measure == "flow_distinct" {
+                        // A distinct count (HH_TRADING): a household that sold in two
+                        // provinces is one household in its region and in the nation.
+                        let overlaps = household_facts::trading_overlaps(&self.store, period)
+                            .await?
+                            .unwrap_or_default();
+                        domain::discount_overlaps(&mut levels, &overlaps);
+                    }
+                    (levels, Missing::NoData)
+                }
                 None => (Levels::default(), Missing::NoData),
             },
             Source::Derived if indicator.code == TRAINED_HH_PCT => {
