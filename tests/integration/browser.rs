@@ -100,13 +100,26 @@ impl Running {
 }
 
 /// Waits until `/readyz` answers and the demo's households show in `/api/v1/national`.
-async fn wait_for_demo(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+/// Waits until `up --demo` serves households and has seeded its indicator reports (its log
+/// says so), so that no page is read, and no report written by a test, before the demo's own
+/// reports exist: the seeding waits for the partners' backfill, which takes longer on a busy
+/// machine, and skips itself once any report exists.
+async fn wait_for_demo(base: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let seeded = || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            !text.contains("demo reports not seeded"),
+            "the demo could not seed its indicator reports:\n{text}"
+        );
+        text.contains("demo indicator reports seeded")
+            || text.contains("demo reports already seeded")
+    };
     let mut last = String::from("no answer");
     loop {
         assert!(
             Instant::now() < deadline,
-            "the demo never became ready with households > 0 at {base}: {last}"
+            "the demo never became ready (households > 0, reports seeded) at {base}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         match reqwest::get(format!("{base}/readyz")).await {
@@ -132,11 +145,15 @@ async fn wait_for_demo(base: &str) {
         };
         if national["households"]["onboarded"]
             .as_u64()
-            .is_some_and(|n| n > 0)
+            .is_none_or(|n| n == 0)
         {
+            last = format!("/api/v1/national: {national}");
+            continue;
+        }
+        if seeded() {
             return;
         }
-        last = format!("/api/v1/national: {national}");
+        last = format!("indicator reports not seeded yet (log: {})", log.display());
     }
 }
 
@@ -162,6 +179,9 @@ fn pages_in_chromium() {
     };
 
     let dir = tempfile::tempdir().expect("data dir");
+    // The demo's log, read to know when its reports are seeded (warnings stay in it too).
+    let log = dir.path().join("up.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
     let (grpc, http) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{http}");
     let up = Running(
@@ -169,7 +189,7 @@ fn pages_in_chromium() {
             .env_remove("DATABASE_URL")
             .env_remove("NATS_URL")
             .env_remove("AGRIPORTAL_TOKEN_SECRET")
-            .env("AGRIPORTAL_LOG", "warn")
+            .env("AGRIPORTAL_LOG", "warn,agriportal::demo=info")
             .arg("--data-dir")
             .arg(dir.path())
             .args([
@@ -182,12 +202,13 @@ fn pages_in_chromium() {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("start agriportal up --demo"),
     );
     tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(wait_for_demo(&base));
+        .block_on(wait_for_demo(&base, &log));
 
     let screenshots = root.join("target/browser-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);
@@ -229,9 +250,19 @@ fn pages_in_chromium() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    let up_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: String = up_log
+        .chars()
+        .rev()
+        .take(4_000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     assert!(
         status.success(),
-        "the browser tests failed ({status}): see their output above, and the screenshots in {}",
+        "the browser tests failed ({status}): see their output above, and the screenshots in {}; \
+         the end of up's log:\n{tail}",
         screenshots.display()
     );
     assert!(up.terminate().success(), "up exits cleanly on SIGTERM");

@@ -117,7 +117,7 @@ async fn wait_for(app: &TestApp, expected: &[Option<Figures>]) {
         .await
         .expect("gateway db");
     let store = SqlStore::new(db);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let found = read(&store).await;
         if found == expected {
@@ -257,7 +257,7 @@ async fn household_figures(mode: Mode) {
         .await,
         [1, 0, 0, 0]
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = app.get("/api/v1/indicators/HH_TRADING?period=202203").await;
         let of = |code: &str| {
