@@ -239,6 +239,26 @@ async fn contract(db: Database) {
         .await
         .unwrap();
     assert_eq!(hh, vec![(time::macros::date!(2021 - 12 - 01), 1)]);
+
+    // The stock up to a day: nothing before the registration day, the moved household under
+    // its province and status from that day on (read as totals less the later days).
+    let up_to = |day: &'static str| {
+        let store = &store;
+        async move {
+            let mut rows: Vec<(String, i64, i64)> = store
+                .households_up_to(day)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(_, _, n)| *n != 0)
+                .collect();
+            rows.sort();
+            rows
+        }
+    };
+    assert_eq!(up_to("2021-11-30").await, vec![]);
+    assert_eq!(up_to("2021-12-01").await, vec![("24".to_string(), 2, 1)]);
+    assert_eq!(up_to("2026-12-31").await, vec![("24".to_string(), 2, 1)]);
 }
 
 /// Several replicas applying overlapping deliveries at once count each event once.
