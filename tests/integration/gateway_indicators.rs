@@ -397,11 +397,93 @@ async fn indicators_end_to_end(mode: Mode) {
         .into_inner();
     assert_eq!(completeness.counts.map(|c| c.approved), Some(1));
     let list = dashboard
-        .list_indicator_progress(gpb::ListIndicatorProgressRequest {})
+        .list_indicator_progress(gpb::ListIndicatorProgressRequest::default())
         .await
         .expect("rpc")
         .into_inner();
     assert_eq!(list.indicators.len(), 8);
+    assert!(list.indicators.iter().all(|i| i.province.is_none()));
+    // An entry form's context in one call: every monthly indicator at the month asked, each
+    // with the province's figure (Bình Dương's pre-2025 code is Hồ Chí Minh City now).
+    let context = dashboard
+        .list_indicator_progress(gpb::ListIndicatorProgressRequest {
+            period: "202203".into(),
+            province: "74".into(),
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert_eq!(context.indicators.len(), 8);
+    assert!(context.indicators.iter().all(|i| i.period == "202203"));
+    let of = |code: &str| {
+        let place = context
+            .indicators
+            .iter()
+            .find(|i| i.indicator.as_ref().is_some_and(|x| x.code == code))
+            .and_then(|i| i.province.clone())
+            .expect(code);
+        assert_eq!(place.code, "79", "{code}");
+        (place.figure.unwrap_or_default(), place.state)
+    };
+    let (tonnes, state) = of("SALES_TONNES");
+    assert_eq!((tonnes.value.as_str(), state.as_str()), ("2.500", ""));
+    assert_eq!(of("HH_ONBOARDED").0.value, "3");
+    let (trained, state) = of("TRAINED_HH");
+    assert_eq!(
+        (trained.value.as_str(), state.as_str()),
+        ("12.5", "approved")
+    );
+    // The Q&A indicators have no source yet: no figure, and it says why.
+    let (qa, _) = of("QA_RECEIVED");
+    assert_eq!(
+        (qa.has_value, qa.missing_reason.as_str()),
+        (false, "no_source")
+    );
+    // The month before the households registered has figures of its own (none), not the
+    // latest period's.
+    let before = dashboard
+        .list_indicator_progress(gpb::ListIndicatorProgressRequest {
+            period: "202108".into(),
+            province: "79".into(),
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    let onboarded = before
+        .indicators
+        .iter()
+        .find(|i| {
+            i.indicator
+                .as_ref()
+                .is_some_and(|x| x.code == "HH_ONBOARDED")
+        })
+        .and_then(|i| i.province.as_ref())
+        .and_then(|p| p.figure.clone())
+        .expect("onboarded");
+    assert_eq!(onboarded.value, "0");
+    // No indicator is reported by quarter here; a bad period or province is refused.
+    let quarter = dashboard
+        .list_indicator_progress(gpb::ListIndicatorProgressRequest {
+            period: "2022Q1".into(),
+            province: String::new(),
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert!(quarter.indicators.is_empty());
+    for (period, province, code) in [
+        ("2022-03", "", tonic::Code::InvalidArgument),
+        ("202203", "99", tonic::Code::NotFound),
+    ] {
+        let refused = dashboard
+            .list_indicator_progress(gpb::ListIndicatorProgressRequest {
+                period: period.into(),
+                province: province.into(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), code, "{period} {province}");
+    }
     app.stop().await;
 }
 

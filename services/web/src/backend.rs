@@ -110,7 +110,7 @@ impl Backend {
     pub async fn indicator_list(&self) -> Result<Vec<pb::IndicatorSummary>> {
         let mut client = self.dashboard.clone();
         Ok(client
-            .list_indicator_progress(pb::ListIndicatorProgressRequest {})
+            .list_indicator_progress(pb::ListIndicatorProgressRequest::default())
             .await
             .map_err(client::error("gateway"))?
             .into_inner()
