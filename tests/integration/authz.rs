@@ -397,7 +397,7 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
         }
         Rpc::ListIndicatorProgress => {
             dashboard
-                .list_indicator_progress(gpb::ListIndicatorProgressRequest {})
+                .list_indicator_progress(gpb::ListIndicatorProgressRequest::default())
                 .await?;
         }
         Rpc::GetIndicatorProgress => {

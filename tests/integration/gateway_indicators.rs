@@ -396,13 +396,87 @@ async fn indicators_end_to_end(mode: Mode) {
         .expect("rpc")
         .into_inner();
     assert_eq!(completeness.counts.map(|c| c.approved), Some(1));
-    let list = dashboard
-        .list_indicator_progress(gpb::ListIndicatorProgressRequest {})
-        .await
-        .expect("rpc")
-        .into_inner();
+    let list = list_for(&mut dashboard, "", "").await.expect("rpc");
     assert_eq!(list.indicators.len(), 8);
+    assert!(list.indicators.iter().all(|i| i.province.is_none()));
+    // An entry form's context in one call: every monthly indicator at the month asked, each
+    // with the province's figure (Bình Dương's pre-2025 code is Hồ Chí Minh City now).
+    let context = list_for(&mut dashboard, "202203", "74").await.expect("rpc");
+    assert_eq!(context.indicators.len(), 8);
+    assert!(context.indicators.iter().all(|i| i.period == "202203"));
+    let of = |code: &str| {
+        let place = province_figure(&context, code);
+        assert_eq!(place.code, "79", "{code}");
+        (place.figure.unwrap_or_default(), place.state)
+    };
+    let (tonnes, state) = of("SALES_TONNES");
+    assert_eq!((tonnes.value.as_str(), state.as_str()), ("2.500", ""));
+    assert_eq!(of("HH_ONBOARDED").0.value, "3");
+    let (trained, state) = of("TRAINED_HH");
+    assert_eq!(
+        (trained.value.as_str(), state.as_str()),
+        ("12.5", "approved")
+    );
+    // The Q&A indicators have no source yet: no figure, and it says why.
+    let (qa, _) = of("QA_RECEIVED");
+    assert_eq!(
+        (qa.has_value, qa.missing_reason.as_str()),
+        (false, "no_source")
+    );
+    // Another province's figure is its own, not the nation's; the month before the
+    // households registered has its own figures (none), not the latest period's.
+    for (period, province, code, value) in [
+        ("202203", "01", "SALES_TONNES", "0.000"),
+        ("202108", "79", "HH_ONBOARDED", "0"),
+    ] {
+        let list = list_for(&mut dashboard, period, province)
+            .await
+            .expect("rpc");
+        let place = province_figure(&list, code);
+        assert_eq!(
+            (place.code.as_str(), place.figure.unwrap_or_default().value),
+            (province, value.to_string()),
+            "{period} {province} {code}"
+        );
+    }
+    // No indicator is reported by quarter here; a bad period or province is refused.
+    let quarter = list_for(&mut dashboard, "2022Q1", "").await.expect("rpc");
+    assert!(quarter.indicators.is_empty());
+    for (period, province, code) in [
+        ("2022-03", "", tonic::Code::InvalidArgument),
+        ("202203", "99", tonic::Code::NotFound),
+    ] {
+        let refused = list_for(&mut dashboard, period, province)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), code, "{period} {province}");
+    }
     app.stop().await;
+}
+
+/// `ListIndicatorProgress` for `period` and `province`.
+async fn list_for(
+    dashboard: &mut gpb::dashboard_client::DashboardClient<tonic::transport::Channel>,
+    period: &str,
+    province: &str,
+) -> Result<gpb::ListIndicatorProgressResponse, tonic::Status> {
+    let request = gpb::ListIndicatorProgressRequest {
+        period: period.into(),
+        province: province.into(),
+    };
+    Ok(dashboard
+        .list_indicator_progress(request)
+        .await?
+        .into_inner())
+}
+
+/// The province's figure of indicator `code` in a list asked for a province.
+fn province_figure(list: &gpb::ListIndicatorProgressResponse, code: &str) -> gpb::ProvinceFigure {
+    list.indicators
+        .iter()
+        .find(|i| i.indicator.as_ref().is_some_and(|x| x.code == code))
+        .and_then(|i| i.province.clone())
+        .unwrap_or_else(|| panic!("no province figure of {code}"))
 }
 
 #[tokio::test]

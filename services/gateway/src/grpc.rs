@@ -95,15 +95,17 @@ fn place(p: &PlaceFigure) -> pb::ProvinceFigure {
 impl dashboard_server::Dashboard for GrpcAdapter {
     async fn list_indicator_progress(
         &self,
-        _request: Request<pb::ListIndicatorProgressRequest>,
+        request: Request<pb::ListIndicatorProgressRequest>,
     ) -> Result<Response<pb::ListIndicatorProgressResponse>, Status> {
-        let list = self.dashboard.indicators().await?;
+        let r = request.get_ref();
+        let list = self.dashboard.indicators(&r.period, &r.province).await?;
         Ok(Response::new(pb::ListIndicatorProgressResponse {
             indicators: list
                 .into_iter()
                 .map(|i| pb::IndicatorSummary {
                     national: Some(figure(&i.national)),
                     period: i.period.to_string(),
+                    province: i.province.as_ref().map(place),
                     indicator: Some(i.indicator),
                 })
                 .collect(),

@@ -233,7 +233,7 @@ async fn indicators(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let (_, format) = IndicatorQuery::parse(raw.as_deref(), &[])?;
-    let list = d.indicators().await?;
+    let list = d.indicators("", "").await?;
     if format == Format::Csv {
         return indicators_csv(&list);
     }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use agriportal_platform::period::{self, Deadlines, Period, PeriodType, VIETNAM};
-use agriportal_platform::reference::{Reference, REGIONS};
+use agriportal_platform::reference::{Province, Reference, REGIONS};
 use agriportal_platform::{Error, Result};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::indicators::v1::{self as ipb, Source};
@@ -151,15 +151,17 @@ pub struct IndicatorProgressView {
     pub series: Vec<(Period, Figure)>,
 }
 
-/// An indicator and its national figure for its latest period.
+/// An indicator and its national figure for its latest period (or the period asked).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndicatorSummaryView {
     /// The indicator.
     pub indicator: ipb::Indicator,
-    /// Its latest period.
+    /// Its latest period, or the period asked.
     pub period: Period,
     /// The national figure.
     pub national: Figure,
+    /// The figure of the province asked, if one was.
+    pub province: Option<PlaceFigure>,
 }
 
 /// One province's reporting for a period.
@@ -234,22 +236,55 @@ fn decimal(text: &str) -> Option<Decimal> {
 }
 
 impl Dashboard {
-    /// The catalogue, each indicator with its national figure for its latest period.
-    pub async fn indicators(&self) -> Result<Vec<IndicatorSummaryView>> {
+    /// The catalogue, each indicator with its national figure for its latest period; with
+    /// `period`, only the indicators of its type, at that period; with `province`, each with
+    /// that province's figure too (an entry form's context in one query, not one per indicator).
+    pub async fn indicators(
+        &self,
+        period: &str,
+        province: &str,
+    ) -> Result<Vec<IndicatorSummaryView>> {
         let catalogue = self.store.catalogue().await?;
+        let asked = match period.trim() {
+            "" => None,
+            text => Some(parse_period(text)?),
+        };
+        let province = asked_province(province)?;
         let mut reads = Reads::default();
         let mut out = Vec::with_capacity(catalogue.len());
         for indicator in &catalogue {
-            let period = self.latest_period(indicator, &mut reads).await?;
+            let period = match asked {
+                Some(p) if p.kind() != period_type(indicator) => continue,
+                Some(p) => p,
+                None => self.latest_period(indicator, &mut reads).await?,
+            };
             let (levels, missing) = self
                 .levels(&catalogue, indicator, period, &mut reads)
                 .await?;
             let targets = self.store.targets(&indicator.code).await?;
-            let target = national_target(indicator, &targets, period);
+            let place = match province {
+                Some(p) => {
+                    let states = self.states(indicator, period).await?;
+                    Some(province_figure(
+                        p,
+                        &levels,
+                        &targets,
+                        period,
+                        missing,
+                        states.as_ref(),
+                    ))
+                }
+                None => None,
+            };
             out.push(IndicatorSummaryView {
+                national: Figure::new(
+                    levels.nation,
+                    national_target(indicator, &targets, period),
+                    missing,
+                ),
                 indicator: indicator.clone(),
                 period,
-                national: Figure::new(levels.nation, target, missing),
+                province: place,
             });
         }
         Ok(out)
@@ -274,17 +309,7 @@ impl Dashboard {
                     "no indicator has code `{shown}`; GET /api/v1/indicators lists them"
                 ))
             })?;
-        let province = match province.trim() {
-            "" => None,
-            p => Some(
-                Reference::get()
-                    .resolve_province(p)
-                    .ok_or_else(|| unknown_province(p))?
-                    .province()
-                    .code
-                    .clone(),
-            ),
-        };
+        let province = asked_province(province)?.map(|p| p.code.clone());
         let kind = period_type(&indicator);
         let mut reads = Reads::default();
         let period = match period.trim() {
@@ -306,34 +331,11 @@ impl Dashboard {
         let (levels, missing) = self
             .levels(&catalogue, &indicator, period, &mut reads)
             .await?;
-        let states = if indicator.source == Source::Province as i32 {
-            let rows = self.store.reports(&period.to_string()).await?;
-            Some(
-                rows.into_iter()
-                    .map(|r| (r.province_code, r.state))
-                    .collect::<BTreeMap<_, _>>(),
-            )
-        } else {
-            None
-        };
+        let states = self.states(&indicator, period).await?;
         let provinces = Reference::get()
             .provinces()
             .iter()
-            .map(|p| PlaceFigure {
-                code: p.code.clone(),
-                name: p.name.clone(),
-                region: p.region.clone(),
-                figure: Figure::new(
-                    levels.provinces.get(&p.code).copied(),
-                    province_target(&targets, period, &p.code),
-                    missing,
-                ),
-                state: states.as_ref().map(|s| {
-                    s.get(&p.code)
-                        .cloned()
-                        .unwrap_or_else(|| state::MISSING.to_string())
-                }),
-            })
+            .map(|p| province_figure(p, &levels, &targets, period, missing, states.as_ref()))
             .collect();
         let regions = REGIONS
             .iter()
@@ -449,6 +451,23 @@ impl Dashboard {
             provinces,
             counts,
         })
+    }
+
+    /// Each province's report state for `period`, for an indicator reported by provinces.
+    async fn states(
+        &self,
+        indicator: &ipb::Indicator,
+        period: Period,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        if indicator.source != Source::Province as i32 {
+            return Ok(None);
+        }
+        let rows = self.store.reports(&period.to_string()).await?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|r| (r.province_code, r.state))
+                .collect(),
+        ))
     }
 
     async fn approved<'a>(&self, code: &str, reads: &'a mut Reads) -> Result<&'a [ValueRow]> {
@@ -602,6 +621,47 @@ impl Dashboard {
             }
         }
         Ok(Some(by_province))
+    }
+}
+
+/// The province a query asks about (a pre-2025 code is mapped to its province); `None` for
+/// none asked.
+fn asked_province(code: &str) -> Result<Option<&'static Province>> {
+    match code.trim() {
+        "" => Ok(None),
+        p => Ok(Some(
+            Reference::get()
+                .resolve_province(p)
+                .ok_or_else(|| unknown_province(p))?
+                .province(),
+        )),
+    }
+}
+
+/// A province's figure of an indicator for `period`, with its report state when provinces
+/// report the indicator (`states`; no row is a missing report).
+fn province_figure(
+    p: &Province,
+    levels: &Levels,
+    targets: &[TargetRow],
+    period: Period,
+    missing: Missing,
+    states: Option<&BTreeMap<String, String>>,
+) -> PlaceFigure {
+    PlaceFigure {
+        code: p.code.clone(),
+        name: p.name.clone(),
+        region: p.region.clone(),
+        figure: Figure::new(
+            levels.provinces.get(&p.code).copied(),
+            province_target(targets, period, &p.code),
+            missing,
+        ),
+        state: states.map(|s| {
+            s.get(&p.code)
+                .cloned()
+                .unwrap_or_else(|| state::MISSING.to_string())
+        }),
     }
 }
 

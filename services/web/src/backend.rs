@@ -106,11 +106,20 @@ impl Backend {
             .into_inner())
     }
 
-    /// The catalogue with each indicator's public national figure (gateway).
-    pub async fn indicator_list(&self) -> Result<Vec<pb::IndicatorSummary>> {
+    /// The catalogue with each indicator's public national figure (gateway) at its latest
+    /// period; with `period`, the indicators of its type at that period; with `province`, each
+    /// with that province's figure too (the entry form's context, in one call).
+    pub async fn indicator_list(
+        &self,
+        period: &str,
+        province: &str,
+    ) -> Result<Vec<pb::IndicatorSummary>> {
         let mut client = self.dashboard.clone();
         Ok(client
-            .list_indicator_progress(pb::ListIndicatorProgressRequest {})
+            .list_indicator_progress(pb::ListIndicatorProgressRequest {
+                period: period.to_string(),
+                province: province.to_string(),
+            })
             .await
             .map_err(client::error("gateway"))?
             .into_inner()

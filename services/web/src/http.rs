@@ -222,12 +222,17 @@ pub async fn visit(State(web): State<Arc<Web>>, mut request: Request, next: Next
             secure,
         ));
     }
-    for cookie in set {
+    append_cookies(&mut response, set);
+    response
+}
+
+/// Sets each of `cookies` (`Set-Cookie` values) on `response`.
+pub fn append_cookies(response: &mut Response, cookies: impl IntoIterator<Item = String>) {
+    for cookie in cookies {
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }
-    response
 }
 
 /// The Content-Security-Policy of every page: only this site's own script, styles and images,
@@ -357,6 +362,17 @@ pub fn csv_response(headers: &[String], rows: &[Vec<String>], filename: &str) ->
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// A CSV download of what a signed-in official may read: as [`csv_response`], but never
+/// kept by a cache.
+pub fn private_csv(headers: &[String], rows: &[Vec<String>], filename: &str) -> Response {
+    let mut response = csv_response(headers, rows, filename);
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
 }
 
 /// A method a route does not take, as an HTML page (forms are POST, pages GET).

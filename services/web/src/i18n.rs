@@ -56,6 +56,11 @@ impl Tr {
             .unwrap_or_else(|| key.to_string())
     }
 
+    /// The messages `keys`, in order (a table's or a download's column headings).
+    pub fn all(&self, keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| self.t(k)).collect()
+    }
+
     /// The message `key` with arguments, given as text (numbers are formatted by the caller
     /// in the reader's locale; Fluent's own number formatting ignores it).
     pub fn with(&self, key: &str, args: &[(&'static str, String)]) -> String {

@@ -107,17 +107,20 @@ pub fn scaled(text: &str, scale: u32) -> Option<i64> {
 /// for one with nothing approved. Never a 0 for a missing value.
 pub fn figure_text(figure: Option<&gpb::Figure>, indicator: &ipb::Indicator, tr: &Tr) -> String {
     match figure {
-        Some(f) if f.has_value => {
-            format!(
-                "{}{}{}",
-                decimal_text(&f.value, tr.lang()),
-                format::NBSP,
-                unit(indicator, tr)
-            )
-        }
+        Some(f) if f.has_value => value_text(&f.value, indicator, tr),
         Some(f) => missing_text(&f.missing_reason, indicator, tr),
         None => missing_text("", indicator, tr),
     }
+}
+
+/// A value (decimal text) in words with the indicator's unit.
+pub fn value_text(value: &str, indicator: &ipb::Indicator, tr: &Tr) -> String {
+    format!(
+        "{}{}{}",
+        decimal_text(value, tr.lang()),
+        format::NBSP,
+        unit(indicator, tr)
+    )
 }
 
 /// Why a figure is missing, in words.
@@ -132,12 +135,7 @@ pub fn missing_text(reason: &str, indicator: &ipb::Indicator, tr: &Tr) -> String
 /// A figure's target, with its unit, or "no target".
 pub fn target_text(figure: Option<&gpb::Figure>, indicator: &ipb::Indicator, tr: &Tr) -> String {
     match figure.map(|f| f.target.trim()).filter(|t| !t.is_empty()) {
-        Some(t) => format!(
-            "{}{}{}",
-            decimal_text(t, tr.lang()),
-            format::NBSP,
-            unit(indicator, tr)
-        ),
+        Some(t) => value_text(t, indicator, tr),
         None => tr.t("target-none"),
     }
 }

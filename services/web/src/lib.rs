@@ -6,12 +6,13 @@
 //!
 //! Files, as in every service crate: `config` (settings), `backend` (the services it reads,
 //! through the kit's client), `session` (sign-in and CSRF), `http` (routes, headers, caching),
-//! `pages` (handlers and their templates, `templates/`), `view` and `series` (what the pages
-//! show, formatted), `format` and `chart` (numbers and dates in the reader's language, inline
-//! SVG charts; downloads are written by `platform::csv`), `indicators` (the plan's indicators
-//! and reports, formatted, and the entry form's parsing), `reporting` (the indicator and
-//! reporting pages), `i18n` (messages, `locales/`), `assets` (`static/`), and this file (the
-//! declaration for the kit).
+//! `reader` (what each handler starts from: the `Reader` and `Official` extractors, the error
+//! pages), `pages` (handlers and their templates, `templates/`), `view` and `series` (what the
+//! pages show, formatted), `format` and `chart` (numbers and dates in the reader's language,
+//! inline SVG charts; downloads are written by `platform::csv`), `indicators` (the plan's
+//! indicators and reports, formatted, and the entry form's parsing), `reporting/` (the
+//! indicator and reporting pages, a file each), `i18n` (messages, `locales/`), `assets`
+//! (`static/`), and this file (the declaration for the kit).
 
 pub mod assets;
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod i18n;
 pub mod indicators;
 pub mod pages;
+pub mod reader;
 pub mod reporting;
 pub mod series;
 pub mod session;

@@ -3,20 +3,18 @@
 //! escaped by default). A backend that does not answer costs the page its figures, never the
 //! page: the rest is served with a notice.
 
-use std::sync::Arc;
-
 use agriportal_platform::reference::{Partner, Reference};
-use agriportal_platform::Error;
 use askama::Template;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Form;
 use serde::Deserialize;
 
 use crate::format;
-use crate::http::{csv_response, html, Visit, Web};
+use crate::http::{append_cookies, csv_response, Web};
 use crate::i18n::Tr;
+use crate::reader::{Answer, Official, Reader};
 use crate::series::{self, ChartView, FilterParams, Filters, GRANULARITIES, METRICS};
 use crate::session::{self, CSRF_COOKIE, SESSION_COOKIE};
 use crate::view::{self, Progress, Row, Sort};
@@ -295,18 +293,6 @@ pub struct AccountPage {
     pub links: Vec<(String, String)>,
 }
 
-/// 400, 403, 404 and 500.
-#[derive(Template)]
-#[template(path = "error.html")]
-pub struct ErrorPage {
-    /// Layout.
-    pub chrome: Chrome,
-    /// Heading.
-    pub heading: String,
-    /// What happened and what to do.
-    pub body: String,
-}
-
 fn national_block(n: &agriportal_proto::gateway::v1::NationalSummary, tr: &Tr) -> NationalBlock {
     let lang = tr.lang();
     let figures = view::national_figures(n);
@@ -336,19 +322,15 @@ fn national_block(n: &agriportal_proto::gateway::v1::NationalSummary, tr: &Tr) -
 }
 
 /// `GET /`: progress to 5,000,000 households, tonnes, value and orders by partner and region.
-pub async fn home(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-) -> Response {
-    let national = web.backend.national().await;
-    let tr = visit.tr();
+pub async fn home(r: Reader) -> Response {
+    let national = r.web.backend.national().await;
+    let tr = r.tr();
     let figures = national.as_ref().ok().map(|n| national_block(n, &tr));
     let page = HomePage {
-        chrome: visit.chrome(&tr.t("home-title"), "home", figures.is_some()),
+        chrome: r.chrome(&tr.t("home-title"), "home", figures.is_some()),
         figures,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
+    r.html(&page, StatusCode::OK)
 }
 
 fn options(values: &[&str], selected: &str, label: impl Fn(&str) -> String) -> Vec<Opt> {
@@ -375,13 +357,7 @@ fn filter_form(tr: &Tr, action: &str, filters: Option<&Filters>, with_provinces:
         selected: q.partner == p.code(),
     }));
     let provinces = if with_provinces {
-        let mut all = vec![Opt {
-            value: String::new(),
-            label: tr.t("filter-all-provinces"),
-            selected: q.province.is_empty(),
-        }];
-        all.extend(province_options(&q.province));
-        all
+        province_filter(&q.province, tr)
     } else {
         Vec::new()
     };
@@ -401,6 +377,7 @@ fn filter_form(tr: &Tr, action: &str, filters: Option<&Filters>, with_provinces:
     .unwrap_or_default()
 }
 
+/// The provinces by name, `selected` chosen.
 fn province_options(selected: &str) -> Vec<Opt> {
     let mut all: Vec<Opt> = Reference::get()
         .provinces()
@@ -412,6 +389,17 @@ fn province_options(selected: &str) -> Vec<Opt> {
         })
         .collect();
     all.sort_by(|a, b| a.label.cmp(&b.label));
+    all
+}
+
+/// A province filter: "every province" (chosen when `selected` is empty), then the provinces.
+pub fn province_filter(selected: &str, tr: &Tr) -> Vec<Opt> {
+    let mut all = vec![Opt {
+        value: String::new(),
+        label: tr.t("filter-all-provinces"),
+        selected: selected.is_empty(),
+    }];
+    all.extend(province_options(selected));
     all
 }
 
@@ -474,18 +462,13 @@ fn scope_name(tr: &Tr, province: &str) -> String {
 
 /// `GET /dashboard`: the chart following the filters, regions, partners, and the province
 /// table sorted by `?sort=`.
-pub async fn dashboard(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Query(params): Query<FilterParams>,
-) -> Response {
-    let tr = visit.tr();
+pub async fn dashboard(r: Reader, Query(params): Query<FilterParams>) -> Response {
+    let tr = r.tr();
     let scope = scope_name(&tr, params.province.as_deref().unwrap_or_default().trim());
     let (national, provinces, (chart, filters)) = tokio::join!(
-        web.backend.national(),
-        web.backend.provinces(),
-        chart_block(&web, &tr, &params, &scope, "/dashboard/series.csv"),
+        r.web.backend.national(),
+        r.web.backend.provinces(),
+        chart_block(&r.web, &tr, &params, &scope, "/dashboard/series.csv"),
     );
     let sort = Sort::parse(params.sort.as_deref());
     let provinces = provinces.ok().map(|all| {
@@ -514,7 +497,7 @@ pub async fn dashboard(
         .unwrap_or_default();
     let checked = Filters::check(&params, series::today(), &tr).ok();
     let page = DashboardPage {
-        chrome: visit.chrome(&tr.t("dashboard-title"), "dashboard", false),
+        chrome: r.chrome(&tr.t("dashboard-title"), "dashboard", false),
         filters: filter_form(&tr, "/dashboard", checked.as_ref(), true),
         chart,
         national: national.ok().map(|n| national_block(&n, &tr)),
@@ -529,21 +512,19 @@ pub async fn dashboard(
             .collect(),
         keep,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
+    r.html(&page, StatusCode::OK)
 }
 
 /// `GET /provinces/{code}`: one province's figures, rank and chart; a pre-2025 code redirects
 /// (permanently) to the province it merged into.
 pub async fn province(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
+    r: Reader,
     Path(code): Path<String>,
     Query(mut params): Query<FilterParams>,
 ) -> Response {
-    let tr = visit.tr();
+    let tr = r.tr();
     let Some((code_2025, name, region, merged)) = view::find_province(&code) else {
-        return not_found_page(&visit, &headers);
+        return r.not_found();
     };
     if merged {
         return Redirect::permanent(&format!("/provinces/{code_2025}")).into_response();
@@ -551,8 +532,8 @@ pub async fn province(
     params.province = Some(code_2025.clone());
     let csv_base = format!("/provinces/{code_2025}/series.csv");
     let (provinces, (chart, filters)) = tokio::join!(
-        web.backend.provinces(),
-        chart_block(&web, &tr, &params, &name, &csv_base),
+        r.web.backend.provinces(),
+        chart_block(&r.web, &tr, &params, &name, &csv_base),
     );
     let lang = tr.lang();
     let figures = provinces.ok().and_then(|all| {
@@ -585,7 +566,7 @@ pub async fn province(
         })
     });
     let page = ProvincePage {
-        chrome: visit.chrome(&name, "dashboard", false),
+        chrome: r.chrome(&name, "dashboard", false),
         region: tr.with(
             "province-region",
             &[("region", view::region_name(&tr, &region))],
@@ -600,25 +581,20 @@ pub async fn province(
         ),
         chart,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
+    r.html(&page, StatusCode::OK)
 }
 
 /// `GET /embed/province/{code}`: a small page for an `<iframe>` on a provincial site (the one
 /// page any origin may frame).
-pub async fn embed_province(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Path(code): Path<String>,
-) -> Response {
-    let tr = visit.tr();
+pub async fn embed_province(r: Reader, Path(code): Path<String>) -> Response {
+    let tr = r.tr();
     let Some((code_2025, name, _, merged)) = view::find_province(&code) else {
-        return not_found_page(&visit, &headers);
+        return r.not_found();
     };
     if merged {
         return Redirect::permanent(&format!("/embed/province/{code_2025}")).into_response();
     }
-    let (provinces, national) = tokio::join!(web.backend.provinces(), web.backend.national());
+    let (provinces, national) = tokio::join!(r.web.backend.provinces(), r.web.backend.national());
     let figures = provinces.ok().and_then(|all| {
         let mine = all.iter().find(|p| p.code == code_2025)?;
         Some(Row::new(
@@ -636,14 +612,14 @@ pub async fn embed_province(
         .map(|n| view::updated(&n.as_of, &tr))
         .unwrap_or_default();
     let page = EmbedProvincePage {
-        chrome: visit.chrome(
+        chrome: r.chrome(
             &tr.with("embed-frame-title", &[("name", name.clone())]),
             "embed",
             false,
         ),
         portal_href: format!(
             "{}/provinces/{code_2025}?lang={}",
-            web.public_base(&headers),
+            r.web.public_base(&r.headers),
             tr.lang().code()
         ),
         name,
@@ -651,7 +627,7 @@ pub async fn embed_province(
         value,
         updated,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
+    r.html(&page, StatusCode::OK)
 }
 
 /// `?province=` of `/embed`.
@@ -662,14 +638,9 @@ pub struct EmbedParams {
 }
 
 /// `GET /embed`: the copy-and-paste snippet of each province.
-pub async fn embed(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Query(params): Query<EmbedParams>,
-) -> Response {
-    let tr = visit.tr();
-    let base = web.public_base(&headers);
+pub async fn embed(r: Reader, Query(params): Query<EmbedParams>) -> Response {
+    let tr = r.tr();
+    let base = r.web.public_base(&r.headers);
     let snippet = |code: &str, name: &str| {
         let src = format!("{base}/embed/province/{code}?lang={}", tr.lang().code());
         let title = tr.with("embed-frame-title", &[("name", name.to_string())]);
@@ -695,23 +666,19 @@ pub async fn embed(
         .map(|o| snippet(&o.value, &o.label))
         .collect();
     let page = EmbedPage {
-        chrome: visit.chrome(&tr.t("embed-title"), "embed", false),
+        chrome: r.chrome(&tr.t("embed-title"), "embed", false),
         provinces,
         chosen: chosen_code.map(|(code, name)| snippet(&code, &name)),
         all,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
+    r.html(&page, StatusCode::OK)
 }
 
 /// `GET /embed/snippets.csv`: the embed code of every province, the table of `/embed` as CSV
 /// (a department's web team can take its line from a spreadsheet).
-pub async fn embed_snippets_csv(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-) -> Response {
-    let tr = visit.tr();
-    let base = web.public_base(&headers);
+pub async fn embed_snippets_csv(r: Reader) -> Response {
+    let tr = r.tr();
+    let base = r.web.public_base(&r.headers);
     let rows: Vec<Vec<String>> = province_options("")
         .iter()
         .map(|o| {
@@ -737,35 +704,24 @@ fn embed_snippet(src: &str, title: &str) -> String {
 }
 
 /// `GET /signin`: the token form, with a pre-session CSRF token in a cookie and the form.
-pub async fn signin_form(
-    Extension(visit): Extension<Visit>,
-    State(web): State<Arc<Web>>,
-    headers: HeaderMap,
-) -> Response {
-    if visit.session.is_some() {
+pub async fn signin_form(r: Reader) -> Response {
+    if r.visit.session.is_some() {
         return Redirect::to("/account").into_response();
     }
-    signin_page(&web, &visit, &headers, None, StatusCode::OK)
+    signin_page(&r, None, StatusCode::OK)
 }
 
-fn signin_page(
-    web: &Web,
-    visit: &Visit,
-    headers: &HeaderMap,
-    error: Option<String>,
-    status: StatusCode,
-) -> Response {
-    let tr = visit.tr();
+fn signin_page(r: &Reader, error: Option<String>, status: StatusCode) -> Response {
+    let tr = r.tr();
     let csrf = session::random_token();
     let page = SigninPage {
-        chrome: visit.chrome(&tr.t("signin-title"), "signin", false),
+        chrome: r.chrome(&tr.t("signin-title"), "signin", false),
         csrf: csrf.clone(),
         error,
     };
-    let mut response = html(visit, headers, &page, status);
-    if let Ok(value) = session::set_cookie(CSRF_COOKIE, &csrf, None, web.secure()).parse() {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    let mut response = r.html(&page, status);
+    let cookie = session::set_cookie(CSRF_COOKIE, &csrf, None, r.web.secure());
+    append_cookies(&mut response, [cookie]);
     response
 }
 
@@ -781,23 +737,13 @@ pub struct SigninForm {
 }
 
 /// `POST /signin`: checks the CSRF token and the bearer token, opens a session.
-pub async fn signin(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Form(form): Form<SigninForm>,
-) -> Response {
-    let tr = visit.tr();
-    let expected = visit.cookie(CSRF_COOKIE).unwrap_or_default();
-    if !visit.same_origin || !session::csrf_matches(&form.csrf, &expected) {
-        return signin_page(
-            &web,
-            &visit,
-            &headers,
-            Some(tr.t("csrf-refused")),
-            StatusCode::FORBIDDEN,
-        );
+pub async fn signin(r: Reader, Form(form): Form<SigninForm>) -> Response {
+    let tr = r.tr();
+    let expected = r.visit.cookie(CSRF_COOKIE).unwrap_or_default();
+    if !r.visit.same_origin || !session::csrf_matches(&form.csrf, &expected) {
+        return signin_page(&r, Some(tr.t("csrf-refused")), StatusCode::FORBIDDEN);
     }
+    let web = &r.web;
     match session::principal_from_token(&web.auth, &form.token).await {
         Err(err) => {
             let status = match err.code {
@@ -806,7 +752,7 @@ pub async fn signin(
                 _ => StatusCode::UNAUTHORIZED,
             };
             let reason = tr.with("signin-failed", &[("reason", err.message)]);
-            signin_page(&web, &visit, &headers, Some(reason), status)
+            signin_page(&r, Some(reason), status)
         }
         Ok((principal, not_after_ms)) => match web
             .sessions
@@ -825,14 +771,10 @@ pub async fn signin(
                         web.secure(),
                     ),
                 ];
-                for cookie in cookies {
-                    if let Ok(value) = cookie.parse() {
-                        response.headers_mut().append(header::SET_COOKIE, value);
-                    }
-                }
+                append_cookies(&mut response, cookies);
                 response
             }
-            Err(err) => error_page(&visit, &headers, &err),
+            Err(err) => r.server_error(&err),
         },
     }
 }
@@ -846,49 +788,28 @@ pub struct CsrfForm {
 }
 
 /// `POST /signout`: ends the session (CSRF-checked).
-pub async fn signout(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    let tr = visit.tr();
-    let Some(live) = &visit.session else {
-        return Redirect::to("/signin").into_response();
-    };
-    if !visit.same_origin || !session::csrf_matches(&form.csrf, &live.csrf) {
-        let page = ErrorPage {
-            chrome: visit.chrome(&tr.t("error-400-title"), "", false),
-            heading: tr.t("error-400-title"),
-            body: tr.t("csrf-refused"),
-        };
-        return html(&visit, &headers, &page, StatusCode::FORBIDDEN);
-    }
-    if let Some(id) = visit.cookie(SESSION_COOKIE) {
-        if let Err(err) = web.sessions.close(&id).await {
-            return error_page(&visit, &headers, &err);
+pub async fn signout(r: Reader, Form(form): Form<CsrfForm>) -> Answer {
+    let me = Official::posted(r, &form.csrf)?;
+    if let Some(id) = me.visit.cookie(SESSION_COOKIE) {
+        if let Err(err) = me.web.sessions.close(&id).await {
+            return Ok(me.server_error(&err));
         }
     }
     let mut response = Redirect::to("/?signed_out=1").into_response();
-    if let Ok(value) = session::set_cookie(
+    let cookie = session::set_cookie(
         SESSION_COOKIE,
         "",
         Some(std::time::Duration::ZERO),
-        web.secure(),
-    )
-    .parse()
-    {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
+        me.web.secure(),
+    );
+    append_cookies(&mut response, [cookie]);
+    Ok(response)
 }
 
 /// `GET /account`: who is signed in, with their role and province.
-pub async fn account(Extension(visit): Extension<Visit>, headers: HeaderMap) -> Response {
-    let tr = visit.tr();
-    let Some(live) = &visit.session else {
-        return Redirect::to("/signin").into_response();
-    };
+pub async fn account(me: Official) -> Response {
+    let tr = me.tr();
+    let live = &me.session;
     let role = tr.t(match live.principal.role.as_str() {
         "admin" => "role-admin",
         "province" => "role-province",
@@ -912,64 +833,39 @@ pub async fn account(Extension(visit): Extension<Visit>, headers: HeaderMap) -> 
         _ => Vec::new(),
     };
     let page = AccountPage {
-        chrome: visit.chrome(&tr.t("account-title"), "account", false),
+        chrome: me.chrome(&tr.t("account-title"), "account", false),
         role,
         province,
         expires,
         csrf: live.csrf.clone(),
         links,
     };
-    html(&visit, &headers, &page, StatusCode::OK)
-}
-
-/// The 404 page, in the reader's language.
-pub fn not_found_page(visit: &Visit, headers: &HeaderMap) -> Response {
-    let tr = visit.tr();
-    let page = ErrorPage {
-        chrome: visit.chrome(&tr.t("error-404-title"), "", false),
-        heading: tr.t("error-404-title"),
-        body: tr.t("error-404-body"),
-    };
-    html(visit, headers, &page, StatusCode::NOT_FOUND)
-}
-
-/// The 500 page: never a stack trace, the cause goes to the log.
-pub fn error_page(visit: &Visit, headers: &HeaderMap, err: &Error) -> Response {
-    tracing::error!(error = %err, "a page failed");
-    let tr = visit.tr();
-    let page = ErrorPage {
-        chrome: visit.chrome(&tr.t("error-500-title"), "", false),
-        heading: tr.t("error-500-title"),
-        body: tr.t("error-500-body"),
-    };
-    html(visit, headers, &page, StatusCode::INTERNAL_SERVER_ERROR)
+    me.html(&page, StatusCode::OK)
 }
 
 /// Fallback: the HTML 404 for a path no route matches.
-pub async fn fallback(Extension(visit): Extension<Visit>, headers: HeaderMap) -> Response {
-    not_found_page(&visit, &headers)
+pub async fn fallback(r: Reader) -> Response {
+    r.not_found()
 }
 
 /// `GET /dashboard/{table}.csv`: the provinces, regions or partners table as CSV.
 pub async fn dashboard_csv(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
+    r: Reader,
     Path(file): Path<String>,
     Query(params): Query<FilterParams>,
 ) -> Response {
-    let tr = visit.tr();
+    let tr = r.tr();
     let lang = tr.lang();
     let (first, rows, name) = match file.as_str() {
-        "provinces.csv" => match web.backend.provinces().await {
+        "provinces.csv" => match r.web.backend.provinces().await {
             Ok(all) => (
                 "col-province",
                 view::province_rows(&all, Sort::parse(params.sort.as_deref()), lang),
                 "tinh-thanh",
             ),
-            Err(_) => return unavailable_csv(&tr),
+            Err(_) => return r.unavailable_csv(),
         },
-        "regions.csv" | "partners.csv" => match web.backend.national().await {
+        "regions.csv" | "partners.csv" => match r.web.backend.national().await {
             Ok(n) => {
                 // As in the tables, the national total is the last row.
                 let total = Row::new(tr.t("total"), None, view::national_figures(&n), lang);
@@ -986,10 +882,10 @@ pub async fn dashboard_csv(
                 rows.push(total);
                 (first, rows, name)
             }
-            Err(_) => return unavailable_csv(&tr),
+            Err(_) => return r.unavailable_csv(),
         },
-        "series.csv" => return series_csv(&web, &tr, &params).await,
-        _ => return not_found_page(&visit, &headers),
+        "series.csv" => return series_csv(&r, &params).await,
+        _ => return r.not_found(),
     };
     let header = view::row_headers(&tr, first);
     let cells: Vec<Vec<String>> = rows.iter().map(|r| r.cells(lang)).collect();
@@ -998,23 +894,18 @@ pub async fn dashboard_csv(
 
 /// `GET /provinces/{code}/partners.csv`: a province's partner table as CSV, the same columns
 /// as the table beside which it is offered, with the province's total as the last row.
-pub async fn province_partners_csv(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
-    Path(code): Path<String>,
-) -> Response {
-    let tr = visit.tr();
+pub async fn province_partners_csv(r: Reader, Path(code): Path<String>) -> Response {
+    let tr = r.tr();
     let lang = tr.lang();
     let Some((code_2025, name, ..)) = view::find_province(&code) else {
-        return not_found_page(&visit, &headers);
+        return r.not_found();
     };
-    let all = match web.backend.provinces().await {
+    let all = match r.web.backend.provinces().await {
         Ok(all) => all,
-        Err(_) => return unavailable_csv(&tr),
+        Err(_) => return r.unavailable_csv(),
     };
     let Some(mine) = all.iter().find(|p| p.code == code_2025) else {
-        return unavailable_csv(&tr);
+        return r.unavailable_csv();
     };
     let mut rows = view::partner_rows(
         mine.households.as_ref(),
@@ -1029,20 +920,19 @@ pub async fn province_partners_csv(
 
 /// `GET /provinces/{code}/series.csv`: a province's chart as CSV.
 pub async fn province_series_csv(
-    State(web): State<Arc<Web>>,
-    Extension(visit): Extension<Visit>,
-    headers: HeaderMap,
+    r: Reader,
     Path(code): Path<String>,
     Query(mut params): Query<FilterParams>,
 ) -> Response {
     let Some((code_2025, ..)) = view::find_province(&code) else {
-        return not_found_page(&visit, &headers);
+        return r.not_found();
     };
     params.province = Some(code_2025);
-    series_csv(&web, &visit.tr(), &params).await
+    series_csv(&r, &params).await
 }
 
-async fn series_csv(web: &Web, tr: &Tr, params: &FilterParams) -> Response {
+async fn series_csv(r: &Reader, params: &FilterParams) -> Response {
+    let tr = &r.tr();
     let filters = match Filters::check(params, series::today(), tr) {
         Ok(f) => f,
         Err(reason) => {
@@ -1053,9 +943,9 @@ async fn series_csv(web: &Web, tr: &Tr, params: &FilterParams) -> Response {
                 .into_response()
         }
     };
-    let series = match web.backend.series(&filters.query).await {
+    let series = match r.web.backend.series(&filters.query).await {
         Ok(s) => s,
-        Err(_) => return unavailable_csv(tr),
+        Err(_) => return r.unavailable_csv(),
     };
     let lang = tr.lang();
     let metric = filters.query.metric.clone();
@@ -1078,8 +968,4 @@ async fn series_csv(web: &Web, tr: &Tr, params: &FilterParams) -> Response {
         &rows,
         &format!("{metric}-{}-{}.csv", filters.query.from, filters.query.to),
     )
-}
-
-fn unavailable_csv(tr: &Tr) -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, tr.t("unavailable-body")).into_response()
 }

@@ -55,6 +55,13 @@ pub struct Principal {
     pub token_id: Option<String>,
 }
 
+impl Principal {
+    /// Whether it is of the central working group.
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+}
+
 /// The bearer token a session was opened with, to call other services on the official's
 /// behalf. Its `Debug` never shows the token (sessions reach logs).
 #[derive(Clone, Default, PartialEq, Eq)]

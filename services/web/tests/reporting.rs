@@ -207,7 +207,7 @@ async fn harness() -> Harness {
         deadline: Duration::from_secs(3),
         ..ClientOptions::default()
     };
-    // The gateway is never asked here (no marketplace or derived indicator in the catalogue).
+    // No gateway answers here: the entry form is served without its context figures.
     let gateway = client::connect("http://127.0.0.1:9", Credential::None, options).unwrap();
     let indicators = client::connect(&format!("http://{addr}"), Credential::None, options).unwrap();
     let sessions = Sessions::new(db, Duration::from_secs(600), Duration::from_secs(3600));
