@@ -229,9 +229,10 @@ const HTTP_MATRIX: [(&str, &str, [u16; 8]); 16] = [
     // The catalogue the indicators service seeded (the matrix waits for it): public.
     ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 8]),
     ("GET", "/api/v1/indicators/NO_SUCH", [404; 8]),
-    ("GET", "/healthz", [200; 8]),
-    ("GET", "/readyz", [200; 8]),
-    ("GET", "/metrics", [200; 8]),
+    // The admin routes live on the admin listener only: the public port has none of them.
+    ("GET", "/healthz", [404; 8]),
+    ("GET", "/readyz", [404; 8]),
+    ("GET", "/metrics", [404; 8]),
     ("POST", "/api/v1/national", [405; 8]),
     ("DELETE", "/api/v1/provinces/79", [405; 8]),
 ];
