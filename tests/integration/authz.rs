@@ -2,9 +2,9 @@
 //! of expected outcomes; and isolation between partners, who can never read or change each
 //! other's batches or records.
 //!
-//! By design the dashboards (gRPC `Dashboard`, the HTTP API and page), health, metrics and
-//! reflection are public: they carry aggregate figures meant for "dashboards, ours and
-//! others'". The ingest rpcs need a partner's credential; the indicators service needs a
+//! By design the dashboards (gRPC `Dashboard`, the HTTP API and page) and reflection are
+//! public (health and metrics too, but on the admin listener: the public port answers 404):
+//! they carry aggregate figures meant for "dashboards, ours and others'". The ingest rpcs need a partner's credential; the indicators service needs a
 //! signed-in caller for its catalogue and targets, a province's or the central working group's
 //! for reports (a province its own only), and an admin's for review, targets and the catalogue.
 
