@@ -27,9 +27,16 @@ pub async fn run_up(
     settings: Settings,
     grpc: TcpListener,
     http: TcpListener,
+    admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    kit::up(&registry(), settings, Listeners { grpc, http }, shutdown).await
+    kit::up(
+        &registry(),
+        settings,
+        Listeners { grpc, http, admin },
+        shutdown,
+    )
+    .await
 }
 
 /// [`run_up`] with an opened context (tests pass one whose bus they hold or wrap).
@@ -38,6 +45,7 @@ pub async fn run_context(
     ctx: Context,
     grpc: TcpListener,
     http: TcpListener,
+    admin: TcpListener,
 ) -> anyhow::Result<()> {
-    kit::up_with_context(&registry(), settings, ctx, Listeners { grpc, http }).await
+    kit::up_with_context(&registry(), settings, ctx, Listeners { grpc, http, admin }).await
 }

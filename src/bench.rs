@@ -417,9 +417,17 @@ impl BenchSystem {
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let grpc_addr = grpc.local_addr()?.to_string();
         let http_addr = http.local_addr()?;
+        let admin = TcpListener::bind("127.0.0.1:0").await?;
+        let admin_addr = admin.local_addr()?;
         let shutdown = CancellationToken::new();
         let config = config.clone();
-        let server = tokio::spawn(crate::app::run_up(settings, grpc, http, shutdown.clone()));
+        let server = tokio::spawn(crate::app::run_up(
+            settings,
+            grpc,
+            http,
+            admin,
+            shutdown.clone(),
+        ));
         let system = BenchSystem {
             config,
             grpc_addr,
@@ -429,7 +437,7 @@ impl BenchSystem {
             temp,
         };
         let web = reqwest::Client::new();
-        let ready = format!("http://{http_addr}/readyz");
+        let ready = format!("http://{admin_addr}/readyz");
         for _ in 0..200 {
             if web
                 .get(&ready)

@@ -148,10 +148,11 @@ pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::R
         Command::Up { demo } => {
             let guard = telemetry::init(&config, "agriportal")?;
             let shutdown = CancellationToken::new();
-            let (grpc, http) = bind(&config).await?;
+            let (grpc, http, admin) = bind(&config).await?;
             let grpc_addr = grpc.local_addr()?;
             let http_addr = http.local_addr()?;
-            tracing::info!(%grpc_addr, %http_addr, data_dir = %config.data_dir.display(),
+            let admin_addr = admin.local_addr()?;
+            tracing::info!(%grpc_addr, %http_addr, %admin_addr, data_dir = %config.data_dir.display(),
                 database = if config.database_url.is_some() { "postgresql" } else { "sqlite" },
                 bus = if config.nats_url.is_some() { "jetstream" } else { "in-process" },
                 "agriportal up: dashboard at http://{http_addr}/");
@@ -159,7 +160,7 @@ pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::R
             if demo {
                 demo::spawn(config.clone(), grpc_addr, shutdown.clone())?;
             }
-            let listeners = Listeners { grpc, http };
+            let listeners = Listeners { grpc, http, admin };
             let result = kit::up(registry, settings, listeners, shutdown).await;
             guard.shutdown();
             result
@@ -168,10 +169,11 @@ pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::R
             kit::check_distributed(&config)?;
             let guard = telemetry::init(&config, &format!("agriportal-{target}"))?;
             let shutdown = CancellationToken::new();
-            let (grpc, http) = bind(&config).await?;
-            tracing::info!(%target, grpc = %grpc.local_addr()?, http = %http.local_addr()?, "serving");
+            let (grpc, http, admin) = bind(&config).await?;
+            tracing::info!(%target, grpc = %grpc.local_addr()?, http = %http.local_addr()?,
+                admin = %admin.local_addr()?, "serving");
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            let listeners = Listeners { grpc, http };
+            let listeners = Listeners { grpc, http, admin };
             let result = kit::serve(registry, &target, settings, listeners, shutdown).await;
             guard.shutdown();
             result
@@ -234,7 +236,7 @@ async fn events(registry: &Registry, config: &Config, action: EventsAction) -> a
     }
 }
 
-async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
+async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener, TcpListener)> {
     let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| {
         format!(
             "cannot listen for gRPC on {} (change it with --grpc)",
@@ -247,7 +249,15 @@ async fn bind(config: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
             config.http_addr
         )
     })?;
-    Ok((grpc, http))
+    let admin = TcpListener::bind(config.admin_http_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for admin HTTP on {} (change it with --admin-http)",
+                config.admin_http_addr
+            )
+        })?;
+    Ok((grpc, http, admin))
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

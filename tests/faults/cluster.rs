@@ -237,7 +237,7 @@ impl Cluster {
     /// repaired), then returns how many cells reconciliation repaired in this test.
     pub async fn reconciled(&self, rounds: i64, limit: Duration) -> anyhow::Result<(i64, i64)> {
         let deadline = tokio::time::Instant::now() + limit;
-        let url = format!("{}/metrics", self.gateway.http_base());
+        let url = format!("{}/metrics", self.gateway.admin_base());
         loop {
             let compared = match reqwest::get(&url).await {
                 Ok(r) => r

@@ -102,6 +102,8 @@ pub struct Service {
     pub grpc: u16,
     /// HTTP port.
     pub http: u16,
+    /// Admin HTTP port (`/readyz`, `/metrics`).
+    pub admin: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
     /// Standard output and error of every run, appended.
@@ -126,6 +128,7 @@ impl Service {
             name,
             grpc: free_port(),
             http: free_port(),
+            admin: free_port(),
             args: args.iter().map(|s| s.to_string()).collect(),
             env,
             log: dir.join(format!("{name}.log")),
@@ -145,6 +148,11 @@ impl Service {
         format!("http://127.0.0.1:{}", self.http)
     }
 
+    /// `http://127.0.0.1:<admin>`.
+    pub fn admin_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
+    }
+
     /// Starts the process (it must not be running).
     pub fn start(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.0.is_none(), "{} is already running", self.name);
@@ -159,6 +167,7 @@ impl Service {
             "AGRIPORTAL_BUS_PREFIX",
             "AGRIPORTAL_GRPC_ADDR",
             "AGRIPORTAL_HTTP_ADDR",
+            "AGRIPORTAL_ADMIN_HTTP",
             "AGRIPORTAL_MARKETPLACE_URL",
             "AGRIPORTAL_RECONCILE_INTERVAL_SECONDS",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -173,6 +182,8 @@ impl Service {
             .arg(self.grpc_addr())
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.http))
+            .arg("--admin-http")
+            .arg(format!("127.0.0.1:{}", self.admin))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -214,7 +225,7 @@ impl Service {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(1))
             .build()?;
-        let url = format!("{}/readyz", self.http_base());
+        let url = format!("{}/readyz", self.admin_base());
         loop {
             self.check_alive()?;
             if let Ok(r) = client.get(&url).send().await {

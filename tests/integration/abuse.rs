@@ -1239,3 +1239,442 @@ async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
     }
     app.stop().await;
 }
+
+/// A `PushSales` call on `channel` (with `token`, or none) whose request message never comes:
+/// a client that opens a stream and stalls.
+fn stall_on(
+    channel: &Channel,
+    token: Option<&str>,
+) -> tokio::task::JoinHandle<Result<tonic::Response<Vec<u8>>, Status>> {
+    let channel = channel.clone();
+    let token = token.map(str::to_string);
+    tokio::spawn(async move {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+        }
+        let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
+        grpc.client_streaming(request, path, RawCodec).await
+    })
+}
+
+#[tokio::test]
+async fn one_connection_cannot_take_every_slot_with_stalled_streams() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "streams_per_connection", |settings| {
+        settings.platform.max_concurrent_requests = 3;
+        settings.platform.grpc_max_streams_per_connection = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    // Five stalled streams on one connection: only two are let open at once (the others wait
+    // on the client's side, as HTTP/2 requires), so none is shed and a slot stays free.
+    let attacker = channel(&app).await;
+    // One call first, so the client has the server's SETTINGS (its stream limit) before it
+    // opens the stalled ones; streams opened before would be refused (REFUSED_STREAM).
+    tonic_health::pb::health_client::HealthClient::new(attacker.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health");
+    let stalled: Vec<_> = (0..5).map(|_| stall_on(&attacker, None)).collect();
+    // A second connection's stalled stream takes the last slot: calls are shed, which shows
+    // the first connection's streams have arrived.
+    let other = stall_on(&channel(&app).await, None);
+    let mut voso = app.partner("voso").await;
+    get_batch_until(&mut voso, Code::ResourceExhausted).await;
+    assert!(
+        stalled.iter().all(|h| !h.is_finished()),
+        "a stream of the first connection ended: it opened more than its two"
+    );
+    // With that one gone, the partner's calls pass beside the first connection's stalled two.
+    other.abort();
+    get_batch_until(&mut voso, Code::NotFound).await;
+    voso.push_sales(sales("beside-stalled", vec![line("s1", "01", 5)]))
+        .await
+        .expect("a push beside the stalled connection");
+    for holder in stalled {
+        holder.abort();
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_streams_time_out_and_give_their_slots_back() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "stalled_timeout", |settings| {
+        settings.platform.max_concurrent_requests = 2;
+        settings.platform.grpc_request_timeout_seconds = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let attacker = channel(&app).await;
+    let stalled: Vec<_> = (0..2).map(|_| stall_on(&attacker, None)).collect();
+    // Each stalled call is ended by the server after its second (10 s is only the bound of a
+    // busy machine), with an error, never an answer.
+    for holder in stalled {
+        let ended = tokio::time::timeout(Duration::from_secs(10), holder)
+            .await
+            .expect("a stalled stream was never ended by the server")
+            .expect("task");
+        let status = ended.expect_err("a stalled call cannot succeed");
+        assert!(
+            matches!(status.code(), Code::Cancelled | Code::Unauthenticated),
+            "{status:?}"
+        );
+    }
+    // Their slots are free: a partner's push passes.
+    let mut voso = app.partner("voso").await;
+    get_batch_until(&mut voso, Code::NotFound).await;
+    voso.push_sales(sales("after-stalled", vec![line("t1", "01", 5)]))
+        .await
+        .expect("a push once the stalled streams timed out");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP limits: slow clients, the concurrency cap, the per-client rate, admin routes apart.
+
+/// Reads from `stream` until the server closes it; what it answered before closing, if any.
+async fn until_closed(stream: &mut tokio::net::tcp::OwnedReadHalf) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return answer,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_and_a_normal_request_is_served_meanwhile() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "slowloris", |settings| {
+        settings.platform.http_header_read_timeout_seconds = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // Hundreds of connections that send a request's first line, then one header line every
+    // 100 ms, never the blank line that ends the headers.
+    let mut slow = Vec::new();
+    for i in 0..300 {
+        let stream = tokio::net::TcpStream::connect(&app.http)
+            .await
+            .expect("connect");
+        let (mut read, mut write) = stream.into_split();
+        slow.push(tokio::spawn(async move {
+            let trickle = async move {
+                let _ = write
+                    .write_all(b"GET /api/v1/national HTTP/1.1\r\nHost: portal\r\n")
+                    .await;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if write
+                        .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                answer = until_closed(&mut read) => answer,
+                _ = trickle => until_closed(&mut read).await,
+            }
+        }));
+    }
+    // Meanwhile a normal request is answered (10 s is only the bound of a busy machine).
+    let normal = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::get(format!("http://{}/api/v1/national", app.http)),
+    )
+    .await
+    .expect("the normal request waited behind the slow ones")
+    .expect("answered");
+    assert_eq!(normal.status(), 200);
+    // Every slow connection is closed by the server once its second is over, without an
+    // answer to the request it never finished (at most a 408 saying so).
+    for (i, connection) in slow.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(20), connection)
+            .await
+            .unwrap_or_else(|_| panic!("slow connection {i} was never closed"))
+            .expect("task");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "slow connection {i} got {answer:?}"
+        );
+    }
+    app.stop().await;
+}
+
+/// Opens a sign-in whose form body never arrives, so the request stays in its handler (the
+/// form extractor waits for the body) and holds its slot of the HTTP concurrency cap.
+async fn stalled_form(app: &TestApp) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(&app.http)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /signin HTTP/1.1\r\nHost: portal\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nuser=",
+        )
+        .await
+        .expect("write");
+    stream
+}
+
+#[tokio::test]
+async fn http_over_the_concurrency_cap_is_shed_with_retry_after_and_slow_requests_time_out() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "http_shed", |settings| {
+        settings.platform.http_max_concurrent_requests = 1;
+        settings.platform.http_request_timeout_seconds = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let url = format!("http://{}/api/v1/national", app.http);
+    let mut held = stalled_form(&app).await;
+    // Once the stalled request holds the one slot, others are refused at once, with a hint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let shed = loop {
+        let response = reqwest::get(&url).await.expect("answered");
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(std::time::Instant::now() < deadline, "never shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        shed.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = shed.json().await.expect("json");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("--http-max-concurrent-requests") && message.contains("1 concurrent"),
+        "{body}"
+    );
+    // The stalled request itself is ended by the request timeout: a 503 naming it.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&answer).contains("timeout") {
+            match held.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled request was never ended");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("--http-request-timeout-seconds"),
+        "{answer}"
+    );
+    // Its slot is free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = reqwest::get(&url).await.expect("answered").status();
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_http_rate_gets_429_with_retry_after_and_another_does_not() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "http_rate", |settings| {
+        settings.platform.http_rate_per_second = 1;
+        settings.platform.http_rate_burst = 3;
+        settings.platform.http_client_address_header = Some("x-forwarded-for".into());
+    })
+    .await
+    else {
+        return;
+    };
+    let web = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/national", app.http);
+    let get = |client: &'static str| {
+        web.get(&url)
+            .header("x-forwarded-for", format!("198.51.100.9, {client}"))
+            .send()
+    };
+    // The burst passes; past it, within the second it takes to refill, 429 with a hint.
+    for _ in 0..3 {
+        assert_eq!(get("203.0.113.1").await.expect("get").status(), 200);
+    }
+    let mut refused = None;
+    for _ in 0..10 {
+        let response = get("203.0.113.1").await.expect("get");
+        if response.status() == 429 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("never refused over the rate");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--http-rate-per-second")),
+        "{body}"
+    );
+    // Another client (the proxy's last entry differs; the first entry, which a client may
+    // write, is the same) has its own bucket.
+    assert_eq!(get("203.0.113.2").await.expect("get").status(), 200);
+    // The admin port is not limited: readiness answers whatever the public rate.
+    for _ in 0..10 {
+        let ready = reqwest::get(format!("http://{}/readyz", app.admin))
+            .await
+            .expect("readyz");
+        assert_eq!(ready.status(), 200);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_routes_are_on_the_admin_listener_only() {
+    let Some(app) = spawn_app(Mode::Embedded, "admin_apart").await else {
+        return;
+    };
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let public = reqwest::get(format!("http://{}{path}", app.http))
+            .await
+            .expect("public");
+        assert_eq!(public.status(), 404, "{path} on the public port");
+        let admin = reqwest::get(format!("http://{}{path}", app.admin))
+            .await
+            .expect("admin");
+        assert_eq!(admin.status(), 200, "{path} on the admin port");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("agriportal_"), "{metrics}");
+    // The admin port serves nothing else.
+    let page = reqwest::get(format!("http://{}/api/v1/national", app.admin))
+        .await
+        .expect("admin");
+    assert_eq!(page.status(), 404);
+    app.stop().await;
+}
+
+/// Grams in the gateway's sales totals, read from its store on a connection of the test's own.
+async fn rolled_up_grams(app: &TestApp) -> i64 {
+    use agriportal_gateway::GatewayStore;
+    let db = agriportal_platform::storage::Database::connect_pool(&app.config, "gateway", 1)
+        .await
+        .expect("gateway db");
+    let store = agriportal_gateway::SqlStore::new(db.clone());
+    let grams = store
+        .sales_totals()
+        .await
+        .expect("totals")
+        .iter()
+        .map(|t| t.cell[0])
+        .sum();
+    db.close().await;
+    grams
+}
+
+#[tokio::test]
+async fn a_read_flood_neither_stalls_the_rollups_nor_fails_readiness() {
+    let Some(app) = spawn_app_with(Mode::Distributed, "read_flood", |settings| {
+        // Small pools, so that sharing one would show: the consumer and readiness on two
+        // connections, the public reads on one of their own.
+        settings.platform.db_max_connections = 2;
+        settings.platform.http_rate_per_second = 0;
+        settings.platform.http_max_concurrent_requests = 1024;
+        settings
+            .section_mut::<agriportal_gateway::Gateway>()
+            .expect("registered")
+            .gateway_read_pool = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let flooding = tokio_util::sync::CancellationToken::new();
+    let web = reqwest::Client::new();
+    let mut flood = Vec::new();
+    for _ in 0..64 {
+        let (web, flooding) = (web.clone(), flooding.clone());
+        let url = format!(
+            "http://{}/api/v1/timeseries?metric=orders&granularity=day&from=2015-01-01&to=2024-12-31",
+            app.http
+        );
+        flood.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !flooding.is_cancelled() {
+                if web.get(&url).send().await.is_ok() {
+                    answered += 1;
+                }
+            }
+            answered
+        }));
+    }
+    // While the reads flood in, pushes are rolled up and readiness holds.
+    let mut voso = app.partner("voso").await;
+    for i in 0..5 {
+        voso.push_sales(sales(
+            &format!("flood-{i}"),
+            vec![line(&format!("f{i}"), "01", 10)],
+        ))
+        .await
+        .expect("push during the flood");
+        let ready = reqwest::get(format!("http://{}/readyz", app.admin))
+            .await
+            .expect("readyz");
+        assert_eq!(
+            ready.status(),
+            200,
+            "readiness failed during the read flood"
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rolled_up_grams(&app).await != 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollups stalled during the read flood"
+        );
+        let ready = reqwest::get(format!("http://{}/readyz", app.admin))
+            .await
+            .expect("readyz");
+        assert_eq!(
+            ready.status(),
+            200,
+            "readiness failed during the read flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    flooding.cancel();
+    let mut answered = 0;
+    for task in flood {
+        answered += task.await.expect("flood task");
+    }
+    assert!(answered > 0, "the flood never got an answer");
+    app.stop().await;
+}

@@ -2,9 +2,9 @@
 //! of expected outcomes; and isolation between partners, who can never read or change each
 //! other's batches or records.
 //!
-//! By design the dashboards (gRPC `Dashboard`, the HTTP API and page), health, metrics and
-//! reflection are public: they carry aggregate figures meant for "dashboards, ours and
-//! others'". The ingest rpcs need a partner's credential; the indicators service needs a
+//! By design the dashboards (gRPC `Dashboard`, the HTTP API and page) and reflection are
+//! public (health and metrics too, but on the admin listener: the public port answers 404):
+//! they carry aggregate figures meant for "dashboards, ours and others'". The ingest rpcs need a partner's credential; the indicators service needs a
 //! signed-in caller for its catalogue and targets, a province's or the central working group's
 //! for reports (a province its own only), and an admin's for review, targets and the catalogue.
 
@@ -229,9 +229,10 @@ const HTTP_MATRIX: [(&str, &str, [u16; 8]); 16] = [
     // The catalogue the indicators service seeded (the matrix waits for it): public.
     ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 8]),
     ("GET", "/api/v1/indicators/NO_SUCH", [404; 8]),
-    ("GET", "/healthz", [200; 8]),
-    ("GET", "/readyz", [200; 8]),
-    ("GET", "/metrics", [200; 8]),
+    // The admin routes live on the admin listener only: the public port has none of them.
+    ("GET", "/healthz", [404; 8]),
+    ("GET", "/readyz", [404; 8]),
+    ("GET", "/metrics", [404; 8]),
     ("POST", "/api/v1/national", [405; 8]),
     ("DELETE", "/api/v1/provinces/79", [405; 8]),
 ];

@@ -121,7 +121,7 @@ fn serve_refuses_the_in_process_bus_and_says_what_to_set() {
 #[tokio::test]
 async fn up_serves_a_partner_push_made_with_a_cli_token() {
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http) = (free_port(), free_port());
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let up = Running(
         command(dir.path())
             .args([
@@ -129,13 +129,15 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
                 &format!("127.0.0.1:{grpc}"),
                 "--http",
                 &format!("127.0.0.1:{http}"),
+                "--admin-http",
+                &format!("127.0.0.1:{admin}"),
                 "up",
             ])
             .stdout(Stdio::null())
             .spawn()
             .expect("start up"),
     );
-    wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
     // Minted by another process while `up` runs: works at once.
     let token = mint(dir.path(), "postmart", &[]);
     let mut client = partner_client(&format!("127.0.0.1:{grpc}"), Some(&token))
@@ -204,7 +206,7 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     let mut children = Vec::new();
     let mut ports = Vec::new();
     for target in ["marketplace", "gateway"] {
-        let (grpc, http) = (free_port(), free_port());
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let mut c = command(dir.path());
         with_env(&mut c);
         c.args([
@@ -212,13 +214,15 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
             &format!("127.0.0.1:{grpc}"),
             "--http",
             &format!("127.0.0.1:{http}"),
+            "--admin-http",
+            &format!("127.0.0.1:{admin}"),
             "serve",
             "--target",
             target,
         ]);
         children.push(Running(c.stdout(Stdio::null()).spawn().expect("serve")));
         ports.push((grpc, http));
-        wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+        wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
     }
     let token = mint(dir.path(), "voso", &env);
     let mut client = partner_client(&format!("127.0.0.1:{}", ports[0].0), Some(&token))

@@ -104,7 +104,7 @@ impl Running {
 /// says so), so that no page is read, and no report written by a test, before the demo's own
 /// reports exist: the seeding waits for the partners' backfill, which takes longer on a busy
 /// machine, and skips itself once any report exists.
-async fn wait_for_demo(base: &str, log: &Path) {
+async fn wait_for_demo(base: &str, admin: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(240);
     let seeded = || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -122,7 +122,7 @@ async fn wait_for_demo(base: &str, log: &Path) {
             "the demo never became ready (households > 0, reports seeded) at {base}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        match reqwest::get(format!("{base}/readyz")).await {
+        match reqwest::get(format!("{admin}/readyz")).await {
             Ok(r) if r.status().is_success() => {}
             Ok(r) => {
                 last = format!("/readyz answered {}", r.status());
@@ -182,8 +182,9 @@ fn pages_in_chromium() {
     // The demo's log, read to know when its reports are seeded (warnings stay in it too).
     let log = dir.path().join("up.log");
     let log_file = std::fs::File::create(&log).expect("log file");
-    let (grpc, http) = (free_port(), free_port());
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let base = format!("http://127.0.0.1:{http}");
+    let admin_base = format!("http://127.0.0.1:{admin}");
     let up = Running(
         Command::new(BIN)
             .env_remove("DATABASE_URL")
@@ -197,6 +198,8 @@ fn pages_in_chromium() {
                 &format!("127.0.0.1:{grpc}"),
                 "--http",
                 &format!("127.0.0.1:{http}"),
+                "--admin-http",
+                &format!("127.0.0.1:{admin}"),
                 "up",
                 "--demo",
             ])
@@ -208,7 +211,7 @@ fn pages_in_chromium() {
     );
     tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(wait_for_demo(&base, &log));
+        .block_on(wait_for_demo(&base, &admin_base, &log));
 
     let screenshots = root.join("target/browser-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);

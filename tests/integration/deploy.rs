@@ -57,7 +57,7 @@ fn contract() -> Contract {
     for t in json["targets"].as_array().expect("targets") {
         let name = t["name"].as_str().expect("name").to_string();
         env.extend(strings(&t["env"], &format!("{name}.env")));
-        let ports = ["grpc", "http"]
+        let ports = ["grpc", "http", "admin"]
             .iter()
             .map(|p| {
                 let port = t["ports"][p].as_u64().expect("port");
@@ -182,7 +182,11 @@ fn deployment_files_name_only_what_the_binary_has() {
                     c.env
                 );
             }
-            for addr in ["AGRIPORTAL_GRPC_ADDR", "AGRIPORTAL_HTTP_ADDR"] {
+            for addr in [
+                "AGRIPORTAL_GRPC_ADDR",
+                "AGRIPORTAL_HTTP_ADDR",
+                "AGRIPORTAL_ADMIN_HTTP",
+            ] {
                 if let Some(v) = line
                     .split_once(&format!("{addr}="))
                     .or_else(|| line.split_once(&format!("{addr}: ")))

@@ -196,7 +196,7 @@ async fn poison_is_parked_and_replayed(app: &TestApp) {
         garbage.row.reason
     );
     assert_eq!(garbage.row.event_id, "");
-    let metrics = reqwest::get(format!("http://{}/metrics", app.http))
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
         .await
         .expect("metrics")
         .text()
@@ -276,9 +276,11 @@ async fn the_probe_serves_alone_as_its_own_target() {
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (grpc_addr, http_addr) = (
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (grpc_addr, http_addr, admin_addr) = (
         grpc.local_addr().expect("addr").to_string(),
         http.local_addr().expect("addr").to_string(),
+        admin.local_addr().expect("addr").to_string(),
     );
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
@@ -288,7 +290,7 @@ async fn the_probe_serves_alone_as_its_own_target() {
                 &registry,
                 "probe",
                 settings,
-                Listeners { grpc, http },
+                Listeners { grpc, http, admin },
                 shutdown,
             )
             .await
@@ -300,10 +302,14 @@ async fn the_probe_serves_alone_as_its_own_target() {
         "only the probe runs in its own process"
     );
     notes_are_tallied(&grpc_addr, &http_addr).await;
-    let ready = reqwest::get(format!("http://{http_addr}/readyz"))
+    let ready = reqwest::get(format!("http://{admin_addr}/readyz"))
         .await
         .expect("readyz");
     assert_eq!(ready.status(), 200);
+    let public = reqwest::get(format!("http://{http_addr}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(public.status(), 404, "readiness is on the admin port only");
     let unknown = reqwest::get(format!("http://{http_addr}/nope"))
         .await
         .expect("get");

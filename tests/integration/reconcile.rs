@@ -120,7 +120,7 @@ impl Ledger {
 }
 
 async fn metric(app: &TestApp, name: &str) -> i64 {
-    let body = reqwest::get(format!("http://{}/metrics", app.http))
+    let body = reqwest::get(format!("http://{}/metrics", app.admin))
         .await
         .expect("metrics")
         .text()

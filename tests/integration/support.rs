@@ -32,6 +32,8 @@ pub struct TestApp {
     pub registry: Registry,
     pub grpc: String,
     pub http: String,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin: String,
     pub ctx: Context,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Arc<tempfile::TempDir>,
@@ -113,11 +115,16 @@ async fn start_wrapped(
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let grpc_addr = grpc.local_addr().expect("addr").to_string();
     let http_addr = http.local_addr().expect("addr").to_string();
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin_addr = admin.local_addr().expect("addr").to_string();
     let mut ctx = Context::open(config.clone()).await.expect("open context");
     ctx.bus = wrap(ctx.bus.clone());
     let handle = tokio::spawn({
         let (registry, settings, ctx) = (registry.clone(), settings.clone(), ctx.clone());
-        async move { kit::up_with_context(&registry, settings, ctx, Listeners { grpc, http }).await }
+        async move {
+            let listeners = Listeners { grpc, http, admin };
+            kit::up_with_context(&registry, settings, ctx, listeners).await
+        }
     });
     let app = TestApp {
         config,
@@ -125,6 +132,7 @@ async fn start_wrapped(
         registry,
         grpc: grpc_addr,
         http: http_addr,
+        admin: admin_addr,
         ctx,
         handle: Some(handle),
         _dir: dir,
@@ -137,7 +145,7 @@ impl TestApp {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::get(format!("http://{}/readyz", self.http)).await {
+            if let Ok(r) = reqwest::get(format!("http://{}/readyz", self.admin)).await {
                 if r.status().is_success() {
                     return;
                 }

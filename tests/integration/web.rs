@@ -554,7 +554,9 @@ async fn pages_stay_up_when_the_gateway_does_not_answer() {
     settings.section_mut::<Web>().unwrap().gateway_url = Some(format!("http://{dead}"));
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
+    let admin_base = format!("http://{}", admin.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -563,7 +565,7 @@ async fn pages_stay_up_when_the_gateway_does_not_answer() {
                 &registry,
                 "web",
                 settings,
-                Listeners { grpc, http },
+                Listeners { grpc, http, admin },
                 shutdown,
             )
             .await
@@ -597,7 +599,7 @@ async fn pages_stay_up_when_the_gateway_does_not_answer() {
     );
     assert_eq!(
         client()
-            .get(format!("{base}/readyz"))
+            .get(format!("{admin_base}/readyz"))
             .send()
             .await
             .unwrap()

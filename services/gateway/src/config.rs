@@ -36,7 +36,22 @@ pub struct GatewayConfig {
         default_value_t = DEFAULT_RECONCILE_INTERVAL_SECONDS
     )]
     pub reconcile_interval_seconds: u64,
+
+    /// Connections of the pool that serves the public reads (the Dashboard over gRPC and the
+    /// JSON API), apart from the pool of the event consumers and readiness, so that a flood of
+    /// reads cannot stall the rollups or fail `/readyz`. PostgreSQL's connection budget counts
+    /// it once more per gateway pod.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GATEWAY_READ_POOL",
+        default_value_t = DEFAULT_READ_POOL,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub gateway_read_pool: u32,
 }
+
+/// Default of `--gateway-read-pool`.
+pub const DEFAULT_READ_POOL: u32 = 4;
 
 /// Default of `--reconcile-interval-seconds`: five minutes, so a lost event is repaired
 /// within about ten minutes, at the cost of one grouped scan of the records per round.

@@ -28,11 +28,12 @@ use std::time::Duration;
 
 use agriportal_platform::client::ClientOptions;
 use agriportal_platform::consumer::{ConsumerHealth, ConsumerOptions};
-use agriportal_platform::storage::Migrations;
+use agriportal_platform::storage::{Database, Migrations};
 use agriportal_platform::{Descriptor, GrpcApi, HttpApi, Running, Service, ServiceContext};
 use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
 use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::marketplace::v1 as mpb;
+use anyhow::Context as _;
 
 pub use config::{GatewayConfig, GRPC_SERVICE};
 pub use service::Dashboard;
@@ -85,7 +86,15 @@ impl Service for Gateway {
             readmodel::IndicatorsReadModel::new(store.clone()),
         )?;
         let reconciliation = reconciliation(&ctx, store.clone(), health)?;
-        let dashboard = Dashboard::new(store);
+        // The public reads on a pool of their own (see `--gateway-read-pool`).
+        let reads = Database::connect_pool(
+            &ctx.shared.config,
+            config::SCHEMA,
+            ctx.config.gateway_read_pool,
+        )
+        .await
+        .context("opening the gateway's read pool")?;
+        let dashboard = Dashboard::new(Arc::new(SqlStore::new(reads)));
         let mut running = Running::new()
             .grpc(DashboardServer::new(grpc::GrpcAdapter::new(
                 dashboard.clone(),

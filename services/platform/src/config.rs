@@ -128,6 +128,153 @@ pub struct Config {
         global = true
     )]
     pub max_concurrent_requests: u32,
+
+    /// Seconds a gRPC call may take, body included, before it is ended with CANCELLED: a
+    /// client that opens a call and never sends its body gives its slot back after this.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GRPC_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub grpc_request_timeout_seconds: u64,
+
+    /// Seconds between HTTP/2 keepalive pings on an idle gRPC connection; a peer that does not
+    /// answer one within `--grpc-keepalive-timeout-seconds` is dropped (a vanished client, or
+    /// one that holds connections open without reading).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GRPC_KEEPALIVE_INTERVAL_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub grpc_keepalive_interval_seconds: u64,
+
+    /// Seconds a keepalive ping may wait for its answer before the connection is closed.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GRPC_KEEPALIVE_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub grpc_keepalive_timeout_seconds: u64,
+
+    /// Concurrent streams (calls) one gRPC connection may open (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`), so one connection cannot take every request slot.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GRPC_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub grpc_max_streams_per_connection: u32,
+
+    /// Seconds after which a gRPC connection is asked to close (GOAWAY) and reconnect, so
+    /// load spreads again over new replicas and no connection lives forever; its calls then
+    /// get `--grpc-request-timeout-seconds` to finish.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GRPC_MAX_CONNECTION_AGE_SECONDS",
+        default_value_t = 1800,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub grpc_max_connection_age_seconds: u64,
+
+    /// Address of the admin HTTP server: `/healthz`, `/readyz` and `/metrics`, never on the
+    /// public port. One per process (`up` serves every service's on it).
+    #[arg(
+        long = "admin-http",
+        env = "AGRIPORTAL_ADMIN_HTTP",
+        default_value = "127.0.0.1:9090",
+        global = true
+    )]
+    pub admin_http_addr: SocketAddr,
+
+    /// Seconds an HTTP client may take to send a request's headers before its connection is
+    /// closed (slow clients that trickle headers to hold connections).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub http_header_read_timeout_seconds: u64,
+
+    /// Seconds a public HTTP request may take, body and handler included, before it is answered
+    /// 503 with a retry hint.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub http_request_timeout_seconds: u64,
+
+    /// Largest public HTTP request body read, in bytes (413 above it).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_MAX_BODY_BYTES",
+        default_value_t = 2 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub http_max_body_bytes: u64,
+
+    /// Public HTTP requests served at once by this process; one over it is answered 503 with
+    /// `Retry-After` at once, never queued.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub http_max_concurrent_requests: u32,
+
+    /// Public HTTP requests per second one client address may make (a bucket refilled at this
+    /// rate, holding `--http-rate-burst`); over it, 429 with `Retry-After`. 0 turns it off.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_RATE_PER_SECOND",
+        default_value_t = 50,
+        global = true
+    )]
+    pub http_rate_per_second: u32,
+
+    /// Requests a client may make at once above its rate (the bucket's size).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_RATE_BURST",
+        default_value_t = 200,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub http_rate_burst: u32,
+
+    /// Client addresses the rate limiter remembers at most; past it, new addresses share one
+    /// bucket until idle ones are forgotten (so a spray of addresses cannot grow memory).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_HTTP_RATE_MAX_CLIENTS",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub http_rate_max_clients: u64,
+
+    /// Header naming the client's address when a proxy is in front (`X-Forwarded-For` behind
+    /// the ingress): its last entry, the one the proxy itself added, keys the rate limit.
+    /// Unset, the connection's peer address does; set it only when every request comes
+    /// through the proxy, since a client reaching the port directly could write the header.
+    #[arg(long, env = "AGRIPORTAL_HTTP_CLIENT_ADDRESS_HEADER", global = true)]
+    pub http_client_address_header: Option<String>,
 }
 
 /// Default of `--max-concurrent-requests`.
@@ -137,6 +284,31 @@ impl Config {
     /// The drain period as a duration.
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
+    }
+
+    /// The gRPC server's time and stream limits.
+    pub fn grpc_limits(&self) -> GrpcLimits {
+        GrpcLimits {
+            request_timeout: Duration::from_secs(self.grpc_request_timeout_seconds),
+            keepalive_interval: Duration::from_secs(self.grpc_keepalive_interval_seconds),
+            keepalive_timeout: Duration::from_secs(self.grpc_keepalive_timeout_seconds),
+            max_streams_per_connection: self.grpc_max_streams_per_connection,
+            max_connection_age: Duration::from_secs(self.grpc_max_connection_age_seconds),
+        }
+    }
+
+    /// The HTTP servers' time, size, concurrency and rate limits.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(self.http_header_read_timeout_seconds),
+            request_timeout: Duration::from_secs(self.http_request_timeout_seconds),
+            max_body_bytes: usize::try_from(self.http_max_body_bytes).unwrap_or(usize::MAX),
+            max_concurrent_requests: self.http_max_concurrent_requests,
+            rate_per_second: self.http_rate_per_second,
+            rate_burst: self.http_rate_burst,
+            rate_max_clients: usize::try_from(self.http_rate_max_clients).unwrap_or(usize::MAX),
+            client_address_header: self.http_client_address_header.clone(),
+        }
     }
 
     /// True when both PostgreSQL and NATS are configured (the mode Kubernetes runs).
@@ -161,6 +333,56 @@ impl Config {
             log_format: "text".into(),
             otlp_endpoint: None,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            grpc_request_timeout_seconds: 30,
+            grpc_keepalive_interval_seconds: 60,
+            grpc_keepalive_timeout_seconds: 20,
+            grpc_max_streams_per_connection: 16,
+            grpc_max_connection_age_seconds: 1800,
+            admin_http_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            http_header_read_timeout_seconds: 10,
+            http_request_timeout_seconds: 30,
+            http_max_body_bytes: 2 * 1024 * 1024,
+            http_max_concurrent_requests: 256,
+            http_rate_per_second: 50,
+            http_rate_burst: 200,
+            http_rate_max_clients: 100_000,
+            http_client_address_header: None,
         }
     }
+}
+
+/// The gRPC server's time and stream limits (see the `--grpc-*` settings of [`Config`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcLimits {
+    /// Longest a call may take, body included.
+    pub request_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings.
+    pub keepalive_interval: Duration,
+    /// How long a ping may wait for its answer.
+    pub keepalive_timeout: Duration,
+    /// Concurrent streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Age after which a connection is asked to close.
+    pub max_connection_age: Duration,
+}
+
+/// The HTTP servers' limits (see the `--http-*` settings of [`Config`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest a public request may take, body and handler included.
+    pub request_timeout: Duration,
+    /// Largest request body read.
+    pub max_body_bytes: usize,
+    /// Public requests served at once.
+    pub max_concurrent_requests: u32,
+    /// Requests per second per client address (0: no limit).
+    pub rate_per_second: u32,
+    /// Bucket size of the per-client rate.
+    pub rate_burst: u32,
+    /// Client addresses remembered at most.
+    pub rate_max_clients: usize,
+    /// Header whose last entry is the client's address, behind a proxy.
+    pub client_address_header: Option<String>,
 }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::config::GrpcLimits;
 use crate::error::Error;
 use crate::http::Readiness;
 use crate::limits::ConcurrencyLimitLayer;
@@ -22,9 +23,30 @@ pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 /// How often the named services' gRPC health follows the stores' readiness.
 const READINESS_PERIOD: Duration = Duration::from_secs(2);
 
+/// What bounds a gRPC server: the process-wide concurrency limit, and the time and stream
+/// limits of each connection and call.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Requests served at once (`--max-concurrent-requests`).
+    pub concurrency: ConcurrencyLimitLayer,
+    /// Timeouts, keepalive, streams per connection, connection age (`--grpc-*`).
+    pub connection: GrpcLimits,
+}
+
+impl ServerLimits {
+    /// The limits `config` sets.
+    pub fn from_config(config: &crate::Config) -> Self {
+        ServerLimits {
+            concurrency: ConcurrencyLimitLayer::from_config(config),
+            connection: config.grpc_limits(),
+        }
+    }
+}
+
 /// Serves `routes` plus gRPC health and reflection on `listener` until `shutdown` fires, then
-/// lets in-flight calls finish for at most `drain`. Requests over `limit` are shed
-/// (`RESOURCE_EXHAUSTED` with a retry hint), and requests tonic cannot decode are answered
+/// lets in-flight calls finish for at most `drain`. Requests over the concurrency limit are shed
+/// (`RESOURCE_EXHAUSTED` with a retry hint), calls, keepalive and connections are bounded in
+/// time and streams per connection (both in `limits`), and requests tonic cannot decode are answered
 /// `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED` ([`DecodeStatusLayer`]).
 ///
 /// Health: the empty service name (liveness) is SERVING while the process runs; each of
@@ -38,8 +60,12 @@ pub async fn serve_with(
     readiness: Readiness,
     shutdown: CancellationToken,
     drain: Duration,
-    limit: ConcurrencyLimitLayer,
+    limits: ServerLimits,
 ) -> anyhow::Result<()> {
+    let ServerLimits {
+        concurrency: limit,
+        connection: limits,
+    } = limits;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -102,6 +128,16 @@ pub async fn serve_with(
         ])
         .collect();
     let server = tonic::transport::Server::builder()
+        // Time limits: a call that never sends its body, a peer that vanished and a connection
+        // kept forever all end, so none holds a request slot or a socket indefinitely.
+        .timeout(limits.request_timeout)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(limits.request_timeout)
+        // Advertised to the client (HTTP/2 SETTINGS) and enforced by the server's HTTP/2 layer:
+        // one connection cannot take every slot of the process-wide limit.
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .layer(TraceLayer)
         // Outside the concurrency limit, so shed calls are counted too.
         .layer(GrpcMetricsLayer::new(known))

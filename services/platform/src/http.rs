@@ -1,17 +1,23 @@
-//! HTTP plumbing shared by every service: liveness, readiness, Prometheus metrics, JSON
-//! refusals for unknown routes and methods, and the drain-bounded server loop.
+//! HTTP plumbing shared by every service: liveness, readiness, Prometheus metrics (on the admin
+//! listener), JSON refusals for unknown routes and methods, the public listener's limits (time,
+//! size, concurrency, per-client rate) and the drain-bounded server loop.
 
-use std::future::IntoFuture;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::HttpLimits;
+use crate::limits::{RateLimiter, Refusal};
+use crate::metrics::Counter;
 
 use crate::service::Check;
 use crate::storage::Database;
@@ -89,33 +95,303 @@ async fn metrics_text() -> impl IntoResponse {
     )
 }
 
-/// Serves `router` (traced) until `shutdown`, then drains for at most `drain`. A method a route
-/// does not accept gets a JSON error naming it, like every other refusal; an unknown path gets
-/// the router's fallback (see [`not_found`]).
+/// Serves the public `router` (traced) until `shutdown`, then drains for at most `drain`, with
+/// every limit of `limits`: headers must arrive within the header-read timeout, a request
+/// takes at most the request timeout and reads at most the body limit, requests over the
+/// concurrency cap are shed (503, `Retry-After`), and each client address has a rate (429,
+/// `Retry-After`). A method a route does not accept gets a JSON error naming it, like every
+/// other refusal; an unknown path gets the router's fallback (see [`not_found`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
+    limits: &HttpLimits,
 ) -> anyhow::Result<()> {
-    let stopping = shutdown.clone();
+    let edge = Edge::new(limits);
+    // Innermost first: the body limit and timeout bound the handler, the cap bounds how many
+    // run, and the rate limit, outermost and cheapest, refuses a flooding client before it
+    // takes a slot. All are per route (`Router::layer`), inside the metrics layer, so refused
+    // requests are counted under their route.
+    let router = router
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            time_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(edge.clone(), shed))
+        .layer(axum::middleware::from_fn_with_state(
+            edge.clone(),
+            rate_limit,
+        ));
+    let forget = edge.forget_idle_clients(shutdown.clone());
+    let served = serve_router(
+        listener,
+        router,
+        shutdown,
+        drain,
+        limits.header_read_timeout,
+    )
+    .await;
+    forget.abort();
+    served
+}
+
+/// Serves the admin `router` (`/healthz`, `/readyz`, `/metrics`) until `shutdown`: the
+/// header-read timeout only, since its clients are the orchestrator and Prometheus.
+pub async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+    header_read_timeout: Duration,
+) -> anyhow::Result<()> {
+    serve_router(listener, router, shutdown, drain, header_read_timeout).await
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+    header_read_timeout: Duration,
+) -> anyhow::Result<()> {
     // The metrics layer goes on the router itself, after its routes and fallback, where each
     // request's matched route template is known (never the raw path, which would make a label
     // per URL anyone cares to send).
     let router = router
         .layer(crate::metrics::HttpMetricsLayer::new())
-        .layer(axum::middleware::from_fn(explain_method_not_allowed));
-    // Nagle's algorithm off, as on the gRPC port: a response in two writes must not wait for
-    // the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        .layer(axum::middleware::from_fn(explain_method_not_allowed))
+        .layer(TraceLayer);
+    let server = accept_loop(listener, router, shutdown.clone(), header_read_timeout);
+    crate::grpc::bounded_drain(server, shutdown, drain).await
+}
+
+/// Accepts connections until `shutdown`, then waits for open ones to finish their requests.
+/// hyper's own HTTP/1 server (axum's `serve` sets no header-read timeout: it has no timer), with
+/// the peer's address put in each request as [`ConnectInfo`] for the rate limit.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    header_read_timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, typically: pause rather than spin, and let
+                    // open connections finish and close.
+                    tracing::warn!(error = %err, "could not accept an HTTP connection");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Nagle's algorithm off, as on the gRPC port: a response in two writes must not wait
+        // for the client's delayed ACK.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "could not turn Nagle's algorithm off");
         }
-    });
-    let server = axum::serve(listener, router.layer(TraceLayer))
-        .with_graceful_shutdown(async move { stopping.cancelled().await })
-        .into_future();
-    crate::grpc::bounded_drain(server, shutdown, drain).await
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = builder.serve_connection(
+            hyper_util::rt::TokioIo::new(tcp),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                // A client that went away or timed out sending headers: its own business.
+                tracing::debug!(error = %err, %peer, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Pause after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a client shed by the HTTP concurrency cap is told to wait.
+pub const HTTP_SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often the rate limiter forgets clients whose buckets are full again.
+const FORGET_PERIOD: Duration = Duration::from_secs(10);
+
+/// The public server's limits, shared by its middleware.
+#[derive(Clone)]
+struct Edge {
+    permits: Arc<Semaphore>,
+    max_concurrent: u32,
+    request_timeout: Duration,
+    rate: Option<Arc<RateLimiter<IpAddr>>>,
+    max_clients: usize,
+    address_header: Option<http::HeaderName>,
+}
+
+impl Edge {
+    fn new(limits: &HttpLimits) -> Self {
+        let address_header = limits.client_address_header.as_deref().and_then(|name| {
+            let parsed = http::HeaderName::try_from(name);
+            if parsed.is_err() {
+                tracing::warn!(
+                    header = name,
+                    "--http-client-address-header is not a header name; keying by peer address"
+                );
+            }
+            parsed.ok()
+        });
+        Edge {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent_requests as usize)),
+            max_concurrent: limits.max_concurrent_requests,
+            request_timeout: limits.request_timeout,
+            rate: RateLimiter::new(limits.rate_per_second, limits.rate_burst).map(Arc::new),
+            max_clients: limits.rate_max_clients,
+            address_header,
+        }
+    }
+
+    /// Forgets idle clients every [`FORGET_PERIOD`] until `shutdown`.
+    fn forget_idle_clients(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let rate = self.rate.clone();
+        tokio::spawn(async move {
+            let Some(rate) = rate else { return };
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(FORGET_PERIOD) => rate.retain_recent(Instant::now()),
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    }
+
+    /// The address a request is limited by: the last entry of the configured header when it
+    /// holds one, else the peer's; IPv6 addresses by their /64, which one subscriber usually
+    /// holds whole.
+    fn client_of(&self, request: &axum::extract::Request) -> Option<IpAddr> {
+        let forwarded = self.address_header.as_ref().and_then(|name| {
+            let last = request.headers().get_all(name).iter().next_back()?;
+            let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+            entry.parse::<IpAddr>().ok()
+        });
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        forwarded.or(peer).map(client_key)
+    }
+}
+
+/// The rate limit's key for an address.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(segments))
+            }
+        },
+    }
+}
+
+async fn rate_limit(
+    State(edge): State<Edge>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let (Some(rate), Some(client)) = (&edge.rate, edge.client_of(&request)) {
+        let overflow = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        if let Err(refusal) = rate.try_acquire_bounded(&client, 1, edge.max_clients, &overflow) {
+            let wait = match refusal {
+                Refusal::RetryAfter(wait) => wait,
+                Refusal::OverBurst => Duration::from_secs(1),
+            };
+            rate_limited_counter().inc();
+            return crate::Error::exhausted(format!(
+                "too many requests from your address: the limit is {} per second                  (--http-rate-per-second); retry after {} ms",
+                rate.rate(),
+                wait.as_millis()
+            ))
+            .with_retry_after(wait)
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn shed(
+    State(edge): State<Edge>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Ok(permit) = edge.permits.clone().try_acquire_owned() else {
+        shed_counter().inc();
+        return crate::Error::unavailable(format!(
+            "the server is at its limit of {} concurrent requests (--http-max-concurrent-requests)              and refuses this one rather than queue it: retry after {} s",
+            edge.max_concurrent,
+            HTTP_SHED_RETRY_AFTER.as_secs()
+        ))
+        .with_retry_after(HTTP_SHED_RETRY_AFTER)
+        .into_response();
+    };
+    let response = next.run(request).await;
+    // Held until the handler answered; a streamed body is then written without a slot.
+    drop(permit);
+    response
+}
+
+async fn time_limit(
+    State(edge): State<Edge>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(edge.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => crate::Error::unavailable(format!(
+            "the request took longer than {} s (--http-request-timeout-seconds); retry later",
+            edge.request_timeout.as_secs()
+        ))
+        .with_retry_after(HTTP_SHED_RETRY_AFTER)
+        .into_response(),
+    }
+}
+
+fn shed_counter() -> &'static Counter {
+    static SHED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    SHED.get_or_init(|| {
+        crate::metrics::counter(
+            "agriportal_http_shed",
+            "HTTP requests refused because the server was at --http-max-concurrent-requests",
+        )
+    })
+}
+
+fn rate_limited_counter() -> &'static Counter {
+    static LIMITED: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    LIMITED.get_or_init(|| {
+        crate::metrics::counter(
+            "agriportal_http_rate_limited",
+            "HTTP requests refused because their client was over --http-rate-per-second",
+        )
+    })
 }
 
 /// The JSON 404 for a path no route matches, naming it. The kit makes it the fallback of a
@@ -161,4 +437,58 @@ async fn explain_method_not_allowed(
         http::HeaderValue::from_static("application/json"),
     );
     axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(header: Option<&str>) -> Edge {
+        let mut limits = crate::Config::embedded("unused").http_limits();
+        limits.client_address_header = header.map(str::to_string);
+        Edge::new(&limits)
+    }
+
+    fn request(peer: &str, forwarded: &[&str]) -> axum::extract::Request {
+        let mut request = axum::extract::Request::new(axum::body::Body::empty());
+        let peer: SocketAddr = peer.parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        for value in forwarded {
+            request
+                .headers_mut()
+                .append("x-forwarded-for", value.parse().unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn clients_are_keyed_by_peer_or_the_proxys_last_entry() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // No header configured: the peer, whatever the client wrote.
+        let plain = edge(None);
+        assert_eq!(
+            plain.client_of(&request("10.0.0.7:5000", &["203.0.113.9"])),
+            Some(ip("10.0.0.7"))
+        );
+        // Behind a proxy: the last entry of the last header, the one the proxy added.
+        let proxied = edge(Some("X-Forwarded-For"));
+        assert_eq!(
+            proxied.client_of(&request(
+                "10.0.0.7:5000",
+                &["198.51.100.1", "198.51.100.2, 203.0.113.9"]
+            )),
+            Some(ip("203.0.113.9"))
+        );
+        // An unreadable entry falls back to the peer.
+        assert_eq!(
+            proxied.client_of(&request("10.0.0.7:5000", &["not an address"])),
+            Some(ip("10.0.0.7"))
+        );
+        // IPv6 by its /64; an IPv4-mapped address as the IPv4 one.
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(client_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+    }
 }

@@ -25,7 +25,6 @@ use crate::config::Config;
 use crate::consumer::{self, ParkedRow};
 use crate::context::{token_secret, Context};
 use crate::http::{admin_router, Readiness};
-use crate::limits::ConcurrencyLimitLayer;
 use crate::outbox::spawn_relay;
 use crate::service::{Descriptor, Running, Service, ServiceContext};
 use crate::storage::{platform_database, Database, Migrations};
@@ -318,8 +317,10 @@ impl<S: Service> Entry for Typed<S> {
 pub struct Listeners {
     /// gRPC, shared by every service of the process.
     pub grpc: TcpListener,
-    /// HTTP: each service's routes under its prefix, plus `/healthz`, `/readyz`, `/metrics`.
+    /// Public HTTP: each service's routes under its prefix, with the public limits.
     pub http: TcpListener,
+    /// Admin HTTP: `/healthz`, `/readyz`, `/metrics`, never on the public port.
+    pub admin: TcpListener,
 }
 
 /// Runs every service of `registry` in one process until `shutdown` fires, then drains and
@@ -547,11 +548,12 @@ async fn serve_started(
         }
     }
     let readiness = Readiness::new(databases).with_checks(checks);
-    let mut http_router = http_router.merge(admin_router(readiness.clone()));
     if !prefixes.iter().any(|(_, p)| *p == "/") {
         http_router = http_router.fallback(http::not_found);
     }
+    let admin = admin_router(readiness.clone()).fallback(http::not_found);
     let drain = ctx.config.drain();
+    let http_limits = ctx.config.http_limits();
     tokio::try_join!(
         grpc::serve_with(
             listeners.grpc,
@@ -560,9 +562,22 @@ async fn serve_started(
             readiness,
             ctx.shutdown.clone(),
             drain,
-            ConcurrencyLimitLayer::from_config(&ctx.config),
+            grpc::ServerLimits::from_config(&ctx.config),
         ),
-        http::serve(listeners.http, http_router, ctx.shutdown.clone(), drain),
+        http::serve(
+            listeners.http,
+            http_router,
+            ctx.shutdown.clone(),
+            drain,
+            &http_limits,
+        ),
+        http::serve_admin(
+            listeners.admin,
+            admin,
+            ctx.shutdown.clone(),
+            drain,
+            http_limits.header_read_timeout,
+        ),
     )?;
     Ok(())
 }
@@ -736,7 +751,7 @@ pub fn targets(registry: &Registry, platform: &Config) -> serde_json::Value {
                 "schema": d.name,
                 "grpc_services": d.grpc,
                 "http_prefix": d.http.map(|h| h.prefix),
-                "ports": {"grpc": platform.grpc_addr.port(), "http": platform.http_addr.port()},
+                "ports": {"grpc": platform.grpc_addr.port(), "http": platform.http_addr.port(), "admin": platform.admin_http_addr.port()},
                 "publishes": d.publishes,
                 "consumes": d.consumes,
                 "calls": d.calls,

@@ -97,6 +97,55 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             .then(|| Duration::from_secs_f64((1.0 - tokens) / rate).max(Duration::from_millis(1)))
     }
 
+    /// [`RateLimiter::try_acquire`] for keys from an unbounded set (client addresses): when
+    /// `max_keys` keys are remembered already, a key not among them is charged to `overflow`'s
+    /// bucket instead, so memory stays bounded; [`RateLimiter::retain_recent`] frees the room.
+    pub fn try_acquire_bounded(
+        &self,
+        key: &K,
+        cost: u32,
+        max_keys: usize,
+        overflow: &K,
+    ) -> Result<(), Refusal> {
+        let known = {
+            let buckets = self
+                .buckets
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            buckets.contains_key(key) || buckets.len() < max_keys
+        };
+        let key = if known { key } else { overflow };
+        self.try_acquire_at(key, cost, Instant::now())
+    }
+
+    /// Forgets every key whose bucket has refilled to its burst by `now`: such a key behaves
+    /// exactly as one never seen, so forgetting it changes no answer.
+    pub fn retain_recent(&self, now: Instant) {
+        let burst = f64::from(self.burst);
+        let rate = f64::from(self.rate);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        buckets.retain(|_, bucket| {
+            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+            bucket.tokens + elapsed * rate < burst
+        });
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// [`RateLimiter::try_acquire`] at a given instant (tests drive the clock).
     pub fn try_acquire_at(&self, key: &K, cost: u32, now: Instant) -> Result<(), Refusal> {
         if cost > self.burst {
@@ -263,6 +312,26 @@ mod tests {
             .try_acquire_at(&"a", 1, t0 + Duration::from_millis(100))
             .unwrap();
         assert!(limiter.empty_for_at(&"b", t0).is_none());
+    }
+
+    #[test]
+    fn bounded_keys_share_the_overflow_bucket_and_full_buckets_are_forgotten() {
+        let limiter = RateLimiter::new(10, 2).expect("on");
+        let t0 = Instant::now();
+        limiter.try_acquire_bounded(&"a", 1, 2, &"*").unwrap();
+        limiter.try_acquire_bounded(&"b", 1, 2, &"*").unwrap();
+        // A third key is over the bound: charged to the overflow bucket, which fills.
+        limiter.try_acquire_bounded(&"c", 1, 2, &"*").unwrap();
+        limiter.try_acquire_bounded(&"d", 1, 2, &"*").unwrap();
+        assert!(limiter.try_acquire_bounded(&"e", 1, 2, &"*").is_err());
+        assert_eq!(limiter.len(), 3, "a, b and the overflow bucket");
+        // Known keys keep their own buckets.
+        limiter.try_acquire_bounded(&"a", 1, 2, &"*").unwrap();
+        // Nothing is full yet; a second later every bucket is, and all are forgotten.
+        limiter.retain_recent(t0);
+        assert_eq!(limiter.len(), 3);
+        limiter.retain_recent(t0 + Duration::from_secs(1));
+        assert!(limiter.is_empty());
     }
 
     #[test]

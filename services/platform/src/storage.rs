@@ -122,6 +122,9 @@ impl Tx {
 /// How long a readiness ping may take before the store counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Connections of a SQLite store's main pool (one writer at a time anyway).
+const SQLITE_CONNECTIONS: u32 = 4;
+
 /// How long a request waits for a connection before answering UNAVAILABLE.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,12 +132,36 @@ impl Database {
     /// Connects the store of `schema` (a service name): PostgreSQL when `DATABASE_URL` is set,
     /// else `<data-dir>/<schema>.sqlite`. Creates the schema or file when missing.
     pub async fn connect(config: &Config, schema: &str) -> anyhow::Result<Database> {
+        Self::connect_with(
+            config,
+            schema,
+            config.db_max_connections,
+            SQLITE_CONNECTIONS,
+        )
+        .await
+    }
+
+    /// Another pool on the store of `schema`, of at most `max` connections (on SQLite too),
+    /// for work that must not take the main pool's connections: a service's public reads, so
+    /// that a flood of them cannot starve its event consumer or its readiness check.
+    pub async fn connect_pool(config: &Config, schema: &str, max: u32) -> anyhow::Result<Database> {
+        Self::connect_with(config, schema, max, max).await
+    }
+
+    async fn connect_with(
+        config: &Config,
+        schema: &str,
+        postgres_max: u32,
+        sqlite_max: u32,
+    ) -> anyhow::Result<Database> {
         let pool = match &config.database_url {
-            Some(url) => {
-                Pool::Postgres(connect_postgres(url, schema, config.db_max_connections).await?)
-            }
+            Some(url) => Pool::Postgres(connect_postgres(url, schema, postgres_max).await?),
             None => Pool::Sqlite(
-                connect_sqlite(&config.data_dir.join(format!("{schema}.sqlite"))).await?,
+                connect_sqlite(
+                    &config.data_dir.join(format!("{schema}.sqlite")),
+                    sqlite_max,
+                )
+                .await?,
             ),
         };
         Ok(Database {
@@ -224,7 +251,7 @@ async fn connect_postgres(url: &str, schema: &str, max: u32) -> anyhow::Result<P
     Ok(pool)
 }
 
-async fn connect_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
+async fn connect_sqlite(path: &Path, max: u32) -> anyhow::Result<SqlitePool> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -236,7 +263,7 @@ async fn connect_sqlite(path: &Path) -> anyhow::Result<SqlitePool> {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
-        .max_connections(4)
+        .max_connections(max.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await?;
