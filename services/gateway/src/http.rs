@@ -510,6 +510,48 @@ mod tests {
     }
 
     #[test]
+    fn communes_are_listed_or_say_why_not() {
+        use crate::service::{CommuneFigure, CommunesNote};
+        let mut out = Map::new();
+        let figures = CommunesView::Figures {
+            communes: vec![
+                CommuneFigure {
+                    code: "25747".into(),
+                    name: "Phường Thủ Dầu Một".into(),
+                    value: "1.250".parse().unwrap(),
+                },
+                CommuneFigure {
+                    code: "25750".into(),
+                    name: "Phường Phú Lợi".into(),
+                    value: Decimal::ZERO,
+                },
+            ],
+            unassigned: "2.5".parse().unwrap(),
+        };
+        communes_fields(&mut out, &figures);
+        assert_eq!(
+            Value::Object(out),
+            json!({
+                "communes": [
+                    {"code": "25747", "name": "Phường Thủ Dầu Một", "value": 1.25, "value_text": "1.250"},
+                    {"code": "25750", "name": "Phường Phú Lợi", "value": 0},
+                ],
+                "unassigned": 2.5,
+                "unassigned_text": "2.5",
+            })
+        );
+        let mut out = Map::new();
+        communes_fields(
+            &mut out,
+            &CommunesView::None(CommunesNote::ProvinceReported),
+        );
+        assert_eq!(
+            Value::Object(out),
+            json!({"communes": null, "unassigned": null, "communes_note": "province_reported"})
+        );
+    }
+
+    #[test]
     fn bad_queries_name_the_parameter() {
         let err = |raw: &str, allowed: &[&str]| {
             IndicatorQuery::parse(Some(raw), allowed)

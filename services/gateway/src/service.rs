@@ -220,7 +220,13 @@ pub struct IndicatorCommunesView {
 }
 
 /// The marketplace-sourced indicators kept by commune.
-pub const BY_COMMUNE: [&str; 5] = ["HH_ONBOARDED", "HH_ACTIVE", "SALES_TONNES", "SALES_VALUE", "ORDERS"];
+pub const BY_COMMUNE: [&str; 5] = [
+    "HH_ONBOARDED",
+    "HH_ACTIVE",
+    "SALES_TONNES",
+    "SALES_VALUE",
+    "ORDERS",
+];
 
 /// An indicator and its national figure for its latest period.
 #[derive(Clone, Debug, PartialEq)]

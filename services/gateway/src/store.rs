@@ -167,7 +167,12 @@ impl SqlStore {
             increment_sql(pg, "household_trading", HOUSEHOLD_TRADING, 4),
             increment_sql(pg, "household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
             increment_sql(pg, "sales_commune_monthly", SALES_COMMUNE_MONTHLY, 4),
-            increment_sql(pg, "households_commune_monthly", HOUSEHOLDS_COMMUNE_MONTHLY, 5),
+            increment_sql(
+                pg,
+                "households_commune_monthly",
+                HOUSEHOLDS_COMMUNE_MONTHLY,
+                5,
+            ),
         ];
         SqlStore { db, upserts }
     }
