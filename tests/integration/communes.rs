@@ -80,6 +80,14 @@ fn by_commune(body: &Value) -> Vec<(String, i64)> {
     out
 }
 
+/// A page of the web front end: its status and body.
+async fn page(app: &TestApp, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{}{path}", app.http))
+        .await
+        .expect("http");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
 /// Polls `path` until its communes are `expected`, or fails after 30 s.
 async fn wait_communes(app: &TestApp, path: &str, expected: &[(&str, i64)]) -> Value {
     let expected: Vec<(String, i64)> = expected.iter().map(|(c, v)| (c.to_string(), *v)).collect();
@@ -234,6 +242,47 @@ async fn communes_end_to_end(mode: Mode) {
         .await
         .expect_err("a province is required");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // The page: the province's communes in a plain table, its CSV, and a link from the
+    // indicator's page; an indicator not kept by commune says so.
+    let (status, html) = page(
+        &app,
+        "/indicators/SALES_VALUE/communes?province=79&period=202203",
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Phường Thủ Dầu Một"), "{html}");
+    assert!(
+        html.contains("4.020"),
+        "the value as Vietnamese write it: {html}"
+    );
+    assert!(html.contains("Chưa ghi xã, phường"), "{html}");
+    assert!(
+        html.contains("/indicators/SALES_VALUE/communes.csv?province=79&#38;period=202203"),
+        "{html}"
+    );
+    let (status, csv) = page(
+        &app,
+        "/indicators/SALES_VALUE/communes.csv?province=79&period=202203",
+    )
+    .await;
+    assert_eq!(status, 200, "{csv}");
+    assert!(csv.starts_with('\u{feff}'), "BOM");
+    assert!(
+        csv.contains(&format!("{THU_DAU_MOT},Phường Thủ Dầu Một,4020\r\n")),
+        "{csv}"
+    );
+    let (_, indicator_page) = page(&app, "/indicators/SALES_VALUE?period=202203").await;
+    assert!(
+        indicator_page.contains("/indicators/SALES_VALUE/communes?period=202203"),
+        "{indicator_page}"
+    );
+    let (status, not_kept) = page(&app, "/indicators/TRAINED_HH/communes?province=79").await;
+    assert_eq!(status, 200);
+    assert!(
+        not_kept.contains("không có số liệu theo xã, phường"),
+        "{not_kept}"
+    );
 
     // The org units, from the indicators service.
     let token = app.token(Role::Province {

@@ -170,6 +170,7 @@ impl dashboard_server::Dashboard for GrpcAdapter {
             communes,
             unassigned,
             communes_note,
+            indicator: Some(view.indicator),
         }))
     }
 
