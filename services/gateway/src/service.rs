@@ -340,6 +340,19 @@ impl Dashboard {
         period: &str,
         province: &str,
     ) -> Result<IndicatorProgressView> {
+        self.indicator_at(code, period, province, SERIES_LENGTH)
+            .await
+    }
+
+    /// [`Self::indicator`] with a series of at most `series_length` periods (1: the period
+    /// alone, for answers that do not show the series and must not pay for it).
+    async fn indicator_at(
+        &self,
+        code: &str,
+        period: &str,
+        province: &str,
+        series_length: usize,
+    ) -> Result<IndicatorProgressView> {
         let catalogue = self.store.catalogue().await?;
         let indicator = catalogue
             .iter()
@@ -424,7 +437,7 @@ impl Dashboard {
             })
             .collect();
         let mut periods = vec![period];
-        while periods.len() < SERIES_LENGTH {
+        while periods.len() < series_length {
             let Some(&first) = periods.first() else { break };
             let before = first.previous();
             if before == first {
@@ -492,7 +505,7 @@ impl Dashboard {
                 "province is required: communes are listed for one province at a time",
             ));
         }
-        let view = self.indicator(code, period, province).await?;
+        let view = self.indicator_at(code, period, province, 1).await?;
         let wanted = Reference::get()
             .resolve_province(province.trim())
             .map(|m| m.province().code.clone())
