@@ -88,11 +88,13 @@ enum Rpc {
     GetTimeSeries,
     ListIndicatorProgress,
     GetIndicatorProgress,
+    GetIndicatorCommunes,
     DashboardCompleteness,
     HealthCheck,
     ListServices,
     ListIndicators,
     ListTargets,
+    ListOrgUnits,
     SaveIndicator,
     SetTarget,
     SaveReport,
@@ -114,6 +116,7 @@ impl Rpc {
             self,
             Rpc::ListIndicators
                 | Rpc::ListTargets
+                | Rpc::ListOrgUnits
                 | Rpc::SaveIndicator
                 | Rpc::SetTarget
                 | Rpc::SaveReport
@@ -155,7 +158,8 @@ const ADMIN_ONLY: [Outcome; 8] = [
 ];
 /// Public: whoever calls, with whatever credential (it is not looked at).
 const PUBLIC: [Outcome; 8] = [OK; 8];
-/// The indicator catalogue and targets: the plan's public figures, for any signed-in caller.
+/// The indicator catalogue, targets and org units: the plan's public figures and reference
+/// data, for any signed-in caller.
 const SIGNED_IN: [Outcome; 8] = [
     UNAUTHENTICATED, // nobody
     OK,              // postmart
@@ -180,7 +184,7 @@ const REPORTING: [Outcome; 8] = [
 
 /// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote, the
 /// indicator reads and `SubmitReport` the reports `SaveReport` and `ImportReport` wrote.
-const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 27] = [
+const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 29] = [
     (Rpc::PushSales, INGEST),
     (Rpc::PushOnboarding, INGEST),
     (Rpc::GetBatch, INGEST),
@@ -191,11 +195,13 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 27] = [
     (Rpc::GetTimeSeries, PUBLIC),
     (Rpc::ListIndicatorProgress, PUBLIC),
     (Rpc::GetIndicatorProgress, PUBLIC),
+    (Rpc::GetIndicatorCommunes, PUBLIC),
     (Rpc::DashboardCompleteness, PUBLIC),
     (Rpc::HealthCheck, PUBLIC),
     (Rpc::ListServices, PUBLIC),
     (Rpc::ListIndicators, SIGNED_IN),
     (Rpc::ListTargets, SIGNED_IN),
+    (Rpc::ListOrgUnits, SIGNED_IN),
     (Rpc::SaveIndicator, ADMIN_ONLY),
     (Rpc::SetTarget, ADMIN_ONLY),
     (Rpc::SaveReport, REPORTING),
@@ -212,7 +218,7 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 27] = [
 
 /// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
 /// read-only; there is no way to write over HTTP, for anyone.
-const HTTP_MATRIX: [(&str, &str, [u16; 8]); 16] = [
+const HTTP_MATRIX: [(&str, &str, [u16; 8]); 17] = [
     ("GET", "/", [200; 8]),
     ("GET", "/api/v1/national", [200; 8]),
     ("GET", "/api/v1/provinces", [200; 8]),
@@ -228,6 +234,11 @@ const HTTP_MATRIX: [(&str, &str, [u16; 8]); 16] = [
     ("GET", "/api/v1/completeness?format=csv", [200; 8]),
     // The catalogue the indicators service seeded (the matrix waits for it): public.
     ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 8]),
+    (
+        "GET",
+        "/api/v1/indicators/SALES_VALUE?province=79",
+        [200; 8],
+    ),
     ("GET", "/api/v1/indicators/NO_SUCH", [404; 8]),
     // The admin routes live on the admin listener only: the public port has none of them.
     ("GET", "/healthz", [404; 8]),
@@ -417,6 +428,22 @@ async fn call(app: &TestApp, rpc: Rpc, who: Who, token: Option<&str>) -> Result<
                 }
             }
         }
+        Rpc::GetIndicatorCommunes => {
+            // Public like GetIndicatorProgress (NOT_FOUND only before the catalogue arrives).
+            let answer = dashboard
+                .get_indicator_communes(gpb::GetIndicatorCommunesRequest {
+                    code: "SALES_VALUE".into(),
+                    period: String::new(),
+                    province: "79".into(),
+                })
+                .await;
+            match answer {
+                Err(status) if status.code() == Code::NotFound => {}
+                other => {
+                    assert_eq!(other?.into_inner().communes.len(), 168, "{who}");
+                }
+            }
+        }
         Rpc::DashboardCompleteness => {
             let c = dashboard
                 .get_completeness(gpb::GetCompletenessRequest {
@@ -527,6 +554,19 @@ async fn indicators_call(
         Rpc::ListTargets => {
             c.list_targets(pb_ind::ListTargetsRequest::default())
                 .await?;
+        }
+        Rpc::ListOrgUnits => {
+            let units = c
+                .list_org_units(pb_ind::ListOrgUnitsRequest {
+                    parent: "south".into(),
+                    level: pb_ind::OrgUnitLevel::Province as i32,
+                })
+                .await?
+                .into_inner();
+            assert!(
+                units.org_units.iter().any(|u| u.code == "79"),
+                "{who}: {units:?}"
+            );
         }
         Rpc::SaveIndicator => {
             let mut indicator = app_indicator(app, "TRAINED_HH").await;

@@ -9,6 +9,7 @@ mod abuse;
 mod authz;
 mod binary;
 mod browser;
+mod communes;
 mod deploy;
 mod flow;
 mod gateway_indicators;

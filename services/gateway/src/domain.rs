@@ -40,6 +40,12 @@ pub struct Deltas {
     pub household_trading: BTreeMap<(&'static str, String, String, String), i64>,
     /// (registration day, province, partner) → change in the household stocks.
     pub household_stock: BTreeMap<(String, String, &'static str), StockCell>,
+    /// (province, month `YYYYMM`, commune, partner) → sales change, for lines that name a
+    /// commune only.
+    pub sales_commune: BTreeMap<(String, String, String, &'static str), SalesCell>,
+    /// (province, registration month `YYYYMM`, commune, partner, status) → households
+    /// change, for households that name a commune only.
+    pub households_commune: BTreeMap<(String, String, String, &'static str, i64), i64>,
     /// Newest commit time among the events, ms since the epoch.
     pub newest_ms: i64,
 }
@@ -53,6 +59,7 @@ impl Deltas {
             for figures in change.previous.iter().chain(change.current.iter()) {
                 check_sales(figures)?;
                 check_household_ref(figures)?;
+                check_commune_day(&figures.commune_code, &figures.sale_date)?;
             }
         }
         for change in &event.changes {
@@ -108,11 +115,31 @@ impl Deltas {
                 ))
                 .or_default() += sign;
         }
+        // A line without a commune counts in its province only (its "unassigned" part).
+        if let Some(month) = commune_month(&f.commune_code, &f.sale_date) {
+            add(
+                self.sales_commune
+                    .entry((
+                        f.province_code.clone(),
+                        month,
+                        f.commune_code.clone(),
+                        partner,
+                    ))
+                    .or_default(),
+                &cell,
+            );
+        }
     }
 
     /// Adds a households event: a changed household leaves its old cell and joins its new one.
     pub fn add_households(&mut self, event: &mpb::HouseholdsRecorded) -> Result<(), String> {
         let partner = event_partner(event.partner)?;
+        // Checked before anything is added, so a refused event leaves no partial change.
+        for change in &event.changes {
+            for figures in change.previous.iter().chain(change.current.iter()) {
+                check_commune_day(&figures.commune_code, &figures.registered_on)?;
+            }
+        }
         for change in &event.changes {
             if let Some(previous) = &change.previous {
                 self.household(partner, previous, -1);
@@ -146,6 +173,18 @@ impl Deltas {
             .household_totals
             .entry((f.province_code.clone(), partner, status))
             .or_default() += sign;
+        if let Some(month) = commune_month(&f.commune_code, &f.registered_on) {
+            *self
+                .households_commune
+                .entry((
+                    f.province_code.clone(),
+                    month,
+                    f.commune_code.clone(),
+                    partner,
+                    status,
+                ))
+                .or_default() += sign;
+        }
         // The stocks, by registration day like `households_daily`: a stock at a month's end
         // is the sum over the days up to it. A household that reported neither adds nothing.
         let listed = f.listed_products.map(i64::from);
@@ -187,6 +226,12 @@ impl Deltas {
         for (k, v) in &from.household_stock {
             add(self.household_stock.entry(k.clone()).or_default(), v);
         }
+        for (k, v) in &from.sales_commune {
+            add(self.sales_commune.entry(k.clone()).or_default(), v);
+        }
+        for (k, v) in &from.households_commune {
+            *self.households_commune.entry(k.clone()).or_default() += v;
+        }
         self.newest_ms = self.newest_ms.max(from.newest_ms);
     }
 
@@ -196,6 +241,8 @@ impl Deltas {
             && self.households_daily.is_empty()
             && self.household_trading.is_empty()
             && self.household_stock.is_empty()
+            && self.sales_commune.is_empty()
+            && self.households_commune.is_empty()
             && self.newest_ms == 0
     }
 }
@@ -223,21 +270,47 @@ fn sale_month(f: &mpb::SalesFigures) -> Option<String> {
     Some(format!("{year}{month}"))
 }
 
+/// Whether `day` is written `YYYY-MM-DD` (digits where digits go), as the marketplace sends it.
+fn is_day(day: &str) -> bool {
+    let bytes = day.as_bytes();
+    bytes.len() == 10
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+}
+
+/// The month `YYYYMM` under which a record naming `commune` is kept by commune (`None`
+/// without a commune, or without a day to take the month from, which the checks refuse).
+fn commune_month(commune: &str, day: &str) -> Option<String> {
+    if commune.is_empty() || !is_day(day) {
+        return None;
+    }
+    Some(format!("{}{}", day.get(0..4)?, day.get(5..7)?))
+}
+
+/// A record naming a commune must have a day to take its month from, like a line naming a
+/// household: anything but `YYYY-MM-DD` is a corrupt or foreign event.
+fn check_commune_day(commune: &str, day: &str) -> Result<(), String> {
+    if commune.is_empty() || is_day(day) {
+        return Ok(());
+    }
+    Err(format!(
+        "record in commune {} has no day YYYY-MM-DD ({})",
+        commune.chars().take(16).collect::<String>(),
+        day.chars().take(16).collect::<String>()
+    ))
+}
+
 /// A line naming a household must have a day to take its month from; the marketplace only
 /// sends `YYYY-MM-DD`, so anything else is a corrupt or foreign event.
 fn check_household_ref(f: &mpb::SalesFigures) -> Result<(), String> {
     if f.household_ref.is_empty() {
         return Ok(());
     }
-    let bytes = f.sale_date.as_bytes();
-    let well_formed = bytes.len() == 10
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && bytes
-            .iter()
-            .enumerate()
-            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit());
-    if !well_formed {
+    if !is_day(&f.sale_date) {
         return Err(format!(
             "sales line of household {} has no day YYYY-MM-DD ({})",
             f.household_ref.chars().take(64).collect::<String>(),
@@ -1103,6 +1176,79 @@ mod tests {
         };
         assert!(bad.add_sales(&event).is_err());
         assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn a_line_moved_to_another_commune_leaves_the_first_and_joins_the_second() {
+        let in_commune = |commune: &str, day: &str| mpb::SalesFigures {
+            commune_code: commune.into(),
+            sale_date: day.into(),
+            ..figures(5)
+        };
+        let event = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![
+                mpb::SalesChange {
+                    record_id: "a".into(),
+                    previous: Some(in_commune("26734", "2022-01-03")),
+                    current: Some(in_commune("26740", "2022-02-01")),
+                },
+                mpb::SalesChange {
+                    record_id: "b".into(),
+                    previous: None,
+                    current: Some(in_commune("", "2022-01-09")),
+                },
+            ],
+            ..Default::default()
+        };
+        let mut d = Deltas::default();
+        d.add_sales(&event).unwrap();
+        let key = |m: &str, c: &str| ("79".to_string(), m.to_string(), c.to_string(), "voso");
+        assert_eq!(d.sales_commune.len(), 2, "a line without commune adds none");
+        assert_eq!(d.sales_commune[&key("202201", "26734")], [-5, -50, -1, -1]);
+        assert_eq!(d.sales_commune[&key("202202", "26740")], [5, 50, 1, 1]);
+        // A commune line without a day to take its month from is refused whole.
+        let bad = mpb::SalesRecorded {
+            partner: Partner::Voso.to_proto() as i32,
+            changes: vec![mpb::SalesChange {
+                record_id: "a".into(),
+                previous: None,
+                current: Some(in_commune("26734", "3/1/2022")),
+            }],
+            ..Default::default()
+        };
+        let mut refused = Deltas::default();
+        assert!(refused.add_sales(&bad).is_err());
+        assert!(refused.is_empty());
+        // Households: by registration month and their status now.
+        let hh = |commune: &str, status: HouseholdStatus| mpb::HouseholdFigures {
+            province_code: "79".into(),
+            commune_code: commune.into(),
+            registered_on: "2022-03-04".into(),
+            status: status as i32,
+            ..Default::default()
+        };
+        let event = mpb::HouseholdsRecorded {
+            partner: Partner::Postmart.to_proto() as i32,
+            changes: vec![mpb::HouseholdChange {
+                household_ref: "h".into(),
+                previous: Some(hh("26734", HouseholdStatus::Active)),
+                current: Some(hh("", HouseholdStatus::Active)),
+            }],
+            ..Default::default()
+        };
+        let mut d = Deltas::default();
+        d.add_households(&event).unwrap();
+        let active = HouseholdStatus::Active as i64;
+        let key = (
+            "79".to_string(),
+            "202203".to_string(),
+            "26734".to_string(),
+            "postmart",
+            active,
+        );
+        assert_eq!(d.households_commune.len(), 1);
+        assert_eq!(d.households_commune[&key], -1);
     }
 
     #[test]

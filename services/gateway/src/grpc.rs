@@ -7,7 +7,7 @@ use agriportal_proto::gateway::v1::dashboard_server;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Figure, HouseholdsView, ProvinceView, SalesWithPartners, SeriesParams};
-use crate::service::{Dashboard, PlaceFigure};
+use crate::service::{CommunesView, Dashboard, PlaceFigure};
 
 /// Implements the gRPC service over the shared queries.
 pub struct GrpcAdapter {
@@ -134,6 +134,44 @@ impl dashboard_server::Dashboard for GrpcAdapter {
                 })
                 .collect(),
             regions: view.regions.iter().map(place).collect(),
+            indicator: Some(view.indicator),
+        }))
+    }
+
+    async fn get_indicator_communes(
+        &self,
+        request: Request<pb::GetIndicatorCommunesRequest>,
+    ) -> Result<Response<pb::IndicatorCommunes>, Status> {
+        let r = request.get_ref();
+        let view = self
+            .dashboard
+            .indicator_communes(&r.code, &r.period, &r.province)
+            .await?;
+        let (communes, unassigned, communes_note) = match &view.communes {
+            CommunesView::Figures {
+                communes,
+                unassigned,
+            } => (
+                communes
+                    .iter()
+                    .map(|c| pb::CommuneFigure {
+                        code: c.code.clone(),
+                        name: c.name.clone(),
+                        value: c.value.to_string(),
+                    })
+                    .collect(),
+                unassigned.to_string(),
+                String::new(),
+            ),
+            CommunesView::None(note) => (Vec::new(), String::new(), note.as_str().to_string()),
+        };
+        Ok(Response::new(pb::IndicatorCommunes {
+            code: view.indicator.code.clone(),
+            period: view.period.to_string(),
+            province: Some(place(&view.province)),
+            communes,
+            unassigned,
+            communes_note,
             indicator: Some(view.indicator),
         }))
     }

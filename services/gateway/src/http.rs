@@ -16,10 +16,10 @@ use agriportal_proto::indicators::v1 as ipb;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
-use crate::domain::{Aggregation, Figure, SeriesParams};
+use crate::domain::{Aggregation, Figure, Missing, SeriesParams};
 use crate::error::bad_parameter;
 use crate::service::{
-    period_type, vietnam_time, CompletenessView, Dashboard, IndicatorProgressView,
+    period_type, vietnam_time, CommunesView, CompletenessView, Dashboard, IndicatorProgressView,
     IndicatorSummaryView, PlaceFigure,
 };
 
@@ -313,7 +313,7 @@ async fn indicator(
             Value::Object(out)
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "indicator": indicator_json(&view.indicator),
         "period": view.period.to_string(),
         "national": figure_json(&view.national),
@@ -321,7 +321,40 @@ async fn indicator(
         "provinces": view.provinces.iter().map(place_json).collect::<Vec<_>>(),
         "series": series,
     });
+    if let (Some(communes), Value::Object(out)) = (&view.communes, &mut body) {
+        communes_fields(out, communes);
+    }
     Ok(([CACHE], Json(body)).into_response())
+}
+
+/// `communes` (every commune of the province asked, with its value), `unassigned` (the
+/// province's records without a commune code); for an indicator not kept by commune both
+/// null and `communes_note` says why.
+fn communes_fields(out: &mut Map<String, Value>, view: &CommunesView) {
+    match view {
+        CommunesView::Figures {
+            communes,
+            unassigned,
+        } => {
+            let list = communes
+                .iter()
+                .map(|c| {
+                    let mut one = Map::new();
+                    one.insert("code".into(), c.code.clone().into());
+                    one.insert("name".into(), c.name.clone().into());
+                    put_decimal(&mut one, "value", Some(c.value));
+                    Value::Object(one)
+                })
+                .collect();
+            out.insert("communes".into(), Value::Array(list));
+            put_decimal(out, "unassigned", Some(*unassigned));
+        }
+        CommunesView::None(note) => {
+            out.insert("communes".into(), Value::Null);
+            out.insert("unassigned".into(), Value::Null);
+            out.insert("communes_note".into(), note.as_str().into());
+        }
+    }
 }
 
 fn indicator_csv(view: &IndicatorProgressView) -> Result<Response, Error> {
@@ -351,6 +384,18 @@ fn indicator_csv(view: &IndicatorProgressView) -> Result<Response, Error> {
             &p.figure,
             p.state.as_deref().unwrap_or(""),
         ));
+    }
+    // The province asked's communes (5-digit codes), then its records without a commune.
+    if let Some(CommunesView::Figures {
+        communes,
+        unassigned,
+    }) = &view.communes
+    {
+        let figure = |value: Decimal| Figure::new(Some(value), None, Missing::NoData);
+        for c in communes {
+            rows.push(row(&c.code, &c.name, &figure(c.value), ""));
+        }
+        rows.push(row("", "Chưa ghi xã/phường", &figure(*unassigned), ""));
     }
     let filename = format!(
         "chi-tieu-{}-{}.csv",
@@ -462,6 +507,48 @@ mod tests {
         let mut out = Map::new();
         put_decimal(&mut out, "value", None);
         assert_eq!(out["value"], Value::Null);
+    }
+
+    #[test]
+    fn communes_are_listed_or_say_why_not() {
+        use crate::service::{CommuneFigure, CommunesNote};
+        let mut out = Map::new();
+        let figures = CommunesView::Figures {
+            communes: vec![
+                CommuneFigure {
+                    code: "25747".into(),
+                    name: "Phường Thủ Dầu Một".into(),
+                    value: "1.250".parse().unwrap(),
+                },
+                CommuneFigure {
+                    code: "25750".into(),
+                    name: "Phường Phú Lợi".into(),
+                    value: Decimal::ZERO,
+                },
+            ],
+            unassigned: "2.5".parse().unwrap(),
+        };
+        communes_fields(&mut out, &figures);
+        assert_eq!(
+            Value::Object(out),
+            json!({
+                "communes": [
+                    {"code": "25747", "name": "Phường Thủ Dầu Một", "value": 1.25, "value_text": "1.250"},
+                    {"code": "25750", "name": "Phường Phú Lợi", "value": 0},
+                ],
+                "unassigned": 2.5,
+                "unassigned_text": "2.5",
+            })
+        );
+        let mut out = Map::new();
+        communes_fields(
+            &mut out,
+            &CommunesView::None(CommunesNote::ProvinceReported),
+        );
+        assert_eq!(
+            Value::Object(out),
+            json!({"communes": null, "unassigned": null, "communes_note": "province_reported"})
+        );
     }
 
     #[test]

@@ -149,7 +149,84 @@ pub struct IndicatorProgressView {
     pub provinces: Vec<PlaceFigure>,
     /// The last twelve periods up to `period`, oldest first (national, or the province asked).
     pub series: Vec<(Period, Figure)>,
+    /// The communes of the province asked, for `period`; `None` without a province (a
+    /// national request stays light).
+    pub communes: Option<CommunesView>,
 }
+
+/// One commune's value of a marketplace-sourced indicator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommuneFigure {
+    /// Official 5-digit code.
+    pub code: String,
+    /// Vietnamese name.
+    pub name: String,
+    /// The value: 0 when none of the commune's records fall in the period (the rollups
+    /// cover every record, so no row is nothing sold or registered).
+    pub value: Decimal,
+}
+
+/// Why an indicator has no figures by commune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommunesNote {
+    /// Reported by provinces: a report is per province and period.
+    ProvinceReported,
+    /// Derived from other indicators at province level.
+    Derived,
+    /// From the marketplaces, but kept by province only (the household facts).
+    NotByCommune,
+    /// No source yet (Q&A).
+    NoSource,
+}
+
+impl CommunesNote {
+    /// The reason as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommunesNote::ProvinceReported => "province_reported",
+            CommunesNote::Derived => "derived",
+            CommunesNote::NotByCommune => "not_by_commune",
+            CommunesNote::NoSource => "no_source",
+        }
+    }
+}
+
+/// A province's communes for one indicator and period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommunesView {
+    /// Every commune of the province (reference order), and the province's records that name
+    /// no commune (the province's value minus the communes' sum).
+    Figures {
+        /// The communes, in code order.
+        communes: Vec<CommuneFigure>,
+        /// Records without a commune code.
+        unassigned: Decimal,
+    },
+    /// No figures by commune, and why.
+    None(CommunesNote),
+}
+
+/// One indicator in one province, by commune.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndicatorCommunesView {
+    /// The indicator.
+    pub indicator: ipb::Indicator,
+    /// The period.
+    pub period: Period,
+    /// The province's figure.
+    pub province: PlaceFigure,
+    /// Its communes, or why there are none.
+    pub communes: CommunesView,
+}
+
+/// The marketplace-sourced indicators kept by commune.
+pub const BY_COMMUNE: [&str; 5] = [
+    "HH_ONBOARDED",
+    "HH_ACTIVE",
+    "SALES_TONNES",
+    "SALES_VALUE",
+    "ORDERS",
+];
 
 /// An indicator and its national figure for its latest period (or the period asked).
 #[derive(Clone, Debug, PartialEq)]
@@ -298,6 +375,19 @@ impl Dashboard {
         period: &str,
         province: &str,
     ) -> Result<IndicatorProgressView> {
+        self.indicator_at(code, period, province, SERIES_LENGTH)
+            .await
+    }
+
+    /// [`Self::indicator`] with a series of at most `series_length` periods (1: the period
+    /// alone, for answers that do not show the series and must not pay for it).
+    async fn indicator_at(
+        &self,
+        code: &str,
+        period: &str,
+        province: &str,
+        series_length: usize,
+    ) -> Result<IndicatorProgressView> {
         let catalogue = self.store.catalogue().await?;
         let indicator = catalogue
             .iter()
@@ -349,7 +439,7 @@ impl Dashboard {
             })
             .collect();
         let mut periods = vec![period];
-        while periods.len() < SERIES_LENGTH {
+        while periods.len() < series_length {
             let Some(&first) = periods.first() else { break };
             let before = first.previous();
             if before == first {
@@ -357,6 +447,10 @@ impl Dashboard {
             }
             periods.insert(0, before);
         }
+        let communes = match &province {
+            Some(code) => Some(self.communes(&indicator, period, code).await?),
+            None => None,
+        };
         let mut series = Vec::with_capacity(periods.len());
         for p in periods {
             let (value, target, missing) = if p == period {
@@ -396,6 +490,126 @@ impl Dashboard {
             regions,
             provinces,
             series,
+            communes,
+        })
+    }
+
+    /// One indicator in one province for `period` (empty: its latest), by commune: what
+    /// [`Self::indicator`] answers for that province, without the rest.
+    pub async fn indicator_communes(
+        &self,
+        code: &str,
+        period: &str,
+        province: &str,
+    ) -> Result<IndicatorCommunesView> {
+        if province.trim().is_empty() {
+            return Err(Error::invalid(
+                "province is required: communes are listed for one province at a time",
+            ));
+        }
+        let view = self.indicator_at(code, period, province, 1).await?;
+        let wanted = Reference::get()
+            .resolve_province(province.trim())
+            .map(|m| m.province().code.clone())
+            .ok_or_else(|| unknown_province(province))?;
+        let place = view
+            .provinces
+            .into_iter()
+            .find(|p| p.code == wanted)
+            .ok_or_else(|| unknown_province(province))?;
+        let communes = view
+            .communes
+            .ok_or_else(|| Error::internal("a province's answer has no communes"))?;
+        Ok(IndicatorCommunesView {
+            indicator: view.indicator,
+            period: view.period,
+            province: place,
+            communes,
+        })
+    }
+
+    /// The communes of `province` for a marketplace indicator kept by commune, else why not.
+    async fn communes(
+        &self,
+        indicator: &ipb::Indicator,
+        period: Period,
+        province: &str,
+    ) -> Result<CommunesView> {
+        let source = Source::try_from(indicator.source).unwrap_or(Source::Unspecified);
+        let code = indicator.code.as_str();
+        match source {
+            Source::Marketplace if BY_COMMUNE.contains(&code) => {}
+            Source::Marketplace => return Ok(CommunesView::None(CommunesNote::NotByCommune)),
+            Source::Province => return Ok(CommunesView::None(CommunesNote::ProvinceReported)),
+            Source::Derived => return Ok(CommunesView::None(CommunesNote::Derived)),
+            Source::Qa | Source::Unspecified => {
+                return Ok(CommunesView::None(CommunesNote::NoSource))
+            }
+        }
+        let (first, last) = (period.start(), period.end());
+        let month = |d: Date| format!("{:04}{:02}", d.year(), u8::from(d.month()));
+        // Raw integers per commune (`''`: the whole province), converted once at the end so
+        // the unassigned part is exact (tonnes are rounded per figure, never summed rounded).
+        let mut raw: BTreeMap<String, i64> = BTreeMap::new();
+        match code {
+            "HH_ONBOARDED" | "HH_ACTIVE" => {
+                let active = code == "HH_ACTIVE";
+                let rows = self
+                    .store
+                    .households_by_commune(province, &last.to_string(), &month(last))
+                    .await?;
+                for r in rows {
+                    if !active || r.status == HouseholdStatus::Active as i64 {
+                        *raw.entry(r.commune_code).or_default() += r.households;
+                    }
+                }
+            }
+            _ => {
+                let rows = self
+                    .store
+                    .sales_by_commune(
+                        province,
+                        (&first.to_string(), &last.to_string()),
+                        (&month(first), &month(last)),
+                    )
+                    .await?;
+                for r in rows {
+                    let value = match code {
+                        "SALES_TONNES" => r.grams,
+                        "SALES_VALUE" => r.value_vnd,
+                        _ => r.orders,
+                    };
+                    *raw.entry(r.commune_code).or_default() += value;
+                }
+            }
+        }
+        let as_value = |n: i64| {
+            if code == "SALES_TONNES" {
+                domain::tonnes(n)
+            } else {
+                Decimal::from(n)
+            }
+        };
+        let total = raw.get("").copied().unwrap_or(0);
+        let mut assigned = 0i64;
+        let communes = Reference::get()
+            .communes_of(province)
+            .into_iter()
+            .map(|c| {
+                let n = raw.get(&c.code).copied().unwrap_or(0);
+                assigned += n;
+                CommuneFigure {
+                    code: c.code.clone(),
+                    name: c.name.clone(),
+                    value: as_value(n),
+                }
+            })
+            .collect();
+        Ok(CommunesView::Figures {
+            communes,
+            // Records under a commune code the reference does not place in this province
+            // (none pass the marketplace's checks) stay in this part too.
+            unassigned: as_value(total - assigned),
         })
     }
 

@@ -106,9 +106,28 @@ const HOUSEHOLD_STOCK_DAILY: &[(&str, &str)] = &[
     ("digital_reporting", "BIGINT"),
 ];
 
+const SALES_COMMUNE_MONTHLY: &[(&str, &str)] = &[
+    ("province_code", "TEXT"),
+    ("month", "TEXT"),
+    ("commune_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("grams", "BIGINT"),
+    ("value_vnd", "BIGINT"),
+    ("orders", "BIGINT"),
+    ("lines", "BIGINT"),
+];
+const HOUSEHOLDS_COMMUNE_MONTHLY: &[(&str, &str)] = &[
+    ("province_code", "TEXT"),
+    ("month", "TEXT"),
+    ("commune_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("status", "BIGINT"),
+    ("households", "BIGINT"),
+];
+
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
-const ROLLUPS: usize = 6;
+const ROLLUPS: usize = 8;
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
@@ -147,6 +166,13 @@ impl SqlStore {
             increment_sql(pg, "household_totals", HOUSEHOLD_TOTALS, 3),
             increment_sql(pg, "household_trading", HOUSEHOLD_TRADING, 4),
             increment_sql(pg, "household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
+            increment_sql(pg, "sales_commune_monthly", SALES_COMMUNE_MONTHLY, 4),
+            increment_sql(
+                pg,
+                "households_commune_monthly",
+                HOUSEHOLDS_COMMUNE_MONTHLY,
+                5,
+            ),
         ];
         SqlStore { db, upserts }
     }
@@ -207,6 +233,25 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
                    "digital_households": v[2], "digital_reporting": v[3]})
         })
         .collect();
+    // By commune: a correction within one commune and month that nets to zero writes nothing.
+    let sales_commune_monthly = d
+        .sales_commune
+        .iter()
+        .filter(|(_, v)| v.iter().any(|n| *n != 0))
+        .map(|((p, month, commune, partner), v)| {
+            json!({"province_code": p, "month": month, "commune_code": commune, "partner": partner,
+                   "grams": v[0], "value_vnd": v[1], "orders": v[2], "lines": v[3]})
+        })
+        .collect();
+    let households_commune_monthly = d
+        .households_commune
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|((p, month, commune, partner, s), n)| {
+            json!({"province_code": p, "month": month, "commune_code": commune, "partner": partner,
+                   "status": s, "households": n})
+        })
+        .collect();
     [
         sales_daily,
         sales_totals,
@@ -214,6 +259,8 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
         household_totals,
         household_trading,
         household_stock_daily,
+        sales_commune_monthly,
+        households_commune_monthly,
     ]
 }
 
@@ -556,6 +603,30 @@ pub struct SalesSum {
     pub orders: i64,
 }
 
+/// Marketplace flows of a province, or of one of its communes, over a range of days.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct CommuneSalesSum {
+    /// Commune code; `''` for the whole province (records with and without a commune).
+    pub commune_code: String,
+    /// Grams sold.
+    pub grams: i64,
+    /// Đồng.
+    pub value_vnd: i64,
+    /// Orders.
+    pub orders: i64,
+}
+
+/// Households of a province, or of one of its communes, registered up to a day, by status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct CommuneHouseholds {
+    /// Commune code; `''` for the whole province (households with and without a commune).
+    pub commune_code: String,
+    /// `HouseholdStatus` value (their status now).
+    pub status: i64,
+    /// Households.
+    pub households: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct CatalogueRow {
     indicator: Vec<u8>,
@@ -758,6 +829,63 @@ impl SqlStore {
             )
             .bind(first_day)
             .bind(last_day)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Sales of `province` from `first_day` to `last_day` (`YYYY-MM-DD`, whole months:
+    /// `first_month` to `last_month`, `YYYYMM`): one row for the province (`commune_code`
+    /// `''`) and one per commune with records. One statement, so the province and its
+    /// communes are read from one snapshot and their difference is exactly the records
+    /// without a commune.
+    pub async fn sales_by_commune(
+        &self,
+        province: &str,
+        (first_day, last_day): (&str, &str),
+        (first_month, last_month): (&str, &str),
+    ) -> Result<Vec<CommuneSalesSum>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT CAST('' AS TEXT) AS commune_code, CAST(COALESCE(SUM(grams), 0) AS BIGINT) AS grams, \
+                 CAST(COALESCE(SUM(value_vnd), 0) AS BIGINT) AS value_vnd, \
+                 CAST(COALESCE(SUM(orders), 0) AS BIGINT) AS orders \
+                 FROM sales_daily WHERE province_code = $1 AND day >= $2 AND day <= $3 \
+                 UNION ALL \
+                 SELECT commune_code, CAST(SUM(grams) AS BIGINT), CAST(SUM(value_vnd) AS BIGINT), \
+                 CAST(SUM(orders) AS BIGINT) FROM sales_commune_monthly \
+                 WHERE province_code = $1 AND month >= $4 AND month <= $5 GROUP BY commune_code",
+            )
+            .bind(province)
+            .bind(first_day)
+            .bind(last_day)
+            .bind(first_month)
+            .bind(last_month)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Households of `province` registered on or before `last_day` (`YYYY-MM-DD`, the last
+    /// day of `last_month`, `YYYYMM`), by status: rows for the province (`commune_code` `''`)
+    /// and for each commune with households, from one snapshot like [`Self::sales_by_commune`].
+    pub async fn households_by_commune(
+        &self,
+        province: &str,
+        last_day: &str,
+        last_month: &str,
+    ) -> Result<Vec<CommuneHouseholds>> {
+        Ok(with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT CAST('' AS TEXT) AS commune_code, status, CAST(SUM(households) AS BIGINT) AS households \
+                 FROM households_daily WHERE province_code = $1 AND day <= $2 GROUP BY status \
+                 UNION ALL \
+                 SELECT commune_code, status, CAST(SUM(households) AS BIGINT) FROM households_commune_monthly \
+                 WHERE province_code = $1 AND month <= $3 GROUP BY commune_code, status",
+            )
+            .bind(province)
+            .bind(last_day)
+            .bind(last_month)
             .fetch_all(pool)
             .await?
         }))

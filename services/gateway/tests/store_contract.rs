@@ -13,6 +13,7 @@ use agriportal_gateway::domain::Missing;
 use agriportal_gateway::domain::{Deltas, SeriesParams};
 use agriportal_gateway::household_facts;
 use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
+use agriportal_gateway::service::{CommunesNote, CommunesView};
 use agriportal_gateway::store::ReportRow;
 use agriportal_gateway::store::{GatewayStore, SqlStore};
 use agriportal_gateway::{Dashboard, Gateway};
@@ -1242,4 +1243,250 @@ async fn an_older_binary_starts_on_a_newer_schema(db: Database) {
 async fn an_older_binary_starts_on_a_newer_schema_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_rollback", an_older_binary_starts_on_a_newer_schema)
         .await;
+}
+
+/// A sales line in Hồ Chí Minh City as (day, commune, grams); `""`: no commune.
+type InCommune<'a> = (&'a str, &'a str, i64);
+
+fn in_commune((day, commune, grams): InCommune) -> mpb::SalesFigures {
+    mpb::SalesFigures {
+        commune_code: commune.into(),
+        ..figures(day, "79", grams)
+    }
+}
+
+/// A sales event whose changes are (record id, previous, current).
+fn commune_event(id: &str, changes: Vec<(&str, Option<InCommune>, InCommune)>) -> Decoded<Deltas> {
+    let event = mpb::SalesRecorded {
+        event_id: id.into(),
+        partner: Partner::Voso.to_proto() as i32,
+        batch_id: "b".into(),
+        recorded_at_ms: 11,
+        changes: changes
+            .into_iter()
+            .map(|(record, previous, current)| mpb::SalesChange {
+                record_id: record.into(),
+                previous: previous.map(in_commune),
+                current: Some(in_commune(current)),
+            })
+            .collect(),
+    };
+    let mut deltas = Deltas::default();
+    deltas.add_sales(&event).unwrap();
+    Decoded {
+        event_id: id.into(),
+        event: deltas,
+    }
+}
+
+/// A household in Hồ Chí Minh City as (registration day, commune, status).
+type HouseholdIn<'a> = (&'a str, &'a str, HouseholdStatus);
+
+fn commune_household(
+    id: &str,
+    household: &str,
+    previous: Option<HouseholdIn>,
+    current: HouseholdIn,
+) -> Decoded<Deltas> {
+    let f = |(day, commune, status): HouseholdIn| mpb::HouseholdFigures {
+        province_code: "79".into(),
+        commune_code: commune.into(),
+        registered_on: day.into(),
+        status: status as i32,
+        ..Default::default()
+    };
+    let event = mpb::HouseholdsRecorded {
+        event_id: id.into(),
+        partner: Partner::Postmart.to_proto() as i32,
+        batch_id: "h".into(),
+        recorded_at_ms: 12,
+        changes: vec![mpb::HouseholdChange {
+            household_ref: household.into(),
+            previous: previous.map(f),
+            current: Some(f(current)),
+        }],
+    };
+    let mut deltas = Deltas::default();
+    deltas.add_households(&event).unwrap();
+    Decoded {
+        event_id: id.into(),
+        event: deltas,
+    }
+}
+
+/// A commune's value (or the unassigned rest, `""`) in the dashboard's answer for 79.
+async fn by_commune(dashboard: &Dashboard, code: &str, period: &str) -> BTreeMap<String, String> {
+    let view = dashboard
+        .indicator_communes(code, period, "79")
+        .await
+        .unwrap();
+    let CommunesView::Figures {
+        communes,
+        unassigned,
+    } = view.communes
+    else {
+        panic!("{code} has no communes: {:?}", view.communes);
+    };
+    assert_eq!(
+        communes.len(),
+        168,
+        "every commune of 79, with or without records"
+    );
+    // The communes and the unassigned rest add up to the province's figure.
+    let sum: rust_decimal::Decimal = communes
+        .iter()
+        .map(|c| c.value)
+        .sum::<rust_decimal::Decimal>()
+        + unassigned;
+    assert_eq!(view.province.figure.value, Some(sum), "{code} {period}");
+    let mut out: BTreeMap<String, String> = communes
+        .into_iter()
+        .filter(|c| !c.value.is_zero())
+        .map(|c| (c.code, c.value.to_string()))
+        .collect();
+    out.insert(String::new(), unassigned.to_string());
+    out
+}
+
+fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(c, v)| (c.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sales and households by commune: a correction moves a line from one commune to another, a
+/// line without commune counts only in the unassigned rest, events in any order and twice.
+async fn communes(db: Database) {
+    let gw = Gw::new(db.clone());
+    let model = IndicatorsReadModel::new(gw.store.clone());
+    let dashboard = Dashboard::new(gw.store.clone());
+    let marketplace = |code: &str| {
+        catalogue(
+            &format!("cat-{code}"),
+            indicator(code, 1, ipb::Source::Marketplace, ipb::Aggregation::Sum),
+        )
+    };
+    apply_ind(
+        &db,
+        &model,
+        &[
+            marketplace("SALES_VALUE"),
+            marketplace("SALES_TONNES"),
+            marketplace("ORDERS"),
+            marketplace("HH_ONBOARDED"),
+            marketplace("HH_ACTIVE"),
+            marketplace("HH_TRADING"),
+            catalogue(
+                "cat-trained",
+                indicator(
+                    "TRAINED_HH",
+                    1,
+                    ipb::Source::Province,
+                    ipb::Aggregation::Sum,
+                ),
+            ),
+        ],
+    )
+    .await;
+    let (a, b) = ("25747", "25750");
+    let first = commune_event(
+        "c1",
+        vec![
+            ("r1", None, ("2022-03-10", a, 1_000)),
+            ("r2", None, ("2022-03-11", "", 500)),
+            ("r3", None, ("2022-04-01", b, 7)),
+        ],
+    );
+    // r1 moves to commune b and grows; r2 gains a commune; both in March still.
+    let corrected = commune_event(
+        "c2",
+        vec![
+            (
+                "r1",
+                Some(("2022-03-10", a, 1_000)),
+                ("2022-03-20", b, 1_200),
+            ),
+            ("r2", Some(("2022-03-11", "", 500)), ("2022-03-11", a, 500)),
+        ],
+    );
+    // Out of order, and each twice.
+    assert_eq!(gw.apply(std::slice::from_ref(&corrected)).await.unwrap(), 1);
+    assert_eq!(gw.apply(&[first.clone(), corrected]).await.unwrap(), 1);
+    assert_eq!(gw.apply(&[first]).await.unwrap(), 0);
+    // figures(): value = grams × 3, orders = 2 a line.
+    assert_eq!(
+        by_commune(&dashboard, "SALES_VALUE", "202203").await,
+        values(&[(a, "1500"), (b, "3600"), ("", "0")])
+    );
+    assert_eq!(
+        by_commune(&dashboard, "ORDERS", "202204").await,
+        values(&[(b, "2"), ("", "0")])
+    );
+    // A line without commune is in the province and in no commune.
+    let late = commune_event("c3", vec![("r4", None, ("2022-03-31", "", 2_500_000))]);
+    gw.apply(&[late]).await.unwrap();
+    assert_eq!(
+        by_commune(&dashboard, "SALES_TONNES", "202203").await,
+        values(&[(a, "0.001"), (b, "0.001"), ("", "2.500")])
+    );
+    assert_eq!(
+        by_commune(&dashboard, "SALES_VALUE", "202203").await,
+        values(&[(a, "1500"), (b, "3600"), ("", "7500000")])
+    );
+
+    // Households: a stock at each month's end, by registration month and status now.
+    use HouseholdStatus::{Active, Suspended as Inactive};
+    let events = [
+        commune_household("h1", "x", None, ("2022-02-10", a, Active)),
+        commune_household("h2", "y", None, ("2022-03-01", b, Inactive)),
+        commune_household("h3", "z", None, ("2022-03-05", "", Active)),
+        // x moves to b and becomes inactive; y gains nothing but is counted once.
+        commune_household(
+            "h4",
+            "x",
+            Some(("2022-02-10", a, Active)),
+            ("2022-02-10", b, Inactive),
+        ),
+    ];
+    assert_eq!(gw.apply(&events).await.unwrap(), 4);
+    assert_eq!(gw.apply(&events).await.unwrap(), 0);
+    assert_eq!(
+        by_commune(&dashboard, "HH_ONBOARDED", "202202").await,
+        values(&[(b, "1"), ("", "0")])
+    );
+    assert_eq!(
+        by_commune(&dashboard, "HH_ONBOARDED", "202203").await,
+        values(&[(b, "2"), ("", "1")])
+    );
+    assert_eq!(
+        by_commune(&dashboard, "HH_ACTIVE", "202203").await,
+        values(&[("", "1")])
+    );
+
+    // Indicators not kept by commune say why; without a province there is no list.
+    for (code, note) in [
+        ("HH_TRADING", CommunesNote::NotByCommune),
+        ("TRAINED_HH", CommunesNote::ProvinceReported),
+    ] {
+        let view = dashboard
+            .indicator_communes(code, "202203", "79")
+            .await
+            .unwrap();
+        assert_eq!(view.communes, CommunesView::None(note), "{code}");
+    }
+    let national = dashboard
+        .indicator("SALES_VALUE", "202203", "")
+        .await
+        .unwrap();
+    assert_eq!(national.communes, None);
+    assert!(dashboard
+        .indicator_communes("SALES_VALUE", "202203", "")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn communes_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_communes", communes).await;
 }

@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use agriportal_platform::period::{self, Period};
+use agriportal_platform::reference::{Reference, REGIONS};
 use agriportal_proto::indicators::v1 as pb;
 use pb::{Aggregation, PeriodType, ReportState, Source, ValueType};
 use rust_decimal::Decimal;
@@ -401,9 +402,119 @@ pub fn iso_date(date: time::Date) -> String {
     )
 }
 
+// ---------------------------------------------------------------------------------------------
+// Org units: the hierarchy values are reported and read for, from the reference data.
+
+/// The nation's org-unit code.
+pub const NATION: &str = "VN";
+
+/// A macro region's Vietnamese name (the code is the region as the reference writes it).
+fn region_name(region: &str) -> &str {
+    match region {
+        "north" => "Miền Bắc",
+        "central" => "Miền Trung",
+        "south" => "Miền Nam",
+        other => other,
+    }
+}
+
+/// Every org unit, by level (nation, regions north to south, provinces, communes by province,
+/// provinces before 2025), each level in code order.
+pub fn all_org_units() -> Vec<pb::OrgUnit> {
+    use pb::OrgUnitLevel as L;
+    let reference = Reference::get();
+    let unit = |code: &str, name: &str, level: L, parent: &str| pb::OrgUnit {
+        code: code.to_string(),
+        name: name.to_string(),
+        level: level as i32,
+        parent_code: parent.to_string(),
+        merged_into: String::new(),
+    };
+    let mut units = vec![unit(NATION, "Việt Nam", L::Nation, "")];
+    for region in REGIONS {
+        units.push(unit(region, region_name(region), L::Region, NATION));
+    }
+    for p in reference.provinces() {
+        units.push(unit(&p.code, &p.name, L::Province, &p.region));
+    }
+    for p in reference.provinces() {
+        for c in reference.communes_of(&p.code) {
+            units.push(unit(&c.code, &c.name, L::Commune, &p.code));
+        }
+    }
+    for old in reference.provinces_before_2025() {
+        units.push(pb::OrgUnit {
+            merged_into: old.merged_into.clone(),
+            ..unit(&old.code, &old.name, L::ProvincePre2025, NATION)
+        });
+    }
+    units
+}
+
+/// The org units under `parent` (empty: any) at `level` (unspecified: any). A parent that is
+/// no unit's code is refused by name, so a typo is not answered with an empty list.
+pub fn org_units(parent: &str, level: pb::OrgUnitLevel) -> Result<Vec<pb::OrgUnit>, String> {
+    let parent = parent.trim();
+    let all = all_org_units();
+    if !parent.is_empty() && !all.iter().any(|u| u.code == parent) {
+        return Err(format!(
+            "no org unit has code \"{}\": the nation is VN, regions north, central and south, \
+             provinces and communes their official codes",
+            quote(parent)
+        ));
+    }
+    let wanted = |u: &pb::OrgUnit| {
+        (parent.is_empty() || u.parent_code == parent)
+            && (level == pb::OrgUnitLevel::Unspecified || u.level == level as i32)
+    };
+    Ok(all.into_iter().filter(wanted).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn org_units_are_the_reference_hierarchy() {
+        use pb::OrgUnitLevel as L;
+        let count = |parent: &str, level: L| org_units(parent, level).unwrap().len();
+        assert_eq!(count("", L::Nation), 1);
+        assert_eq!(count("", L::Region), 3);
+        assert_eq!(count("", L::Province), 34);
+        assert_eq!(count("", L::Commune), 3_321);
+        assert_eq!(count("", L::ProvincePre2025), 63);
+        assert_eq!(count("", L::Unspecified), 1 + 3 + 34 + 3_321 + 63);
+        // Children: the nation's regions and historical provinces, a region's provinces, a
+        // province's communes.
+        assert_eq!(count("VN", L::Region), 3);
+        assert_eq!(count("VN", L::Unspecified), 3 + 63);
+        let south = org_units("south", L::Unspecified).unwrap();
+        assert!(south.iter().all(|u| u.level == L::Province as i32));
+        assert!(south.iter().any(|u| u.code == "79"));
+        let hcmc = org_units("79", L::Unspecified).unwrap();
+        assert_eq!(hcmc.len(), 168);
+        assert!(hcmc.windows(2).all(|w| w[0].code < w[1].code), "code order");
+        assert!(hcmc
+            .iter()
+            .all(|u| u.parent_code == "79" && u.level == L::Commune as i32));
+        // Every commune's province and every province's region is itself a unit.
+        let all = all_org_units();
+        for u in &all {
+            if !u.parent_code.is_empty() {
+                assert!(all.iter().any(|p| p.code == u.parent_code), "{u:?}");
+            }
+        }
+        // History: Hà Giang (02) merged into Tuyên Quang (08); it has no children.
+        let old = org_units("", L::ProvincePre2025).unwrap();
+        let ha_giang = old.iter().find(|u| u.code == "02").unwrap();
+        assert_eq!(
+            (ha_giang.merged_into.as_str(), ha_giang.parent_code.as_str()),
+            ("08", "VN")
+        );
+        assert!(org_units("02", L::Unspecified).unwrap().is_empty());
+        let err = org_units("7 9", L::Unspecified).unwrap_err();
+        assert!(err.contains("7 9"), "{err}");
+    }
 
     fn catalogue() -> Vec<pb::Indicator> {
         parse_catalogue(CATALOGUE_CSV).unwrap()

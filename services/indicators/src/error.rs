@@ -17,7 +17,8 @@ pub fn partner_denied(rpc: &str) -> Error {
         ErrorCode::PermissionDenied,
         format!(
             "{rpc} is for provincial departments and the central working group (admin); a \
-             partner token may only read the catalogue and targets (ListIndicators, ListTargets)"
+             partner token may only read the catalogue, targets and org units (ListIndicators, \
+             ListTargets, ListOrgUnits)"
         ),
     )
 }

@@ -46,6 +46,15 @@ impl IndicatorsApi for Adapter {
         Ok(Response::new(pb::ListIndicatorsResponse { indicators }))
     }
 
+    async fn list_org_units(
+        &self,
+        request: Request<pb::ListOrgUnitsRequest>,
+    ) -> Result<Response<pb::ListOrgUnitsResponse>, Status> {
+        let claims = self.claims(&request).await?;
+        let org_units = self.reports.list_org_units(&claims, request.get_ref())?;
+        Ok(Response::new(pb::ListOrgUnitsResponse { org_units }))
+    }
+
     async fn save_indicator(
         &self,
         request: Request<pb::SaveIndicatorRequest>,

@@ -8,8 +8,9 @@
 //!   report, even to read it, is PERMISSION_DENIED naming both provinces); they may also read
 //!   the chase list (`GetCompleteness`) of every province, which carries states and times but
 //!   never values, so that a department sees where it stands among its peers;
-//! - partner tokens: the catalogue and targets only (`ListIndicators`, `ListTargets`: the
-//!   plan's public figures); every other rpc is PERMISSION_DENIED;
+//! - partner tokens: the catalogue, targets and org units only (`ListIndicators`,
+//!   `ListTargets`, `ListOrgUnits`: the plan's public figures and reference data); every other
+//!   rpc is PERMISSION_DENIED;
 //! - no token: UNAUTHENTICATED (the adapter's authentication).
 
 use std::collections::{BTreeMap, HashMap};
@@ -223,6 +224,23 @@ impl Reports {
     /// The catalogue. Any signed-in caller.
     pub async fn list_indicators(&self, _claims: &Claims) -> Result<Vec<pb::Indicator>> {
         self.store.indicators().await
+    }
+
+    /// The org units under `parent` at `level`, from the reference data. Any signed-in
+    /// caller, like the catalogue: it is the same public reference the pages show.
+    pub fn list_org_units(
+        &self,
+        _claims: &Claims,
+        request: &pb::ListOrgUnitsRequest,
+    ) -> Result<Vec<pb::OrgUnit>> {
+        let level = pb::OrgUnitLevel::try_from(request.level).map_err(|_| {
+            Error::invalid(format!(
+                "level {} is not an org-unit level (1 nation, 2 region, 3 province, 4 commune, \
+                 5 province before 2025; 0 for every level)",
+                request.level
+            ))
+        })?;
+        domain::org_units(&request.parent, level).map_err(Error::invalid)
     }
 
     /// Adds or edits an indicator (admin). The value type and bounds follow from a known unit.

@@ -18,6 +18,17 @@ pub struct Province {
     pub subregion: String,
 }
 
+/// A province as it was before 1 July 2025 (63 of them), and the province it merged into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldProvince {
+    /// Its 2-digit code then (some are also codes since 2025, of another extent).
+    pub code: String,
+    /// Its official name then.
+    pub name: String,
+    /// Code of the province since 1 July 2025 it is part of.
+    pub merged_into: String,
+}
+
 /// A commune-level unit (xã, phường, đặc khu) since 1 July 2025.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commune {
@@ -108,6 +119,7 @@ pub struct Reference {
     provinces: Vec<Province>,
     by_code: HashMap<String, usize>,
     old_to_new: HashMap<String, String>,
+    old_provinces: Vec<OldProvince>,
     communes: HashMap<String, Commune>,
     categories: Vec<Category>,
 }
@@ -151,8 +163,18 @@ impl Reference {
             .enumerate()
             .map(|(i, p)| (p.code.clone(), i))
             .collect();
-        let old_to_new = rows(include_str!("../reference/provinces_before_2025.csv"))
-            .map(|r| (r[0].clone(), r[2].clone()))
+        let mut old_provinces: Vec<OldProvince> =
+            rows(include_str!("../reference/provinces_before_2025.csv"))
+                .map(|r| OldProvince {
+                    code: r[0].clone(),
+                    name: r[1].clone(),
+                    merged_into: r[2].clone(),
+                })
+                .collect();
+        old_provinces.sort_by(|a, b| a.code.cmp(&b.code));
+        let old_to_new = old_provinces
+            .iter()
+            .map(|p| (p.code.clone(), p.merged_into.clone()))
             .collect();
         let communes = rows(include_str!("../reference/communes.csv"))
             .map(|r| {
@@ -175,6 +197,7 @@ impl Reference {
             provinces,
             by_code,
             old_to_new,
+            old_provinces,
             communes,
             categories,
         }
@@ -197,6 +220,12 @@ impl Reference {
         }
         let new = self.old_to_new.get(code)?;
         self.province(new).map(ProvinceMatch::Merged)
+    }
+
+    /// The 63 provinces before 1 July 2025, in code order, each with the province it merged
+    /// into.
+    pub fn provinces_before_2025(&self) -> &[OldProvince] {
+        &self.old_provinces
     }
 
     /// A commune by its 5-digit code.
@@ -270,6 +299,12 @@ mod tests {
         let r = Reference::get();
         assert_eq!(r.provinces().len(), 34);
         assert_eq!(r.old_to_new.len(), 63);
+        assert_eq!(r.provinces_before_2025().len(), 63);
+        let ha_giang = r.provinces_before_2025().iter().find(|p| p.code == "02");
+        assert_eq!(
+            ha_giang.map(|p| (p.name.as_str(), p.merged_into.as_str())),
+            Some(("Tỉnh Hà Giang", "08"))
+        );
         assert_eq!(r.commune_count(), 3321);
         assert_eq!(r.categories().len(), 11);
         assert_eq!(

@@ -146,6 +146,25 @@ impl Backend {
             .into_inner())
     }
 
+    /// One indicator in one province by commune (`GetIndicatorCommunes`).
+    pub async fn indicator_communes(
+        &self,
+        code: &str,
+        period: &str,
+        province: &str,
+    ) -> Result<pb::IndicatorCommunes> {
+        let mut client = self.dashboard.clone();
+        Ok(client
+            .get_indicator_communes(pb::GetIndicatorCommunesRequest {
+                code: code.to_string(),
+                period: period.to_string(),
+                province: province.to_string(),
+            })
+            .await
+            .map_err(client::error("gateway"))?
+            .into_inner())
+    }
+
     fn indicators(&self) -> Result<IndicatorsClient<PeerChannel>> {
         self.indicators.clone().ok_or_else(|| {
             Error::new(

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assets::{self, assets};
 use crate::backend::Backend;
+use crate::communes;
 use crate::config::WebConfig;
 use crate::format::Lang;
 use crate::i18n::Tr;
@@ -413,6 +414,8 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/indicators", get(reporting::indicators))
         .route("/indicators.csv", get(reporting::indicators_csv))
         .route("/indicators/{code}", get(reporting::indicator))
+        .route("/indicators/{code}/communes", get(communes::page))
+        .route("/indicators/{code}/communes.csv", get(communes::csv))
         .route("/indicators/{code}/{file}", get(reporting::indicator_csv))
         .route("/reports", get(reporting::reports))
         .route("/reports.csv", get(reporting::reports_csv))

@@ -11,12 +11,14 @@
 //! pages show, formatted), `format` and `chart` (numbers and dates in the reader's language,
 //! inline SVG charts; downloads are written by `platform::csv`), `indicators` (the plan's
 //! indicators and reports, formatted, and the entry form's parsing), `reporting/` (the
-//! indicator and reporting pages, a file each), `i18n` (messages, `locales/`), `assets`
+//! indicator and reporting pages, a file each), `communes` (an indicator's communes in one
+//! province), `i18n` (messages, `locales/`), `assets`
 //! (`static/`), and this file (the declaration for the kit).
 
 pub mod assets;
 pub mod backend;
 pub mod chart;
+pub mod communes;
 pub mod config;
 pub mod format;
 pub mod http;

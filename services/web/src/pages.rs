@@ -378,7 +378,8 @@ fn filter_form(tr: &Tr, action: &str, filters: Option<&Filters>, with_provinces:
 }
 
 /// The provinces by name, `selected` chosen.
-fn province_options(selected: &str) -> Vec<Opt> {
+/// The 34 provinces as choices, by name, `selected` chosen.
+pub fn province_options(selected: &str) -> Vec<Opt> {
     let mut all: Vec<Opt> = Reference::get()
         .provinces()
         .iter()

@@ -176,6 +176,12 @@ impl Indicators for Fake {
     ) -> R<ipb::ExportReportResponse> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_org_units(
+        &self,
+        _: tonic::Request<ipb::ListOrgUnitsRequest>,
+    ) -> R<ipb::ListOrgUnitsResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 struct Harness {

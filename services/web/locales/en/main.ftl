@@ -257,3 +257,12 @@ chase-on-time = on time
 chase-late = late
 error-401-title = Sign in again
 error-401-body = Your session can no longer reach the reports. Sign out from your account page, then sign in again with your access token.
+
+communes-link = By commune
+communes-title = { $name }: by commune
+communes-intro = Each commune of the province with its figure for the period, from the marketplaces' records that name their commune; records without one are shown on their own line.
+communes-caption = Communes of { $province }, { $period }
+col-commune = Commune
+communes-unassigned = No commune given
+communes-choose = Choose a province to see its communes.
+communes-none = This indicator has no figures by commune: only the marketplace figures of households onboarded and active, sales, tonnes and orders are kept by commune.

@@ -258,3 +258,12 @@ chase-on-time = đúng hạn
 chase-late = trễ hạn
 error-401-title = Hãy đăng nhập lại
 error-401-body = Phiên làm việc không còn truy cập được báo cáo. Hãy đăng xuất ở trang tài khoản rồi đăng nhập lại bằng mã truy cập.
+
+communes-link = Theo xã, phường
+communes-title = { $name }: theo xã, phường
+communes-intro = Mỗi xã, phường của tỉnh với số liệu của kỳ, từ các bản ghi của sàn có ghi xã, phường; bản ghi không ghi xã, phường được tính riêng ở dòng cuối.
+communes-caption = Các xã, phường của { $province }, { $period }
+col-commune = Xã, phường
+communes-unassigned = Chưa ghi xã, phường
+communes-choose = Chọn một tỉnh, thành phố để xem các xã, phường.
+communes-none = Chỉ tiêu này không có số liệu theo xã, phường: chỉ số liệu của sàn về hộ có tài khoản, tài khoản hoạt động, giá trị, sản lượng và đơn hàng được lưu theo xã, phường.
