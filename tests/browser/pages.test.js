@@ -183,6 +183,26 @@ const PAGES = [
     },
   },
   {
+    slug: "indicator-communes-79",
+    path: "/indicators/HH_ONBOARDED/communes?province=79",
+    async figures(page, lang) {
+      const caption = await text(page, "main table caption");
+      assert.ok(caption.includes(HCMC), `the caption names the province: ${caption}`);
+      const rows = await page.locator("main table tbody tr").count();
+      // Every commune of Hồ Chí Minh City from the reference, and the "no commune given" line.
+      assert.ok(rows > 100, `${rows} rows`);
+      const last = await text(page, "main table tbody tr:last-child th");
+      assert.equal(last, t(lang, "communes-unassigned"));
+      let total = 0;
+      for (const value of await page.locator("main table tbody td").allTextContents()) {
+        total += integerIn(value);
+      }
+      assert.ok(total > 0, `households in the communes and unassigned: ${total}`);
+      assert.equal(await page.locator('a[href^="/indicators/HH_ONBOARDED/communes.csv?province=79"]').count(), 1, "CSV beside the table");
+      return `${rows} rows, ${total} households`;
+    },
+  },
+  {
     slug: "indicator-qa",
     path: "/indicators/QA_MEDIAN_HOURS",
     async figures(page, lang) {
