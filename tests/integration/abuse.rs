@@ -1106,8 +1106,7 @@ async fn get_batch_until(client: &mut PartnerClient, want: Code) -> Status {
 #[tokio::test]
 async fn a_partner_at_its_cap_of_calls_in_flight_is_refused_and_the_other_is_not() {
     let Some(app) = spawn_app_with(Mode::Embedded, "partner_cap", |settings| {
-        let marketplace = settings.section_mut::<Marketplace>().expect("registered");
-        marketplace.partner_max_concurrent_requests = 2;
+        settings.platform.partner_max_concurrent_requests = 2;
     })
     .await
     else {

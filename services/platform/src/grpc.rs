@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::access::AccessLayer;
 use crate::error::Error;
 use crate::http::Readiness;
 use crate::limits::ConcurrencyLimitLayer;
@@ -19,11 +20,23 @@ use crate::telemetry::TraceLayer;
 /// with a message naming it; this outer bound only protects memory.
 pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 
+/// What stands between a request and the handlers, in this order: the access gate (token,
+/// role and the caller's own cap, from the headers), then the process-wide concurrency limit.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// Who may call what, and each caller's cap of calls in flight.
+    pub access: AccessLayer,
+    /// The process-wide limit on concurrent requests.
+    pub limit: ConcurrencyLimitLayer,
+}
+
 /// How often the named services' gRPC health follows the stores' readiness.
 const READINESS_PERIOD: Duration = Duration::from_secs(2);
 
 /// Serves `routes` plus gRPC health and reflection on `listener` until `shutdown` fires, then
-/// lets in-flight calls finish for at most `drain`. Requests over `limit` are shed
+/// lets in-flight calls finish for at most `drain`. Calls are first checked by `edge.access` (token
+/// and role from the headers, the caller's own cap of calls in flight), without reading their
+/// body; requests over `edge.limit` are then shed
 /// (`RESOURCE_EXHAUSTED` with a retry hint), and requests tonic cannot decode are answered
 /// `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED` ([`DecodeStatusLayer`]).
 ///
@@ -38,7 +51,7 @@ pub async fn serve_with(
     readiness: Readiness,
     shutdown: CancellationToken,
     drain: Duration,
-    limit: ConcurrencyLimitLayer,
+    edge: Edge,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -105,7 +118,10 @@ pub async fn serve_with(
         .layer(TraceLayer)
         // Outside the concurrency limit, so shed calls are counted too.
         .layer(GrpcMetricsLayer::new(known))
-        .layer(limit)
+        // Before the process-wide limit: a call is authenticated from its headers and held to
+        // its caller's share of the slots before it may take one of them.
+        .layer(edge.access)
+        .layer(edge.limit)
         .layer(DecodeStatusLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), signal);

@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessLayer;
 use crate::backoff::Backoff;
 use crate::bus::{BusError, BusKind};
 use crate::config::Config;
@@ -510,7 +511,9 @@ async fn serve_started(
     let mut prefixes: Vec<(&str, &str)> = Vec::new();
     let mut databases = Vec::new();
     let mut checks = Vec::new();
+    let mut access = Vec::new();
     for (descriptor, db, running) in started {
+        access.extend(descriptor.grpc.iter().map(|api| (api.name, api.access)));
         for add in running.grpc {
             routes = add(routes);
         }
@@ -560,7 +563,14 @@ async fn serve_started(
             readiness,
             ctx.shutdown.clone(),
             drain,
-            ConcurrencyLimitLayer::from_config(&ctx.config),
+            grpc::Edge {
+                access: AccessLayer::new(
+                    ctx.auth.clone(),
+                    access,
+                    ctx.config.partner_max_concurrent_requests,
+                ),
+                limit: ConcurrencyLimitLayer::from_config(&ctx.config),
+            },
         ),
         http::serve(listeners.http, http_router, ctx.shutdown.clone(), drain),
     )?;
