@@ -1238,3 +1238,43 @@ async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
     }
     app.stop().await;
 }
+
+/// Calls without a valid token are answered from their headers, whatever their body: one
+/// whose body never comes takes no slot of the process's concurrency limit (it held the only
+/// one before authentication moved in front of it), so a partner's call passes at its first
+/// try, however many such calls are open.
+#[tokio::test]
+async fn unauthenticated_calls_whose_body_never_comes_take_no_slot() {
+    let Some(app) = spawn_app_with(Mode::Embedded, "unauthenticated_slots", |settings| {
+        settings.platform.max_concurrent_requests = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let mut holders = Vec::new();
+    for token in ["", "ap1.forged.token"] {
+        for _ in 0..4 {
+            holders.push(hold_a_call(&app, token).await);
+        }
+    }
+    for holder in holders {
+        // Answered at once; before, such a call waited for its body while holding the slot.
+        let status = tokio::time::timeout(Duration::from_secs(10), holder)
+            .await
+            .expect("answered from the headers, without waiting for the body")
+            .expect("task")
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // The process's one slot is free for a partner.
+    let mut voso = app.partner("voso").await;
+    let err = voso
+        .get_batch(pb::GetBatchRequest {
+            batch_id: "any".into(),
+        })
+        .await
+        .expect_err("no such batch");
+    assert_eq!(err.code(), Code::NotFound, "first try: {err:?}");
+    app.stop().await;
+}

@@ -268,6 +268,10 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
 /// its report says what happened (no latency is asserted: performance is measured, not tested).
 #[test]
 fn bench_overload_runs_its_phases_and_refuses_the_flood() {
+    use agriportal_platform::config::{
+        DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
+    };
+    const { assert!(2 * DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS <= DEFAULT_MAX_CONCURRENT_REQUESTS) };
     let dir = tempfile::tempdir().expect("dir");
     let out = command(dir.path())
         .args(["bench", "overload", "--seconds", "1", "--rounds", "1"])
@@ -286,14 +290,18 @@ fn bench_overload_runs_its_phases_and_refuses_the_flood() {
     assert_eq!(phases.len(), 3);
     for phase in phases {
         // Whatever the machine's load: the steady partner, within its quota, is never rate
-        // limited, and never shed at the process's limit, since the flood holds at most its own
-        // share of the slots (--partner-max-concurrent-requests). On a slow machine it may meet
-        // its own in-flight cap (busy): that is its own load, and says nothing of the flood.
+        // limited, and never shed at the process's limit. That holds by construction, not by
+        // timing: each partner's cap (--partner-max-concurrent-requests) is checked from the
+        // headers in front of the process's limit, and two caps fit in it, so neither partner
+        // can take a slot the other needs; the flood is refused as busy or rate limited, never
+        // shed. On a slow machine the steady partner may meet its own in-flight cap (busy):
+        // that is its own load, and says nothing of the flood.
         let steady = &phase["steady"];
         let sent = steady["sent"].as_u64().unwrap();
         assert!(sent > 0, "{phase}");
         assert_eq!(steady["rate_limited"], 0, "{phase}");
         assert_eq!(steady["shed"], 0, "{phase}");
+        assert_eq!(phase["flood"]["shed"], 0, "{phase}");
         assert_eq!(steady["failed"], 0, "{phase}");
         assert_eq!(
             steady["accepted"].as_u64().unwrap() + steady["busy"].as_u64().unwrap(),
