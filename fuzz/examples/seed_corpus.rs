@@ -145,6 +145,20 @@ fn main() {
     );
     write(&dir, "push_onboarding", "empty", &[]);
 
+    // batch_decode: the same batches, and the shapes its scan must count right (records with
+    // categories, unknown fields of every wire type and a group, empty records past a limit).
+    write(&dir, "batch_decode", "onboarding", &valid.encode_to_vec());
+    let mut odd = vec![0x0a, 0x01, b'b'];
+    odd.extend_from_slice(&[0x48, 0x05, 0x51, 1, 2, 3, 4, 5, 6, 7, 8, 0x5d, 1, 2, 3, 4]);
+    odd.extend_from_slice(&[0x63, 0x68, 0x05, 0x12, 0x00, 0x64]);
+    odd.extend_from_slice(&[0x12, 0x04, 0x32, 0x00, 0x32, 0x00]);
+    write(&dir, "batch_decode", "odd", &odd);
+    let mut empties = vec![0x0a, 0x01, b'e'];
+    for _ in 0..5 {
+        empties.extend_from_slice(&[0x12, 0x00]);
+    }
+    write(&dir, "batch_decode", "empties", &empties);
+
     // timeseries_query: HTTP query strings, province codes and gRPC requests.
     for (name, q) in [
         ("day", "metric=sales_grams&granularity=day&from=2024-01-01&to=2024-01-31"),

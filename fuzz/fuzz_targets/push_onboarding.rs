@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use agriportal_marketplace::domain::{
-    check_envelope, content_hash, today_in_vietnam, validate_onboarding,
+    check_envelope, content_hash, normalize_key, today_in_vietnam, validate_onboarding,
 };
 use agriportal_marketplace::Limits;
 use agriportal_platform::reference::{Reference, PLAN_START};
@@ -55,7 +55,8 @@ fuzz_target!(|data: &[u8]| {
             .next()
             .expect("more valid households than unrejected records");
         let record = &request.records[index];
-        assert_eq!(household.household_ref, record.household_ref);
+        // Keys are kept trimmed and in NFC.
+        assert_eq!(household.household_ref, normalize_key(&record.household_ref));
         assert!(
             keys.insert(household.household_ref.as_str()),
             "duplicate key accepted"

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use agriportal_marketplace::domain::{
-    check_envelope, content_hash, today_in_vietnam, validate_sales,
+    check_envelope, content_hash, normalize_key, today_in_vietnam, validate_sales,
 };
 use agriportal_marketplace::Limits;
 use agriportal_platform::reference::{Reference, PLAN_START};
@@ -58,7 +58,8 @@ fuzz_target!(|data: &[u8]| {
             .next()
             .expect("more valid lines than unrejected records");
         let record = &request.records[index];
-        assert_eq!(line.record_id, record.record_id);
+        // Keys are kept trimmed and in NFC.
+        assert_eq!(line.record_id, normalize_key(&record.record_id));
         assert!(
             keys.insert(line.record_id.as_str()),
             "duplicate key accepted"

@@ -272,6 +272,10 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
 /// its report says what happened (no latency is asserted: performance is measured, not tested).
 #[test]
 fn bench_overload_runs_its_phases_and_refuses_the_flood() {
+    use agriportal_platform::config::{
+        DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
+    };
+    const { assert!(2 * DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS <= DEFAULT_MAX_CONCURRENT_REQUESTS) };
     let dir = tempfile::tempdir().expect("dir");
     let out = command(dir.path())
         .args(["bench", "overload", "--seconds", "1", "--rounds", "1"])
@@ -290,14 +294,18 @@ fn bench_overload_runs_its_phases_and_refuses_the_flood() {
     assert_eq!(phases.len(), 3);
     for phase in phases {
         // Whatever the machine's load: the steady partner, within its quota, is never rate
-        // limited, and never shed at the process's limit, since the flood holds at most its own
-        // share of the slots (--partner-max-concurrent-requests). On a slow machine it may meet
-        // its own in-flight cap (busy): that is its own load, and says nothing of the flood.
+        // limited, and never shed at the process's limit. That holds by construction, not by
+        // timing: each partner's cap (--partner-max-concurrent-requests) is checked from the
+        // headers in front of the process's limit, and two caps fit in it, so neither partner
+        // can take a slot the other needs; the flood is refused as busy or rate limited, never
+        // shed. On a slow machine the steady partner may meet its own in-flight cap (busy):
+        // that is its own load, and says nothing of the flood.
         let steady = &phase["steady"];
         let sent = steady["sent"].as_u64().unwrap();
         assert!(sent > 0, "{phase}");
         assert_eq!(steady["rate_limited"], 0, "{phase}");
         assert_eq!(steady["shed"], 0, "{phase}");
+        assert_eq!(phase["flood"]["shed"], 0, "{phase}");
         assert_eq!(steady["failed"], 0, "{phase}");
         assert_eq!(
             steady["accepted"].as_u64().unwrap() + steady["busy"].as_u64().unwrap(),
@@ -405,4 +413,152 @@ fn targets_migrate_and_events_work_through_the_binary() {
         12345
     );
     assert!(config.get("token_secret").is_none(), "secrets are left out");
+}
+
+/// Peak resident memory of a process (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// The attack: a `PushSales` message of `bytes` made of empty records (two bytes each
+/// on the wire), so prost would allocate one record per two bytes.
+fn empty_records_message(bytes: usize) -> Vec<u8> {
+    let mut message = vec![0x0a, 0x01, b'x'];
+    while message.len() + 2 <= bytes {
+        message.extend_from_slice(&[0x12, 0x00]);
+    }
+    message
+}
+
+/// A 16 MB `PushSales` of empty records, four at once, unauthenticated and then with a
+/// partner's token, against the real binary: the process's peak memory grows by a small
+/// multiple of the requests' size (it grew by over 1 GiB per request when records were decoded
+/// before the token and the record limit were checked). Both are refused by name.
+#[tokio::test]
+async fn sixteen_megabytes_of_empty_records_cost_a_small_multiple_of_their_size() {
+    use crate::abuse::RawCodec;
+    const ATTACK: usize = 16 * 1000 * 1000;
+    const AT_ONCE: usize = 4;
+    let dir = tempfile::tempdir().expect("dir");
+    let (grpc, http) = (free_port(), free_port());
+    let up = Running(
+        command(dir.path())
+            .args([
+                "--grpc",
+                &format!("127.0.0.1:{grpc}"),
+                "--http",
+                &format!("127.0.0.1:{http}"),
+                "up",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start up"),
+    );
+    wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    let token = mint(dir.path(), "postmart", &[]);
+    let message = empty_records_message(ATTACK);
+    let call = |token: Option<String>, message: Vec<u8>| async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}"))
+            .expect("uri")
+            .timeout(Duration::from_secs(120))
+            .connect()
+            .await
+            .expect("connect");
+        let mut client = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+        client.ready().await.expect("ready");
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
+        }
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/agriportal.marketplace.v1.MarketplaceIngest/PushSales",
+        );
+        client
+            .unary(request, path, RawCodec)
+            .await
+            .expect_err("the attack is refused")
+    };
+    // Warm up the paths the attack takes (a refused call of each kind), then measure.
+    call(None, vec![0x0a, 0x01, b'w']).await;
+    call(Some(token.clone()), empty_records_message(20_010)).await;
+    let pid = up.0.id();
+    let before = peak_rss(pid);
+    let mut growth = Vec::new();
+    let under_the_size_limit = empty_records_message(4 * 1024 * 1024 - 16);
+    // Who sends it, their token, the message, and the refusal expected (code, words).
+    type Attack<'a> = (
+        &'a str,
+        Option<String>,
+        &'a Vec<u8>,
+        tonic::Code,
+        &'a [&'a str],
+    );
+    let attacks: [Attack<'_>; 3] = [
+        (
+            "unauthenticated",
+            None,
+            &message,
+            tonic::Code::Unauthenticated,
+            &["authorization"],
+        ),
+        (
+            "a partner",
+            Some(token.clone()),
+            &message,
+            tonic::Code::ResourceExhausted,
+            &["4194304"],
+        ),
+        (
+            "a partner, 4 MiB",
+            Some(token),
+            &under_the_size_limit,
+            tonic::Code::ResourceExhausted,
+            &["records", "10000"],
+        ),
+    ];
+    for (who, token, message, code, words) in attacks {
+        let start = peak_rss(pid);
+        let calls: Vec<_> = (0..AT_ONCE)
+            .map(|_| tokio::spawn(call(token.clone(), message.clone())))
+            .collect();
+        for call in calls {
+            let status = call.await.expect("call");
+            assert_eq!(status.code(), code, "{who}: {status:?}");
+            for word in words {
+                assert!(status.message().contains(word), "{who}: {status:?}");
+            }
+        }
+        let grew = peak_rss(pid).saturating_sub(start);
+        eprintln!(
+            "{who}: {AT_ONCE} × {} bytes of empty records: peak RSS +{} MiB",
+            message.len(),
+            grew >> 20
+        );
+        growth.push((who, grew));
+    }
+    let total = peak_rss(pid).saturating_sub(before);
+    eprintln!(
+        "peak RSS before the attacks {} MiB, growth {} MiB",
+        before >> 20,
+        total >> 20
+    );
+    // Each request may be buffered whole once (tonic reads a message before decoding it);
+    // nothing beyond a small multiple of that.
+    let bound = (2 * AT_ONCE * ATTACK) as u64;
+    for (who, grew) in growth {
+        assert!(
+            grew <= bound,
+            "{who}: peak RSS grew by {grew} bytes (bound {bound})"
+        );
+    }
+    assert!(up.terminate().success());
 }

@@ -254,6 +254,27 @@ async fn poison_is_parked_and_replayed(app: &TestApp) {
     assert!(unknown.is_err_and(|e| e.to_string().contains("no parked event")));
     let malformed = kit::replay(&app.registry, &app.config, "probe", Duration::from_secs(1)).await;
     assert!(malformed.is_err_and(|e| e.to_string().contains("<service>:<number>")));
+
+    // A permanent error (figures that would overflow) is parked at once, after one attempt,
+    // and what follows is applied.
+    for text in ["overflow", "after-overflow"] {
+        client
+            .note(pb::NoteRequest { text: text.into() })
+            .await
+            .expect("note");
+    }
+    let rows = eventually("parking the overflow", || parked(app), |p| p.len() == 2).await;
+    let overflow = rows
+        .iter()
+        .find(|p| p.row.reason.contains("overflow"))
+        .expect("parked");
+    assert_eq!(overflow.row.attempts, 1, "{overflow:?}");
+    eventually(
+        "the note after the overflow",
+        || tallies(&app.http),
+        |t| count(t, "after-overflow") == 1,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use agriportal_platform::bus::Message;
 use agriportal_platform::consumer::{Decoded, Handler, Subscriptions};
 use agriportal_platform::storage::Tx;
-use agriportal_platform::Result;
+use agriportal_platform::{Error, Result};
 use agriportal_proto::marketplace::v1 as mpb;
 use async_trait::async_trait;
 
@@ -59,7 +59,11 @@ impl Handler for Rollup {
     async fn apply(&self, tx: &mut Tx, events: &[&Decoded<Deltas>]) -> Result<()> {
         let mut total = Deltas::default();
         for event in events {
-            total.merge(&event.event);
+            // A batch whose sum would overflow is refused whole; the consumer then applies
+            // its events one at a time, and parks the one that overflows alone.
+            total.merge(&event.event).map_err(|overflow| {
+                Error::overflow(format!("{overflow} (summing a batch of events)"))
+            })?;
         }
         self.store.apply(tx, &total).await
     }

@@ -64,10 +64,11 @@ impl Deltas {
         }
         for change in &event.changes {
             if let Some(previous) = &change.previous {
-                self.sales(partner, previous, -1);
+                self.sales(partner, previous, -1)
+                    .map_err(|e| e.to_string())?;
             }
             match &change.current {
-                Some(current) => self.sales(partner, current, 1),
+                Some(current) => self.sales(partner, current, 1).map_err(|e| e.to_string())?,
                 None => {
                     return Err(format!(
                         "sales change {} has no current figures",
@@ -80,7 +81,12 @@ impl Deltas {
         Ok(())
     }
 
-    fn sales(&mut self, partner: &'static str, f: &mpb::SalesFigures, sign: i64) {
+    fn sales(
+        &mut self,
+        partner: &'static str,
+        f: &mpb::SalesFigures,
+        sign: i64,
+    ) -> Result<(), Overflow> {
         let cell = [
             f.quantity_grams * sign,
             f.value_vnd * sign,
@@ -96,16 +102,16 @@ impl Deltas {
                 f.category.clone(),
             ))
             .or_default();
-        add(daily, &cell);
+        add(daily, &cell)?;
         add(
             self.sales_totals
                 .entry((f.province_code.clone(), partner))
                 .or_default(),
             &cell,
-        );
+        )?;
         // A line without a household counts in the sales but not among trading households.
         if let Some(month) = sale_month(f) {
-            *self
+            let lines = self
                 .household_trading
                 .entry((
                     partner,
@@ -113,7 +119,8 @@ impl Deltas {
                     f.province_code.clone(),
                     f.household_ref.clone(),
                 ))
-                .or_default() += sign;
+                .or_default();
+            checked_add(lines, sign)?;
         }
         // A line without a commune counts in its province only (its "unassigned" part).
         if let Some(month) = commune_month(&f.commune_code, &f.sale_date) {
@@ -127,8 +134,9 @@ impl Deltas {
                     ))
                     .or_default(),
                 &cell,
-            );
+            )?;
         }
+        Ok(())
     }
 
     /// Adds a households event: a changed household leaves its old cell and joins its new one.
@@ -200,39 +208,44 @@ impl Deltas {
                 .household_stock
                 .entry((f.registered_on.clone(), f.province_code.clone(), partner))
                 .or_default();
-            add(stock, &cell);
+            // Figures of one household are bounded (u32 products), as are an event's
+            // changes, so this cannot overflow within one event; checked all the same.
+            if add(stock, &cell).is_err() {
+                tracing::warn!("household stock delta overflowed within one event; not added");
+            }
         }
     }
 
     /// Adds `from`'s deltas to these (a batch of events folds into one write per table).
-    pub fn merge(&mut self, from: &Deltas) {
+    /// Checked: a sum that would overflow is refused (whole, these deltas then being partly
+    /// merged, so the caller drops them), never wrapped.
+    pub fn merge(&mut self, from: &Deltas) -> Result<(), Overflow> {
         for (k, v) in &from.sales_daily {
-            let cell = self.sales_daily.entry(k.clone()).or_default();
-            cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+            add(self.sales_daily.entry(k.clone()).or_default(), v)?;
         }
         for (k, v) in &from.sales_totals {
-            let cell = self.sales_totals.entry(k.clone()).or_default();
-            cell.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+            add(self.sales_totals.entry(k.clone()).or_default(), v)?;
         }
         for (k, v) in &from.households_daily {
-            *self.households_daily.entry(k.clone()).or_default() += v;
+            checked_add(self.households_daily.entry(k.clone()).or_default(), *v)?;
         }
         for (k, v) in &from.household_totals {
-            *self.household_totals.entry(k.clone()).or_default() += v;
+            checked_add(self.household_totals.entry(k.clone()).or_default(), *v)?;
         }
         for (k, v) in &from.household_trading {
-            *self.household_trading.entry(k.clone()).or_default() += v;
+            checked_add(self.household_trading.entry(k.clone()).or_default(), *v)?;
         }
         for (k, v) in &from.household_stock {
-            add(self.household_stock.entry(k.clone()).or_default(), v);
+            add(self.household_stock.entry(k.clone()).or_default(), v)?;
         }
         for (k, v) in &from.sales_commune {
-            add(self.sales_commune.entry(k.clone()).or_default(), v);
+            add(self.sales_commune.entry(k.clone()).or_default(), v)?;
         }
         for (k, v) in &from.households_commune {
-            *self.households_commune.entry(k.clone()).or_default() += v;
+            checked_add(self.households_commune.entry(k.clone()).or_default(), *v)?;
         }
         self.newest_ms = self.newest_ms.max(from.newest_ms);
+        Ok(())
     }
 
     /// True when applying would change nothing.
@@ -320,10 +333,29 @@ fn check_household_ref(f: &mpb::SalesFigures) -> Result<(), String> {
     Ok(())
 }
 
-fn add(cell: &mut SalesCell, by: &SalesCell) {
-    for (a, b) in cell.iter_mut().zip(by) {
-        *a += b;
+/// A sum of figures that does not fit in 64 bits: it is refused, never wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a rollup figure would overflow a 64-bit total")
     }
+}
+
+fn checked_add(a: &mut i64, b: i64) -> Result<(), Overflow> {
+    *a = a.checked_add(b).ok_or(Overflow)?;
+    Ok(())
+}
+
+/// Adds `by` to `cell`, all or nothing.
+fn add(cell: &mut [i64; 4], by: &[i64; 4]) -> Result<(), Overflow> {
+    let mut sum = *cell;
+    for (a, b) in sum.iter_mut().zip(by) {
+        checked_add(a, *b)?;
+    }
+    *cell = sum;
+    Ok(())
 }
 
 fn event_partner(value: i32) -> Result<&'static str, String> {
@@ -470,25 +502,26 @@ fn empty_sales() -> SalesWithPartners {
 }
 
 fn add_sales(view: &mut SalesWithPartners, partner: &str, cell: &SalesCell) {
-    view.total.grams += cell[0];
-    view.total.value_vnd += cell[1];
-    view.total.orders += cell[2];
+    view.total.grams = view.total.grams.saturating_add(cell[0]);
+    view.total.value_vnd = view.total.value_vnd.saturating_add(cell[1]);
+    view.total.orders = view.total.orders.saturating_add(cell[2]);
     view.total.tonnes = view.total.grams as f64 / 1_000_000.0;
     if let Some(p) = Partner::from_code(partner) {
         let entry = view.by_partner.entry(p.code()).or_default();
-        entry.grams += cell[0];
-        entry.value_vnd += cell[1];
-        entry.orders += cell[2];
+        entry.grams = entry.grams.saturating_add(cell[0]);
+        entry.value_vnd = entry.value_vnd.saturating_add(cell[1]);
+        entry.orders = entry.orders.saturating_add(cell[2]);
     }
 }
 
 fn add_households(view: &mut HouseholdsView, partner: &str, status: i64, households: i64) {
-    view.onboarded += households;
+    view.onboarded = view.onboarded.saturating_add(households);
     if status == HouseholdStatus::Active as i64 {
-        view.active += households;
+        view.active = view.active.saturating_add(households);
     }
     if let Some(p) = Partner::from_code(partner) {
-        *view.by_partner.entry(p.code()).or_default() += households;
+        let n = view.by_partner.entry(p.code()).or_default();
+        *n = n.saturating_add(households);
     }
     if let Some(target) = view.target.filter(|t| *t > 0) {
         view.progress_pct =
@@ -566,10 +599,14 @@ pub fn national(
             .iter_mut()
             .find(|r| r.region == province.region)
         {
-            region.grams += province.sales.total.grams;
-            region.value_vnd += province.sales.total.value_vnd;
-            region.orders += province.sales.total.orders;
-            region.households_onboarded += province.households.onboarded;
+            region.grams = region.grams.saturating_add(province.sales.total.grams);
+            region.value_vnd = region
+                .value_vnd
+                .saturating_add(province.sales.total.value_vnd);
+            region.orders = region.orders.saturating_add(province.sales.total.orders);
+            region.households_onboarded = region
+                .households_onboarded
+                .saturating_add(province.households.onboarded);
         }
     }
     view
@@ -1287,8 +1324,8 @@ mod tests {
         let key = ("2022-03-04".to_string(), "01".to_string(), "postmart");
         assert_eq!(d.household_stock[&key], [7, 1, 1, 0]);
         let mut merged = Deltas::default();
-        merged.merge(&d);
-        merged.merge(&d);
+        merged.merge(&d).unwrap();
+        merged.merge(&d).unwrap();
         assert_eq!(merged.household_stock[&key], [14, 2, 2, 0]);
     }
 

@@ -26,6 +26,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agriportal_platform::access::Access;
 use agriportal_platform::client::ClientOptions;
 use agriportal_platform::consumer::{ConsumerHealth, ConsumerOptions};
 use agriportal_platform::storage::{Database, Migrations};
@@ -52,6 +53,8 @@ impl Service for Gateway {
         grpc: &[GrpcApi {
             name: GRPC_SERVICE,
             public: true,
+            // Aggregate figures, meant for anyone's dashboards.
+            access: Access::Public,
         }],
         http: Some(HttpApi { prefix: "/api" }),
         publishes: &[],

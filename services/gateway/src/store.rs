@@ -125,6 +125,29 @@ const HOUSEHOLDS_COMMUNE_MONTHLY: &[(&str, &str)] = &[
     ("households", "BIGINT"),
 ];
 
+/// The rollup tables' names, in [`ROLLUPS`] order.
+const ROLLUP_TABLES: [&str; ROLLUPS] = [
+    "sales_daily",
+    "sales_totals",
+    "households_daily",
+    "household_totals",
+    "household_trading",
+    "household_stock_daily",
+    "sales_commune_monthly",
+    "households_commune_monthly",
+];
+
+fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
+    static OVERFLOWS: std::sync::OnceLock<agriportal_platform::metrics::Counter> =
+        std::sync::OnceLock::new();
+    OVERFLOWS.get_or_init(|| {
+        agriportal_platform::metrics::counter(
+            "agriportal_gateway_rollup_overflows",
+            "Changes refused (and their events parked) because a rollup total would overflow 64 bits",
+        )
+    })
+}
+
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
 const ROLLUPS: usize = 8;
@@ -137,11 +160,25 @@ fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: us
         .iter()
         .map(|n| format!("{n} = {table}.{n} + excluded.{n}"))
         .collect();
+    // A row whose sum would leave the 64-bit range is not updated (PostgreSQL would raise
+    // "bigint out of range", SQLite would turn the sum into a REAL): the caller counts the
+    // rows written and refuses the whole change when one is missing. `MAX - e` for e > 0 and
+    // `MIN - e` for e <= 0 cannot overflow themselves.
+    let guards: Vec<String> = names[keys..]
+        .iter()
+        .map(|n| {
+            format!(
+                "(CASE WHEN excluded.{n} > 0 THEN {table}.{n} <= 9223372036854775807 - excluded.{n} \
+                 ELSE {table}.{n} >= -9223372036854775807 - 1 - excluded.{n} END)"
+            )
+        })
+        .collect();
     format!(
-        "INSERT INTO {table} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO UPDATE SET {}",
+        "INSERT INTO {table} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
         names.join(", "),
         names[..keys].join(", "),
-        updates.join(", ")
+        updates.join(", "),
+        guards.join(" AND ")
     )
 }
 
@@ -518,14 +555,28 @@ impl GatewayStore for SqlStore {
 
 /// Adds a sum of deltas to the rollup tables inside `tx`, one statement per table.
 async fn add_to_rollups(tx: &mut Tx, upserts: &[String; ROLLUPS], deltas: &Deltas) -> Result<()> {
-    for (sql, rows) in upserts.iter().zip(rollup_rows(deltas)) {
+    for ((sql, rows), table) in upserts.iter().zip(rollup_rows(deltas)).zip(ROLLUP_TABLES) {
         if rows.is_empty() {
             continue;
         }
+        let count = rows.len() as u64;
         let json = serde_json::to_string(&rows).map_err(Error::internal)?;
-        with_tx!(tx, |conn| {
-            sqlx::query(sql).bind(json).execute(&mut *conn).await?;
+        let written = with_tx!(tx, |conn| {
+            sqlx::query(sql)
+                .bind(json)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
         });
+        // Every row is inserted or updated, unless its sum would overflow (the upsert's
+        // guard): then the change is refused whole, and the transaction rolls back.
+        if written < count {
+            overflow_counter().inc();
+            return Err(Error::overflow(format!(
+                "{} of {count} rows of {table} would leave the 64-bit range",
+                count - written
+            )));
+        }
     }
     Ok(())
 }

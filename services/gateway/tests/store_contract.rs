@@ -927,6 +927,102 @@ async fn cells_and_repairs_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_repairs", cells_and_repairs).await;
 }
 
+/// A change whose sum would leave the 64-bit range is refused whole as never applicable
+/// (`InvalidArgument`, which the kit's consumer parks at once), the totals stay as they were
+/// and are never wrapped nor turned into REAL (SQLite), and other events still apply.
+async fn overflow(db: Database) {
+    let store = Gw::new(db.clone());
+    let seed = sales_event(
+        "seed",
+        Partner::Voso,
+        1,
+        vec![(None, figures("2022-05-01", "79", 1_000))],
+    );
+    store.apply(&[seed]).await.unwrap();
+    // Totals already near the top of the range, as billions of events would leave them.
+    let near = i64::MAX - 10;
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        for table in ["sales_daily", "sales_totals"] {
+            sqlx::query(&format!("UPDATE {table} SET grams = $1"))
+                .bind(near)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    });
+    let over = sales_event(
+        "over",
+        Partner::Voso,
+        2,
+        vec![(None, figures("2022-05-01", "79", 11))],
+    );
+    let err = store.apply(std::slice::from_ref(&over)).await.unwrap_err();
+    assert_eq!(
+        err.code,
+        agriportal_platform::ErrorCode::InvalidArgument,
+        "{err:?}"
+    );
+    assert!(err.message.contains("overflow") && err.permanent, "{err:?}");
+    let totals = store.sales_totals().await.unwrap();
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0].cell[0], near, "unchanged, not wrapped");
+    // Nothing of the refused event was kept: its other figures (orders) neither.
+    assert_eq!(totals[0].cell[2], 2);
+    // A negative overflow is refused too.
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query("UPDATE sales_totals SET grams = $1")
+            .bind(i64::MIN + 5)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let under = sales_event(
+        "under",
+        Partner::Voso,
+        3,
+        vec![(
+            Some(figures("2022-05-01", "79", 10)),
+            figures("2022-05-01", "79", 0),
+        )],
+    );
+    assert!(store.apply(&[under]).await.is_err());
+    // Another province's event, alone or after the refused one, still applies.
+    let other = sales_event(
+        "other",
+        Partner::Voso,
+        4,
+        vec![(None, figures("2022-05-02", "01", 7))],
+    );
+    assert_eq!(store.apply(&[other]).await.unwrap(), 1);
+    let totals = store.sales_totals().await.unwrap();
+    assert_eq!(totals.len(), 2);
+    let hanoi = totals.iter().find(|t| t.province_code == "01").unwrap();
+    assert_eq!(hanoi.cell[0], 7);
+    // The refused event was not claimed in the inbox: once resolved it can still apply.
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query("UPDATE sales_totals SET grams = 0 WHERE province_code = '79'")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sales_daily SET grams = 0")
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    assert_eq!(store.apply(&[over]).await.unwrap(), 1);
+    // In Rust too: deltas whose sum would overflow are refused, never wrapped.
+    let mut big = Deltas::default();
+    big.sales_totals
+        .insert(("79".into(), "voso"), [i64::MAX, 0, 0, 0]);
+    let mut sum = big.clone();
+    assert!(sum.merge(&big).is_err());
+}
+
+#[tokio::test]
+async fn overflow_is_refused_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_overflow", overflow).await;
+}
+
 #[tokio::test]
 async fn contract_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_contract", contract).await;

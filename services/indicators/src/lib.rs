@@ -18,6 +18,7 @@ pub mod store;
 
 use std::sync::Arc;
 
+use agriportal_platform::access::Access;
 use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, GrpcApi, Running, Service, ServiceContext};
 use agriportal_proto::indicators::v1 as pb;
@@ -40,6 +41,8 @@ impl Service for Indicators {
         grpc: &[GrpcApi {
             name: GRPC_SERVICE,
             public: true,
+            // Every rpc needs a signed-in caller; which role may do what is the service's.
+            access: Access::SignedIn,
         }],
         http: None,
         publishes: &[

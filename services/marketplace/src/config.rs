@@ -34,23 +34,7 @@ pub struct MarketplaceConfig {
         default_value_t = DEFAULT_PARTNER_BURST_RECORDS
     )]
     pub partner_burst_records: u32,
-
-    /// Calls one partner may have in flight in this process; more are refused at once with
-    /// RESOURCE_EXHAUSTED and a retry hint, before their body is read. Below the process's
-    /// `--max-concurrent-requests`, so one partner's flood can never take the slots another
-    /// partner's calls need.
-    #[arg(
-        long,
-        env = "AGRIPORTAL_PARTNER_MAX_CONCURRENT_REQUESTS",
-        default_value_t = DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub partner_max_concurrent_requests: u32,
 }
-
-/// Default of `--partner-max-concurrent-requests`: a quarter of the default process limit (64),
-/// so both partners at their cap still leave half of it free.
-pub const DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS: u32 = 16;
 
 /// Default of `--partner-records-per-second`: well above what a partner sends in normal
 /// operation and what `up --demo` backfills, so only a runaway client meets it.

@@ -191,8 +191,11 @@ struct Checker<'a> {
 type FieldError = (&'static str, String);
 
 impl Checker<'_> {
-    fn key(&self, field: &'static str, key: &str) -> Result<(), FieldError> {
-        if key.trim().is_empty() {
+    /// A record's key as it is kept: trimmed and in Unicode NFC, so the same key typed or
+    /// exported in two encodings (precomposed `ệ` or `e` with combining marks) is one record.
+    fn key(&self, field: &'static str, key: &str) -> Result<String, FieldError> {
+        let key = normalize_key(key);
+        if key.is_empty() {
             return Err((
                 field,
                 "is empty; every record needs the partner's own key".into(),
@@ -204,10 +207,8 @@ impl Checker<'_> {
                 format!("is longer than {} characters", self.limits.max_key_len),
             ));
         }
-        if key.chars().any(char::is_control) {
-            return Err((field, "contains control characters".into()));
-        }
-        Ok(())
+        check_key_chars(field, &key)?;
+        Ok(key)
     }
 
     fn date(&self, field: &'static str, value: &str) -> Result<String, FieldError> {
@@ -296,7 +297,7 @@ impl Checker<'_> {
     }
 
     fn sale(&self, r: &pb::SalesRecord) -> Result<SaleLine, FieldError> {
-        self.key("record_id", &r.record_id)?;
+        let record_id = self.key("record_id", &r.record_id)?;
         let sale_date = self.date("sale_date", &r.sale_date)?;
         let (province_code, commune_code) = self.place(&r.province_code, &r.commune_code)?;
         self.category("category", &r.category)?;
@@ -332,7 +333,7 @@ impl Checker<'_> {
         }
         let household_ref = self.household_ref(&r.household_ref)?;
         Ok(SaleLine {
-            record_id: r.record_id.clone(),
+            record_id,
             sale_date,
             province_code,
             commune_code,
@@ -348,7 +349,7 @@ impl Checker<'_> {
     /// empty meaning not given, at most `max_household_ref_len` characters, no control
     /// characters (it is shown and exported as text).
     fn household_ref(&self, value: &str) -> Result<Option<String>, FieldError> {
-        let value = value.trim();
+        let value = normalize_key(value);
         if value.is_empty() {
             return Ok(None);
         }
@@ -356,17 +357,12 @@ impl Checker<'_> {
         if value.chars().count() > max {
             return Err(("household_ref", format!("is longer than {max} characters")));
         }
-        if value.chars().any(char::is_control) {
-            return Err((
-                "household_ref",
-                "contains control characters; use printable text".into(),
-            ));
-        }
-        Ok(Some(value.to_string()))
+        check_key_chars("household_ref", &value)?;
+        Ok(Some(value))
     }
 
     fn household(&self, r: &pb::OnboardingRecord) -> Result<Household, FieldError> {
-        self.key("household_ref", &r.household_ref)?;
+        let household_ref = self.key("household_ref", &r.household_ref)?;
         let registered_on = self.date("registered_on", &r.registered_on)?;
         let (province_code, commune_code) = self.place(&r.province_code, &r.commune_code)?;
         match HouseholdStatus::try_from(r.status) {
@@ -400,7 +396,7 @@ impl Checker<'_> {
             }
         }
         Ok(Household {
-            household_ref: r.household_ref.clone(),
+            household_ref,
             province_code,
             commune_code,
             registered_on,
@@ -410,6 +406,38 @@ impl Checker<'_> {
             has_digital_address: r.has_digital_address,
         })
     }
+}
+
+/// A key trimmed and in Unicode NFC.
+pub fn normalize_key(key: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    key.trim().nfc().collect()
+}
+
+/// Refuses control characters and invisible format characters (Unicode category Cf: zero
+/// width spaces and joiners, byte order marks, direction marks), which would make two keys
+/// that look the same differ.
+fn check_key_chars(field: &'static str, key: &str) -> Result<(), FieldError> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    if key.chars().any(char::is_control) {
+        return Err((
+            field,
+            "contains control characters; use printable text".into(),
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| c.general_category() == GeneralCategory::Format)
+    {
+        return Err((
+            field,
+            format!(
+                "contains the invisible format character U+{:04X}; remove it (keys must look as they are)",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn truncate(value: &str) -> String {
@@ -705,6 +733,57 @@ mod tests {
             assert_eq!(rejection.field, "household_ref");
             assert_eq!(rejection.record_id, "a");
             assert!(rejection.reason.contains(words), "{}", rejection.reason);
+        }
+    }
+
+    #[test]
+    fn keys_are_trimmed_nfc_and_free_of_invisible_characters() {
+        let limits = Limits::default();
+        // "Hộ Nguyễn" precomposed (NFC) and decomposed (NFD): one key.
+        let nfc = "H\u{1ed9} Nguy\u{1ec5}n";
+        let nfd = "Ho\u{323}\u{302} Nguye\u{302}\u{303}n";
+        assert_ne!(nfc, nfd);
+        let batch = validate_sales(&[sale(nfc), sale(&format!(" {nfd} "))], &limits);
+        assert_eq!(batch.records.len(), 1);
+        assert_eq!(batch.records[0].record_id, nfc);
+        assert_eq!(batch.rejections.len(), 1);
+        assert!(batch.rejections[0].reason.contains("same key"));
+        let mut with_ref = sale("x");
+        with_ref.household_ref = nfd.into();
+        let line = &validate_sales(&[with_ref], &limits).records[0];
+        assert_eq!(line.household_ref.as_deref(), Some(nfc));
+        let household = |key: &str| pb::OnboardingRecord {
+            household_ref: key.into(),
+            province_code: "01".into(),
+            registered_on: "2021-08-01".into(),
+            status: HouseholdStatus::Active as i32,
+            ..Default::default()
+        };
+        let kept = validate_onboarding(&[household(nfd)], &limits);
+        assert_eq!(kept.records[0].household_ref, nfc);
+        // Zero width space, byte order mark, zero width joiner, left-to-right mark: refused.
+        for invisible in ['\u{200B}', '\u{FEFF}', '\u{200D}', '\u{200E}'] {
+            let key = format!("hh{invisible}1");
+            let rejection = &validate_sales(&[sale(&key)], &limits).rejections[0];
+            assert_eq!(rejection.field, "record_id");
+            assert!(
+                rejection.reason.contains("invisible"),
+                "{}",
+                rejection.reason
+            );
+            assert!(
+                rejection
+                    .reason
+                    .contains(&format!("U+{:04X}", u32::from(invisible))),
+                "{}",
+                rejection.reason
+            );
+            let rejection = &validate_onboarding(&[household(&key)], &limits).rejections[0];
+            assert_eq!(rejection.field, "household_ref");
+            let mut r = sale("y");
+            r.household_ref = key;
+            let rejection = &validate_sales(&[r], &limits).rejections[0];
+            assert_eq!(rejection.field, "household_ref");
         }
     }
 

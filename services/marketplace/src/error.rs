@@ -27,6 +27,17 @@ pub fn too_many_records(count: usize, limits: &Limits) -> Error {
     )
 }
 
+/// The batch's records carry too many entries of a repeated field (categories) together.
+pub fn too_many_entries(count: usize, max: usize) -> Error {
+    Error::new(
+        ErrorCode::ResourceExhausted,
+        format!(
+            "batch's records list {count} entries of a repeated field (categories) together; \
+             the limit is {max} per batch: split it"
+        ),
+    )
+}
+
 /// The request is too large.
 pub fn too_large(bytes: usize, limits: &Limits) -> Error {
     Error::new(
@@ -78,16 +89,6 @@ pub fn rate_limited_early(who: &str, limiter_rate: u32, burst: u32, after: Durat
     Error::exhausted(format!(
         "{who} is over its rate limit of {limiter_rate} records per second (bursts up to {burst}; \
          --partner-records-per-second, --partner-burst-records): retry after {} ms",
-        after.as_millis().max(1)
-    ))
-    .with_retry_after(after)
-}
-
-/// The error for a call refused because its partner already has `max` calls in flight.
-pub fn partner_busy(who: &str, max: u32, after: Duration) -> Error {
-    Error::exhausted(format!(
-        "{who} already has {max} calls in flight (--partner-max-concurrent-requests): \
-         retry after {} ms, or wait for earlier calls to finish",
         after.as_millis().max(1)
     ))
     .with_retry_after(after)

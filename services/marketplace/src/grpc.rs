@@ -2,37 +2,31 @@
 
 use std::sync::Arc;
 
-use agriportal_platform::auth::Authenticator;
+use agriportal_platform::auth::{Authenticator, Claims};
 use agriportal_platform::grpc::MAX_DECODED_BYTES;
 use agriportal_proto::marketplace::v1 as pb;
 use agriportal_proto::marketplace::v1::marketplace_audit_server::{
     MarketplaceAudit, MarketplaceAuditServer,
 };
-use agriportal_proto::marketplace::v1::marketplace_ingest_server::{
-    MarketplaceIngest, MarketplaceIngestServer,
-};
+use agriportal_proto::marketplace::v1::marketplace_ingest_server::MarketplaceIngest;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::service::{Ingest, PartnerSlot};
-
-/// Holds the call's partner slot (if the early check took one) while the handler runs:
-/// `Request::into_inner` would drop it with the extensions.
-fn hold_slot<T>(request: &mut Request<T>) -> Option<PartnerSlot> {
-    request.extensions_mut().remove::<PartnerSlot>()
-}
+use crate::codec::BoundedIngest;
+use crate::service::Ingest;
 
 /// `MarketplaceIngest` behind [`EarlyThrottle`], ready to mount.
 pub fn ingest_server(
     ingest: Arc<Ingest>,
     auth: Arc<Authenticator>,
-) -> InterceptedService<MarketplaceIngestServer<GrpcAdapter>, EarlyThrottle> {
+) -> InterceptedService<BoundedIngest<GrpcAdapter>, EarlyThrottle> {
     let throttle = EarlyThrottle {
-        auth: auth.clone(),
         ingest: ingest.clone(),
     };
-    let server = MarketplaceIngestServer::new(GrpcAdapter { ingest, auth })
-        .max_decoding_message_size(MAX_DECODED_BYTES);
+    let limits = ingest.limits();
+    // The push rpcs decode through the bounded codec: a batch over its limits is refused
+    // from a scan of its wire format, before any record is allocated.
+    let server = BoundedIngest::new(GrpcAdapter { ingest, auth }, limits, MAX_DECODED_BYTES);
     InterceptedService::new(server, throttle)
 }
 
@@ -45,31 +39,28 @@ pub fn audit_server(
 }
 
 /// Refuses a partner's call before its body is read or decoded while the partner's bucket is
-/// empty or it has its maximum of calls in flight, so a partner flooding at many times its
-/// quota costs the server a header check per call rather than the decoding of every batch it
-/// sends, and never holds more of the process's request slots than its own cap. A call it lets
-/// through carries its partner slot (released when the handler is done) and is authenticated,
-/// sized and throttled in full by [`Ingest`].
+/// empty, so a partner flooding at many times its quota costs the server a header check per
+/// call rather than the decoding of every batch it sends. The caller was authenticated at the
+/// edge ([`agriportal_platform::access`], which also holds it to its share of the request
+/// slots); its claims come with the request. A call it lets through is authenticated, sized and
+/// throttled in full by the handler and [`Ingest`].
 #[derive(Clone)]
 pub struct EarlyThrottle {
-    auth: Arc<Authenticator>,
     ingest: Arc<Ingest>,
 }
 
 impl tonic::service::Interceptor for EarlyThrottle {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let Some(partner) = self.auth.partner_hint(header) else {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(partner) = request
+            .extensions()
+            .get::<Claims>()
+            .and_then(Claims::partner)
+        else {
             return Ok(request);
         };
         if let Some(refusal) = self.ingest.early_refusal(partner) {
             return Err(refusal.into());
         }
-        let slot = self.ingest.take_slot(partner)?;
-        request.extensions_mut().insert(slot);
         Ok(request)
     }
 }
@@ -84,9 +75,8 @@ pub struct GrpcAdapter {
 impl MarketplaceIngest for GrpcAdapter {
     async fn push_sales(
         &self,
-        mut request: Request<pb::PushSalesRequest>,
+        request: Request<pb::PushSalesRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
-        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest
@@ -97,9 +87,8 @@ impl MarketplaceIngest for GrpcAdapter {
 
     async fn push_onboarding(
         &self,
-        mut request: Request<pb::PushOnboardingRequest>,
+        request: Request<pb::PushOnboardingRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
-        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest
@@ -110,9 +99,8 @@ impl MarketplaceIngest for GrpcAdapter {
 
     async fn get_batch(
         &self,
-        mut request: Request<pb::GetBatchRequest>,
+        request: Request<pb::GetBatchRequest>,
     ) -> Result<Response<pb::PushResult>, Status> {
-        let _slot = hold_slot(&mut request);
         let partner = self.auth.require_partner(request.metadata()).await?;
         let result = self
             .ingest

@@ -7,6 +7,7 @@
 //! implementation), `service` (the logic the adapters call), `grpc` (tonic adapters), and this
 //! file (the service's declaration for the kit).
 
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod store;
 
 use std::sync::Arc;
 
+use agriportal_platform::access::Access;
 use agriportal_platform::limits::RateLimiter;
 use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, GrpcApi, Running, Service, ServiceContext};
@@ -39,10 +41,12 @@ impl Service for Marketplace {
             GrpcApi {
                 name: GRPC_SERVICE,
                 public: true,
+                access: Access::Partner,
             },
             GrpcApi {
                 name: AUDIT_GRPC_SERVICE,
                 public: false,
+                access: Access::Admin,
             },
         ],
         http: None,
@@ -65,12 +69,7 @@ impl Service for Marketplace {
             ctx.config.partner_burst_records,
         )
         .map(Arc::new);
-        let ingest = Arc::new(Ingest::new(
-            store,
-            Limits::default(),
-            rates,
-            ctx.config.partner_max_concurrent_requests,
-        ));
+        let ingest = Arc::new(Ingest::new(store, Limits::default(), rates));
         let auth = ctx.shared.auth.clone();
         Ok(Running::new()
             .grpc(grpc::ingest_server(ingest.clone(), auth.clone()))

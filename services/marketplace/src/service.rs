@@ -3,7 +3,6 @@
 //! gRPC adapter only authenticates and delegates here.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use agriportal_platform::limits::RateLimiter;
 use agriportal_platform::metrics::{self, Counter, EncodeLabelSet, Family};
@@ -12,7 +11,6 @@ use agriportal_platform::reference::Partner;
 use agriportal_platform::{Error, Result};
 use agriportal_proto::marketplace::v1 as pb;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Limits;
 use crate::domain::{self, check_envelope, content_hash};
@@ -22,16 +20,6 @@ use crate::store::{Batch, MarketplaceStore};
 /// Each partner's token bucket of records per second (`None`: no limit).
 pub type PartnerRates = Option<Arc<RateLimiter<Partner>>>;
 
-/// How long a partner refused for having too many calls in flight is told to wait.
-const BUSY_RETRY_AFTER: Duration = Duration::from_millis(100);
-
-/// A partner's call slot, held from the early check until its handler finishes. Cloneable,
-/// as request extensions must be; the slot is freed when the last clone is dropped.
-#[derive(Clone, Debug)]
-pub struct PartnerSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
-}
-
 /// Partner ingest and the audit of what it holds.
 pub struct Ingest {
     store: Arc<dyn MarketplaceStore>,
@@ -39,53 +27,23 @@ pub struct Ingest {
     /// One set of partner buckets per process, shared by every adapter built over this
     /// service, so mounting it twice cannot double a partner's quota.
     rates: PartnerRates,
-    /// Each partner's calls in flight, capped so one partner cannot take every slot of the
-    /// process's concurrency limit from the other.
-    in_flight: [Arc<Semaphore>; 2],
-    max_in_flight: u32,
 }
 
 impl Ingest {
-    /// Ingest into `store` within `limits`, throttling each partner with `rates` and to
-    /// `max_in_flight` calls at once.
-    pub fn new(
-        store: Arc<dyn MarketplaceStore>,
-        limits: Limits,
-        rates: PartnerRates,
-        max_in_flight: u32,
-    ) -> Self {
-        let max_in_flight = max_in_flight.max(1);
-        let slots = || Arc::new(Semaphore::new(max_in_flight as usize));
+    /// Ingest into `store` within `limits`, throttling each partner with `rates`. (Each
+    /// partner's calls in flight are capped at the edge, before the body is read:
+    /// [`agriportal_platform::access`].)
+    pub fn new(store: Arc<dyn MarketplaceStore>, limits: Limits, rates: PartnerRates) -> Self {
         Ingest {
             store,
             limits,
             rates,
-            in_flight: [slots(), slots()],
-            max_in_flight,
         }
     }
 
-    /// Takes one of `partner`'s call slots, or refuses the call before its body is read.
-    pub fn take_slot(&self, partner: Partner) -> Result<PartnerSlot> {
-        let slots = &self.in_flight[partner_index(partner)];
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => Ok(PartnerSlot {
-                _permit: Arc::new(permit),
-            }),
-            Err(_) => {
-                ingest_metrics()
-                    .busy
-                    .get_or_create(&PartnerLabels {
-                        partner: partner.code(),
-                    })
-                    .inc();
-                Err(error::partner_busy(
-                    &format!("partner `{}`", partner.code()),
-                    self.max_in_flight,
-                    BUSY_RETRY_AFTER,
-                ))
-            }
-        }
+    /// The limits batches are checked against.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// When `partner`'s bucket is empty, the refusal for any call of theirs, decided without
@@ -222,17 +180,9 @@ struct RecordLabels {
     outcome: &'static str,
 }
 
-fn partner_index(partner: Partner) -> usize {
-    match partner {
-        Partner::Postmart => 0,
-        Partner::Voso => 1,
-    }
-}
-
 /// The marketplace's metrics, declared once.
 struct IngestMetrics {
     rate_limited: Family<PartnerLabels, Counter>,
-    busy: Family<PartnerLabels, Counter>,
     records: Family<RecordLabels, Counter>,
 }
 
@@ -242,10 +192,6 @@ fn ingest_metrics() -> &'static IngestMetrics {
         rate_limited: metrics::counter_family(
             "agriportal_marketplace_rate_limited",
             "Partner calls refused by the per-partner rate limit",
-        ),
-        busy: metrics::counter_family(
-            "agriportal_marketplace_partner_busy",
-            "Partner calls refused because the partner had --partner-max-concurrent-requests in flight",
         ),
         records: metrics::counter_family(
             "agriportal_marketplace_records",

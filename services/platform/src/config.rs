@@ -275,7 +275,25 @@ pub struct Config {
     /// through the proxy, since a client reaching the port directly could write the header.
     #[arg(long, env = "AGRIPORTAL_HTTP_CLIENT_ADDRESS_HEADER", global = true)]
     pub http_client_address_header: Option<String>,
+
+    /// gRPC calls one authenticated caller (a partner, the central working group, a province)
+    /// may have in flight in this process; more are refused at once with RESOURCE_EXHAUSTED and
+    /// a retry hint, from the headers, before their body is read or a slot of
+    /// `--max-concurrent-requests` is taken, so one partner's flood never takes the slots
+    /// another partner's calls need.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PARTNER_MAX_CONCURRENT_REQUESTS",
+        default_value_t = DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub partner_max_concurrent_requests: u32,
 }
+
+/// Default of `--partner-max-concurrent-requests`: a quarter of the default process limit (64),
+/// so both partners at their cap still leave half of it free.
+pub const DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS: u32 = 16;
 
 /// Default of `--max-concurrent-requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 64;
@@ -347,6 +365,7 @@ impl Config {
             http_rate_burst: 200,
             http_rate_max_clients: 100_000,
             http_client_address_header: None,
+            partner_max_concurrent_requests: DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
         }
     }
 }

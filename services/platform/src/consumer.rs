@@ -248,6 +248,9 @@ enum Attempt {
     Outage(Error),
     /// The events (or one of them) cannot be applied.
     Failed(Error),
+    /// The handler refused the events (or one of them) as never applicable
+    /// ([`Error::permanent`], such as figures that would overflow): no retry can help.
+    Rejected(Error),
 }
 
 impl<H: Handler> Intake<H> {
@@ -380,7 +383,11 @@ impl<H: Handler> Intake<H> {
                     let (delivery, decoded) = &events[0];
                     return self.retry_alone(delivery, decoded, err).await;
                 }
-                Attempt::Failed(err) => {
+                Attempt::Rejected(err) if batch.len() == 1 => {
+                    let (delivery, decoded) = &events[0];
+                    return self.reject(delivery, decoded, err).await;
+                }
+                Attempt::Failed(err) | Attempt::Rejected(err) => {
                     tracing::warn!(error = %err, consumer = self.name(), events = batch.len(),
                         "a batch of events failed to apply; applying them one at a time");
                     for (delivery, decoded) in &events {
@@ -391,6 +398,11 @@ impl<H: Handler> Intake<H> {
                         match first {
                             Attempt::Failed(err) => {
                                 if !self.retry_alone(delivery, decoded, err).await {
+                                    return false;
+                                }
+                            }
+                            Attempt::Rejected(err) => {
+                                if !self.reject(delivery, decoded, err).await {
                                     return false;
                                 }
                             }
@@ -451,6 +463,7 @@ impl<H: Handler> Intake<H> {
                     attempts += 1;
                     last = err;
                 }
+                Attempt::Rejected(err) => return self.reject(delivery, decoded, err).await,
             }
         }
         consumer_metrics()
@@ -459,6 +472,18 @@ impl<H: Handler> Intake<H> {
             .inc();
         let reason = format!("apply failed {attempts} times: {}", last.message);
         self.park(&delivery.message, &decoded.event_id, &reason, attempts)
+            .await
+    }
+
+    /// One event its handler refused alone as never applicable (figures that would overflow
+    /// a total): parked at once, without retries. `false` on shutdown.
+    async fn reject(&self, delivery: &Delivery, decoded: &Decoded<H::Event>, err: Error) -> bool {
+        consumer_metrics()
+            .failures
+            .get_or_create(&self.label())
+            .inc();
+        let reason = format!("refused by its handler: {}", err.message);
+        self.park(&delivery.message, &decoded.event_id, &reason, 1)
             .await
     }
 
@@ -480,6 +505,7 @@ impl<H: Handler> Intake<H> {
                 Attempt::Applied
             }
             Err(err) if err.code == ErrorCode::Unavailable => Attempt::Outage(err),
+            Err(err) if err.permanent => Attempt::Rejected(err),
             Err(err) => Attempt::Failed(err),
         }
     }

@@ -38,6 +38,10 @@ pub struct Error {
     /// gRPC metadata `retry-after-ms` and `grpc-retry-pushback-ms` (which gRPC clients with a
     /// retry policy obey), and as the HTTP `Retry-After` header.
     pub retry_after: Option<Duration>,
+    /// The operation can never succeed with this input, whatever the state it meets (figures
+    /// whose sum would overflow): the kit's consumer parks such an event at once instead of
+    /// retrying it. Not sent to callers.
+    pub permanent: bool,
 }
 
 /// Result with the platform error.
@@ -50,6 +54,7 @@ impl Error {
             code,
             message: message.into(),
             retry_after: None,
+            permanent: false,
         }
     }
     /// The same error with a retry hint.
@@ -68,6 +73,18 @@ impl Error {
     /// `NotFound`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+    /// `InvalidArgument` for figures whose sum would not fit in 64 bits: never wrapped, and
+    /// [`Error::permanent`], so the kit's consumer parks an event carrying them at once
+    /// instead of retrying it.
+    pub fn overflow(what: impl fmt::Display) -> Self {
+        tracing::warn!(what = %what, "refused figures that would overflow");
+        let mut err = Self::new(
+            ErrorCode::InvalidArgument,
+            format!("figures would overflow: {what}"),
+        );
+        err.permanent = true;
+        err
     }
     /// `Unavailable`, for a dependency that failed.
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -208,6 +225,7 @@ impl Error {
             code,
             message,
             retry_after,
+            permanent: false,
         }
     }
 }

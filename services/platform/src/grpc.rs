@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::access::AccessLayer;
 use crate::config::GrpcLimits;
 use crate::error::Error;
 use crate::http::Readiness;
@@ -23,10 +24,13 @@ pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
 /// How often the named services' gRPC health follows the stores' readiness.
 const READINESS_PERIOD: Duration = Duration::from_secs(2);
 
-/// What bounds a gRPC server: the process-wide concurrency limit, and the time and stream
-/// limits of each connection and call.
+/// What bounds a gRPC server. What stands between a request and the handlers, in this order:
+/// the access gate (token, role and the caller's own cap, from the headers), then the
+/// process-wide concurrency limit; and the time and stream limits of each connection and call.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
+    /// Who may call what, and each caller's cap of calls in flight.
+    pub access: AccessLayer,
     /// Requests served at once (`--max-concurrent-requests`).
     pub concurrency: ConcurrencyLimitLayer,
     /// Timeouts, keepalive, streams per connection, connection age (`--grpc-*`).
@@ -34,9 +38,10 @@ pub struct ServerLimits {
 }
 
 impl ServerLimits {
-    /// The limits `config` sets.
-    pub fn from_config(config: &crate::Config) -> Self {
+    /// `access` with the limits `config` sets.
+    pub fn new(access: AccessLayer, config: &crate::Config) -> Self {
         ServerLimits {
+            access,
             concurrency: ConcurrencyLimitLayer::from_config(config),
             connection: config.grpc_limits(),
         }
@@ -44,9 +49,11 @@ impl ServerLimits {
 }
 
 /// Serves `routes` plus gRPC health and reflection on `listener` until `shutdown` fires, then
-/// lets in-flight calls finish for at most `drain`. Requests over the concurrency limit are shed
-/// (`RESOURCE_EXHAUSTED` with a retry hint), calls, keepalive and connections are bounded in
-/// time and streams per connection (both in `limits`), and requests tonic cannot decode are answered
+/// lets in-flight calls finish for at most `drain`. Calls are first checked by `limits.access`
+/// (token and role from the headers, the caller's own cap of calls in flight), without reading
+/// their body; requests over the concurrency limit are then shed (`RESOURCE_EXHAUSTED` with a
+/// retry hint); calls, keepalive and connections are bounded in time and streams per
+/// connection; and requests tonic cannot decode are answered
 /// `INVALID_ARGUMENT` or `RESOURCE_EXHAUSTED` ([`DecodeStatusLayer`]).
 ///
 /// Health: the empty service name (liveness) is SERVING while the process runs; each of
@@ -63,6 +70,7 @@ pub async fn serve_with(
     limits: ServerLimits,
 ) -> anyhow::Result<()> {
     let ServerLimits {
+        access,
         concurrency: limit,
         connection: limits,
     } = limits;
@@ -141,6 +149,9 @@ pub async fn serve_with(
         .layer(TraceLayer)
         // Outside the concurrency limit, so shed calls are counted too.
         .layer(GrpcMetricsLayer::new(known))
+        // Before the process-wide limit: a call is authenticated from its headers and held to
+        // its caller's share of the slots before it may take one of them.
+        .layer(access)
         .layer(limit)
         .layer(DecodeStatusLayer)
         .add_routes(routes)

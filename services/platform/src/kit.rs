@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessLayer;
 use crate::backoff::Backoff;
 use crate::bus::{BusError, BusKind};
 use crate::config::Config;
@@ -511,7 +512,9 @@ async fn serve_started(
     let mut prefixes: Vec<(&str, &str)> = Vec::new();
     let mut databases = Vec::new();
     let mut checks = Vec::new();
+    let mut access = Vec::new();
     for (descriptor, db, running) in started {
+        access.extend(descriptor.grpc.iter().map(|api| (api.name, api.access)));
         for add in running.grpc {
             routes = add(routes);
         }
@@ -562,7 +565,14 @@ async fn serve_started(
             readiness,
             ctx.shutdown.clone(),
             drain,
-            grpc::ServerLimits::from_config(&ctx.config),
+            grpc::ServerLimits::new(
+                AccessLayer::new(
+                    ctx.auth.clone(),
+                    access,
+                    ctx.config.partner_max_concurrent_requests,
+                ),
+                &ctx.config,
+            ),
         ),
         http::serve(
             listeners.http,

@@ -9,6 +9,7 @@
 //!
 //! Services depend on this crate and on `agriportal-proto`, never on each other.
 
+pub mod access;
 pub mod auth;
 pub mod backoff;
 pub mod bus;

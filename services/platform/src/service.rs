@@ -51,6 +51,9 @@ pub struct GrpcApi {
     /// Whether outsiders (partners, dashboards) call it through the ingress; internal ones
     /// (audit rpcs) are reached only from inside the cluster.
     pub public: bool,
+    /// Who may call it, checked from the headers before a request's body is read
+    /// ([`crate::access::AccessLayer`]).
+    pub access: crate::access::Access,
 }
 
 /// The HTTP routes of a target.

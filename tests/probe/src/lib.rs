@@ -35,6 +35,7 @@ impl Service for Probe {
         grpc: &[GrpcApi {
             name: "agriportal.probe.v1.Probe",
             public: false,
+            access: agriportal_platform::access::Access::Public,
         }],
         http: Some(HttpApi { prefix: "/probe" }),
         publishes: &[pb::NOTED.subject()],

@@ -54,9 +54,14 @@ impl Store {
         Ok(event.event_id)
     }
 
-    /// Counts `texts` inside the consumer's transaction; a blocked word fails the whole apply.
+    /// Counts `texts` inside the consumer's transaction; a blocked word fails the whole apply,
+    /// and the word `overflow` stands for figures that can never be added (a permanent error,
+    /// parked at once).
     pub async fn tally(&self, tx: &mut Tx, texts: &[&str]) -> Result<()> {
         for text in texts {
+            if *text == "overflow" {
+                return Err(Error::overflow("the probe's `overflow` note"));
+            }
             let blocked: Option<String> = with_tx!(tx, |conn| {
                 sqlx::query_scalar("SELECT word FROM blocked_words WHERE word = $1")
                     .bind(text)
