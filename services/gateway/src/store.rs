@@ -106,9 +106,22 @@ const HOUSEHOLD_STOCK_DAILY: &[(&str, &str)] = &[
     ("digital_reporting", "BIGINT"),
 ];
 
+const HOUSEHOLD_ASOF: &[(&str, &str)] = &[
+    ("change_month", "TEXT"),
+    ("day", "TEXT"),
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("status", "BIGINT"),
+    ("households", "BIGINT"),
+    ("listed_products", "BIGINT"),
+    ("listed_reporting", "BIGINT"),
+    ("digital_households", "BIGINT"),
+    ("digital_reporting", "BIGINT"),
+];
+
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
-const ROLLUPS: usize = 6;
+const ROLLUPS: usize = 7;
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
@@ -147,6 +160,7 @@ impl SqlStore {
             increment_sql(pg, "household_totals", HOUSEHOLD_TOTALS, 3),
             increment_sql(pg, "household_trading", HOUSEHOLD_TRADING, 4),
             increment_sql(pg, "household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
+            increment_sql(pg, "household_asof", HOUSEHOLD_ASOF, 5),
         ];
         SqlStore { db, upserts }
     }
@@ -207,6 +221,18 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
                    "digital_households": v[2], "digital_reporting": v[3]})
         })
         .collect();
+    // A change that keeps the figures counted here (a commune moved) nets to zero.
+    let household_asof = d
+        .household_asof
+        .iter()
+        .filter(|(_, v)| v.iter().any(|n| *n != 0))
+        .map(|((changed_in, day, p, partner, s), v)| {
+            json!({"change_month": changed_in, "day": day, "province_code": p,
+                   "partner": partner, "status": s, "households": v[0],
+                   "listed_products": v[1], "listed_reporting": v[2],
+                   "digital_households": v[3], "digital_reporting": v[4]})
+        })
+        .collect();
     [
         sales_daily,
         sales_totals,
@@ -214,6 +240,7 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
         household_totals,
         household_trading,
         household_stock_daily,
+        household_asof,
     ]
 }
 
@@ -725,14 +752,23 @@ impl SqlStore {
         }))
     }
 
-    /// Households registered on or before `last_day` (`YYYY-MM-DD`), by province and status
-    /// (their status now: the rollups keep each household under its current status).
-    pub async fn households_up_to(&self, last_day: &str) -> Result<Vec<(String, i64, i64)>> {
+    /// Households registered by the end of `month` (`YYYYMM`, whose last day is `last_day`,
+    /// `YYYY-MM-DD`) by province and status, as they were at that end: the current-based
+    /// `households_daily` plus the corrections of the changes recorded after `month`
+    /// (`household_asof`), in one statement so a concurrent apply is seen whole or not at all.
+    pub async fn households_at_end(
+        &self,
+        month: &str,
+        last_day: &str,
+    ) -> Result<Vec<(String, i64, i64)>> {
         Ok(with_db!(&self.db.pool, |pool| {
             sqlx::query_as(
-                "SELECT province_code, status, CAST(SUM(households) AS BIGINT) FROM households_daily \
-                 WHERE day <= $1 GROUP BY province_code, status",
+                "SELECT province_code, status, CAST(SUM(households) AS BIGINT) FROM ( \
+                 SELECT province_code, status, households FROM households_daily WHERE day <= $2 \
+                 UNION ALL SELECT province_code, status, households FROM household_asof \
+                 WHERE change_month > $1 AND day <= $2) AS counted GROUP BY province_code, status",
             )
+            .bind(month)
             .bind(last_day)
             .fetch_all(pool)
             .await?
