@@ -9,6 +9,8 @@
 -- up to M's last day, plus these rows recorded after M (`change_month > M`) over the same days:
 -- for each household that undoes the changes made after M, leaving the figures it had then.
 -- Plain sums, so events apply in any order and a parked event replayed later still sums right.
+-- Changes applied before this table existed have no rows: the months before them keep the
+-- current-based figures, as they had until then.
 CREATE TABLE household_asof (
     -- The month the change was recorded, `YYYYMM`.
     change_month TEXT NOT NULL,
