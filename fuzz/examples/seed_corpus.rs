@@ -346,7 +346,12 @@ fn main() {
             kind,
             province_code: province.into(),
         };
-        write(&dir, "rollup_cells", name, &with_mode(0, request.encode_to_vec()));
+        write(
+            &dir,
+            "rollup_cells",
+            name,
+            &with_mode(0, request.encode_to_vec()),
+        );
     }
     let cell = |day: &str, province: &str, grams: i64| pb::RollupCell {
         day: day.into(),
@@ -368,5 +373,54 @@ fn main() {
             cell("2024-05-03", "01", 0),
         ],
     };
-    write(&dir, "rollup_cells", "answer", &with_mode(1, answer.encode_to_vec()));
+    write(
+        &dir,
+        "rollup_cells",
+        "answer",
+        &with_mode(1, answer.encode_to_vec()),
+    );
+
+    // indicators_csv: byte 0 even → the file as is; odd → a repeat count (2 bytes), a head,
+    // 0xFF, and a body repeated after it (short lines: a file under 2 MiB stops at 32 KiB).
+    let as_is = |file: &[u8]| [&[0u8][..], file].concat();
+    let repeated = |times: u16, head: &[u8], body: &[u8]| {
+        [&[1u8][..], &times.to_be_bytes(), head, &[0xFF], body].concat()
+    };
+    let vietnamese = "\u{FEFF}Mã tỉnh,Kỳ báo cáo,Mã chỉ tiêu,Giá trị,Ghi chú\r\n\
+                      79,202611,TRAINED_HH,1250,\"Hộ đã tập huấn, quý 4\"\r\n\
+                      79,202611,OCOP_LISTED_PCT,'-5,\"=SUM(A1)\"\r\n";
+    write(
+        &dir,
+        "indicators_csv",
+        "utf8-bom",
+        &as_is(vietnamese.as_bytes()),
+    );
+    let english = "province_code,period,indicator_code,value\n01,202611,trained_hh,7\n,,,,\n";
+    write(
+        &dir,
+        "indicators_csv",
+        "english",
+        &as_is(english.as_bytes()),
+    );
+    // "Ghi chú" and "Hộ" as Windows-1258 writes them: base letters and combining tone marks
+    // (0xFA is ú; 0xF4 0xF2 is ô with a dot below).
+    let mut cp1258 = b"province_code,period,indicator_code,value,Ghi ch\xFA\n".to_vec();
+    cp1258.extend_from_slice(b"79,202611,TRAINED_HH,3,H\xF4\xF2\n");
+    write(&dir, "indicators_csv", "windows-1258", &as_is(&cp1258));
+    let errors = "province_code,period,indicator_code,value,comment\n79,202611\n\"unclosed,1\n";
+    write(&dir, "indicators_csv", "errors", &as_is(errors.as_bytes()));
+    write(&dir, "indicators_csv", "empty", &as_is(b""));
+    let header = b"province_code,period,indicator_code,value\n";
+    write(
+        &dir,
+        "indicators_csv",
+        "too-many-lines",
+        &repeated(10_001, header, b"1\n"),
+    );
+    write(
+        &dir,
+        "indicators_csv",
+        "too-large",
+        &repeated(2_100, header, &[b'7'; 1_024]),
+    );
 }

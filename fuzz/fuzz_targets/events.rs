@@ -131,6 +131,18 @@ fn check_households(payload: &[u8]) {
             .sum();
         let stocked: i128 = d.household_stock.values().map(|v| i128::from(v[0])).sum();
         assert_eq!(stocked, expected, "listed products stock");
+        // The as-at corrections add each changed household's previous figures and take its
+        // current ones away: households net to zero, listed products to the changes undone.
+        let corrected: i128 = d.household_asof.values().map(|v| i128::from(v[0])).sum();
+        assert_eq!(corrected, 0, "as-at households");
+        let undone: i128 = event
+            .changes
+            .iter()
+            .filter(|c| c.previous.is_some())
+            .map(|c| listed(&c.previous) - listed(&c.current))
+            .sum();
+        let asof_listed: i128 = d.household_asof.values().map(|v| i128::from(v[1])).sum();
+        assert_eq!(asof_listed, undone, "as-at listed products");
     }
 }
 

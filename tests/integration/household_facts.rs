@@ -1,14 +1,14 @@
 //! The partner protocol's household fields, end to end: sales lines naming their household
 //! and onboarding records with listed products and a digital address, pushed through the real
 //! partner client, become the gateway's trading-households and household-stock figures
-//! exactly, through corrections and unchanged re-sends.
+//! exactly, through corrections and unchanged re-sends, and the stocks as at each month's end.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use agriportal_gateway::household_facts;
 use agriportal_gateway::SqlStore;
-use agriportal_platform::period::Period;
+use agriportal_platform::period::{self, Period, PeriodType};
 use agriportal_platform::storage::Database;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::marketplace::v1 as pb;
@@ -86,9 +86,17 @@ fn figures(pairs: &[(&str, i64)]) -> Option<Figures> {
     Some(pairs.iter().map(|(p, n)| (p.to_string(), *n)).collect())
 }
 
-/// The three functions' figures for the months the test pushed.
+/// The month it is in Vietnam: never before the month of a batch committed earlier, so a
+/// change pushed by the test holds in it.
+fn this_month() -> Period {
+    let today = period::vietnam_today(time::OffsetDateTime::now_utc());
+    Period::containing(PeriodType::Month, today).expect("this month")
+}
+
+/// The three functions' figures for the months the test pushed, then the two stocks now.
 async fn read(store: &SqlStore) -> Vec<Option<Figures>> {
     let month = |m: u8| Period::month(2022, m).expect("month");
+    let now = this_month();
     vec![
         household_facts::trading_households(store, month(3))
             .await
@@ -106,6 +114,12 @@ async fn read(store: &SqlStore) -> Vec<Option<Figures>> {
             .await
             .expect("digital"),
         household_facts::digital_address_households(store, month(2))
+            .await
+            .expect("digital"),
+        household_facts::listed_products(store, now)
+            .await
+            .expect("listed"),
+        household_facts::digital_address_households(store, now)
             .await
             .expect("digital"),
     ]
@@ -203,6 +217,8 @@ async fn household_figures(mode: Mode) {
             figures(&[("01", 15), ("79", 7)]),
             figures(&[("01", 1), ("79", 1)]),
             figures(&[("01", 1), ("79", 2)]),
+            figures(&[("01", 15), ("79", 7)]),
+            figures(&[("01", 1), ("79", 2)]),
         ],
     )
     .await;
@@ -233,18 +249,59 @@ async fn household_figures(mode: Mode) {
         .await,
         [0, 1, 1, 0]
     );
+    // The household's change is recorded now: it holds from this month on, and February
+    // 2022's stocks stay as they were at its end.
     wait_for(
         &app,
         &[
             figures(&[("01", 1), ("79", 2)]),
             figures(&[("79", 1)]),
             figures(&[("01", 10), ("79", 7)]),
-            figures(&[("01", 18), ("79", 7)]),
+            figures(&[("01", 15), ("79", 7)]),
             figures(&[("01", 1), ("79", 1)]),
+            figures(&[("01", 1), ("79", 2)]),
+            figures(&[("01", 18), ("79", 7)]),
             figures(&[("01", 2), ("79", 2)]),
         ],
     )
     .await;
+
+    // p-h3 closes now: this month's active households in 79 lose it, January 2022's keep it
+    // (p-h3 and v-h1; counted by their status now, it would be v-h1 alone), and it stays
+    // onboarded.
+    let mut closed = household("p-h3", "79", "2022-01-05", None, None);
+    closed.status = HouseholdStatus::Closed as i32;
+    assert_eq!(
+        push_onboarding(&mut postmart, "o3", vec![closed]).await,
+        [0, 0, 1, 0]
+    );
+    let of = |body: &serde_json::Value, code: &str| {
+        body["provinces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["code"] == code))
+            .map(|p| p["value"].clone())
+    };
+    let now = this_month();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = app
+            .get(&format!("/api/v1/indicators/HH_ACTIVE?period={now}"))
+            .await;
+        if status == 200 && of(&body, "79") == Some(2.into()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HH_ACTIVE never lost p-h3 in 79: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, january) = app.get("/api/v1/indicators/HH_ACTIVE?period=202201").await;
+    assert_eq!(of(&january, "79"), Some(2.into()), "{january:#}");
+    let (_, onboarded) = app
+        .get(&format!("/api/v1/indicators/HH_ONBOARDED?period={now}"))
+        .await;
+    assert_eq!(of(&onboarded, "79"), Some(3.into()), "{onboarded:#}");
 
     // p-h1 also sold in 79 in March: one more trading household there, but still one
     // household in the nation (01 + 79 = 1 + 3 provinces' counts, 3 households).

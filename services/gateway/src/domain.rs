@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use agriportal_platform::period;
 use agriportal_platform::reference::{Partner, Reference, HOUSEHOLD_TARGET, REGIONS};
 use agriportal_platform::Result;
 use agriportal_proto::common::v1::HouseholdStatus;
@@ -21,6 +22,9 @@ pub type SalesCell = [i64; 4];
 /// households with a digital address, households that reported whether they have one. The
 /// reporting counts tell "zero" from "nobody said".
 pub type StockCell = [i64; 4];
+
+/// A household stock correction: households, then the four figures of a [`StockCell`].
+pub type AsOfCell = [i64; 5];
 
 /// The changes a set of events makes to the rollups, summed per cell before writing so a
 /// batch of events is a handful of upserts. Keys are ordered, so concurrent writers lock rows
@@ -46,6 +50,11 @@ pub struct Deltas {
     /// (province, registration month `YYYYMM`, commune, partner, status) → households
     /// change, for households that name a commune only.
     pub households_commune: BTreeMap<(String, String, String, &'static str, i64), i64>,
+    /// (month `YYYYMM` the change was recorded in, registration day, province, partner,
+    /// status) → correction that turns the current-based stocks of the months before it back
+    /// into what they were then: +previous figures, −current figures of each changed
+    /// household (a new household has none: it counts from its registration day).
+    pub household_asof: BTreeMap<(String, String, String, &'static str, i64), AsOfCell>,
     /// Newest commit time among the events, ms since the epoch.
     pub newest_ms: i64,
 }
@@ -148,19 +157,20 @@ impl Deltas {
                 check_commune_day(&figures.commune_code, &figures.registered_on)?;
             }
         }
+        let changed_in = recorded_month(event.recorded_at_ms);
         for change in &event.changes {
+            let Some(current) = &change.current else {
+                return Err(format!(
+                    "household change {} has no current figures",
+                    change.household_ref
+                ));
+            };
             if let Some(previous) = &change.previous {
                 self.household(partner, previous, -1);
+                self.as_of(&changed_in, partner, previous, 1);
+                self.as_of(&changed_in, partner, current, -1);
             }
-            match &change.current {
-                Some(current) => self.household(partner, current, 1),
-                None => {
-                    return Err(format!(
-                        "household change {} has no current figures",
-                        change.household_ref
-                    ))
-                }
-            }
+            self.household(partner, current, 1);
         }
         self.newest_ms = self.newest_ms.max(event.recorded_at_ms);
         Ok(())
@@ -195,15 +205,8 @@ impl Deltas {
         }
         // The stocks, by registration day like `households_daily`: a stock at a month's end
         // is the sum over the days up to it. A household that reported neither adds nothing.
-        let listed = f.listed_products.map(i64::from);
-        let digital = f.has_digital_address;
-        if listed.is_some() || digital.is_some() {
-            let cell = [
-                listed.unwrap_or(0) * sign,
-                i64::from(listed.is_some()) * sign,
-                i64::from(digital == Some(true)) * sign,
-                i64::from(digital.is_some()) * sign,
-            ];
+        if f.listed_products.is_some() || f.has_digital_address.is_some() {
+            let cell = stock_cell(f, sign);
             let stock = self
                 .household_stock
                 .entry((f.registered_on.clone(), f.province_code.clone(), partner))
@@ -213,6 +216,32 @@ impl Deltas {
             if add(stock, &cell).is_err() {
                 tracing::warn!("household stock delta overflowed within one event; not added");
             }
+        }
+    }
+
+    /// Adds a household's figures with `sign` to the corrections of the months before
+    /// `changed_in`.
+    fn as_of(
+        &mut self,
+        changed_in: &str,
+        partner: &'static str,
+        f: &mpb::HouseholdFigures,
+        sign: i64,
+    ) {
+        let [listed, listed_reporting, digital, digital_reporting] = stock_cell(f, sign);
+        let cell = self
+            .household_asof
+            .entry((
+                changed_in.to_string(),
+                f.registered_on.clone(),
+                f.province_code.clone(),
+                partner,
+                i64::from(f.status),
+            ))
+            .or_default();
+        let by = [sign, listed, listed_reporting, digital, digital_reporting];
+        for (a, b) in cell.iter_mut().zip(by) {
+            *a += b;
         }
     }
 
@@ -244,6 +273,12 @@ impl Deltas {
         for (k, v) in &from.households_commune {
             checked_add(self.households_commune.entry(k.clone()).or_default(), *v)?;
         }
+        for (k, v) in &from.household_asof {
+            let cell = self.household_asof.entry(k.clone()).or_default();
+            for (a, b) in cell.iter_mut().zip(v) {
+                checked_add(a, *b)?;
+            }
+        }
         self.newest_ms = self.newest_ms.max(from.newest_ms);
         Ok(())
     }
@@ -256,8 +291,34 @@ impl Deltas {
             && self.household_stock.is_empty()
             && self.sales_commune.is_empty()
             && self.households_commune.is_empty()
+            && self.household_asof.is_empty()
             && self.newest_ms == 0
     }
+}
+
+/// A household's stock figures with `sign`: zeros for what it did not report.
+fn stock_cell(f: &mpb::HouseholdFigures, sign: i64) -> StockCell {
+    let listed = f.listed_products.map(i64::from);
+    let digital = f.has_digital_address;
+    [
+        listed.unwrap_or(0) * sign,
+        i64::from(listed.is_some()) * sign,
+        i64::from(digital == Some(true)) * sign,
+        i64::from(digital.is_some()) * sign,
+    ]
+}
+
+/// The month `YYYYMM`, in Vietnam's time, of a commit time in ms: the month from which a
+/// household change holds. A time outside the calendar (only a corrupt event has one) reads
+/// as year 0, before every month, so the change holds for all of history, as the
+/// current-based rollups alone would count it.
+pub fn recorded_month(ms: i64) -> String {
+    let day = period::vietnam_date_of_ms(ms);
+    format!(
+        "{:04}{:02}",
+        day.year().clamp(0, 9999),
+        u8::from(day.month())
+    )
 }
 
 /// Figures outside what the marketplace accepts can only come from a corrupt or foreign event:
@@ -1286,6 +1347,79 @@ mod tests {
         );
         assert_eq!(d.households_commune.len(), 1);
         assert_eq!(d.households_commune[&key], -1);
+    }
+
+    #[test]
+    fn a_changed_household_corrects_the_months_before_its_change() {
+        // 2026-10-31 23:30 in Vietnam is still October; 2026-10-31 18:00 UTC is November there.
+        assert_eq!(recorded_month(1_793_464_200_000), "202610");
+        assert_eq!(recorded_month(1_793_469_600_000), "202611");
+        assert_eq!(recorded_month(i64::MIN), "000001", "before every month");
+        let f =
+            |province: &str, status: HouseholdStatus, listed: Option<u32>| mpb::HouseholdFigures {
+                province_code: province.into(),
+                registered_on: "2026-09-10".into(),
+                status: status as i32,
+                listed_products: listed,
+                ..Default::default()
+            };
+        let event = mpb::HouseholdsRecorded {
+            partner: Partner::Postmart.to_proto() as i32,
+            recorded_at_ms: 1_793_469_600_000,
+            changes: vec![
+                mpb::HouseholdChange {
+                    household_ref: "new".into(),
+                    previous: None,
+                    current: Some(f("79", HouseholdStatus::Active, None)),
+                },
+                mpb::HouseholdChange {
+                    household_ref: "closed".into(),
+                    previous: Some(f("01", HouseholdStatus::Active, Some(4))),
+                    current: Some(f("01", HouseholdStatus::Closed, Some(6))),
+                },
+                mpb::HouseholdChange {
+                    household_ref: "commune moved".into(),
+                    previous: Some(f("08", HouseholdStatus::Active, None)),
+                    current: Some(mpb::HouseholdFigures {
+                        commune_code: "26734".into(),
+                        ..f("08", HouseholdStatus::Active, None)
+                    }),
+                },
+            ],
+            ..Default::default()
+        };
+        let mut d = Deltas::default();
+        d.add_households(&event).unwrap();
+        let key = |province: &str, status: HouseholdStatus| {
+            (
+                "202611".to_string(),
+                "2026-09-10".to_string(),
+                province.to_string(),
+                "postmart",
+                status as i64,
+            )
+        };
+        // A new household corrects nothing; a changed one adds its previous figures and
+        // takes away its current ones; one whose counted figures stay nets to zero.
+        assert_eq!(d.household_asof.len(), 3, "{:?}", d.household_asof);
+        assert_eq!(
+            d.household_asof[&key("01", HouseholdStatus::Active)],
+            [1, 4, 1, 0, 0]
+        );
+        assert_eq!(
+            d.household_asof[&key("01", HouseholdStatus::Closed)],
+            [-1, -6, -1, 0, 0]
+        );
+        assert_eq!(
+            d.household_asof[&key("08", HouseholdStatus::Active)],
+            [0; 5]
+        );
+        let mut twice = d.clone();
+        twice.merge(&d).unwrap();
+        assert_eq!(
+            twice.household_asof[&key("01", HouseholdStatus::Closed)],
+            [-2, -12, -2, 0, 0]
+        );
     }
 
     #[test]

@@ -6,6 +6,18 @@
 //! A household is the partner's key, so "distinct" means distinct per (partner,
 //! household_ref); a province's figure sums the partners. Every function answers `Ok(None)`
 //! for a period that is not a month (these facts are monthly).
+//!
+//! Stocks (these two, and the households onboarded and active that `service.rs` reads through
+//! `SqlStore::households_at_end`) are as at the month's end: each household counts with the
+//! figures (province, status, listed products, digital address, registration day) of its last
+//! change recorded by then, in Vietnam's time, or of its first record if none was. A change
+//! recorded later leaves the figures of the months before it alone, so approved history does
+//! not move when a partner changes a household. The rollups hold current figures; the table
+//! `household_asof` holds, per change, what undoes it for the months before the one it was
+//! recorded in (its previous figures added, its current ones subtracted), and a read adds the
+//! rows recorded after the month asked. A new household has no previous figures: it counts
+//! from its registration day, also in months before it was recorded (partners back-fill their
+//! history), which is the best known of those months.
 
 use std::collections::BTreeMap;
 
@@ -100,7 +112,7 @@ pub async fn trading_overlaps(store: &Store, month: Period) -> Result<Option<Vec
 }
 
 /// Province code → products listed by the households registered up to the end of `month`, as
-/// they last reported. A province where no such household reported the figure is absent (a
+/// they reported at its end. A province where no such household reported the figure is absent (a
 /// present 0 is a reported zero). `Ok(None)` only if `month` is not a month.
 pub async fn listed_products(
     store: &Store,
@@ -110,7 +122,7 @@ pub async fn listed_products(
 }
 
 /// Province code → households registered up to the end of `month` that have a digital
-/// address, as they last reported. A province where no such household said either way is
+/// address, as they reported at its end. A province where no such household said either way is
 /// absent. `Ok(None)` only if `month` is not a month.
 pub async fn digital_address_households(
     store: &Store,
@@ -119,7 +131,9 @@ pub async fn digital_address_households(
     stock(store, month, "digital_households", "digital_reporting").await
 }
 
-/// A stock at the end of `month`: the sum over registration days up to its last day.
+/// A stock at the end of `month`: the sum over registration days up to its last day of the
+/// households' current figures, plus the corrections of the changes recorded after `month`,
+/// in one statement so a concurrent apply is seen whole or not at all.
 async fn stock(
     store: &Store,
     month: Period,
@@ -131,11 +145,14 @@ async fn stock(
     }
     let sql = format!(
         "SELECT province_code, CAST(SUM({column}) AS BIGINT) AS total, \
-         CAST(SUM({reporting}) AS BIGINT) AS reporting FROM household_stock_daily \
-         WHERE day <= $1 GROUP BY province_code"
+         CAST(SUM({reporting}) AS BIGINT) AS reporting FROM ( \
+         SELECT province_code, {column}, {reporting} FROM household_stock_daily WHERE day <= $2 \
+         UNION ALL SELECT province_code, {column}, {reporting} FROM household_asof \
+         WHERE change_month > $1 AND day <= $2) AS counted GROUP BY province_code"
     );
     let rows: Vec<ProvinceStock> = with_db!(&store.database().pool, |pool| {
         sqlx::query_as(&sql)
+            .bind(month.to_string())
             .bind(month.end().to_string())
             .fetch_all(pool)
             .await?

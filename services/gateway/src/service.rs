@@ -769,8 +769,9 @@ impl Dashboard {
     }
 
     /// A marketplace indicator's value in every province for `period`, from the gateway's own
-    /// rollups: stocks at the period's last day, flows over its days. Every province has a
-    /// value (the rollups cover the country: no row is none sold). `None`: no data.
+    /// rollups: stocks as they were at the period's last day, flows over its days. Every
+    /// province has a value (the rollups cover the country: no row is none sold). `None`: no
+    /// data.
     async fn marketplace(
         &self,
         code: &str,
@@ -789,11 +790,18 @@ impl Dashboard {
         };
         match code {
             "HH_ONBOARDED" | "HH_ACTIVE" => {
-                // Households registered by the period's end, under their status *now*: the
-                // rollups keep each household under its current status, not its status then,
-                // so HH_ACTIVE of a past month counts those active today.
+                // Households registered by the period's end, as they were at its end (the
+                // province and status of their last change recorded by then), so a later
+                // change leaves the figures of the months before it alone.
                 let active = code == "HH_ACTIVE";
-                for (province, status, n) in self.store.households_up_to(&last).await? {
+                let Some(month) = Period::containing(PeriodType::Month, period.end()) else {
+                    return Ok(None);
+                };
+                let counted = self
+                    .store
+                    .households_at_end(&month.to_string(), &last)
+                    .await?;
+                for (province, status, n) in counted {
                     if !active || status == HouseholdStatus::Active as i64 {
                         add(&province, Decimal::from(n));
                     }

@@ -125,6 +125,19 @@ const HOUSEHOLDS_COMMUNE_MONTHLY: &[(&str, &str)] = &[
     ("households", "BIGINT"),
 ];
 
+const HOUSEHOLD_ASOF: &[(&str, &str)] = &[
+    ("change_month", "TEXT"),
+    ("day", "TEXT"),
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("status", "BIGINT"),
+    ("households", "BIGINT"),
+    ("listed_products", "BIGINT"),
+    ("listed_reporting", "BIGINT"),
+    ("digital_households", "BIGINT"),
+    ("digital_reporting", "BIGINT"),
+];
+
 /// The rollup tables' names, in [`ROLLUPS`] order.
 const ROLLUP_TABLES: [&str; ROLLUPS] = [
     "sales_daily",
@@ -135,6 +148,7 @@ const ROLLUP_TABLES: [&str; ROLLUPS] = [
     "household_stock_daily",
     "sales_commune_monthly",
     "households_commune_monthly",
+    "household_asof",
 ];
 
 fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
@@ -150,7 +164,7 @@ fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
 
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
-const ROLLUPS: usize = 8;
+const ROLLUPS: usize = 9;
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
@@ -210,6 +224,7 @@ impl SqlStore {
                 HOUSEHOLDS_COMMUNE_MONTHLY,
                 5,
             ),
+            increment_sql(pg, "household_asof", HOUSEHOLD_ASOF, 5),
         ];
         SqlStore { db, upserts }
     }
@@ -289,6 +304,18 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
                    "status": s, "households": n})
         })
         .collect();
+    // A change that keeps the figures counted here (a commune moved) nets to zero.
+    let household_asof = d
+        .household_asof
+        .iter()
+        .filter(|(_, v)| v.iter().any(|n| *n != 0))
+        .map(|((changed_in, day, p, partner, s), v)| {
+            json!({"change_month": changed_in, "day": day, "province_code": p,
+                   "partner": partner, "status": s, "households": v[0],
+                   "listed_products": v[1], "listed_reporting": v[2],
+                   "digital_households": v[3], "digital_reporting": v[4]})
+        })
+        .collect();
     [
         sales_daily,
         sales_totals,
@@ -298,6 +325,7 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
         household_stock_daily,
         sales_commune_monthly,
         households_commune_monthly,
+        household_asof,
     ]
 }
 
@@ -847,23 +875,31 @@ impl SqlStore {
         }))
     }
 
-    /// Households registered on or before `last_day` (`YYYY-MM-DD`), by province and status
-    /// (their status now: the rollups keep each household under its current status).
+    /// Households registered by the end of `month` (`YYYYMM`, whose last day is `last_day`,
+    /// `YYYY-MM-DD`) by province and status, as they were at that end: the current-based count
+    /// plus the corrections of the changes recorded after `month` (`household_asof`), in one
+    /// statement so a concurrent apply is seen whole or not at all.
     ///
-    /// Read as the totals less the days after `last_day`, which equals the sum of the days up
-    /// to it (every delta and every repair moves a day's cell and its total together) but
-    /// scans only the tail: the periods dashboards ask for are recent, and summing every day
-    /// since 2021 for each of a chart's twelve months cost a second a month on a busy machine.
-    pub async fn households_up_to(&self, last_day: &str) -> Result<Vec<(String, i64, i64)>> {
+    /// The current-based count is read as the totals less the days after `last_day`, which
+    /// equals the sum of the days up to it (every delta and every repair moves a day's cell and
+    /// its total together) but scans only the tail: the periods dashboards ask for are recent,
+    /// and summing every day since 2021 for each of a chart's twelve months cost a second a
+    /// month on a busy machine. The corrections are read from `month` on, a short range too.
+    pub async fn households_at_end(
+        &self,
+        month: &str,
+        last_day: &str,
+    ) -> Result<Vec<(String, i64, i64)>> {
         Ok(with_db!(&self.db.pool, |pool| {
             sqlx::query_as(
                 "SELECT province_code, status, CAST(SUM(households) AS BIGINT) FROM ( \
-                     SELECT province_code, status, households FROM household_totals \
-                     UNION ALL \
-                     SELECT province_code, status, -households FROM households_daily \
-                     WHERE day > $1 \
-                 ) AS stock GROUP BY province_code, status",
+                 SELECT province_code, status, households FROM household_totals \
+                 UNION ALL SELECT province_code, status, -households FROM households_daily \
+                 WHERE day > $2 \
+                 UNION ALL SELECT province_code, status, households FROM household_asof \
+                 WHERE change_month > $1 AND day <= $2) AS counted GROUP BY province_code, status",
             )
+            .bind(month)
             .bind(last_day)
             .fetch_all(pool)
             .await?
