@@ -380,11 +380,11 @@ fn main() {
         &with_mode(1, answer.encode_to_vec()),
     );
 
-    // indicators_csv: byte 0 even → the file as is; odd → a repeat count (2 bytes), a head,
+    // indicators_csv: byte 0 other than 0xFF → the file as is; 0xFF → a repeat count (2 bytes), a head,
     // 0xFF, and a body repeated after it (short lines: a file under 2 MiB stops at 32 KiB).
     let as_is = |file: &[u8]| [&[0u8][..], file].concat();
     let repeated = |times: u16, head: &[u8], body: &[u8]| {
-        [&[1u8][..], &times.to_be_bytes(), head, &[0xFF], body].concat()
+        [&[0xFFu8][..], &times.to_be_bytes(), head, &[0xFF], body].concat()
     };
     let vietnamese = "\u{FEFF}Mã tỉnh,Kỳ báo cáo,Mã chỉ tiêu,Giá trị,Ghi chú\r\n\
                       79,202611,TRAINED_HH,1250,\"Hộ đã tập huấn, quý 4\"\r\n\
