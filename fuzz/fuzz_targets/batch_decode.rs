@@ -28,7 +28,10 @@ fn one<B: Batch + PartialEq + std::fmt::Debug>(
     let prost = B::decode(data);
     if let Ok(decoded) = &prost {
         // What prost decodes, the scan counted: the limits bound the real allocation.
-        assert!(counts.complete, "prost decoded what the scan calls malformed");
+        assert!(
+            counts.complete,
+            "prost decoded what the scan calls malformed"
+        );
         assert_eq!(counts.records, records(decoded));
         assert_eq!(counts.entries, entries(decoded));
     }
@@ -45,7 +48,9 @@ fn one<B: Batch + PartialEq + std::fmt::Debug>(
                 // Within the limits, only prost's own refusal, as tonic's decoder words it.
                 assert!(prost.is_err(), "refused within the limits: {status:?}");
                 assert_eq!(status.code(), tonic::Code::Internal);
-                assert!(status.message().starts_with("failed to decode Protobuf message"));
+                assert!(status
+                    .message()
+                    .starts_with("failed to decode Protobuf message"));
             }
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");

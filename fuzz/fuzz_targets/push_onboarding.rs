@@ -56,7 +56,10 @@ fuzz_target!(|data: &[u8]| {
             .expect("more valid households than unrejected records");
         let record = &request.records[index];
         // Keys are kept trimmed and in NFC.
-        assert_eq!(household.household_ref, normalize_key(&record.household_ref));
+        assert_eq!(
+            household.household_ref,
+            normalize_key(&record.household_ref)
+        );
         assert!(
             keys.insert(household.household_ref.as_str()),
             "duplicate key accepted"

@@ -7,7 +7,9 @@
 use agriportal_marketplace::domain::check_rollup_request;
 use agriportal_platform::reconcile::{cell_hash, is_empty, province_digests};
 use agriportal_platform::reference::Reference;
-use agriportal_proto::marketplace::v1::{GetRollupCellsRequest, GetRollupCellsResponse, RollupKind};
+use agriportal_proto::marketplace::v1::{
+    GetRollupCellsRequest, GetRollupCellsResponse, RollupKind,
+};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -31,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
             Err(err) => {
                 let message = err.to_string();
                 assert!(
-                    ["partner", "kind", "province_code"].iter().any(|f| message.contains(f)),
+                    ["partner", "kind", "province_code"]
+                        .iter()
+                        .any(|f| message.contains(f)),
                     "an error that names no field: {message}"
                 );
                 assert!(message.len() < 200, "the error echoes the input: {message}");
@@ -47,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(digests, province_digests(&reversed));
         let non_empty = response.cells.iter().filter(|c| !is_empty(c)).count() as u64;
         assert_eq!(digests.iter().map(|d| d.cells).sum::<u64>(), non_empty);
-        assert!(digests.windows(2).all(|w| w[0].province_code < w[1].province_code));
+        assert!(digests
+            .windows(2)
+            .all(|w| w[0].province_code < w[1].province_code));
         for cell in &response.cells {
             assert_eq!(cell_hash(cell), cell_hash(&cell.clone()));
         }

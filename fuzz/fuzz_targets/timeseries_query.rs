@@ -18,7 +18,8 @@ fn check(params: &SeriesParams) {
         return;
     };
     assert!(query.from <= query.to, "from after to");
-    let years = agriportal_gateway::domain::SERIES_YEARS.0..=agriportal_gateway::domain::SERIES_YEARS.1;
+    let years =
+        agriportal_gateway::domain::SERIES_YEARS.0..=agriportal_gateway::domain::SERIES_YEARS.1;
     assert!(years.contains(&query.from.year()) && years.contains(&query.to.year()));
     assert!(
         (query.to - query.from).whole_days() <= MAX_SERIES_DAYS,
