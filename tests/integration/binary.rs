@@ -446,7 +446,7 @@ async fn sixteen_megabytes_of_empty_records_cost_a_small_multiple_of_their_size(
     const ATTACK: usize = 16 * 1000 * 1000;
     const AT_ONCE: usize = 4;
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http) = (free_port(), free_port());
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let up = Running(
         command(dir.path())
             .args([
@@ -454,13 +454,15 @@ async fn sixteen_megabytes_of_empty_records_cost_a_small_multiple_of_their_size(
                 &format!("127.0.0.1:{grpc}"),
                 "--http",
                 &format!("127.0.0.1:{http}"),
+                "--admin-http",
+                &format!("127.0.0.1:{admin}"),
                 "up",
             ])
             .stdout(Stdio::null())
             .spawn()
             .expect("start up"),
     );
-    wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
     let token = mint(dir.path(), "postmart", &[]);
     let message = empty_records_message(ATTACK);
     let call = |token: Option<String>, message: Vec<u8>| async move {
