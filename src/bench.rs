@@ -128,6 +128,9 @@ pub struct Phase {
     pub cpu_cores: f64,
     /// CPU the flooding client's child process used, in cores (when it ran in one).
     pub flood_client_cpu_cores: Option<f64>,
+    /// Seconds the phase took over all its rounds, from the first call sent to the last
+    /// answer: what bounds the records a rate limit may let through (burst + quota × this).
+    pub wall_seconds: f64,
 }
 
 /// Calls of one partner in one phase.
@@ -1029,6 +1032,7 @@ async fn overload(mut settings: Settings, args: OverloadArgs) -> anyhow::Result<
             flood_client_cpu_cores: run
                 .flood_cpu_seconds
                 .map(|cpu| cpu / run.wall.as_secs_f64().max(1e-9)),
+            wall_seconds: run.wall.as_secs_f64(),
         })
         .collect();
     let peak_rss_mib = peak_rss_kib()
