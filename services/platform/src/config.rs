@@ -289,7 +289,32 @@ pub struct Config {
         global = true
     )]
     pub partner_max_concurrent_requests: u32,
+
+    /// Days an applied event's id stays in a consuming service's inbox, which drops a second
+    /// delivery of it. Must exceed the stream's maximum message age (30 days), the longest the
+    /// bus can deliver a message again; the default adds a week of margin. `0` keeps ids
+    /// forever.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_INBOX_RETENTION_DAYS",
+        default_value_t = DEFAULT_INBOX_RETENTION_DAYS,
+        global = true
+    )]
+    pub inbox_retention_days: u64,
+
+    /// Seconds between two rounds of each pruning task (inbox ids, raw batch requests).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PRUNE_INTERVAL_SECONDS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub prune_interval_seconds: u64,
 }
+
+/// Default of `--inbox-retention-days`: the stream's maximum age (30 days) and a week.
+pub const DEFAULT_INBOX_RETENTION_DAYS: u64 = 37;
 
 /// Default of `--partner-max-concurrent-requests`: a quarter of the default process limit (64),
 /// so both partners at their cap still leave half of it free.
@@ -334,6 +359,27 @@ impl Config {
         self.database_url.is_some() && self.nats_url.is_some()
     }
 
+    /// How long inbox ids are kept (`None`: forever), or an error when that is not longer
+    /// than the bus can deliver a message again (the stream's maximum age).
+    pub fn inbox_retention(&self) -> anyhow::Result<Option<Duration>> {
+        if self.inbox_retention_days == 0 {
+            return Ok(None);
+        }
+        let retention = Duration::from_secs(self.inbox_retention_days.saturating_mul(86_400));
+        anyhow::ensure!(
+            retention > crate::bus::MAX_AGE,
+            "--inbox-retention-days {} must exceed the stream's maximum age ({} days), or be 0",
+            self.inbox_retention_days,
+            crate::bus::MAX_AGE.as_secs() / 86_400
+        );
+        Ok(Some(retention))
+    }
+
+    /// Time between two rounds of each pruning task.
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_secs(self.prune_interval_seconds)
+    }
+
     /// A configuration with every default and the given data directory, for tests and tools.
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -366,6 +412,8 @@ impl Config {
             http_rate_max_clients: 100_000,
             http_client_address_header: None,
             partner_max_concurrent_requests: DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
+            inbox_retention_days: DEFAULT_INBOX_RETENTION_DAYS,
+            prune_interval_seconds: 3600,
         }
     }
 }

@@ -52,9 +52,6 @@ const MIN_EXPIRES: Duration = Duration::from_millis(10);
 /// The stream's de-duplication window (`Nats-Msg-Id`).
 const DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
-/// The stream's maximum message age.
-const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
 /// Longest wait between two reconnection attempts after the connection to NATS is lost.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
@@ -106,7 +103,7 @@ impl JetStreamBus {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             duplicate_window: DEDUP_WINDOW,
-            max_age: MAX_AGE,
+            max_age: super::MAX_AGE,
             num_replicas: replicas,
             ..Default::default()
         };
