@@ -62,6 +62,21 @@ pub struct Config {
     )]
     pub bus_replicas: usize,
 
+    /// Bytes the JetStream stream may hold. When full it refuses new messages (never drops
+    /// unread ones): the outbox keeps them and the relay retries until old messages age out
+    /// (30 days) or the limit is raised; each refusal counts in
+    /// `agriportal_outbox_publish_failures_total{reason="stream_full"}`, which the
+    /// `AgriportalEventStreamFull` alert (k8s) watches.
+    /// Keep it below the NATS volume (20 GiB in k8s).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_BUS_MAX_BYTES",
+        default_value_t = DEFAULT_BUS_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub bus_max_bytes: u64,
+
     /// Address of the gRPC server (all gRPC services share it).
     #[arg(
         long = "grpc",
@@ -313,6 +328,9 @@ pub struct Config {
     pub prune_interval_seconds: u64,
 }
 
+/// Default of `--bus-max-bytes`: 16 GiB, four fifths of the NATS file store's 20 GiB volume.
+pub const DEFAULT_BUS_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
 /// Default of `--inbox-retention-days`: the stream's maximum age (30 days) and a week.
 pub const DEFAULT_INBOX_RETENTION_DAYS: u64 = 37;
 
@@ -389,6 +407,7 @@ impl Config {
             nats_url: None,
             bus_prefix: "agriportal".into(),
             bus_replicas: 1,
+            bus_max_bytes: DEFAULT_BUS_MAX_BYTES,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_secret: None,

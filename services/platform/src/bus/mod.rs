@@ -71,6 +71,10 @@ pub enum BusError {
     /// The broker refused the request.
     #[error("event bus error: {0}")]
     Other(String),
+    /// The stream is at its `max_bytes` and refuses new messages (it never drops stored ones to
+    /// make room); publishing works again once old messages age out or the limit is raised.
+    #[error("event stream full: {0}")]
+    Full(String),
 }
 
 /// A durable publish/subscribe bus.
