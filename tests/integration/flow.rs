@@ -817,3 +817,125 @@ async fn trace_context_travels_from_partner_to_the_event() {
     );
     app.stop().await;
 }
+
+/// What another site's dashboard relies on, over the real listener: a strong `ETag` that
+/// stays while the figures do and changes when a pushed sale changes them, `304` without a
+/// body for the tag it has, `no-store` on errors, and CORS for any origin without
+/// credentials, on the API only (not the pages, not the admin listener).
+#[tokio::test]
+async fn dashboards_revalidate_with_etags_and_any_origin_reads() {
+    let Some(app) = spawn_app(Mode::Embedded, "etag_cors").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = http.get(format!("http://{}{path}", app.http));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let etag = |r: &reqwest::Response| r.headers()["etag"].to_str().unwrap().to_string();
+    let mut postmart = app.partner("postmart").await;
+    postmart
+        .push_sales(sales("E1", vec![line("e1", "79", 1_000, 5_000, 1)]))
+        .await
+        .expect("push");
+    app.wait_national(|n| n["sales"]["grams"] == 1_000).await;
+
+    for path in ["/api/v1/national", "/api/v1/indicators?format=csv"] {
+        let first = get(path, &[]).await.expect("GET");
+        assert_eq!(first.status(), 200, "{path}");
+        let tag = etag(&first);
+        let cache = first.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(cache.starts_with("public, max-age=1"), "{path}: {cache}");
+        let body = first.bytes().await.expect("body");
+        let again = get(path, &[]).await.expect("GET");
+        assert_eq!(etag(&again), tag, "{path}: same figures, same tag");
+        assert_eq!(again.bytes().await.expect("body"), body, "{path}");
+        let revalidated = get(path, &[("if-none-match", &tag)]).await.expect("GET");
+        assert_eq!(revalidated.status(), 304, "{path}");
+        assert_eq!(etag(&revalidated), tag, "{path}");
+        assert!(
+            revalidated.headers().contains_key("cache-control"),
+            "{path}"
+        );
+        assert!(
+            revalidated.bytes().await.expect("body").is_empty(),
+            "{path}"
+        );
+    }
+
+    // A sale through the real path changes the figures: a new tag, and the old one gets 200.
+    let before = get("/api/v1/national", &[]).await.expect("GET");
+    let old = etag(&before);
+    postmart
+        .push_sales(sales("E2", vec![line("e2", "79", 250, 900, 1)]))
+        .await
+        .expect("push");
+    app.wait_national(|n| n["sales"]["grams"] == 1_250).await;
+    let after = get("/api/v1/national", &[("if-none-match", &old)])
+        .await
+        .expect("GET");
+    assert_eq!(after.status(), 200);
+    assert_ne!(etag(&after), old);
+    let national: Value = after.json().await.expect("json");
+    assert_eq!(national["sales"]["grams"], 1_250, "{national}");
+
+    // Errors: never stored, no tag.
+    let missing = get("/api/v1/provinces/999", &[("if-none-match", "*")])
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["cache-control"], "no-store");
+    assert!(!missing.headers().contains_key("etag"));
+
+    // A preflight from another site, then its read.
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/api/v1/national", app.http),
+        )
+        .header("origin", "https://example.org")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "if-none-match")
+        .send()
+        .await
+        .expect("OPTIONS");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(!h.contains_key("access-control-allow-credentials"));
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("GET"));
+    let read = get("/api/v1/national", &[("origin", "https://example.org")])
+        .await
+        .expect("GET");
+    let h = read.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(!h.contains_key("access-control-allow-credentials"));
+    assert!(h["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase()
+        .contains("etag"));
+    // The pages and the admin listener are not the public API: no CORS there.
+    let page = get("/", &[("origin", "https://example.org")])
+        .await
+        .expect("GET");
+    assert_eq!(page.status(), 200);
+    assert!(!page.headers().contains_key("access-control-allow-origin"));
+    let admin = http
+        .get(format!("http://{}/healthz", app.admin))
+        .header("origin", "https://example.org")
+        .send()
+        .await
+        .expect("GET");
+    assert!(!admin.headers().contains_key("access-control-allow-origin"));
+    app.stop().await;
+}

@@ -3,10 +3,12 @@
 //! `/api/v1/national`). Errors are JSON bodies naming the problem (`{"error": {code, message}}`),
 //! for unknown paths under `/api` too; the pages are the web front end's.
 
-use agriportal_platform::{csv, Error};
+use agriportal_platform::{csv, http, Error};
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::header;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,7 +25,8 @@ use crate::service::{
     IndicatorSummaryView, PlaceFigure,
 };
 
-/// Routes of the gateway's HTTP API, relative to its prefix `/api`.
+/// Routes of the gateway's HTTP API, relative to its prefix `/api`: every answer goes through
+/// [`caching`] (an `ETag`, `304`, `Cache-Control`) and [`cors`] (any origin may read it).
 pub fn router(dashboard: Dashboard) -> Router {
     Router::new()
         .route("/v1/national", get(national))
@@ -35,18 +38,105 @@ pub fn router(dashboard: Dashboard) -> Router {
         .route("/v1/completeness", get(completeness))
         .fallback(not_found)
         .with_state(dashboard)
+        // Inside CORS, so a `304` and an error carry its headers too.
+        .layer(axum::middleware::from_fn(caching))
+        .layer(cors())
 }
 
-/// Short client caching: dashboards poll, and figures a second old are fine.
-const CACHE: (header::HeaderName, &str) = (header::CACHE_CONTROL, "public, max-age=1");
+/// Caching of a successful answer: dashboards poll, and figures a second old are fine. Past
+/// that second a cache may still answer from its copy for 5 s while it revalidates in the
+/// background (`stale-while-revalidate`, RFC 5861), so when thousands read at once a shared
+/// cache asks the gateway once, conditionally, instead of holding them all; a reader
+/// polling more often than every 6 s sees figures at most one poll behind. If the gateway
+/// fails or sheds, a cache may go on showing the last figures for a minute
+/// (`stale-if-error`) rather than an error page.
+const CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
+
+/// No cache keeps an error: the next request must ask again.
+const NO_STORE: &str = "no-store";
+
+/// What browsers may cache a preflight answer for (Chromium caps it at 2 hours).
+const PREFLIGHT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(2 * 60 * 60);
+
+/// Cross-origin reads: any origin may `GET` and `HEAD` the public API (a preflight `OPTIONS`
+/// is answered here), never with credentials (`Access-Control-Allow-Credentials` is never
+/// sent, and `Allow-Headers: *` does not cover `Authorization`). `ETag` is exposed so a
+/// dashboard's script can send it back; `Retry-After` and `Content-Disposition` for
+/// refusals and CSV files. The answer is the same whatever the origin (`*`), so no `Vary`
+/// is added: `Vary: Origin` would only split shared caches by origin.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{Any, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers(Any)
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            header::CONTENT_DISPOSITION,
+        ])
+        .max_age(PREFLIGHT_MAX_AGE)
+        .vary([])
+}
+
+/// Gives every successful answer a strong `ETag` of its exact bytes
+/// ([`agriportal_platform::http::entity_tag`]) and [`CACHE_CONTROL`], and answers
+/// `304 Not Modified` (the tag and caching, no body) when the request's `If-None-Match` has
+/// it; errors get `Cache-Control: no-store` and no tag. One layer rather than each handler,
+/// so no route, JSON or CSV, can forget it.
+async fn caching(request: Request, next: Next) -> Response {
+    let conditions = request.headers().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::OK {
+        let mut response = response;
+        let failed = !response.status().is_success();
+        let headers = response.headers_mut();
+        headers.remove(header::ETAG);
+        if failed {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+        }
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // The handlers' bodies are already whole in memory (serialised JSON, a CSV file).
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let mut refused = Error::internal(format!("reading an answer: {err}")).into_response();
+            refused
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
+            return refused;
+        }
+    };
+    let etag = http::entity_tag(&bytes);
+    let Ok(tag) = HeaderValue::from_str(&etag) else {
+        // Hex in quotes is always a valid header value; answer uncached if it ever were not.
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let cache = HeaderValue::from_static(CACHE_CONTROL);
+    if http::if_none_match(&conditions, &etag) {
+        // RFC 9110 §15.4.5: the fields a 200 would have had for caches (the tag, caching),
+        // no representation metadata, no body.
+        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+        let headers = not_modified.headers_mut();
+        headers.insert(header::ETAG, tag);
+        headers.insert(header::CACHE_CONTROL, cache);
+        return not_modified;
+    }
+    parts.headers.insert(header::ETAG, tag);
+    parts.headers.insert(header::CACHE_CONTROL, cache);
+    Response::from_parts(parts, Body::from(bytes))
+}
 
 async fn national(State(d): State<Dashboard>) -> Result<Response, Error> {
-    Ok(([CACHE], Json(d.national().await?)).into_response())
+    Ok(Json(d.national().await?).into_response())
 }
 
 async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
     let provinces = d.provinces().await?;
-    Ok(([CACHE], Json(serde_json::json!({ "provinces": provinces }))).into_response())
+    Ok(Json(serde_json::json!({ "provinces": provinces })).into_response())
 }
 
 async fn province(
@@ -56,7 +146,7 @@ async fn province(
     // A code that is not UTF-8 once percent-decoded (`%FF`) is refused in JSON like any
     // other bad input, not with the framework's plain-text 400.
     let Path(code) = code.map_err(|_| bad_parameter("code", "is not valid UTF-8 text"))?;
-    Ok(([CACHE], Json(d.province(&code).await?)).into_response())
+    Ok(Json(d.province(&code).await?).into_response())
 }
 
 /// Parses a query string into `SeriesParams`, naming the problem when it cannot.
@@ -71,7 +161,7 @@ async fn timeseries(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let params = parse_series_query(raw.as_deref())?;
-    Ok(([CACHE], Json(d.series(&params).await?)).into_response())
+    Ok(Json(d.series(&params).await?).into_response())
 }
 
 /// An unknown path under `/api`: a JSON 404 naming the routes there are.
@@ -209,7 +299,7 @@ fn pct_text(value: Option<f64>) -> String {
 fn csv_response(filename: &str, header: &[&str], rows: &[Vec<String>]) -> Result<Response, Error> {
     let out = csv::to_csv(header, rows).map_err(Error::internal)?;
     Ok((
-        [CACHE, (header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
         [(
             header::CONTENT_DISPOSITION,
             csv::content_disposition(filename),
@@ -247,7 +337,7 @@ async fn indicators(
             })
         })
         .collect();
-    Ok(([CACHE], Json(json!({ "indicators": indicators }))).into_response())
+    Ok(Json(json!({ "indicators": indicators })).into_response())
 }
 
 fn indicators_csv(list: &[IndicatorSummaryView]) -> Result<Response, Error> {
@@ -324,7 +414,7 @@ async fn indicator(
     if let (Some(communes), Value::Object(out)) = (&view.communes, &mut body) {
         communes_fields(out, communes);
     }
-    Ok(([CACHE], Json(body)).into_response())
+    Ok(Json(body).into_response())
 }
 
 /// `communes` (every commune of the province asked, with its value), `unassigned` (the
@@ -448,7 +538,7 @@ async fn completeness(
         "provinces": provinces,
         "counts": view.counts,
     });
-    Ok(([CACHE], Json(body)).into_response())
+    Ok(Json(body).into_response())
 }
 
 fn completeness_csv(view: &CompletenessView) -> Result<Response, Error> {
@@ -486,6 +576,231 @@ fn completeness_csv(view: &CompletenessView) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+
+    use agriportal_platform::consumer::{self, Decoded};
+    use agriportal_platform::reference::Partner;
+    use agriportal_platform::storage::Database;
+    use agriportal_platform::Config;
+    use agriportal_proto::marketplace::v1 as mpb;
+    use axum::http::{HeaderMap, Method};
+    use tower::ServiceExt;
+
+    use crate::consumer::Rollup;
+    use crate::domain::Deltas;
+    use crate::store::SqlStore;
+
+    /// The API over a fresh SQLite store, and the database to change its figures in.
+    async fn api(dir: &std::path::Path) -> (Router, Database, Rollup) {
+        let db = Database::connect(&Config::embedded(dir), crate::config::SCHEMA)
+            .await
+            .unwrap();
+        db.migrate(&crate::store::migrations()).await.unwrap();
+        let store = Arc::new(SqlStore::new(db.clone()));
+        (
+            router(Dashboard::new(store.clone())),
+            db,
+            Rollup::new(store),
+        )
+    }
+
+    /// A sale of `grams` in Hồ Chí Minh City, applied as the consumer applies it.
+    async fn sell(db: &Database, rollup: &Rollup, id: &str, grams: i64) {
+        let event = mpb::SalesRecorded {
+            event_id: id.into(),
+            partner: Partner::Postmart.to_proto() as i32,
+            batch_id: "b".into(),
+            recorded_at_ms: 1_700_000_000_000,
+            changes: vec![mpb::SalesChange {
+                record_id: id.into(),
+                previous: None,
+                current: Some(mpb::SalesFigures {
+                    sale_date: "2026-11-02".into(),
+                    province_code: "79".into(),
+                    category: "fruit".into(),
+                    quantity_grams: grams,
+                    value_vnd: grams * 3,
+                    orders: 1,
+                    ..Default::default()
+                }),
+            }],
+        };
+        let mut deltas = Deltas::default();
+        deltas.add_sales(&event).unwrap();
+        let event = Decoded {
+            event_id: id.into(),
+            event: deltas,
+        };
+        consumer::apply(db, rollup, &[&event]).await.unwrap();
+    }
+
+    async fn call(
+        api: &Router,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = api
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, body.to_vec())
+    }
+
+    fn etag(headers: &HeaderMap) -> String {
+        headers[header::ETAG].to_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn answers_carry_a_tag_of_their_bytes_and_a_matching_request_gets_304() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, db, rollup) = api(dir.path()).await;
+        sell(&db, &rollup, "e1", 1_000).await;
+        for path in [
+            "/v1/national",
+            "/v1/provinces",
+            "/v1/provinces/79",
+            "/v1/timeseries?metric=sales_grams&from=2026-11-01&to=2026-11-03",
+            "/v1/indicators",
+            "/v1/indicators?format=csv",
+            "/v1/completeness?period=202611",
+            "/v1/completeness?period=202611&format=csv",
+        ] {
+            let (status, headers, body) = call(&api, Method::GET, path, &[]).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{path}: {}",
+                String::from_utf8_lossy(&body)
+            );
+            let tag = etag(&headers);
+            assert_eq!(
+                tag,
+                http::entity_tag(&body),
+                "{path}: the tag is of the bytes"
+            );
+            assert_eq!(headers[header::CACHE_CONTROL], CACHE_CONTROL, "{path}");
+            let (_, again, same) = call(&api, Method::GET, path, &[]).await;
+            assert_eq!((etag(&again), &same), (tag.clone(), &body), "{path}");
+            let (status, head, empty) = call(&api, Method::HEAD, path, &[]).await;
+            assert_eq!(
+                (status, etag(&head)),
+                (StatusCode::OK, tag.clone()),
+                "{path}"
+            );
+            assert!(empty.is_empty(), "{path}: HEAD has no body");
+            let list = format!("\"0123\", W/{tag}");
+            for conditions in [tag.as_str(), list.as_str(), "*"] {
+                let (status, headers, body) =
+                    call(&api, Method::GET, path, &[("if-none-match", conditions)]).await;
+                assert_eq!(status, StatusCode::NOT_MODIFIED, "{path} {conditions}");
+                assert!(body.is_empty(), "{path}: a 304 has no body");
+                assert_eq!(etag(&headers), tag, "{path}");
+                assert_eq!(headers[header::CACHE_CONTROL], CACHE_CONTROL, "{path}");
+                assert!(!headers.contains_key(header::CONTENT_TYPE), "{path}");
+            }
+        }
+        // The figures change: a new tag, and the old one gets the new figures.
+        let (_, before, old_body) = call(&api, Method::GET, "/v1/national", &[]).await;
+        let old = etag(&before);
+        sell(&db, &rollup, "e2", 500).await;
+        let (status, after, body) = call(
+            &api,
+            Method::GET,
+            "/v1/national",
+            &[("if-none-match", &old)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_ne!(etag(&after), old);
+        assert_ne!(body, old_body);
+        let national: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(national["sales"]["grams"], 1_500, "{national}");
+        // A province the sale was not in keeps its tag.
+        let (_, hanoi, _) = call(&api, Method::GET, "/v1/provinces/01", &[]).await;
+        sell(&db, &rollup, "e3", 1).await;
+        let (status, _, _) = call(
+            &api,
+            Method::GET,
+            "/v1/provinces/01",
+            &[("if-none-match", &etag(&hanoi))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn errors_are_never_stored_and_any_origin_may_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, db, _) = api(dir.path()).await;
+        for path in [
+            "/v1/provinces/999",
+            "/v1/timeseries?metric=nope",
+            "/v1/indicators?format=xlsx",
+            "/v2/national",
+        ] {
+            let (status, headers, _) =
+                call(&api, Method::GET, path, &[("if-none-match", "*")]).await;
+            assert!(status.is_client_error(), "{path}: {status}");
+            assert_eq!(headers[header::CACHE_CONTROL], NO_STORE, "{path}");
+            assert!(!headers.contains_key(header::ETAG), "{path}");
+            assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
+        }
+        // A preflight from another site: any origin, GET and HEAD, never credentials.
+        let (status, headers, body) = call(
+            &api,
+            Method::OPTIONS,
+            "/v1/national",
+            &[
+                ("origin", "https://example.org"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "if-none-match"),
+            ],
+        )
+        .await;
+        assert!(status.is_success(), "{status}");
+        assert!(body.is_empty());
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap();
+        assert!(
+            methods.contains("GET") && methods.contains("HEAD"),
+            "{methods}"
+        );
+        assert!(!methods.contains("POST"), "{methods}");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS], "*");
+        assert!(headers.contains_key(header::ACCESS_CONTROL_MAX_AGE));
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        // The read itself: the tag is exposed to the page's script; the answer does not
+        // depend on the origin, so caches are not split by it.
+        let (status, headers, _) = call(
+            &api,
+            Method::GET,
+            "/v1/national",
+            &[("origin", "https://example.org")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        let exposed = headers[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(exposed.contains("etag"), "{exposed}");
+        assert!(!headers.contains_key(header::VARY), "{headers:?}");
+        db.close().await;
+    }
 
     #[test]
     fn formula_cells_are_neutralised_and_decimals_keep_their_text() {

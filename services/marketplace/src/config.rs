@@ -34,7 +34,22 @@ pub struct MarketplaceConfig {
         default_value_t = DEFAULT_PARTNER_BURST_RECORDS
     )]
     pub partner_burst_records: u32,
+
+    /// Days a batch's row (its raw request, content hash and result) is kept, from when it was
+    /// received; older rows are pruned every `--prune-interval-seconds`. Within this time a
+    /// batch id sent again answers its first result and changes nothing; after it, the batch
+    /// is applied as a new one (see the README). `0` keeps batches forever.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_MARKETPLACE_BATCH_RETENTION_DAYS",
+        default_value_t = DEFAULT_BATCH_RETENTION_DAYS
+    )]
+    pub marketplace_batch_retention_days: u64,
 }
+
+/// Default of `--marketplace-batch-retention-days`: long enough for any partner's retries
+/// and for an audit of last month's figures.
+pub const DEFAULT_BATCH_RETENTION_DAYS: u64 = 30;
 
 /// Default of `--partner-records-per-second`: well above what a partner sends in normal
 /// operation and what `up --demo` backfills, so only a runaway client meets it.

@@ -16,6 +16,7 @@ pub mod service;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agriportal_platform::access::Access;
 use agriportal_platform::limits::RateLimiter;
@@ -71,8 +72,22 @@ impl Service for Marketplace {
         .map(Arc::new);
         let ingest = Arc::new(Ingest::new(store, Limits::default(), rates));
         let auth = ctx.shared.auth.clone();
-        Ok(Running::new()
+        let mut running = Running::new()
             .grpc(grpc::ingest_server(ingest.clone(), auth.clone()))
-            .grpc(grpc::audit_server(ingest, auth)))
+            .grpc(grpc::audit_server(ingest, auth));
+        let days = ctx.config.marketplace_batch_retention_days;
+        if days > 0 {
+            running = running.task(
+                "batch retention",
+                agriportal_platform::retention::run(
+                    ctx.db.clone(),
+                    store::BATCHES,
+                    Duration::from_secs(days.saturating_mul(86_400)),
+                    ctx.shared.config.prune_interval(),
+                    ctx.shared.shutdown.clone(),
+                ),
+            );
+        }
+        Ok(running)
     }
 }

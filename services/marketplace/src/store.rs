@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use agriportal_platform::outbox::{self, Outbox, OutboxEvent};
 use agriportal_platform::reference::Partner;
+use agriportal_platform::retention::Prune;
 use agriportal_platform::storage::{json_rows, now_ms, Database, Migrations};
 use agriportal_platform::{outbox_bind, with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1 as pb;
@@ -26,6 +27,13 @@ pub fn migrations() -> Migrations {
         sqlx::migrate!("./migrations/sqlite"),
     )
 }
+
+/// The batches table, pruned by age (`--marketplace-batch-retention-days`).
+pub const BATCHES: Prune = Prune {
+    table: "batches",
+    key: "partner, batch_id",
+    time_column: "received_at_ms",
+};
 
 /// A validated batch, ready to apply.
 #[derive(Debug)]

@@ -539,3 +539,84 @@ async fn contract_on_each_backend() {
 async fn concurrent_corrections_on_each_backend() {
     testing::each_backend::<Marketplace, _, _>("mp_concurrent", concurrent_corrections).await;
 }
+
+/// Batches past their retention are pruned a few rows per statement, recent ones are kept and
+/// still answer their first result; a pruned batch id sent again is applied as a new batch,
+/// where the records it carries are held already (unchanged, no second event).
+async fn batch_retention(db: Database) {
+    use agriportal_marketplace::store::BATCHES;
+    use tokio_util::sync::CancellationToken;
+    let store = store(db);
+    let p = Partner::Voso;
+    for i in 0..5 {
+        let id = format!("old{i}");
+        store
+            .push_sales(p, batch(&id, vec![line(&format!("r{i}"), 100)]))
+            .await
+            .unwrap();
+    }
+    store
+        .push_sales(p, batch("recent", vec![line("r9", 100)]))
+        .await
+        .unwrap();
+    // The old batches were received 40 days ago, the cut-off is 30 days.
+    let day_ms = 86_400_000_i64;
+    let now = agriportal_platform::storage::now_ms();
+    with_db!(&store.database().pool, |pool| {
+        sqlx::query("UPDATE batches SET received_at_ms = $1 WHERE batch_id LIKE 'old%'")
+            .bind(now - 40 * day_ms)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let cutoff = now - 30 * day_ms;
+    // One statement deletes at most its limit.
+    assert_eq!(BATCHES.once(store.database(), cutoff, 2).await.unwrap(), 2);
+    let left = |store: &SqlStore| {
+        let pool = store.database().pool.clone();
+        async move {
+            let n: i64 = with_db!(&pool, |pool| {
+                sqlx::query_scalar("SELECT COUNT(*) FROM batches")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            });
+            n
+        }
+    };
+    assert_eq!(left(&store).await, 4);
+    // The rest go in rounds of two (2, then 1): every old batch, none of the recent one.
+    let pruned = BATCHES
+        .all(store.database(), cutoff, 2, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(pruned, 3);
+    assert_eq!(left(&store).await, 1);
+    assert!(store.get_batch(p, "old0").await.unwrap().is_none());
+    let recent = store.get_batch(p, "recent").await.unwrap().unwrap();
+    assert_eq!(recent.accepted, 1);
+    // Within retention the same id answers its first result.
+    let again = store
+        .push_sales(p, batch("recent", vec![line("r9", 100)]))
+        .await
+        .unwrap();
+    assert_eq!((again.accepted, again.unchanged), (1, 0));
+    // Past it, the batch is applied as new: its records are held already, so nothing changes
+    // and no event is written.
+    let before = events(&store).await.len();
+    let replayed = store
+        .push_sales(p, batch("old0", vec![line("r0", 100)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (replayed.accepted, replayed.unchanged, replayed.corrected),
+        (0, 1, 0)
+    );
+    assert_eq!(events(&store).await.len(), before);
+    assert_eq!(store.held_totals(p).await.unwrap().lines, 6);
+}
+
+#[tokio::test]
+async fn batch_retention_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mk_batch_retention", batch_retention).await;
+}

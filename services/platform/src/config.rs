@@ -62,6 +62,21 @@ pub struct Config {
     )]
     pub bus_replicas: usize,
 
+    /// Bytes the JetStream stream may hold. When full it refuses new messages (never drops
+    /// unread ones): the outbox keeps them and the relay retries until old messages age out
+    /// (30 days) or the limit is raised; each refusal counts in
+    /// `agriportal_outbox_publish_failures_total{reason="stream_full"}`, which the
+    /// `AgriportalEventStreamFull` alert (k8s) watches.
+    /// Keep it below the NATS volume (20 GiB in k8s).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_BUS_MAX_BYTES",
+        default_value_t = DEFAULT_BUS_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub bus_max_bytes: u64,
+
     /// Address of the gRPC server (all gRPC services share it).
     #[arg(
         long = "grpc",
@@ -289,7 +304,35 @@ pub struct Config {
         global = true
     )]
     pub partner_max_concurrent_requests: u32,
+
+    /// Days an applied event's id stays in a consuming service's inbox, which drops a second
+    /// delivery of it. Must exceed the stream's maximum message age (30 days), the longest the
+    /// bus can deliver a message again; the default adds a week of margin. `0` keeps ids
+    /// forever.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_INBOX_RETENTION_DAYS",
+        default_value_t = DEFAULT_INBOX_RETENTION_DAYS,
+        global = true
+    )]
+    pub inbox_retention_days: u64,
+
+    /// Seconds between two rounds of each pruning task (inbox ids, raw batch requests).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_PRUNE_INTERVAL_SECONDS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub prune_interval_seconds: u64,
 }
+
+/// Default of `--bus-max-bytes`: 16 GiB, four fifths of the NATS file store's 20 GiB volume.
+pub const DEFAULT_BUS_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+/// Default of `--inbox-retention-days`: the stream's maximum age (30 days) and a week.
+pub const DEFAULT_INBOX_RETENTION_DAYS: u64 = 37;
 
 /// Default of `--partner-max-concurrent-requests`: a quarter of the default process limit (64),
 /// so both partners at their cap still leave half of it free.
@@ -334,6 +377,27 @@ impl Config {
         self.database_url.is_some() && self.nats_url.is_some()
     }
 
+    /// How long inbox ids are kept (`None`: forever), or an error when that is not longer
+    /// than the bus can deliver a message again (the stream's maximum age).
+    pub fn inbox_retention(&self) -> anyhow::Result<Option<Duration>> {
+        if self.inbox_retention_days == 0 {
+            return Ok(None);
+        }
+        let retention = Duration::from_secs(self.inbox_retention_days.saturating_mul(86_400));
+        anyhow::ensure!(
+            retention > crate::bus::MAX_AGE,
+            "--inbox-retention-days {} must exceed the stream's maximum age ({} days), or be 0",
+            self.inbox_retention_days,
+            crate::bus::MAX_AGE.as_secs() / 86_400
+        );
+        Ok(Some(retention))
+    }
+
+    /// Time between two rounds of each pruning task.
+    pub fn prune_interval(&self) -> Duration {
+        Duration::from_secs(self.prune_interval_seconds)
+    }
+
     /// A configuration with every default and the given data directory, for tests and tools.
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         Config {
@@ -343,6 +407,7 @@ impl Config {
             nats_url: None,
             bus_prefix: "agriportal".into(),
             bus_replicas: 1,
+            bus_max_bytes: DEFAULT_BUS_MAX_BYTES,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_secret: None,
@@ -366,6 +431,8 @@ impl Config {
             http_rate_max_clients: 100_000,
             http_client_address_header: None,
             partner_max_concurrent_requests: DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
+            inbox_retention_days: DEFAULT_INBOX_RETENTION_DAYS,
+            prune_interval_seconds: 3600,
         }
     }
 }

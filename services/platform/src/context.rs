@@ -41,9 +41,14 @@ impl Context {
     /// Connects the bus and the platform store and loads the token secret.
     pub async fn open(config: Config) -> anyhow::Result<Context> {
         let bus: Arc<dyn Bus> = match &config.nats_url {
-            Some(url) => JetStreamBus::connect(url, &config.bus_prefix, config.bus_replicas)
-                .await
-                .with_context(|| format!("connecting to NATS at {url}"))?,
+            Some(url) => JetStreamBus::connect(
+                url,
+                &config.bus_prefix,
+                config.bus_replicas,
+                config.bus_max_bytes,
+            )
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?,
             None => InProcessBus::open(&config.data_dir.join("bus.sqlite"), &config.bus_prefix)
                 .await
                 .context("opening the in-process bus")?,

@@ -402,6 +402,67 @@ pub async fn not_found(uri: axum::http::Uri) -> crate::Error {
     crate::Error::not_found(format!("no such page or API route: `{path}`"))
 }
 
+/// A strong entity tag (`ETag`) of `body`: the first 96 bits of its SHA-256, in hex, quoted.
+/// Derived from the exact bytes and nothing else, so every replica that serves the same bytes
+/// gives the same tag (a reader balanced between replicas still gets its `304`), and any
+/// change of a byte changes it. SHA-256 rather than a 64-bit hash, because a strong tag
+/// promises byte-equality: a collision would hide a change; it runs on the CPU's SHA
+/// instructions where there are any (sha2 detects them), a few microseconds for a dashboard's
+/// JSON.
+pub fn entity_tag(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(body);
+    let mut tag = String::with_capacity(26);
+    tag.push('"');
+    for b in digest.iter().take(12) {
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut tag, format_args!("{b:02x}"));
+    }
+    tag.push('"');
+    tag
+}
+
+/// Whether the request's `If-None-Match` matches `etag` (a tag from [`entity_tag`]), so the
+/// answer is `304 Not Modified`: per RFC 9110 §13.1.2, `*` matches any current
+/// representation, and otherwise any entity tag of the list (over every `If-None-Match` line)
+/// by the weak comparison (`W/"x"` matches `"x"`, as caches that weakened a tag send it back).
+/// Tags are parsed, not split on commas, since a tag may hold a comma; a malformed list
+/// matches nothing, so the reader gets the full answer.
+pub fn if_none_match(request: &http::HeaderMap, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|list| list_matches(list, ours))
+}
+
+/// One `If-None-Match` field value against the opaque tag `ours` (quotes included).
+fn list_matches(list: &str, ours: &str) -> bool {
+    if list.trim() == "*" {
+        return true;
+    }
+    let mut rest = list;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return false;
+        }
+        let opaque = rest.strip_prefix("W/").unwrap_or(rest);
+        let Some(inner) = opaque.strip_prefix('"') else {
+            return false;
+        };
+        let Some(end) = inner.find('"') else {
+            return false;
+        };
+        // `opaque[..end + 2]` is the quoted tag: the opening quote, `end` bytes, the closing one.
+        if &opaque[..end + 2] == ours {
+            return true;
+        }
+        rest = &inner[end + 1..];
+    }
+}
+
 /// Gives axum's own `405 Method Not Allowed` (which carries the route's `Allow` header) a JSON
 /// body naming the method, the path and what is allowed, like every other refusal.
 async fn explain_method_not_allowed(
@@ -442,6 +503,59 @@ async fn explain_method_not_allowed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn conditional(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(header::IF_NONE_MATCH, v.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn entity_tags_follow_the_bytes_and_if_none_match_follows_rfc_9110() {
+        let tag = entity_tag(b"{\"sales\":1}");
+        assert_eq!(tag, entity_tag(b"{\"sales\":1}"), "same bytes, same tag");
+        assert_ne!(
+            tag,
+            entity_tag(b"{\"sales\":2}"),
+            "one byte more, another tag"
+        );
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 26,
+            "{tag}"
+        );
+        assert!(http::HeaderValue::from_str(&tag).is_ok());
+        let other = entity_tag(b"other");
+        for (values, fresh) in [
+            (vec![tag.as_str()], true),
+            (vec!["*"], true),
+            (vec![" * "], true),
+            (vec![other.as_str()], false),
+            (vec![], false),
+        ] {
+            assert_eq!(
+                if_none_match(&conditional(&values), &tag),
+                fresh,
+                "{values:?}"
+            );
+        }
+        let list = format!("{other}, W/{tag}");
+        assert!(
+            if_none_match(&conditional(&[&list]), &tag),
+            "a list, weakly"
+        );
+        let lines = [other.as_str(), tag.as_str()];
+        assert!(if_none_match(&conditional(&lines), &tag), "several lines");
+        // A comma inside a tag does not split it; what follows is still read.
+        let comma = format!("\"a,{}\", {tag}", &tag[1..25]);
+        assert!(if_none_match(&conditional(&[&comma]), &tag), "{comma}");
+        let inside = format!("\"x,{}", &tag[1..]);
+        assert!(!if_none_match(&conditional(&[&inside]), &tag), "{inside}");
+        // Without quotes it is no tag at all.
+        assert!(!if_none_match(&conditional(&[&tag[1..25]]), &tag));
+        assert!(!if_none_match(&conditional(&["\"unterminated"]), &tag));
+    }
 
     fn edge(header: Option<&str>) -> Edge {
         let mut limits = crate::Config::embedded("unused").http_limits();

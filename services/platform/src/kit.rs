@@ -436,6 +436,18 @@ async fn run(
                 &ctx.tasks,
             )
         });
+        // Consumers' inbox ids, once the bus can no longer deliver their events again.
+        if !descriptor.consumes.is_empty() {
+            if let Some(retention) = ctx.config.inbox_retention()? {
+                ctx.tasks.spawn(crate::retention::run(
+                    db.clone(),
+                    crate::retention::INBOX,
+                    retention,
+                    ctx.config.prune_interval(),
+                    ctx.shutdown.clone(),
+                ));
+            }
+        }
         let service_ctx = ServiceContext {
             config: settings.section_of(descriptor.name)?,
             shared: ctx.clone(),

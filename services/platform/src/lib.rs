@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod period;
 pub mod reconcile;
 pub mod reference;
+pub mod retention;
 pub mod service;
 pub mod storage;
 pub mod telemetry;

@@ -249,9 +249,38 @@ async fn relay_once(db: &Database, bus: &dyn Bus) -> anyhow::Result<usize> {
     }
     tx.commit().await?;
     if let Some(err) = failure {
+        count_publish_failure(&err);
         return Err(err.into());
     }
     Ok(sent.len())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, crate::metrics::EncodeLabelSet)]
+struct FailureLabels {
+    reason: &'static str,
+}
+
+/// Counts a relay round that failed to publish (metric `agriportal_outbox_publish_failures`,
+/// by reason): `stream_full` is what the `AgriportalEventStreamFull` alert watches.
+fn count_publish_failure(err: &crate::bus::BusError) {
+    use crate::bus::BusError;
+    static FAILURES: std::sync::OnceLock<
+        crate::metrics::Family<FailureLabels, crate::metrics::Counter>,
+    > = std::sync::OnceLock::new();
+    let reason = match err {
+        BusError::Full(_) => "stream_full",
+        BusError::Unavailable(_) => "unavailable",
+        BusError::Other(_) => "refused",
+    };
+    FAILURES
+        .get_or_init(|| {
+            crate::metrics::counter_family(
+                "agriportal_outbox_publish_failures",
+                "Outbox relay rounds whose publishing failed (the rows stay and are retried), by reason",
+            )
+        })
+        .get_or_create(&FailureLabels { reason })
+        .inc();
 }
 
 async fn prune(db: &Database) -> anyhow::Result<()> {
@@ -278,6 +307,55 @@ pub async fn pending(db: &Database) -> Result<i64, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream at its `max_bytes` refuses what does not fit; the relay marks sent only what the
+    /// stream stored and keeps the other rows for its next round.
+    #[tokio::test]
+    async fn a_full_stream_leaves_the_rows_unsent() {
+        use crate::bus::{stream_name, BusError, JetStreamBus};
+        let Some(url) = crate::testing::nats_url("relay_full_stream").await else {
+            return;
+        };
+        let prefix = crate::testing::unique_prefix("relayfull");
+        let bus = JetStreamBus::connect(&url, &prefix, 1, 4096).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(&crate::Config::embedded(dir.path()), "relay")
+            .await
+            .unwrap();
+        db.migrate(&crate::storage::Migrations::kit_only())
+            .await
+            .unwrap();
+        for i in 0..20 {
+            with_db!(&db.pool, |pool| {
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, subject, headers, payload, created_at_ms) \
+                     VALUES ($1, 'test.full', '[]', $2, 0)",
+                )
+                .bind(format!("event-{i}"))
+                .bind(vec![7u8; 512])
+                .execute(pool)
+                .await
+                .unwrap();
+            });
+        }
+        let err = relay_once(&db, bus.as_ref()).await.unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<BusError>(), Some(BusError::Full(_))),
+            "{err:#}"
+        );
+        let left = pending(&db).await.unwrap();
+        assert!(left > 0 && left < 20, "{left} rows left unsent");
+        // What is marked sent is exactly what the stream holds.
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(stream_name(&prefix)).await.unwrap();
+        let stored = stream.info().await.unwrap().state.messages;
+        assert_eq!(stored, u64::try_from(20 - left).unwrap());
+        // Still full: the next round sends nothing and keeps every row.
+        assert!(relay_once(&db, bus.as_ref()).await.is_err());
+        assert_eq!(pending(&db).await.unwrap(), left);
+        js.delete_stream(stream_name(&prefix)).await.unwrap();
+    }
 
     #[test]
     fn renumbered_insert_is_the_same_statement() {

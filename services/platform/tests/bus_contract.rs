@@ -544,7 +544,7 @@ impl Nats {
     async fn start(test: &str, name: &str) -> Option<Nats> {
         let url = nats_url(test).await?;
         let prefix = unique_prefix(name);
-        let bus = JetStreamBus::connect(&url, &prefix, 1)
+        let bus = JetStreamBus::connect(&url, &prefix, 1, 1 << 30)
             .await
             .expect("JetStream bus");
         assert_eq!(bus.stream(), stream_name(&prefix));
@@ -564,10 +564,83 @@ impl Nats {
     }
 }
 
+/// A stream at its `max_bytes` refuses new messages with `BusError::Full` and keeps every one
+/// it stored (`DiscardPolicy::New`: nothing unread is dropped to make room). The in-process
+/// bus has no byte limit: it serves the embedded mode only, its file in the data directory
+/// beside the SQLite stores, bounded by the same 30 days' maximum age.
+#[tokio::test]
+async fn jetstream_full_stream_refuses_publishes_and_keeps_what_it_stored() {
+    let Some(url) = nats_url("bus_contract_full").await else {
+        return;
+    };
+    let prefix = unique_prefix("busfull");
+    let bus = JetStreamBus::connect(&url, &prefix, 1, 4096)
+        .await
+        .expect("JetStream bus");
+    let mut stored = 0u64;
+    let mut refusal = None;
+    for i in 0..100 {
+        let mut m = message("a.full", &format!("m{i}"));
+        m.payload = Bytes::from(vec![1u8; 512]);
+        match bus.publish(m).await {
+            Ok(_) => stored += 1,
+            Err(err) => {
+                refusal = Some(err);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refusal, Some(agriportal_platform::bus::BusError::Full(_))),
+        "{refusal:?} after {stored} messages"
+    );
+    assert!(stored > 0);
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(stream_name(&prefix)).await.expect("stream");
+    let state = stream.info().await.expect("stream info").state.clone();
+    assert_eq!(state.messages, stored);
+    assert_eq!(state.first_sequence, 1, "the oldest message was dropped");
+    js.delete_stream(stream_name(&prefix))
+        .await
+        .expect("delete the test stream");
+}
+
+/// A stream made before the byte limit (discarding old messages, unbounded) is updated in
+/// place on connect: an upgrade needs no manual step.
+#[tokio::test]
+async fn jetstream_existing_stream_gets_the_byte_limit_in_place() {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy};
+    let Some(url) = nats_url("bus_contract_upgrade").await else {
+        return;
+    };
+    let prefix = unique_prefix("busupgrade");
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(Config {
+        name: stream_name(&prefix),
+        subjects: vec![format!("{prefix}.>")],
+        discard: DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .expect("the old stream");
+    JetStreamBus::connect(&url, &prefix, 1, 4096)
+        .await
+        .expect("JetStream bus");
+    let mut stream = js.get_stream(stream_name(&prefix)).await.expect("stream");
+    let config = stream.info().await.expect("stream info").config.clone();
+    assert_eq!(config.discard, DiscardPolicy::New);
+    assert_eq!(config.max_bytes, 4096);
+    js.delete_stream(stream_name(&prefix))
+        .await
+        .expect("delete the test stream");
+}
+
 #[tokio::test]
 async fn jetstream_connect_to_nothing_is_unavailable() {
     let started = Instant::now();
-    let err = JetStreamBus::connect("nats://127.0.0.1:1", "t", 1)
+    let err = JetStreamBus::connect("nats://127.0.0.1:1", "t", 1, 1 << 30)
         .await
         .expect_err("nothing listens on port 1");
     assert!(

@@ -15,7 +15,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sha2::{Digest, Sha256};
 
 use crate::assets::{self, assets};
 use crate::backend::Backend;
@@ -303,23 +302,15 @@ pub fn html<T: Template>(
                 .into_response();
         }
     };
-    let tag: String = Sha256::digest(body.as_bytes())
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let etag = format!("\"{tag}\"");
+    let etag = agriportal_platform::http::entity_tag(body.as_bytes());
     let private = visit.session.is_some() || body.contains("name=\"csrf\"");
     let cache = if private {
         "private, no-store"
     } else {
         "public, max-age=5"
     };
-    let fresh = status == StatusCode::OK
-        && request
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let fresh =
+        status == StatusCode::OK && agriportal_platform::http::if_none_match(request, &etag);
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {

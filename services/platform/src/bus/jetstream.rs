@@ -52,9 +52,6 @@ const MIN_EXPIRES: Duration = Duration::from_millis(10);
 /// The stream's de-duplication window (`Nats-Msg-Id`).
 const DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
-/// The stream's maximum message age.
-const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
 /// Longest wait between two reconnection attempts after the connection to NATS is lost.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
@@ -79,8 +76,18 @@ pub struct JetStreamBus {
 impl JetStreamBus {
     /// Connects to NATS at `url` and creates (or updates) the stream [`stream_name`]`(prefix)`
     /// on subjects `<prefix>.>`: file storage, 2 minutes of de-duplication, `replicas`
-    /// replicas, messages kept 30 days. Later disconnections are repaired by async-nats.
-    pub async fn connect(url: &str, prefix: &str, replicas: usize) -> Result<Arc<Self>, BusError> {
+    /// replicas, messages kept 30 days, at most `max_bytes`. Later disconnections are repaired
+    /// by async-nats.
+    ///
+    /// A full stream refuses new messages (`DiscardPolicy::New`, publish fails with
+    /// [`BusError::Full`]) rather than dropping its oldest (`Old`), which a lagging consumer
+    /// may not have read yet: the relay keeps the outbox rows and retries, so nothing is lost.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        replicas: usize,
+        max_bytes: u64,
+    ) -> Result<Arc<Self>, BusError> {
         check_subject(prefix, false)?;
         if replicas == 0 {
             return Err(BusError::Other(
@@ -104,9 +111,10 @@ impl JetStreamBus {
             subjects: vec![format!("{prefix}.>")],
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
-            discard: DiscardPolicy::Old,
+            discard: DiscardPolicy::New,
+            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
             duplicate_window: DEDUP_WINDOW,
-            max_age: MAX_AGE,
+            max_age: super::MAX_AGE,
             num_replicas: replicas,
             ..Default::default()
         };
@@ -177,6 +185,11 @@ impl Bus for JetStreamBus {
         .await
         .map_err(|_| BusError::Unavailable("publishing: timed out waiting for JetStream".into()))?
         .map_err(|e| match e.kind() {
+            // JetStream's refusal of a full stream (error 10054, "maximum bytes exceeded") has
+            // no kind of its own in async-nats.
+            _ if e.to_string().contains("maximum bytes exceeded") => {
+                BusError::Full(format!("publishing: {e}"))
+            }
             PublishErrorKind::WrongLastMessageId
             | PublishErrorKind::WrongLastSequence
             | PublishErrorKind::MaxPayloadExceeded => BusError::Other(format!("publishing: {e}")),

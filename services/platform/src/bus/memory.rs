@@ -32,7 +32,7 @@ use super::{Acker, Bus, BusError, BusKind, Consumer, ConsumerSpec, Delivery, Mes
 const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(2 * 60);
 
 /// Default maximum age of a message, the same as the JetStream stream's `max_age`.
-const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const DEFAULT_MAX_AGE: Duration = super::MAX_AGE;
 
 /// Automatic pruning runs at most this often, piggybacking on publishes and acks, so that
 /// neither needs a background task nor pays for a scan every time.

@@ -17,6 +17,10 @@ use bytes::Bytes;
 pub use jetstream::JetStreamBus;
 pub use memory::InProcessBus;
 
+/// The stream's maximum message age (both buses): the longest a message can be delivered again,
+/// so the least time a consumer's inbox must remember an applied event's id.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 60 * 60);
+
 /// A message on the bus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -67,6 +71,10 @@ pub enum BusError {
     /// The broker refused the request.
     #[error("event bus error: {0}")]
     Other(String),
+    /// The stream is at its `max_bytes` and refuses new messages (it never drops stored ones to
+    /// make room); publishing works again once old messages age out or the limit is raised.
+    #[error("event stream full: {0}")]
+    Full(String),
 }
 
 /// A durable publish/subscribe bus.
