@@ -67,12 +67,14 @@ pub struct Config {
     /// (30 days) or the limit is raised; each refusal counts in
     /// `agriportal_outbox_publish_failures_total{reason="stream_full"}`, which the
     /// `AgriportalEventStreamFull` alert (k8s) watches.
-    /// Keep it below the NATS volume (20 GiB in k8s).
+    /// Keep it below the NATS volume (k8s sets 16 GiB of its 20 GiB). 0, the default, sets no
+    /// limit: JetStream reserves a stream's `max_bytes` from its server's store when the stream
+    /// is created, and refuses one larger than what is left, so a default limit would stop the
+    /// services on any NATS with a smaller store (and streams of tests add up).
     #[arg(
         long,
         env = "AGRIPORTAL_BUS_MAX_BYTES",
         default_value_t = DEFAULT_BUS_MAX_BYTES,
-        value_parser = clap::value_parser!(u64).range(1..),
         global = true
     )]
     pub bus_max_bytes: u64,
@@ -328,8 +330,8 @@ pub struct Config {
     pub prune_interval_seconds: u64,
 }
 
-/// Default of `--bus-max-bytes`: 16 GiB, four fifths of the NATS file store's 20 GiB volume.
-pub const DEFAULT_BUS_MAX_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+/// Default of `--bus-max-bytes`: no limit (deployments set theirs; k8s 16 GiB).
+pub const DEFAULT_BUS_MAX_BYTES: u64 = 0;
 
 /// Default of `--inbox-retention-days`: the stream's maximum age (30 days) and a week.
 pub const DEFAULT_INBOX_RETENTION_DAYS: u64 = 37;

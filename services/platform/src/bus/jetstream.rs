@@ -76,7 +76,7 @@ pub struct JetStreamBus {
 impl JetStreamBus {
     /// Connects to NATS at `url` and creates (or updates) the stream [`stream_name`]`(prefix)`
     /// on subjects `<prefix>.>`: file storage, 2 minutes of de-duplication, `replicas`
-    /// replicas, messages kept 30 days, at most `max_bytes`. Later disconnections are repaired
+    /// replicas, messages kept 30 days, at most `max_bytes` (0: no limit). Later disconnections are repaired
     /// by async-nats.
     ///
     /// A full stream refuses new messages (`DiscardPolicy::New`, publish fails with
@@ -112,7 +112,11 @@ impl JetStreamBus {
             storage: StorageType::File,
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::New,
-            max_bytes: i64::try_from(max_bytes).unwrap_or(i64::MAX),
+            // 0: no limit (JetStream's -1).
+            max_bytes: match max_bytes {
+                0 => -1,
+                n => i64::try_from(n).unwrap_or(i64::MAX),
+            },
             duplicate_window: DEDUP_WINDOW,
             max_age: super::MAX_AGE,
             num_replicas: replicas,
