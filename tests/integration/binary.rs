@@ -118,12 +118,13 @@ fn serve_refuses_the_in_process_bus_and_says_what_to_set() {
     );
 }
 
-#[tokio::test]
-async fn up_serves_a_partner_push_made_with_a_cli_token() {
-    let dir = tempfile::tempdir().expect("dir");
+/// Starts `agriportal up` on free ports with its data in `dir` and waits until it is ready:
+/// the process, its gRPC port and its public HTTP port (the admin port is its own, so tests
+/// running at once never share the default 9090).
+async fn start_up(dir: &std::path::Path) -> (Running, u16, u16) {
     let (grpc, http, admin) = (free_port(), free_port(), free_port());
     let up = Running(
-        command(dir.path())
+        command(dir)
             .args([
                 "--grpc",
                 &format!("127.0.0.1:{grpc}"),
@@ -138,6 +139,13 @@ async fn up_serves_a_partner_push_made_with_a_cli_token() {
             .expect("start up"),
     );
     wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
+    (up, grpc, http)
+}
+
+#[tokio::test]
+async fn up_serves_a_partner_push_made_with_a_cli_token() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (up, grpc, http) = start_up(dir.path()).await;
     // Minted by another process while `up` runs: works at once.
     let token = mint(dir.path(), "postmart", &[]);
     let mut client = partner_client(&format!("127.0.0.1:{grpc}"), Some(&token))
@@ -455,23 +463,7 @@ async fn sixteen_megabytes_of_empty_records_cost_a_small_multiple_of_their_size(
     const ATTACK: usize = 16 * 1000 * 1000;
     const AT_ONCE: usize = 4;
     let dir = tempfile::tempdir().expect("dir");
-    let (grpc, http, admin) = (free_port(), free_port(), free_port());
-    let up = Running(
-        command(dir.path())
-            .args([
-                "--grpc",
-                &format!("127.0.0.1:{grpc}"),
-                "--http",
-                &format!("127.0.0.1:{http}"),
-                "--admin-http",
-                &format!("127.0.0.1:{admin}"),
-                "up",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start up"),
-    );
-    wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
+    let (up, grpc, _http) = start_up(dir.path()).await;
     let token = mint(dir.path(), "postmart", &[]);
     let message = empty_records_message(ATTACK);
     let call = |token: Option<String>, message: Vec<u8>| async move {
