@@ -1455,8 +1455,14 @@ async fn http_over_the_concurrency_cap_is_shed_with_retry_after_and_slow_request
     let mut held = stalled_form(&app).await;
     // Once the stalled request holds the one slot, others are refused at once, with a hint.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let web = reqwest::Client::new();
     let shed = loop {
-        let response = reqwest::get(&url).await.expect("answered");
+        let response = web
+            .get(&url)
+            .header("origin", "https://dashboard.example.org")
+            .send()
+            .await
+            .expect("answered");
         if response.status() == 503 {
             break response;
         }
@@ -1468,6 +1474,13 @@ async fn http_over_the_concurrency_cap_is_shed_with_retry_after_and_slow_request
             .get("retry-after")
             .and_then(|v| v.to_str().ok()),
         Some("1")
+    );
+    // Readable from another origin, like every edge refusal.
+    assert_eq!(
+        shed.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("*")
     );
     let body: serde_json::Value = shed.json().await.expect("json");
     let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -1522,6 +1535,7 @@ async fn a_client_over_its_http_rate_gets_429_with_retry_after_and_another_does_
     let get = |client: &'static str| {
         web.get(&url)
             .header("x-forwarded-for", format!("198.51.100.9, {client}"))
+            .header("origin", "https://dashboard.example.org")
             .send()
     };
     // The burst passes; past it, within the second it takes to refill, 429 with a hint.
@@ -1538,6 +1552,20 @@ async fn a_client_over_its_http_rate_gets_429_with_retry_after_and_another_does_
     }
     let refused = refused.expect("never refused over the rate");
     assert!(refused.headers().contains_key("retry-after"));
+    // A dashboard on another origin can read the refusal and its hint, to back off.
+    let header = |name: &str| {
+        refused
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("access-control-allow-origin").as_deref(), Some("*"));
+    assert_eq!(
+        header("access-control-expose-headers").as_deref(),
+        Some("retry-after")
+    );
+    assert_eq!(header("access-control-allow-credentials"), None);
     let body: serde_json::Value = refused.json().await.expect("json");
     assert!(
         body["error"]["message"]

@@ -156,32 +156,87 @@ impl From<Error> for tonic::Status {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        if is_transient(&err) {
-            tracing::warn!(error = %err, "database unavailable");
-            return Error::unavailable("the database is unavailable; retry later");
+        match classify(&err) {
+            Some(Transient::Unreachable) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Error::unavailable("the database is unavailable; retry later")
+                    .with_retry_after(DATABASE_RETRY_AFTER)
+            }
+            Some(Transient::OutOfSpace) => {
+                // Loud: an operator must act (grow the volume, prune), and until then every
+                // write fails. Nothing was committed, so nothing acknowledged is lost.
+                tracing::error!(error = %err, "database out of space or failing to write");
+                Error::unavailable(
+                    "the database cannot store this now (out of space or failing to write); \
+                     nothing was stored: retry later",
+                )
+                .with_retry_after(DATABASE_FULL_RETRY_AFTER)
+            }
+            None => Error::internal(err),
         }
-        Error::internal(err)
     }
 }
 
+/// How long a caller is told to wait when the database is unreachable or busy.
+pub const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a caller is told to wait when the database is out of space: an operator has to
+/// act, so retrying at once only adds load.
+pub const DATABASE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a database error may succeed on retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transient {
+    /// Unreachable, starting, shutting down, full of connections, or a lost serialization
+    /// race: retrying soon is expected to work.
+    Unreachable,
+    /// Out of disk, memory or failing I/O: retrying works once an operator has acted.
+    OutOfSpace,
+}
+
 /// Whether a database error says "try again" rather than "this cannot work": the server is
-/// unreachable, starting, shutting down or full of connections, or a transaction lost a
-/// serialization or deadlock race. Callers retry those (an event consumer never parks an event
-/// for them); anything else is a bug or bad data.
+/// unreachable, starting, shutting down or full of connections, a transaction lost a
+/// serialization or deadlock race, or the disk is full. Callers retry those (an event consumer
+/// never parks an event for them); anything else is a bug or bad data.
 pub fn is_transient(err: &sqlx::Error) -> bool {
+    classify(err).is_some()
+}
+
+fn classify(err: &sqlx::Error) -> Option<Transient> {
     match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 40001/40P01: serialization failure, deadlock;
-            // 53300: too many connections; 57P01-57P03: shutdown, crash, starting up.
-            // SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED (another writer, after busy_timeout).
-            code.starts_with("08")
-                || matches!(
-                    code.as_ref(),
-                    "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03" | "5" | "6"
-                )
-        }),
-        _ => false,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            Some(Transient::Unreachable)
+        }
+        sqlx::Error::Database(db) => db.code().and_then(|code| classify_code(&code)),
+        _ => None,
+    }
+}
+
+/// A PostgreSQL SQLSTATE or a SQLite (extended) result code, classified.
+fn classify_code(code: &str) -> Option<Transient> {
+    // PostgreSQL: 08 connection exception; 40001/40P01 serialization failure, deadlock; 53300
+    // too many connections; 57P01-57P03 shutdown, crash, starting up. 53100 disk full, 53200
+    // out of memory, 53000 insufficient resources, 58030 I/O error.
+    if code.starts_with("08")
+        || matches!(
+            code,
+            "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
+        )
+    {
+        return Some(Transient::Unreachable);
+    }
+    if matches!(code, "53000" | "53100" | "53200" | "58030") {
+        return Some(Transient::OutOfSpace);
+    }
+    // SQLite reports extended codes (sqlite3_extended_errcode): the primary code is the low
+    // byte, so SQLITE_BUSY_TIMEOUT (773) is a BUSY (5). 5 BUSY, 6 LOCKED: another writer,
+    // after busy_timeout. 13 FULL: the disk (or max_page_count) is full; 10 IOERR: a write
+    // failed; 7 NOMEM.
+    let primary = code.parse::<i32>().ok()? & 0xff;
+    match primary {
+        5 | 6 => Some(Transient::Unreachable),
+        7 | 10 | 13 => Some(Transient::OutOfSpace),
+        _ => None,
     }
 }
 
@@ -253,6 +308,65 @@ impl axum::response::IntoResponse for Error {
 mod tests {
     use super::*;
     use axum::response::IntoResponse;
+
+    #[test]
+    fn database_codes_are_classified_by_what_a_retry_can_do() {
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "5", "6", "517", "773",
+        ] {
+            assert_eq!(classify_code(code), Some(Transient::Unreachable), "{code}");
+        }
+        for code in ["53100", "53200", "58030", "13", "10", "778", "7"] {
+            assert_eq!(classify_code(code), Some(Transient::OutOfSpace), "{code}");
+        }
+        // Bad data and bugs are not retried: unique violation, syntax error, SQLITE_CONSTRAINT
+        // (and its extended UNIQUE 2067), SQLITE_ERROR.
+        for code in ["23505", "42601", "19", "2067", "1", ""] {
+            assert_eq!(classify_code(code), None, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_reaches_the_caller_as_unavailable_with_a_retry_hint() {
+        use sqlx::{Connection, Executor};
+        // A real SQLITE_FULL: a database capped at a few pages, filled past them.
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        conn.execute("CREATE TABLE t (b BLOB)").await.unwrap();
+        conn.execute("PRAGMA max_page_count = 8").await.unwrap();
+        let mut failure = None;
+        for _ in 0..64 {
+            if let Err(err) = sqlx::query("INSERT INTO t VALUES (zeroblob(4096))")
+                .execute(&mut conn)
+                .await
+            {
+                failure = Some(err);
+                break;
+            }
+        }
+        let failure = failure.expect("the capped database fills up");
+        // The kit's consumer retries such an event rather than parks it.
+        assert!(is_transient(&failure), "{failure}");
+        let err = Error::from(failure);
+        assert_eq!(err.code, ErrorCode::Unavailable);
+        assert_eq!(err.retry_after, Some(DATABASE_FULL_RETRY_AFTER));
+        assert!(
+            err.message.contains("nothing was stored"),
+            "{}",
+            err.message
+        );
+        assert!(!err.permanent);
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_AFTER_MS)
+                .and_then(|v| v.to_str().ok()),
+            Some("30000")
+        );
+    }
 
     #[test]
     fn a_retry_hint_reaches_grpc_metadata_and_http_retry_after() {

@@ -325,13 +325,12 @@ async fn rate_limit(
                 Refusal::OverBurst => Duration::from_secs(1),
             };
             rate_limited_counter().inc();
-            return crate::Error::exhausted(format!(
-                "too many requests from your address: the limit is {} per second                  (--http-rate-per-second); retry after {} ms",
+            return readable_anywhere(&request, crate::Error::exhausted(format!(
+                "too many requests from your address: the limit is {} per second (--http-rate-per-second); retry after {} ms",
                 rate.rate(),
                 wait.as_millis()
             ))
-            .with_retry_after(wait)
-            .into_response();
+            .with_retry_after(wait));
         }
     }
     next.run(request).await
@@ -344,13 +343,12 @@ async fn shed(
 ) -> axum::response::Response {
     let Ok(permit) = edge.permits.clone().try_acquire_owned() else {
         shed_counter().inc();
-        return crate::Error::unavailable(format!(
-            "the server is at its limit of {} concurrent requests (--http-max-concurrent-requests)              and refuses this one rather than queue it: retry after {} s",
+        return readable_anywhere(&request, crate::Error::unavailable(format!(
+            "the server is at its limit of {} concurrent requests (--http-max-concurrent-requests) and refuses this one rather than queue it: retry after {} s",
             edge.max_concurrent,
             HTTP_SHED_RETRY_AFTER.as_secs()
         ))
-        .with_retry_after(HTTP_SHED_RETRY_AFTER)
-        .into_response();
+        .with_retry_after(HTTP_SHED_RETRY_AFTER));
     };
     let response = next.run(request).await;
     // Held until the handler answered; a streamed body is then written without a slot.
@@ -363,15 +361,52 @@ async fn time_limit(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let cross_origin = request.headers().contains_key(http::header::ORIGIN);
     match tokio::time::timeout(edge.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => crate::Error::unavailable(format!(
-            "the request took longer than {} s (--http-request-timeout-seconds); retry later",
-            edge.request_timeout.as_secs()
-        ))
-        .with_retry_after(HTTP_SHED_RETRY_AFTER)
-        .into_response(),
+        Err(_) => {
+            let refusal = crate::Error::unavailable(format!(
+                "the request took longer than {} s (--http-request-timeout-seconds); retry later",
+                edge.request_timeout.as_secs()
+            ))
+            .with_retry_after(HTTP_SHED_RETRY_AFTER)
+            .into_response();
+            if cross_origin {
+                with_open_cors(refusal)
+            } else {
+                refusal
+            }
+        }
     }
+}
+
+/// An edge refusal (rate limit, shedding, time limit) that a page on any origin can read. The
+/// edge answers before the routes' own CORS layers run, so without this a dashboard on another
+/// origin would see an opaque network error instead of a 429 and its `Retry-After`, and could
+/// not back off. A refusal carries no data and credentials are never allowed, so `*` is safe.
+fn readable_anywhere(
+    request: &axum::extract::Request,
+    refusal: crate::Error,
+) -> axum::response::Response {
+    let response = refusal.into_response();
+    if request.headers().contains_key(http::header::ORIGIN) {
+        with_open_cors(response)
+    } else {
+        response
+    }
+}
+
+fn with_open_cors(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        http::HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderValue::from_static("retry-after"),
+    );
+    response
 }
 
 fn shed_counter() -> &'static Counter {
