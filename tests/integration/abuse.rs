@@ -410,7 +410,7 @@ async fn bad_grpc_input(mode: Mode) {
         (
             "17 MiB message, over the server's decode limit",
             push_sales(b"huge", &[sales_record("h1", &vec![b'x'; 17 * MIB])]),
-            refused(Code::ResourceExhausted, &["PushSales", "16777216"]),
+            refused(Code::ResourceExhausted, &["PushSales", "4194304"]),
         ),
     ];
     for (case, message, expect) in &cases {
@@ -517,13 +517,19 @@ async fn bad_grpc_input(mode: Mode) {
             "frame announcing 2 GiB",
             &bearer[..],
             "\0\x7f\x7f\x7f\x7f",
-            refused(Code::ResourceExhausted, &["PushSales", "16777216"]),
+            refused(Code::ResourceExhausted, &["PushSales", "4194304"]),
         ),
         (
             "frame announcing 16 MiB + 1",
             &bearer[..],
             "\0\x01\0\0\x01",
-            refused(Code::ResourceExhausted, &["16777217", "16777216"]),
+            refused(Code::ResourceExhausted, &["16777217", "4194304"]),
+        ),
+        (
+            "frame announcing one byte over the batch limit",
+            &bearer[..],
+            "\0\0\x40\0\x01",
+            refused(Code::ResourceExhausted, &["4194305", "4194304", "split"]),
         ),
         (
             "two messages in a unary call (the second is ignored; the first has no batch id)",

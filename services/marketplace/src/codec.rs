@@ -3,7 +3,8 @@
 //! become eight million records, about 1 GiB, before the batch's 10,000-record limit is
 //! checked. [`BatchDecoder`] first scans the message's protobuf wire format, which costs no
 //! allocation, counting the records (field 2) and, inside each, the entries of its repeated
-//! strings; a message over 4 MiB, over 10,000 records or over [`MAX_REPEATED_ENTRIES`] entries
+//! strings; a message over 4 MiB (which the transport refuses from its frame header before
+//! buffering it), over 10,000 records or over [`MAX_REPEATED_ENTRIES`] entries
 //! is refused before anything is decoded, with the same messages as the envelope check. What
 //! is decoded is then at most a small multiple of the 4 MiB a batch may be.
 //!

@@ -25,8 +25,12 @@ pub fn ingest_server(
     };
     let limits = ingest.limits();
     // The push rpcs decode through the bounded codec: a batch over its limits is refused
-    // from a scan of its wire format, before any record is allocated.
-    let server = BoundedIngest::new(GrpcAdapter { ingest, auth }, limits, MAX_DECODED_BYTES);
+    // from a scan of its wire format, before any record is allocated. Nothing this service
+    // accepts is larger than a batch, so the transport buffers no more than one either: a
+    // frame announcing more is refused from its 5-byte header, before its body is read (with
+    // the platform's 16 MiB, a partner at its cap of calls in flight could hold 256 MiB).
+    let max_message = limits.max_bytes.min(MAX_DECODED_BYTES);
+    let server = BoundedIngest::new(GrpcAdapter { ingest, auth }, limits, max_message);
     InterceptedService::new(server, throttle)
 }
 

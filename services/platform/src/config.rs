@@ -136,7 +136,7 @@ pub struct Config {
 
     /// gRPC requests served at once by this process (health checks excepted); a request over
     /// it is refused at once with RESOURCE_EXHAUSTED and a retry hint instead of being queued,
-    /// which bounds memory (each in-flight ingest call may hold up to 16 MiB).
+    /// which bounds memory (each in-flight ingest call may hold up to one 4 MiB batch).
     #[arg(
         long,
         env = "AGRIPORTAL_MAX_CONCURRENT_REQUESTS",

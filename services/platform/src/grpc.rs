@@ -199,7 +199,7 @@ where
 /// Rewrites the statuses tonic itself produces when it cannot decode a request, before any
 /// handler runs, into the platform's vocabulary: a malformed body is the caller's mistake
 /// (`INVALID_ARGUMENT`, not `INTERNAL`, which tonic answers and which tells the caller nothing
-/// and pages an operator), and a message over [`MAX_DECODED_BYTES`] is a size limit
+/// and pages an operator), and a message over the rpc's size limit (at most [`MAX_DECODED_BYTES`]) is a size limit
 /// (`RESOURCE_EXHAUSTED` naming it, not `OUT_OF_RANGE`).
 ///
 /// tonic answers such failures "trailers-only" (the status in the response headers), which is
@@ -295,14 +295,22 @@ pub fn decode_failure(rpc: &str, code: tonic::Code, message: &str) -> Option<Err
             Some(Error::invalid(format!("the request to {rpc} {detail}")))
         }
         Code::OutOfRange if message.starts_with(TOO_LARGE) => {
-            let found = message
-                .split("found ")
-                .nth(1)
-                .and_then(|rest| rest.split(' ').next())
-                .unwrap_or("more than the limit of");
+            // "…: found {len} bytes, the limit is: {limit} bytes". The limit is the rpc's own
+            // (an ingest rpc's is its batch size), so it is read back rather than assumed.
+            let number_after = |marker: &str| {
+                message
+                    .split(marker)
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            };
+            let found = number_after("found ").unwrap_or("more than the limit of");
+            let limit = number_after("the limit is: ")
+                .map(str::to_owned)
+                .unwrap_or_else(|| MAX_DECODED_BYTES.to_string());
             Some(Error::exhausted(format!(
-                "the request to {rpc} is a message of {found} bytes; the limit is {MAX_DECODED_BYTES} bytes \
-                 (16 MiB) per message, and the rpc's own limits may be lower: split it"
+                "the request to {rpc} is a message of {found} bytes; the limit is {limit} bytes \
+                 per message for this rpc: split it"
             )))
         }
         _ => None,
@@ -341,6 +349,19 @@ mod tests {
         .expect("mapped");
         assert_eq!(err.code, ErrorCode::ResourceExhausted);
         assert!(err.message.contains("20000000") && err.message.contains("16777216"));
+        // The rpc's own limit, as tonic reports it, is the one named.
+        let err = decode_failure(
+            rpc,
+            tonic::Code::OutOfRange,
+            "Error, decoded message length too large: found 4194305 bytes, the limit is: 4194304 bytes",
+        )
+        .expect("mapped");
+        assert!(
+            err.message
+                .contains("4194305 bytes; the limit is 4194304 bytes"),
+            "{}",
+            err.message
+        );
         // Anything else is left alone, in particular our own generic internal errors.
         assert!(decode_failure(
             rpc,
