@@ -141,8 +141,11 @@ pub async fn serve_with(
         .timeout(limits.request_timeout)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // At its age a connection gets GOAWAY: no new streams, and it closes once its calls
+        // end, which the request timeout bounds. No `max_connection_age_grace`: in tonic
+        // 0.14.9 setting it skips the GOAWAY altogether and cuts the connection at age +
+        // grace, in-flight calls included (tests/integration/connections.rs shows both).
         .max_connection_age(limits.max_connection_age)
-        .max_connection_age_grace(limits.request_timeout)
         // Advertised to the client (HTTP/2 SETTINGS) and enforced by the server's HTTP/2 layer:
         // one connection cannot take every slot of the process-wide limit.
         .max_concurrent_streams(limits.max_streams_per_connection)
