@@ -22,6 +22,7 @@
 // `#[test]` functions, not in the helpers they share).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod cluster;
 mod procs;
 mod proxy;
@@ -179,6 +180,17 @@ async fn direct_cluster(name: &str) -> Option<Cluster> {
             .await
             .expect("start the cluster"),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_the_edge_during_ingest_harm_no_partner() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut cluster) = direct_cluster("faults_attacks").await else {
+        return;
+    };
+    if let Err(err) = attacks::attacks_during_ingest(&mut cluster, Size::from_env()).await {
+        panic!("{err:#}\n\n{}", cluster.logs());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
