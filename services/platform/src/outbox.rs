@@ -151,7 +151,7 @@ pub fn spawn_relay(
             }
             if now_ms() - last_prune > 60_000 {
                 last_prune = now_ms();
-                if let Err(err) = prune(&db).await {
+                if let Err(err) = prune(&db, &shutdown).await {
                     tracing::warn!(error = %err, "outbox prune failed");
                 }
             }
@@ -283,16 +283,25 @@ fn count_publish_failure(err: &crate::bus::BusError) {
         .inc();
 }
 
-async fn prune(db: &Database) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
-    with_tx!(&mut tx, |conn| {
-        sqlx::query("DELETE FROM outbox WHERE sent_at_ms IS NOT NULL AND sent_at_ms < $1")
-            .bind(now_ms() - KEEP_SENT_MS)
-            .execute(&mut *conn)
-            .await?;
-    });
-    tx.commit().await?;
-    Ok(())
+/// Sent rows, once older than [`KEEP_SENT_MS`]: unsent rows have no `sent_at_ms`, and `NULL <
+/// cutoff` is never true, so they are never pruned.
+const SENT: crate::retention::Prune = crate::retention::Prune {
+    table: "outbox",
+    key: "seq",
+    time_column: "sent_at_ms",
+};
+
+/// Deletes sent rows past their keeping time, [`crate::retention::PRUNE_BATCH_ROWS`] per
+/// statement: a day of a busy partner's events in one DELETE would hold the outbox's locks
+/// (and the relay, and every push writing to it) for as long as it takes.
+async fn prune(db: &Database, shutdown: &CancellationToken) -> crate::Result<u64> {
+    SENT.all(
+        db,
+        now_ms() - KEEP_SENT_MS,
+        crate::retention::PRUNE_BATCH_ROWS,
+        shutdown,
+    )
+    .await
 }
 
 /// Number of outbox rows not yet published (for metrics, reconciliation and tests).
@@ -355,6 +364,72 @@ mod tests {
         assert!(relay_once(&db, bus.as_ref()).await.is_err());
         assert_eq!(pending(&db).await.unwrap(), left);
         js.delete_stream(stream_name(&prefix)).await.unwrap();
+    }
+
+    /// Sent rows past their keeping time go, in statements of at most a batch; unsent rows
+    /// (however old) and recently sent ones stay.
+    async fn sent_rows_prune(db: &Database) {
+        let old = now_ms() - KEEP_SENT_MS - 60_000;
+        let recent = now_ms() - 60_000;
+        let batch = crate::retention::PRUNE_BATCH_ROWS;
+        let old_sent = 2 * batch + 7;
+        for (i, sent) in (0..old_sent)
+            .map(|_| Some(old))
+            .chain((0..5).map(|_| Some(recent)))
+            .chain((0..5).map(|_| None))
+            .enumerate()
+        {
+            with_db!(&db.pool, |pool| {
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, subject, headers, payload, created_at_ms, sent_at_ms) \
+                     VALUES ($1, 'test.prune', '[]', $2, $3, $4)",
+                )
+                .bind(format!("event-{i}"))
+                .bind(vec![1u8; 8])
+                .bind(old)
+                .bind(sent)
+                .execute(pool)
+                .await
+                .unwrap();
+            });
+        }
+        let shutdown = CancellationToken::new();
+        assert_eq!(
+            prune(db, &shutdown).await.unwrap(),
+            u64::try_from(old_sent).unwrap()
+        );
+        let (left, unsent): (i64, i64) = with_db!(&db.pool, |pool| {
+            sqlx::query_as("SELECT COUNT(*), COUNT(*) - COUNT(sent_at_ms) FROM outbox")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        assert_eq!((left, unsent), (10, 5));
+        assert_eq!(prune(db, &shutdown).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn sent_rows_are_pruned_in_batches_on_each_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Database::connect(&crate::Config::embedded(dir.path()), "relay")
+            .await
+            .unwrap();
+        sqlite
+            .migrate(&crate::storage::Migrations::kit_only())
+            .await
+            .unwrap();
+        sent_rows_prune(&sqlite).await;
+        let Some(url) = crate::testing::fresh_postgres("outbox_prune").await else {
+            return;
+        };
+        let mut config = crate::Config::embedded(dir.path());
+        config.database_url = Some(url);
+        let postgres = Database::connect(&config, "relay").await.unwrap();
+        postgres
+            .migrate(&crate::storage::Migrations::kit_only())
+            .await
+            .unwrap();
+        sent_rows_prune(&postgres).await;
     }
 
     #[test]
