@@ -552,10 +552,16 @@ pub fn classify<T: Keyed + PartialEq + Clone>(
 /// retry, with another hash a conflict. Computed over the decoded request re-encoded, so two
 /// encodings of the same content agree.
 pub fn content_hash(kind: &str, request: &impl Message) -> String {
+    content_hash_of_encoded(kind, &request.encode_to_vec())
+}
+
+/// [`content_hash`] of a request already re-encoded (`encoded` is `request.encode_to_vec()`),
+/// so that a push encodes its batch once for both the hash and the stored copy.
+pub fn content_hash_of_encoded(kind: &str, encoded: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(kind.as_bytes());
     hasher.update([0u8]);
-    hasher.update(request.encode_to_vec());
+    hasher.update(encoded);
     hasher
         .finalize()
         .iter()

@@ -13,7 +13,7 @@ use agriportal_proto::marketplace::v1 as pb;
 use prost::Message;
 
 use crate::config::Limits;
-use crate::domain::{self, check_envelope, content_hash};
+use crate::domain::{self, check_envelope, content_hash_of_encoded};
 use crate::error;
 use crate::store::{Batch, MarketplaceStore};
 
@@ -100,10 +100,12 @@ impl Ingest {
             request.encoded_len(),
         )?;
         let validated = domain::validate_sales(&request.records, &self.limits);
+        // Encoded once: the hash and the stored copy are of the same bytes.
+        let encoded = request.encode_to_vec();
         let batch = Batch {
-            content_hash: content_hash("sales", &request),
+            content_hash: content_hash_of_encoded("sales", &encoded),
             batch_id: request.batch_id.clone(),
-            request: request.encode_to_vec(),
+            request: encoded,
             validated,
         };
         let result = self.store.push_sales(partner, batch).await?;
@@ -124,10 +126,12 @@ impl Ingest {
             request.encoded_len(),
         )?;
         let validated = domain::validate_onboarding(&request.records, &self.limits);
+        // Encoded once: the hash and the stored copy are of the same bytes.
+        let encoded = request.encode_to_vec();
         let batch = Batch {
-            content_hash: content_hash("onboarding", &request),
+            content_hash: content_hash_of_encoded("onboarding", &encoded),
             batch_id: request.batch_id.clone(),
-            request: request.encode_to_vec(),
+            request: encoded,
             validated,
         };
         let result = self.store.push_onboarding(partner, batch).await?;
