@@ -18,4 +18,5 @@ mod indicators;
 mod kit;
 mod reconcile;
 mod support;
+mod tls;
 mod web;
