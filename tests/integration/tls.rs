@@ -20,20 +20,20 @@ use tokio::net::TcpStream;
 use crate::support::{spawn_app_with, Mode};
 
 /// A test CA, and server certificates it signs.
-struct TestCa {
+pub(crate) struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 /// A server certificate (PEM) with its key (PEM) and DER.
-struct Leaf {
-    cert: String,
-    key: String,
+pub(crate) struct Leaf {
+    pub(crate) cert: String,
+    pub(crate) key: String,
     der: Vec<u8>,
 }
 
 impl TestCa {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -48,7 +48,7 @@ impl TestCa {
     }
 
     /// A certificate for localhost and 127.0.0.1 named `cn`, with a key of its own.
-    fn leaf(&self, cn: &str) -> Leaf {
+    pub(crate) fn leaf(&self, cn: &str) -> Leaf {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
