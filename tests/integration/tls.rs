@@ -315,3 +315,117 @@ async fn every_public_listener_serves_tls_and_reloads_its_certificate() {
 fn port(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
 }
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_takes_tls_from_its_environment_and_its_demo_and_health_use_it() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("binary");
+    let files = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (cert, key, ca_file) = (
+        files.path().join("tls.crt"),
+        files.path().join("tls.key"),
+        files.path().join("ca.crt"),
+    );
+    replace(&cert, &leaf.cert);
+    replace(&key, &leaf.key);
+    replace(&ca_file, &ca.pem);
+    let (grpc, http, admin) = (free_port(), free_port(), free_port());
+    let command = |tls: &[(&str, &Path)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_agriportal"));
+        c.env_remove("DATABASE_URL")
+            .env_remove("NATS_URL")
+            .env_remove("AGRIPORTAL_TOKEN_SECRET")
+            .env("AGRIPORTAL_LOG", "warn")
+            .args(["--data-dir", data.path().to_str().unwrap()])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--admin-http", &format!("127.0.0.1:{admin}")]);
+        for (name, value) in tls {
+            c.env(name, value);
+        }
+        c
+    };
+
+    // A certificate without its key is a configuration error that names what is missing.
+    let out = command(&[("AGRIPORTAL_TLS_CERT", &cert)])
+        .arg("up")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("AGRIPORTAL_TLS_KEY"),
+        "{stderr}"
+    );
+
+    let tls = [
+        ("AGRIPORTAL_TLS_CERT", cert.as_path()),
+        ("AGRIPORTAL_TLS_KEY", key.as_path()),
+        ("AGRIPORTAL_TLS_CA", ca_file.as_path()),
+    ];
+    let _up = Child(
+        command(&tls)
+            .args(["up", "--demo"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "up never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // `health` reaches the TLS listener with the same settings.
+    let out = command(&tls).arg("health").output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("SERVING"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The demo's partners push over TLS: their households show on the https API.
+    let reader = https(&ca.pem);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body: serde_json::Value = reader
+            .get(format!("https://localhost:{http}/api/v1/national"))
+            .send()
+            .await
+            .expect("https")
+            .json()
+            .await
+            .unwrap();
+        if body["households"]["onboarded"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's pushes never arrived: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
