@@ -140,8 +140,13 @@ impl ServerTls {
     pub fn reload(&self) -> Reload {
         let (cert, key) = match read_pair(&self.settings) {
             Ok(pair) => pair,
-            // A file missing for a moment (a secret being rewritten) is looked at again next time.
-            Err(err) => return self.refused(None, format!("{err:#}")),
+            // A file missing or unreadable: looked at again next time, reported once per error
+            // (its text stands for the content, so a lasting problem is not logged every poll).
+            Err(err) => {
+                let reason = format!("{err:#}");
+                let now = Sha256::digest(reason.as_bytes()).into();
+                return self.refused(now, reason);
+            }
         };
         let now = digest(&cert, &key);
         if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now {
@@ -159,14 +164,13 @@ impl ServerTls {
                 );
                 Reload::Reloaded
             }
-            Err(err) => self.refused(Some(now), format!("{err:#}")),
+            Err(err) => self.refused(now, format!("{err:#}")),
         }
     }
 
-    fn refused(&self, now: Option<[u8; 32]>, reason: String) -> Reload {
+    fn refused(&self, now: [u8; 32], reason: String) -> Reload {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Reported once per bad content; an unreadable file, each time (it has no content).
-        if now.is_none() || now != Some(*seen) {
+        if *seen != now {
             reload_failures().inc();
             tracing::warn!(
                 cert = %self.settings.cert.display(),
@@ -174,8 +178,6 @@ impl ServerTls {
                 error = %reason,
                 "the TLS certificate files changed but cannot be served; still serving the previous certificate"
             );
-        }
-        if let Some(now) = now {
             *seen = now;
         }
         Reload::Refused(reason)
@@ -409,11 +411,10 @@ fn handshake_failures() -> &'static Counter {
 mod tests {
     use super::*;
 
-    fn pair(dir: &Path, name: &str) -> (String, String) {
+    fn pair(name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
         let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let _ = dir;
         (cert.pem(), key.serialize_pem())
     }
 
@@ -434,14 +435,14 @@ mod tests {
     #[test]
     fn a_bad_pair_is_refused_naming_the_file_and_the_old_one_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let first = pair(dir.path(), "first.test");
+        let first = pair("first.test");
         write(dir.path(), &first);
         let tls = ServerTls::load(settings(dir.path())).unwrap();
         let served = fingerprint(&tls.chain());
         assert_eq!(tls.reload(), Reload::Unchanged);
 
         // The key of another certificate.
-        let other = pair(dir.path(), "other.test");
+        let other = pair("other.test");
         std::fs::write(dir.path().join("tls.key"), &other.1).unwrap();
         let Reload::Refused(reason) = tls.reload() else {
             panic!("a mismatched key was accepted")
@@ -458,6 +459,14 @@ mod tests {
             reason.contains("tls.crt") && reason.contains("--tls-cert"),
             "{reason}"
         );
+
+        // A file gone for a while (a secret being rewritten): refused, the old pair kept.
+        std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+        let Reload::Refused(reason) = tls.reload() else {
+            panic!("a missing key was accepted")
+        };
+        assert!(reason.contains("--tls-key"), "{reason}");
+        assert_eq!(fingerprint(&tls.chain()), served, "the old pair is kept");
 
         // A good new pair is served.
         write(dir.path(), &other);
