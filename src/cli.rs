@@ -195,7 +195,7 @@ pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::R
             println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
             Ok(())
         }
-        Command::Health { service } => health(registry, config.grpc_addr, service).await,
+        Command::Health { service } => health(registry, &config, config.grpc_addr, service).await,
         Command::Bench { which } => bench::run(settings, which).await,
     }
 }
@@ -325,7 +325,12 @@ async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
     }
 }
 
-async fn health(registry: &Registry, addr: SocketAddr, service: String) -> anyhow::Result<()> {
+async fn health(
+    registry: &Registry,
+    config: &Config,
+    addr: SocketAddr,
+    service: String,
+) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     // A target name stands for all of its gRPC services.
@@ -333,12 +338,16 @@ async fn health(registry: &Registry, addr: SocketAddr, service: String) -> anyho
         Some(descriptor) => descriptor.grpc.iter().map(|g| g.name.to_string()).collect(),
         None => vec![service],
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .timeout(Duration::from_secs(3));
-    let channel = endpoint
-        .connect()
+    // Over TLS when this configuration serves it, as the server does.
+    let target = crate::client::Target::of(config, addr)?;
+    let options = agriportal_platform::client::ClientOptions {
+        connect_timeout: Duration::from_secs(3),
+        deadline: Duration::from_secs(3),
+    };
+    let channel = target
+        .channel_now(agriportal_platform::client::Credential::None, options)
         .await
-        .with_context(|| format!("cannot reach {addr}"))?;
+        .with_context(|| format!("cannot reach {}", target.url))?;
     for name in names {
         let response = HealthClient::new(channel.clone())
             .check(tonic_health::pb::HealthCheckRequest {

@@ -19,8 +19,8 @@ use rand::{Rng, SeedableRng};
 use time::Date;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{partner_client, PartnerClient};
-use agriportal_platform::client::{self as kit_client, ClientOptions, Credential, PeerChannel};
+use crate::client::{PartnerClient, Target};
+use agriportal_platform::client::{ClientOptions, Credential, PeerChannel};
 use agriportal_platform::period::{vietnam_today, Period, PeriodType};
 use agriportal_proto::gateway::v1 as gpb;
 use agriportal_proto::gateway::v1::dashboard_client::DashboardClient;
@@ -32,9 +32,11 @@ const BACKFILL_HOUSEHOLDS: usize = 60_000;
 /// Days of sales history in the backfill.
 const BACKFILL_DAYS: i64 = 120;
 
-/// Starts both partners' simulators against the gRPC server at `addr`.
+/// Starts both partners' simulators against the gRPC server at `addr` (over TLS when the
+/// configuration serves it).
 pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
     let auth = Authenticator::new(&token_secret(&config)?, None)?;
+    let target = Target::of(&config, addr)?;
     for (seed, partner) in Partner::ALL.into_iter().enumerate() {
         let (token, _) = auth.mint(
             Role::Partner {
@@ -42,11 +44,11 @@ pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> a
             },
             Duration::from_secs(86_400),
         )?;
-        let shutdown = shutdown.clone();
+        let (shutdown, target) = (shutdown.clone(), target.clone());
         tokio::spawn(async move {
             let mut sim = Simulator::new(partner, seed as u64 + 1);
             tokio::select! {
-                result = sim.run(addr, &token) => {
+                result = sim.run(&target, &token) => {
                     if let Err(err) = result {
                         tracing::warn!(partner = partner.code(), error = %err, "demo simulator stopped");
                     }
@@ -66,7 +68,7 @@ pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> a
     }
     tokio::spawn(async move {
         tokio::select! {
-            result = seed_reports(addr, &admin, &provinces) => {
+            result = seed_reports(&target, &admin, &provinces) => {
                 if let Err(err) = result {
                     tracing::warn!(error = %err, "demo reports not seeded");
                 }
@@ -246,8 +248,8 @@ impl Simulator {
         }
     }
 
-    async fn run(&mut self, addr: SocketAddr, token: &str) -> anyhow::Result<()> {
-        let mut client = connect(addr, token).await?;
+    async fn run(&mut self, target: &Target, token: &str) -> anyhow::Result<()> {
+        let mut client = connect(target, token).await?;
         let today = agriportal_marketplace::domain::today_in_vietnam();
         for _ in 0..(BACKFILL_HOUSEHOLDS / 5_000) {
             let batch = self.households(5_000, PLAN_START, today);
@@ -294,10 +296,10 @@ impl Simulator {
     }
 }
 
-async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<PartnerClient> {
+async fn connect(target: &Target, token: &str) -> anyhow::Result<PartnerClient> {
     let mut wait = Duration::from_millis(100);
     loop {
-        match partner_client(&addr.to_string(), Some(token)).await {
+        match target.partner(Some(token)).await {
             Ok(client) => return Ok(client),
             Err(err) if wait < Duration::from_secs(10) => {
                 tracing::debug!(error = %err, "waiting for the gRPC server");
@@ -310,16 +312,12 @@ async fn connect(addr: SocketAddr, token: &str) -> anyhow::Result<PartnerClient>
 }
 
 /// A client of the Indicators service with `token`.
-fn indicators(addr: SocketAddr, token: &str) -> anyhow::Result<IndicatorsClient<PeerChannel>> {
+fn indicators(target: &Target, token: &str) -> anyhow::Result<IndicatorsClient<PeerChannel>> {
     let options = ClientOptions {
         deadline: Duration::from_secs(30),
         ..ClientOptions::default()
     };
-    let channel = kit_client::connect(
-        &addr.to_string(),
-        Credential::Bearer(token.to_string()),
-        options,
-    )?;
+    let channel = target.channel(Credential::Bearer(token.to_string()), options)?;
     Ok(IndicatorsClient::new(channel))
 }
 
@@ -340,11 +338,11 @@ enum Fate {
 /// `up --demo` on the same data change nothing. Reports are submitted now, so the older
 /// months' submissions count as late.
 pub async fn seed_reports(
-    addr: SocketAddr,
+    target: &Target,
     admin_token: &str,
     provinces: &[(String, String)],
 ) -> anyhow::Result<()> {
-    let mut admin = indicators(addr, admin_token)?;
+    let mut admin = indicators(target, admin_token)?;
     // The server starts beside this task: wait for it.
     let mut wait = Duration::from_millis(100);
     let catalogue = loop {
@@ -400,9 +398,9 @@ pub async fn seed_reports(
     let mut seeded = 0usize;
     // Household figures are shares of the households the marketplaces onboarded in each
     // province, so that derived shares (trained ÷ onboarded) look like a real province's.
-    let onboarded = onboarded_by_province(addr).await;
+    let onboarded = onboarded_by_province(target).await;
     for (code, token) in provinces {
-        let mut province = indicators(addr, token)?;
+        let mut province = indicators(target, token)?;
         // Each province's size scales its figures; stocks grow month by month.
         let size = onboarded
             .get(code)
@@ -460,15 +458,11 @@ pub async fn seed_reports(
 
 /// Households the marketplaces onboarded in each province, read from the gateway once the
 /// simulators' backfill has (mostly) arrived; empty if it never answers within a minute.
-async fn onboarded_by_province(addr: SocketAddr) -> std::collections::HashMap<String, i64> {
+async fn onboarded_by_province(target: &Target) -> std::collections::HashMap<String, i64> {
     let wanted = (2 * BACKFILL_HOUSEHOLDS * 9 / 10) as i64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut best = std::collections::HashMap::new();
-    let Ok(channel) = kit_client::connect(
-        &addr.to_string(),
-        Credential::None,
-        ClientOptions::default(),
-    ) else {
+    let Ok(channel) = target.channel(Credential::None, ClientOptions::default()) else {
         return best;
     };
     let mut dashboard = DashboardClient::new(channel);

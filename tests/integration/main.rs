@@ -17,6 +17,8 @@ mod gateway_indicators;
 mod household_facts;
 mod indicators;
 mod kit;
+mod postgres_tls;
 mod reconcile;
 mod support;
+mod tls;
 mod web;

@@ -18,6 +18,7 @@ use tonic::{Request, Status};
 use crate::auth::{Authenticator, Role};
 use crate::error::Error;
 use crate::telemetry::inject_metadata;
+use crate::tls::ClientTls;
 
 /// A channel to a service with [`Caller`] on every call; wrap it in any generated client
 /// (`DashboardClient::new(channel)`).
@@ -148,7 +149,17 @@ pub fn connect(
     credential: Credential,
     options: ClientOptions,
 ) -> anyhow::Result<PeerChannel> {
-    let channel = endpoint(url, options)?.connect_lazy();
+    connect_via(url, credential, options, None)
+}
+
+/// [`connect`], trusting `tls` on an `https://` address (required for one).
+pub fn connect_via(
+    url: &str,
+    credential: Credential,
+    options: ClientOptions,
+    tls: Option<&ClientTls>,
+) -> anyhow::Result<PeerChannel> {
+    let channel = endpoint(url, options, tls)?.connect_lazy();
     Ok(InterceptedService::new(
         channel,
         Caller::new(credential, options.deadline)?,
@@ -161,23 +172,46 @@ pub async fn connect_now(
     credential: Credential,
     options: ClientOptions,
 ) -> anyhow::Result<PeerChannel> {
-    let channel = endpoint(url, options)?.connect().await?;
+    connect_now_via(url, credential, options, None).await
+}
+
+/// [`connect_now`], trusting `tls` on an `https://` address (required for one).
+pub async fn connect_now_via(
+    url: &str,
+    credential: Credential,
+    options: ClientOptions,
+    tls: Option<&ClientTls>,
+) -> anyhow::Result<PeerChannel> {
+    let channel = endpoint(url, options, tls)?.connect().await?;
     Ok(InterceptedService::new(
         channel,
         Caller::new(credential, options.deadline)?,
     ))
 }
 
-fn endpoint(url: &str, options: ClientOptions) -> anyhow::Result<Endpoint> {
+fn endpoint(
+    url: &str,
+    options: ClientOptions,
+    tls: Option<&ClientTls>,
+) -> anyhow::Result<Endpoint> {
     let url = if url.contains("://") {
         url.to_string()
     } else {
         format!("http://{url}")
     };
-    Ok(Endpoint::from_shared(url)?
+    let https = url.starts_with("https://");
+    let endpoint = Endpoint::from_shared(url.clone())?
         .connect_timeout(options.connect_timeout)
         .timeout(options.deadline)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    match (https, tls) {
+        (false, _) => Ok(endpoint),
+        (true, Some(tls)) => Ok(endpoint.tls_config(tls.tonic())?),
+        (true, None) => anyhow::bail!(
+            "{url} is an https:// address, but no CA to trust is configured: set --tls-ca \
+             (AGRIPORTAL_TLS_CA) to the PEM bundle that signed its certificate"
+        ),
+    }
 }
 
 /// Maps a failed call to `peer` (a target name) into the platform's error.

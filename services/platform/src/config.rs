@@ -328,6 +328,49 @@ pub struct Config {
         global = true
     )]
     pub prune_interval_seconds: u64,
+
+    // --- TLS of the public listeners and of the clients of other services -----------------
+    /// PEM certificate chain (leaf first) served on the gRPC and public HTTP listeners; with
+    /// `--tls-key`, both or neither. Re-read every `--tls-reload-seconds`, so a renewed
+    /// certificate (cert-manager) is served without a restart. The admin listener stays plain.
+    #[arg(long, env = "AGRIPORTAL_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "AGRIPORTAL_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CAs a service trusts when it calls another over `https://` (the
+    /// gateway and web URLs). Unset, the certificates of `--tls-cert` are trusted (a
+    /// self-signed certificate, or a chain file that holds its issuer).
+    #[arg(long, env = "AGRIPORTAL_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Name the other services' certificates are checked against on `https://` calls, when it
+    /// is not the host of their URL (in `up`, calls go to 127.0.0.1).
+    #[arg(long, env = "AGRIPORTAL_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+
+    /// Seconds between two looks at the certificate and key files; a changed, valid pair
+    /// replaces the served one for new connections, a bad one is logged and the old kept.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_TLS_RELOAD_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub tls_reload_seconds: u64,
+
+    /// Seconds a client may take to finish its TLS handshake before its connection is closed.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub tls_handshake_timeout_seconds: u64,
 }
 
 /// Default of `--bus-max-bytes`: no limit (deployments set theirs; k8s 16 GiB).
@@ -371,6 +414,28 @@ impl Config {
             rate_burst: self.http_rate_burst,
             rate_max_clients: usize::try_from(self.http_rate_max_clients).unwrap_or(usize::MAX),
             client_address_header: self.http_client_address_header.clone(),
+        }
+    }
+
+    /// The listeners' TLS (`None`: plain), or an error when only one of `--tls-cert` and
+    /// `--tls-key` is set.
+    pub fn tls(&self) -> anyhow::Result<Option<crate::tls::TlsSettings>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+                reload_interval: Duration::from_secs(self.tls_reload_seconds),
+                handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_seconds),
+            })),
+            (Some(_), None) => anyhow::bail!(
+                "--tls-cert (AGRIPORTAL_TLS_CERT) is set but --tls-key (AGRIPORTAL_TLS_KEY) is not: \
+                 TLS needs both the certificate and its private key"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--tls-key (AGRIPORTAL_TLS_KEY) is set but --tls-cert (AGRIPORTAL_TLS_CERT) is not: \
+                 TLS needs both the certificate and its private key"
+            ),
         }
     }
 
@@ -435,6 +500,12 @@ impl Config {
             partner_max_concurrent_requests: DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS,
             inbox_retention_days: DEFAULT_INBOX_RETENTION_DAYS,
             prune_interval_seconds: 3600,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_server_name: None,
+            tls_reload_seconds: 10,
+            tls_handshake_timeout_seconds: 10,
         }
     }
 }

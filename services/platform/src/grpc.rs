@@ -16,6 +16,8 @@ use crate::http::Readiness;
 use crate::limits::ConcurrencyLimitLayer;
 use crate::metrics::GrpcMetricsLayer;
 use crate::telemetry::TraceLayer;
+use crate::tls::ServerTls;
+use futures::future::Either;
 
 /// Largest request the server decodes. Services refuse batches above their own, smaller limit
 /// with a message naming it; this outer bound only protects memory.
@@ -35,6 +37,8 @@ pub struct ServerLimits {
     pub concurrency: ConcurrencyLimitLayer,
     /// Timeouts, keepalive, streams per connection, connection age (`--grpc-*`).
     pub connection: GrpcLimits,
+    /// TLS (`--tls-cert`, `--tls-key`), or plain when `None`.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerLimits {
@@ -44,11 +48,19 @@ impl ServerLimits {
             access,
             concurrency: ConcurrencyLimitLayer::from_config(config),
             connection: config.grpc_limits(),
+            tls: None,
         }
+    }
+
+    /// The same, serving TLS with `tls` (whose certificate may be reloaded while serving).
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
-/// Serves `routes` plus gRPC health and reflection on `listener` until `shutdown` fires, then
+/// Serves `routes` plus gRPC health and reflection on `listener` (over TLS when `limits.tls`
+/// is set) until `shutdown` fires, then
 /// lets in-flight calls finish for at most `drain`. Calls are first checked by `limits.access`
 /// (token and role from the headers, the caller's own cap of calls in flight), without reading
 /// their body; requests over the concurrency limit are then shed (`RESOURCE_EXHAUSTED` with a
@@ -73,6 +85,7 @@ pub async fn serve_with(
         access,
         concurrency: limit,
         connection: limits,
+        tls,
     } = limits;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -157,8 +170,16 @@ pub async fn serve_with(
         .layer(access)
         .layer(limit)
         .layer(DecodeStatusLayer)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .add_routes(routes);
+    // The same server either way; with TLS, connections come through the handshake first
+    // (each in its own task, bounded by the handshake timeout), with HTTP/2 by ALPN.
+    let server = match tls {
+        None => Either::Left(server.serve_with_incoming_shutdown(incoming(listener), signal)),
+        Some(tls) => Either::Right(server.serve_with_incoming_shutdown(
+            tls.incoming(listener, crate::tls::ALPN_GRPC, shutdown.clone())?,
+            signal,
+        )),
+    };
     let served = bounded_drain(server, shutdown, drain).await;
     follow.abort();
     served

@@ -13,6 +13,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpLimits;
@@ -22,6 +24,7 @@ use crate::metrics::Counter;
 use crate::service::Check;
 use crate::storage::Database;
 use crate::telemetry::TraceLayer;
+use crate::tls::ServerTls;
 
 /// What `/readyz` (and gRPC health) checks: every store answers, and every service's own
 /// checks pass.
@@ -101,12 +104,16 @@ async fn metrics_text() -> impl IntoResponse {
 /// concurrency cap are shed (503, `Retry-After`), and each client address has a rate (429,
 /// `Retry-After`). A method a route does not accept gets a JSON error naming it, like every
 /// other refusal; an unknown path gets the router's fallback (see [`not_found`]).
+///
+/// With `tls`, connections are TLS (HTTP/1.1 by ALPN), each handshake bounded by the
+/// handshake timeout before the header-read timeout starts.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
     limits: &HttpLimits,
+    tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
     let edge = Edge::new(limits);
     // Innermost first: the body limit and timeout bound the handler, the cap bounds how many
@@ -131,6 +138,7 @@ pub async fn serve(
         shutdown,
         drain,
         limits.header_read_timeout,
+        tls,
     )
     .await;
     forget.abort();
@@ -146,7 +154,7 @@ pub async fn serve_admin(
     drain: Duration,
     header_read_timeout: Duration,
 ) -> anyhow::Result<()> {
-    serve_router(listener, router, shutdown, drain, header_read_timeout).await
+    serve_router(listener, router, shutdown, drain, header_read_timeout, None).await
 }
 
 async fn serve_router(
@@ -155,6 +163,7 @@ async fn serve_router(
     shutdown: CancellationToken,
     drain: Duration,
     header_read_timeout: Duration,
+    tls: Option<ServerTls>,
 ) -> anyhow::Result<()> {
     // The metrics layer goes on the router itself, after its routes and fallback, where each
     // request's matched route template is known (never the raw path, which would make a label
@@ -163,7 +172,11 @@ async fn serve_router(
         .layer(crate::metrics::HttpMetricsLayer::new())
         .layer(axum::middleware::from_fn(explain_method_not_allowed))
         .layer(TraceLayer);
-    let server = accept_loop(listener, router, shutdown.clone(), header_read_timeout);
+    let tls = match tls {
+        Some(tls) => Some((tls.acceptor(crate::tls::ALPN_HTTP)?, tls)),
+        None => None,
+    };
+    let server = accept_loop(listener, router, shutdown.clone(), header_read_timeout, tls);
     crate::grpc::bounded_drain(server, shutdown, drain).await
 }
 
@@ -175,6 +188,7 @@ async fn accept_loop(
     router: Router,
     shutdown: CancellationToken,
     header_read_timeout: Duration,
+    tls: Option<(TlsAcceptor, ServerTls)>,
 ) -> anyhow::Result<()> {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -207,13 +221,22 @@ async fn accept_loop(
                 request
             },
         );
-        let connection = builder.serve_connection(
-            hyper_util::rt::TokioIo::new(tcp),
-            hyper_util::service::TowerToHyperService::new(service),
-        );
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        // The handshake in the connection's own task, so a client that stalls it never holds
+        // up the accept loop; it gets the handshake timeout, then the header-read timeout.
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            let io = match tls {
+                None => Either::Left(tcp),
+                Some((acceptor, tls)) => match tls.handshake(&acceptor, tcp).await {
+                    Some(stream) => Either::Right(stream),
+                    None => return,
+                },
+            };
+            let connection = builder.serve_connection(
+                hyper_util::rt::TokioIo::new(io),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            if let Err(err) = watcher.watch(connection).await {
                 // A client that went away or timed out sending headers: its own business.
                 tracing::debug!(error = %err, %peer, "HTTP connection ended with an error");
             }

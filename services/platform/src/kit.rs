@@ -365,13 +365,19 @@ pub async fn up_with_context(
     } else {
         own
     };
+    // With TLS on, the services of this process call each other through the TLS listener.
+    let scheme = if ctx.config.tls()?.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let entries: Vec<&Arc<dyn Entry>> = registry.entries.iter().collect();
     let result = run(
         &entries,
         &settings,
         &ctx,
         listeners,
-        Some(format!("http://{own}")),
+        Some(format!("{scheme}://{own}")),
     )
     .await;
     ctx.stop().await;
@@ -417,6 +423,22 @@ async fn run(
     listeners: Listeners,
     local_grpc: Option<String>,
 ) -> anyhow::Result<()> {
+    // One certificate for both public listeners, reloaded in place when its files change;
+    // loaded before any store is opened, so a bad one fails the start at once.
+    let tls = match ctx.config.tls()? {
+        Some(files) => {
+            let tls = crate::tls::ServerTls::load(files)?;
+            tracing::info!(
+                cert = %tls.settings().cert.display(),
+                fingerprint = %crate::tls::fingerprint(&tls.chain()),
+                reload_seconds = tls.settings().reload_interval.as_secs(),
+                "TLS on the gRPC and public HTTP listeners (the admin listener stays plain)"
+            );
+            ctx.tasks.spawn(tls.clone().watch(ctx.shutdown.clone()));
+            Some(tls)
+        }
+        None => None,
+    };
     let retry = ctx.config.database_url.is_some();
     let mut started = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -463,7 +485,7 @@ async fn run(
         check_running(descriptor, &running)?;
         started.push((descriptor, db, running));
     }
-    serve_started(started, ctx, listeners).await
+    serve_started(started, ctx, listeners, tls).await
 }
 
 async fn open_store(
@@ -517,6 +539,7 @@ async fn serve_started(
     started: Vec<(&'static Descriptor, Database, Running)>,
     ctx: &Context,
     listeners: Listeners,
+    tls: Option<crate::tls::ServerTls>,
 ) -> anyhow::Result<()> {
     let mut routes = tonic::service::Routes::default();
     let mut names = Vec::new();
@@ -584,7 +607,8 @@ async fn serve_started(
                     ctx.config.partner_max_concurrent_requests,
                 ),
                 &ctx.config,
-            ),
+            )
+            .with_tls(tls.clone()),
         ),
         http::serve(
             listeners.http,
@@ -592,6 +616,7 @@ async fn serve_started(
             ctx.shutdown.clone(),
             drain,
             &http_limits,
+            tls,
         ),
         http::serve_admin(
             listeners.admin,

@@ -33,6 +33,7 @@ pub mod service;
 pub mod storage;
 pub mod telemetry;
 pub mod testing;
+pub mod tls;
 
 pub use config::Config;
 pub use context::Context;

@@ -271,6 +271,19 @@ impl<C> ServiceContext<C> {
     /// A channel to `target` at `url`, with this service's own credential, the trace context
     /// and `options`' deadline on every call.
     pub fn peer(&self, url: &str, options: ClientOptions) -> anyhow::Result<PeerChannel> {
-        client::connect(url, Credential::Service(self.shared.auth.clone()), options)
+        self.peer_as(url, Credential::Service(self.shared.auth.clone()), options)
+    }
+
+    /// A channel to `target` at `url` with `credential` (none, for a channel whose calls each
+    /// carry their caller's own token). An `https://` address is called over TLS, trusting
+    /// `--tls-ca` (or the certificates of `--tls-cert`).
+    pub fn peer_as(
+        &self,
+        url: &str,
+        credential: Credential,
+        options: ClientOptions,
+    ) -> anyhow::Result<PeerChannel> {
+        let tls = crate::tls::ClientTls::from_config(&self.shared.config)?;
+        client::connect_via(url, credential, options, tls.as_ref())
     }
 }

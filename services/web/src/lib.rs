@@ -33,7 +33,7 @@ pub mod view;
 
 use std::sync::Arc;
 
-use agriportal_platform::client::{self, ClientOptions, Credential};
+use agriportal_platform::client::{ClientOptions, Credential};
 use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, HttpApi, Running, Service, ServiceContext};
 
@@ -87,7 +87,7 @@ impl Service for Web {
         // service is unavailable and the public pages work as before.
         let indicators = ctx
             .peer_url("indicators", ctx.config.web_indicators_url.as_deref())?
-            .map(|url| client::connect(&url, Credential::None, options))
+            .map(|url| ctx.peer_as(&url, Credential::None, options))
             .transpose()?;
         let web = Arc::new(http::Web {
             backend: backend::Backend::new(ctx.peer(&url, options)?, indicators),
