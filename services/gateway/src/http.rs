@@ -695,8 +695,8 @@ mod tests {
     #[tokio::test]
     async fn answers_carry_a_tag_of_their_bytes_and_a_matching_request_gets_304() {
         let dir = tempfile::tempdir().unwrap();
-        let (api, db, rollup) = api(dir.path()).await;
-        sell(&db, &rollup, "e1", 1_000).await;
+        let (api, db, writer) = api(dir.path()).await;
+        sell(&db, &writer, "e1", 1_000).await;
         for path in [
             "/v1/national",
             "/v1/provinces",
@@ -744,7 +744,7 @@ mod tests {
         // The figures change: a new tag, and the old one gets the new figures.
         let (_, before, old_body) = call(&api, Method::GET, "/v1/national", &[]).await;
         let old = etag(&before);
-        sell(&db, &rollup, "e2", 500).await;
+        sell(&db, &writer, "e2", 500).await;
         let (status, after, body) = call(
             &api,
             Method::GET,
@@ -759,7 +759,7 @@ mod tests {
         assert_eq!(national["sales"]["grams"], 1_500, "{national}");
         // A province the sale was not in keeps its tag.
         let (_, hanoi, _) = call(&api, Method::GET, "/v1/provinces/01", &[]).await;
-        sell(&db, &rollup, "e3", 1).await;
+        sell(&db, &writer, "e3", 1).await;
         let (status, _, _) = call(
             &api,
             Method::GET,
@@ -768,6 +768,25 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
+        // An event that changes no figure (no changes, older than the newest) moves the
+        // figures' version, and the snapshot is rebuilt, but every tag stays.
+        let (_, national, _) = call(&api, Method::GET, "/v1/national", &[]).await;
+        let (_, all, _) = call(&api, Method::GET, "/v1/provinces", &[]).await;
+        let version = writer.dashboard.snapshots().version();
+        let event = Decoded {
+            event_id: "empty".into(),
+            event: Deltas::default(),
+        };
+        consumer::apply(&db, &writer.rollup, &[&event])
+            .await
+            .unwrap();
+        writer.dashboard.refresh().await.unwrap();
+        assert!(writer.dashboard.snapshots().version() > version);
+        for (path, tag) in [("/v1/national", &national), ("/v1/provinces", &all)] {
+            let (status, _, _) =
+                call(&api, Method::GET, path, &[("if-none-match", &etag(tag))]).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
+        }
         db.close().await;
     }
 
