@@ -10,7 +10,7 @@
 //! replica sees what another replica applied. A burst of commits rebuilds once (one waiting
 //! permit), and the rebuild reads the version and every figure in one statement, so a
 //! snapshot is always one committed state. Two replicas' snapshots differ by at most one poll
-//! interval plus one rebuild (a read of ~200 small rows).
+//! interval plus one rebuild (a read of ~300 small rows).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
