@@ -106,7 +106,7 @@ impl Service for Gateway {
             ConsumerOptions::new(config::INDICATORS_CONSUMER),
             readmodel::IndicatorsReadModel::new(store.clone()),
         )?;
-        let reconciliation = reconciliation(&ctx, store.clone(), health)?;
+        let reconciliation = reconciliation(&ctx, store.clone(), health, snapshots.clone())?;
         let dashboard = Dashboard::with_snapshots(reads, snapshots.clone());
         let poll = Duration::from_millis(ctx.config.gateway_snapshot_poll_ms);
         let shutdown = ctx.shared.shutdown.clone();
@@ -133,6 +133,7 @@ fn reconciliation(
     ctx: &ServiceContext<GatewayConfig>,
     store: Arc<SqlStore>,
     health: Arc<ConsumerHealth>,
+    snapshots: Arc<snapshot::Snapshots>,
 ) -> anyhow::Result<Option<impl std::future::Future<Output = anyhow::Result<()>>>> {
     let interval = ctx.config.reconcile_interval_seconds;
     let url = ctx.peer_url("marketplace", ctx.config.marketplace_url.as_deref())?;
@@ -153,7 +154,8 @@ fn reconciliation(
         ..ClientOptions::default()
     };
     let source = reconcile::GrpcCellSource::new(ctx.peer(&url, options)?);
-    let reconciler = reconcile::Reconciler::new(store, Arc::new(source), health);
+    let reconciler =
+        reconcile::Reconciler::new(store, Arc::new(source), health).notifying(snapshots);
     let shutdown = ctx.shared.shutdown.clone();
     let interval = Duration::from_secs(interval);
     Ok(Some(async move {

@@ -146,6 +146,35 @@ impl Snapshot {
     }
 }
 
+/// The snapshot's metrics: rebuilds, failed reads, and the version served (compare it across
+/// replicas to see how far apart they are).
+struct SnapshotMetrics {
+    rebuilds: agriportal_platform::metrics::Counter,
+    failures: agriportal_platform::metrics::Counter,
+    version: agriportal_platform::metrics::Gauge,
+}
+
+fn metrics() -> &'static SnapshotMetrics {
+    static METRICS: std::sync::OnceLock<SnapshotMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| {
+        use agriportal_platform::metrics::{counter, gauge};
+        SnapshotMetrics {
+            rebuilds: counter(
+                "agriportal_gateway_snapshot_rebuilds",
+                "In-memory snapshots of the national and provincial figures built from the store",
+            ),
+            failures: counter(
+                "agriportal_gateway_snapshot_failures",
+                "Failed reads of the figures for the snapshot (the last snapshot is served meanwhile)",
+            ),
+            version: gauge(
+                "agriportal_gateway_snapshot_version",
+                "figures_version of the snapshot served",
+            ),
+        }
+    })
+}
+
 /// The current snapshot, replaced whole after each change.
 pub struct Snapshots {
     store: Arc<Store>,
@@ -191,13 +220,16 @@ impl Snapshots {
     pub async fn refresh(&self) -> Result<()> {
         let figures = self.store.figures().await?;
         let fresh = Arc::new(Snapshot::of(&figures)?);
-        self.current.rcu(|current| {
+        let before = self.current.rcu(|current| {
             if current.version > fresh.version {
                 Arc::clone(current)
             } else {
                 Arc::clone(&fresh)
             }
         });
+        let m = metrics();
+        m.rebuilds.inc();
+        m.version.set(before.version.max(fresh.version));
         Ok(())
     }
 
@@ -222,6 +254,7 @@ impl Snapshots {
                 _ = tokio::time::sleep(poll) => self.refresh_if_changed().await,
             };
             if let Err(err) = outcome {
+                metrics().failures.inc();
                 tracing::warn!(error = %err, "reading the figures for the snapshot failed; serving the last one");
             }
         }

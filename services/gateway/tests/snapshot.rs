@@ -396,7 +396,7 @@ static CASES: AtomicUsize = AtomicUsize::new(0);
 async fn sequences(db: Database) {
     let handle = tokio::runtime::Handle::current();
     let mut runner = TestRunner::new(Config {
-        cases: 12,
+        cases: 8,
         // A failing sequence is shrunk, but not for long: each step reads the store.
         max_shrink_iters: 64,
         // The failing sequence is printed; nothing is written beside the sources.
