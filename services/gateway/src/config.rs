@@ -48,7 +48,23 @@ pub struct GatewayConfig {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub gateway_read_pool: u32,
+
+    /// Milliseconds between two reads of the figures' version, by which a gateway sees the
+    /// events and repairs another replica applied and rebuilds its in-memory snapshot (its own
+    /// commits rebuild it at once). Two replicas' figures differ by at most this plus one
+    /// rebuild.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GATEWAY_SNAPSHOT_POLL_MS",
+        default_value_t = DEFAULT_SNAPSHOT_POLL_MS,
+        value_parser = clap::value_parser!(u64).range(10..=60_000)
+    )]
+    pub gateway_snapshot_poll_ms: u64,
 }
+
+/// Default of `--gateway-snapshot-poll-ms`: a quarter of a second, one small indexed read per
+/// replica.
+pub const DEFAULT_SNAPSHOT_POLL_MS: u64 = 250;
 
 /// Default of `--gateway-read-pool`.
 pub const DEFAULT_READ_POOL: u32 = 4;

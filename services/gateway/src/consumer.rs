@@ -13,17 +13,29 @@ use agriportal_proto::marketplace::v1 as mpb;
 use async_trait::async_trait;
 
 use crate::domain::Deltas;
+use crate::snapshot::Snapshots;
 use crate::store::GatewayStore;
 
 /// Folds the marketplace's events into the rollups of a store.
 pub struct Rollup {
     store: Arc<dyn GatewayStore>,
+    snapshots: Option<Arc<Snapshots>>,
 }
 
 impl Rollup {
     /// The rollup of `store`.
     pub fn new(store: Arc<dyn GatewayStore>) -> Self {
-        Rollup { store }
+        Rollup {
+            store,
+            snapshots: None,
+        }
+    }
+
+    /// Tells `snapshots` of every commit that applied events, so the in-memory figures are
+    /// rebuilt at once rather than at the next poll.
+    pub fn notifying(mut self, snapshots: Arc<Snapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 }
 
@@ -66,5 +78,11 @@ impl Handler for Rollup {
             })?;
         }
         self.store.apply(tx, &total).await
+    }
+
+    fn committed(&self, _applied: usize) {
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.changed();
+        }
     }
 }

@@ -674,7 +674,7 @@ pub fn national(
 }
 
 /// What a time series measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// Grams sold.
     SalesGrams,
@@ -699,7 +699,7 @@ impl Metric {
 }
 
 /// Period of a time-series point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Granularity {
     /// Calendar day.
     Day,
@@ -747,7 +747,7 @@ impl Granularity {
 }
 
 /// A checked time-series query.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SeriesQuery {
     /// The metric.
     pub metric: Metric,

@@ -277,9 +277,9 @@ impl dashboard_server::Dashboard for GrpcAdapter {
             granularity: series.granularity.to_string(),
             points: series
                 .points
-                .into_iter()
+                .iter()
                 .map(|p| pb::TimePoint {
-                    period_start: p.period_start,
+                    period_start: p.period_start.clone(),
                     value: p.value,
                 })
                 .collect(),

@@ -98,6 +98,22 @@ async fn caching(request: Request, next: Next) -> Response {
         }
         return response;
     }
+    let cache = HeaderValue::from_static(CACHE_CONTROL);
+    // An answer from the snapshot carries the tag of its bytes already (computed once per
+    // change): nothing to read or hash.
+    if let Some(etag) = response
+        .headers()
+        .get(header::ETAG)
+        .and_then(|t| t.to_str().ok())
+    {
+        if http::if_none_match(&conditions, etag) {
+            let tag = response.headers()[header::ETAG].clone();
+            return not_modified(tag, cache);
+        }
+        let mut response = response;
+        response.headers_mut().insert(header::CACHE_CONTROL, cache);
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     // The handlers' bodies are already whole in memory (serialised JSON, a CSV file).
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
@@ -115,28 +131,30 @@ async fn caching(request: Request, next: Next) -> Response {
         // Hex in quotes is always a valid header value; answer uncached if it ever were not.
         return Response::from_parts(parts, Body::from(bytes));
     };
-    let cache = HeaderValue::from_static(CACHE_CONTROL);
     if http::if_none_match(&conditions, &etag) {
-        // RFC 9110 §15.4.5: the fields a 200 would have had for caches (the tag, caching),
-        // no representation metadata, no body.
-        let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
-        let headers = not_modified.headers_mut();
-        headers.insert(header::ETAG, tag);
-        headers.insert(header::CACHE_CONTROL, cache);
-        return not_modified;
+        return not_modified(tag, cache);
     }
     parts.headers.insert(header::ETAG, tag);
     parts.headers.insert(header::CACHE_CONTROL, cache);
     Response::from_parts(parts, Body::from(bytes))
 }
 
+/// RFC 9110 §15.4.5: the fields a 200 would have had for caches (the tag, caching), no
+/// representation metadata, no body.
+fn not_modified(tag: HeaderValue, cache: HeaderValue) -> Response {
+    let mut not_modified = StatusCode::NOT_MODIFIED.into_response();
+    let headers = not_modified.headers_mut();
+    headers.insert(header::ETAG, tag);
+    headers.insert(header::CACHE_CONTROL, cache);
+    not_modified
+}
+
 async fn national(State(d): State<Dashboard>) -> Result<Response, Error> {
-    Ok(Json(d.national().await?).into_response())
+    Ok(d.national_json().await?.into_response())
 }
 
 async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
-    let provinces = d.provinces().await?;
-    Ok(Json(serde_json::json!({ "provinces": provinces })).into_response())
+    Ok(d.provinces_json().await?.into_response())
 }
 
 async fn province(
@@ -146,7 +164,7 @@ async fn province(
     // A code that is not UTF-8 once percent-decoded (`%FF`) is refused in JSON like any
     // other bad input, not with the framework's plain-text 400.
     let Path(code) = code.map_err(|_| bad_parameter("code", "is not valid UTF-8 text"))?;
-    Ok(Json(d.province(&code).await?).into_response())
+    Ok(d.province_json(&code).await?.into_response())
 }
 
 /// Parses a query string into `SeriesParams`, naming the problem when it cannot.
@@ -161,7 +179,7 @@ async fn timeseries(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let params = parse_series_query(raw.as_deref())?;
-    Ok(Json(d.series(&params).await?).into_response())
+    Ok(Json(d.series(&params).await?.as_ref()).into_response())
 }
 
 /// An unknown path under `/api`: a JSON 404 naming the routes there are.
@@ -592,21 +610,33 @@ mod tests {
     use crate::store::SqlStore;
 
     /// The API over a fresh SQLite store, and the database to change its figures in.
-    async fn api(dir: &std::path::Path) -> (Router, Database, Rollup) {
+    /// The rollup, and the dashboard whose snapshot it refreshes after each commit (as the
+    /// service's rebuild task does).
+    struct Writer {
+        rollup: Rollup,
+        dashboard: Dashboard,
+    }
+
+    async fn api(dir: &std::path::Path) -> (Router, Database, Writer) {
         let db = Database::connect(&Config::embedded(dir), crate::config::SCHEMA)
             .await
             .unwrap();
         db.migrate(&crate::store::migrations()).await.unwrap();
         let store = Arc::new(SqlStore::new(db.clone()));
+        let dashboard = Dashboard::new(store.clone());
+        dashboard.refresh().await.unwrap();
         (
-            router(Dashboard::new(store.clone())),
+            router(dashboard.clone()),
             db,
-            Rollup::new(store),
+            Writer {
+                rollup: Rollup::new(store),
+                dashboard,
+            },
         )
     }
 
     /// A sale of `grams` in Hồ Chí Minh City, applied as the consumer applies it.
-    async fn sell(db: &Database, rollup: &Rollup, id: &str, grams: i64) {
+    async fn sell(db: &Database, writer: &Writer, id: &str, grams: i64) {
         let event = mpb::SalesRecorded {
             event_id: id.into(),
             partner: Partner::Postmart.to_proto() as i32,
@@ -632,7 +662,10 @@ mod tests {
             event_id: id.into(),
             event: deltas,
         };
-        consumer::apply(db, rollup, &[&event]).await.unwrap();
+        consumer::apply(db, &writer.rollup, &[&event])
+            .await
+            .unwrap();
+        writer.dashboard.refresh().await.unwrap();
     }
 
     async fn call(
@@ -662,8 +695,8 @@ mod tests {
     #[tokio::test]
     async fn answers_carry_a_tag_of_their_bytes_and_a_matching_request_gets_304() {
         let dir = tempfile::tempdir().unwrap();
-        let (api, db, rollup) = api(dir.path()).await;
-        sell(&db, &rollup, "e1", 1_000).await;
+        let (api, db, writer) = api(dir.path()).await;
+        sell(&db, &writer, "e1", 1_000).await;
         for path in [
             "/v1/national",
             "/v1/provinces",
@@ -711,7 +744,7 @@ mod tests {
         // The figures change: a new tag, and the old one gets the new figures.
         let (_, before, old_body) = call(&api, Method::GET, "/v1/national", &[]).await;
         let old = etag(&before);
-        sell(&db, &rollup, "e2", 500).await;
+        sell(&db, &writer, "e2", 500).await;
         let (status, after, body) = call(
             &api,
             Method::GET,
@@ -726,7 +759,7 @@ mod tests {
         assert_eq!(national["sales"]["grams"], 1_500, "{national}");
         // A province the sale was not in keeps its tag.
         let (_, hanoi, _) = call(&api, Method::GET, "/v1/provinces/01", &[]).await;
-        sell(&db, &rollup, "e3", 1).await;
+        sell(&db, &writer, "e3", 1).await;
         let (status, _, _) = call(
             &api,
             Method::GET,
@@ -735,6 +768,25 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_MODIFIED);
+        // An event that changes no figure (no changes, older than the newest) moves the
+        // figures' version, and the snapshot is rebuilt, but every tag stays.
+        let (_, national, _) = call(&api, Method::GET, "/v1/national", &[]).await;
+        let (_, all, _) = call(&api, Method::GET, "/v1/provinces", &[]).await;
+        let version = writer.dashboard.snapshots().version();
+        let event = Decoded {
+            event_id: "empty".into(),
+            event: Deltas::default(),
+        };
+        consumer::apply(&db, &writer.rollup, &[&event])
+            .await
+            .unwrap();
+        writer.dashboard.refresh().await.unwrap();
+        assert!(writer.dashboard.snapshots().version() > version);
+        for (path, tag) in [("/v1/national", &national), ("/v1/provinces", &all)] {
+            let (status, _, _) =
+                call(&api, Method::GET, path, &[("if-none-match", &etag(tag))]).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
+        }
         db.close().await;
     }
 

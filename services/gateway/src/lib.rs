@@ -20,7 +20,9 @@ pub mod household_facts;
 pub mod http;
 pub mod readmodel;
 pub mod reconcile;
+pub mod series;
 pub mod service;
+pub mod snapshot;
 pub mod store;
 
 use std::sync::Arc;
@@ -78,17 +80,6 @@ impl Service for Gateway {
 
     async fn start(ctx: ServiceContext<GatewayConfig>) -> anyhow::Result<Running> {
         let store = Arc::new(SqlStore::new(ctx.db.clone()));
-        let health = ctx.consume(
-            ConsumerOptions::new(config::CONSUMER),
-            consumer::Rollup::new(store.clone()),
-        )?;
-        // A durable of its own: the read model of the indicators advances (and parks) apart
-        // from the marketplace rollups.
-        ctx.consume(
-            ConsumerOptions::new(config::INDICATORS_CONSUMER),
-            readmodel::IndicatorsReadModel::new(store.clone()),
-        )?;
-        let reconciliation = reconciliation(&ctx, store.clone(), health)?;
         // The public reads on a pool of their own (see `--gateway-read-pool`).
         let reads = Database::connect_pool(
             &ctx.shared.config,
@@ -97,12 +88,37 @@ impl Service for Gateway {
         )
         .await
         .context("opening the gateway's read pool")?;
-        let dashboard = Dashboard::new(Arc::new(SqlStore::new(reads)));
+        let reads = Arc::new(SqlStore::new(reads));
+        // The summaries in memory, read before the service is ready and kept fresh from
+        // then on (at once after this process's commits, within a poll of another's).
+        let snapshots = snapshot::Snapshots::new(reads.clone());
+        snapshots
+            .refresh()
+            .await
+            .context("reading the figures for the first snapshot")?;
+        let health = ctx.consume(
+            ConsumerOptions::new(config::CONSUMER),
+            consumer::Rollup::new(store.clone()).notifying(snapshots.clone()),
+        )?;
+        // A durable of its own: the read model of the indicators advances (and parks) apart
+        // from the marketplace rollups.
+        ctx.consume(
+            ConsumerOptions::new(config::INDICATORS_CONSUMER),
+            readmodel::IndicatorsReadModel::new(store.clone()),
+        )?;
+        let reconciliation = reconciliation(&ctx, store.clone(), health, snapshots.clone())?;
+        let dashboard = Dashboard::with_snapshots(reads, snapshots.clone());
+        let poll = Duration::from_millis(ctx.config.gateway_snapshot_poll_ms);
+        let shutdown = ctx.shared.shutdown.clone();
         let mut running = Running::new()
             .grpc(DashboardServer::new(grpc::GrpcAdapter::new(
                 dashboard.clone(),
             )))
-            .http(http::router(dashboard));
+            .http(http::router(dashboard))
+            .task("snapshot", async move {
+                snapshots.run(poll, shutdown).await;
+                Ok(())
+            });
         if let Some(reconciliation) = reconciliation {
             running = running.task("reconciliation", reconciliation);
         }
@@ -117,6 +133,7 @@ fn reconciliation(
     ctx: &ServiceContext<GatewayConfig>,
     store: Arc<SqlStore>,
     health: Arc<ConsumerHealth>,
+    snapshots: Arc<snapshot::Snapshots>,
 ) -> anyhow::Result<Option<impl std::future::Future<Output = anyhow::Result<()>>>> {
     let interval = ctx.config.reconcile_interval_seconds;
     let url = ctx.peer_url("marketplace", ctx.config.marketplace_url.as_deref())?;
@@ -137,7 +154,8 @@ fn reconciliation(
         ..ClientOptions::default()
     };
     let source = reconcile::GrpcCellSource::new(ctx.peer(&url, options)?);
-    let reconciler = reconcile::Reconciler::new(store, Arc::new(source), health);
+    let reconciler =
+        reconcile::Reconciler::new(store, Arc::new(source), health).notifying(snapshots);
     let shutdown = ctx.shared.shutdown.clone();
     let interval = Duration::from_secs(interval);
     Ok(Some(async move {

@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RECONCILE_DRAINED_WITHIN, RECONCILE_MAX_MESSAGE_BYTES};
+use crate::snapshot::Snapshots;
 use crate::store::GatewayStore;
 
 /// Where the authoritative cells come from: the marketplace service's audit rpc.
@@ -108,6 +109,7 @@ pub struct Reconciler {
     source: Arc<dyn CellSource>,
     health: Arc<ConsumerHealth>,
     seen: HashMap<CellId, Gap>,
+    snapshots: Option<Arc<Snapshots>>,
 }
 
 const KINDS: [RollupKind; 2] = [RollupKind::Sales, RollupKind::Households];
@@ -125,7 +127,15 @@ impl Reconciler {
             source,
             health,
             seen: HashMap::new(),
+            snapshots: None,
         }
+    }
+
+    /// Tells `snapshots` of every repair, so the in-memory figures are rebuilt at once rather
+    /// than at the next poll of the figures' version.
+    pub fn notifying(mut self, snapshots: Arc<Snapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// Runs one round: compares every partner's cells of both kinds and repairs the gaps
@@ -196,6 +206,9 @@ impl Reconciler {
             {
                 report.repaired_cells += 1;
                 log_repair(partner, kind, &gap);
+                if let Some(snapshots) = &self.snapshots {
+                    snapshots.changed();
+                }
             } else {
                 self.seen.insert(id, gap);
             }

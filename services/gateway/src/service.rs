@@ -20,12 +20,16 @@ use crate::domain::{
 use crate::error::unknown_province;
 use crate::household_facts;
 use crate::readmodel::state;
+use crate::series::SeriesCache;
+use crate::snapshot::{JsonBody, Snapshots};
 use crate::store::{GatewayStore, Store, TargetRow, ValueRow};
 
 /// Read side of the gateway.
 #[derive(Clone)]
 pub struct Dashboard {
     store: Arc<Store>,
+    snapshots: Arc<Snapshots>,
+    series: Arc<SeriesCache<SeriesQuery, Series>>,
 }
 
 /// A checked series and its points.
@@ -48,66 +52,92 @@ pub struct Series {
 }
 
 impl Dashboard {
-    /// Queries over `store`.
+    /// Queries over `store`, with snapshots of their own (built by [`Self::refresh`]).
     pub fn new(store: Arc<Store>) -> Self {
-        Dashboard { store }
+        let snapshots = Snapshots::new(store.clone());
+        Dashboard::with_snapshots(store, snapshots)
     }
 
-    /// National figures.
+    /// Queries over `store`, answering the summaries from `snapshots` (which the service's
+    /// consumer tells of its commits).
+    pub fn with_snapshots(store: Arc<Store>, snapshots: Arc<Snapshots>) -> Self {
+        Dashboard {
+            store,
+            snapshots,
+            series: Arc::new(SeriesCache::default()),
+        }
+    }
+
+    /// The in-memory figures this dashboard answers from.
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
+    }
+
+    /// Reads the figures from the store into a new snapshot (at start, and in tests where no
+    /// rebuild task runs).
+    pub async fn refresh(&self) -> Result<()> {
+        self.snapshots.refresh().await
+    }
+
+    /// National figures (from the snapshot).
     pub async fn national(&self) -> Result<NationalView> {
-        let (sales, households, as_of) = tokio::try_join!(
-            self.store.sales_totals(),
-            self.store.household_totals(),
-            self.store.as_of_ms()
-        )?;
-        Ok(domain::national(
-            &sales,
-            &households,
-            as_of.and_then(rfc3339),
-        ))
+        Ok(self.snapshots.current()?.national.clone())
     }
 
-    /// Every province's figures.
+    /// `GET /api/v1/national`'s body, serialised once per change.
+    pub async fn national_json(&self) -> Result<JsonBody> {
+        Ok(self.snapshots.current()?.national_json.clone())
+    }
+
+    /// Every province's figures (from the snapshot).
     pub async fn provinces(&self) -> Result<Vec<ProvinceView>> {
-        let (sales, households) =
-            tokio::try_join!(self.store.sales_totals(), self.store.household_totals())?;
-        Ok(domain::provinces(&sales, &households))
+        Ok(self.snapshots.current()?.provinces.clone())
+    }
+
+    /// `GET /api/v1/provinces`'s body, serialised once per change.
+    pub async fn provinces_json(&self) -> Result<JsonBody> {
+        Ok(self.snapshots.current()?.provinces_json.clone())
     }
 
     /// One province (a pre-2025 code is mapped to its province).
     pub async fn province(&self, code: &str) -> Result<ProvinceView> {
-        let found = Reference::get()
-            .resolve_province(code)
-            .ok_or_else(|| unknown_province(code))?;
-        let wanted = &found.province().code;
-        self.provinces()
-            .await?
-            .into_iter()
-            .find(|p| &p.code == wanted)
-            .ok_or_else(|| unknown_province(code))
+        let snapshot = self.snapshots.current()?;
+        let (view, _) = snapshot.province(code)?;
+        Ok(view.clone())
     }
 
-    /// A time series.
-    pub async fn series(&self, params: &SeriesParams) -> Result<Series> {
+    /// `GET /api/v1/provinces/{code}`'s body, serialised once per change.
+    pub async fn province_json(&self, code: &str) -> Result<JsonBody> {
+        let snapshot = self.snapshots.current()?;
+        let (_, body) = snapshot.province(code)?;
+        Ok(body.clone())
+    }
+
+    /// A time series, from the series rollups; answers are kept until the figures change.
+    pub async fn series(&self, params: &SeriesParams) -> Result<Arc<Series>> {
         let query: SeriesQuery = params.check()?;
-        let daily = self.store.daily(&query).await?;
-        Ok(Series {
+        // The version before the read: what is read is at least that new, so the answer may
+        // be kept under it (and is dropped when the version moves). Before the first
+        // snapshot there is no version to keep it under.
+        let version = self.snapshots.version();
+        if let Some(hit) = self.series.get(version, &query) {
+            return Ok(hit);
+        }
+        let values = self.store.series_values(&query).await?;
+        let series = Arc::new(Series {
             metric: query.metric.name(),
             granularity: query.granularity.name(),
             from: query.from.to_string(),
             to: query.to.to_string(),
             province: query.province.clone(),
             partner: query.partner.map(|p| p.code()),
-            points: domain::bucket(&query, &daily),
-        })
+            points: domain::bucket(&query, &values),
+        });
+        if version >= 0 {
+            self.series.put(version, query, series.clone());
+        }
+        Ok(series)
     }
-}
-
-fn rfc3339(ms: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
 }
 
 /// The indicator whose share of onboarded households is `TRAINED_HH_PCT`'s numerator.

@@ -13,6 +13,7 @@ use time::Date;
 
 use crate::domain::{Deltas, HouseholdTotal, Metric, SalesTotal, SeriesQuery};
 use crate::readmodel::IndicatorChange;
+use crate::series::{self, SeriesDeltas};
 
 /// The gateway's migrations (schema `gateway`, or `gateway.sqlite`); the kit appends its own
 /// tables.
@@ -35,8 +36,20 @@ pub trait GatewayStore: Send + Sync + 'static {
     async fn household_totals(&self) -> Result<Vec<HouseholdTotal>>;
     /// Commit time (ms) of the newest event applied.
     async fn as_of_ms(&self) -> Result<Option<i64>>;
-    /// Daily values of a metric within the query's range and filters.
+    /// Daily values of a metric within the query's range and filters, summed from the daily
+    /// cells (every province, partner and category in range: a scan, kept as the reference
+    /// the series rollups are checked against).
     async fn daily(&self, query: &SeriesQuery) -> Result<Vec<(Date, i64)>>;
+    /// The values that answer `query` from the series rollups ([`series::plan`]): each whole
+    /// period's value dated at its start, and the days of the periods covered in part, in
+    /// one statement (one committed state).
+    async fn series_values(&self, query: &SeriesQuery) -> Result<Vec<(Date, i64)>>;
+    /// The figures of the in-memory snapshot (`snapshot.rs`): the totals, the newest event's
+    /// time and the figures' version, read in one statement so they are one committed state.
+    async fn figures(&self) -> Result<Figures>;
+    /// The figures' version (`meta.figures_version`, bumped in every transaction that changes
+    /// the rollups; 0 before the first).
+    async fn figures_version(&self) -> Result<i64>;
     /// `partner`'s non-empty daily cells of `kind`, in all provinces or in one, in the shape
     /// the marketplace service recomputes them (for reconciliation).
     async fn rollup_cells(
@@ -138,6 +151,23 @@ const HOUSEHOLD_ASOF: &[(&str, &str)] = &[
     ("digital_reporting", "BIGINT"),
 ];
 
+const SALES_SERIES: &[(&str, &str)] = &[
+    ("granularity", "TEXT"),
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("period_start", "TEXT"),
+    ("grams", "BIGINT"),
+    ("value_vnd", "BIGINT"),
+    ("orders", "BIGINT"),
+];
+const HOUSEHOLDS_SERIES: &[(&str, &str)] = &[
+    ("granularity", "TEXT"),
+    ("province_code", "TEXT"),
+    ("partner", "TEXT"),
+    ("period_start", "TEXT"),
+    ("households", "BIGINT"),
+];
+
 /// The rollup tables' names, in [`ROLLUPS`] order.
 const ROLLUP_TABLES: [&str; ROLLUPS] = [
     "sales_daily",
@@ -149,6 +179,8 @@ const ROLLUP_TABLES: [&str; ROLLUPS] = [
     "sales_commune_monthly",
     "households_commune_monthly",
     "household_asof",
+    "sales_series",
+    "households_series",
 ];
 
 fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
@@ -164,7 +196,7 @@ fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
 
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
-const ROLLUPS: usize = 9;
+const ROLLUPS: usize = 11;
 
 /// An upsert that adds the JSON rows' measures to what the table holds.
 fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
@@ -225,6 +257,8 @@ impl SqlStore {
                 5,
             ),
             increment_sql(pg, "household_asof", HOUSEHOLD_ASOF, 5),
+            increment_sql(pg, "sales_series", SALES_SERIES, 4),
+            increment_sql(pg, "households_series", HOUSEHOLDS_SERIES, 4),
         ];
         SqlStore { db, upserts }
     }
@@ -235,8 +269,21 @@ impl SqlStore {
     }
 }
 
-/// The JSON rows of the rollups for a sum of deltas, in [`ROLLUPS`] order.
-fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
+/// What the daily cells' change in `d` adds to the series rollups.
+fn series_of(d: &Deltas) -> Result<SeriesDeltas> {
+    SeriesDeltas::of(
+        d.sales_daily.iter().map(|((day, p, partner, _), v)| {
+            ((day.as_str(), p.as_str(), *partner), [v[0], v[1], v[2]])
+        }),
+        d.households_daily
+            .iter()
+            .map(|((day, p, partner, _), n)| ((day.as_str(), p.as_str(), *partner), *n)),
+    )
+    .map_err(|overflow| Error::overflow(format!("{overflow} (a time series row)")))
+}
+
+/// The JSON rows of the rollups for a sum of deltas and its series rows, in [`ROLLUPS`] order.
+fn rollup_rows(d: &Deltas, series: &SeriesDeltas) -> [Vec<Value>; ROLLUPS] {
     let sales_daily = d
         .sales_daily
         .iter()
@@ -316,6 +363,22 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
                    "digital_households": v[3], "digital_reporting": v[4]})
         })
         .collect();
+    let sales_series = series
+        .sales
+        .iter()
+        .map(|((g, p, partner, start), v)| {
+            json!({"granularity": g, "province_code": p, "partner": partner, "period_start": start,
+                   "grams": v[0], "value_vnd": v[1], "orders": v[2]})
+        })
+        .collect();
+    let households_series = series
+        .households
+        .iter()
+        .map(|((g, p, partner, start), n)| {
+            json!({"granularity": g, "province_code": p, "partner": partner, "period_start": start,
+                   "households": n})
+        })
+        .collect();
     [
         sales_daily,
         sales_totals,
@@ -326,25 +389,17 @@ fn rollup_rows(d: &Deltas) -> [Vec<Value>; ROLLUPS] {
         sales_commune_monthly,
         households_commune_monthly,
         household_asof,
+        sales_series,
+        households_series,
     ]
 }
 
 #[async_trait]
 impl GatewayStore for SqlStore {
     async fn apply(&self, tx: &mut Tx, deltas: &Deltas) -> Result<()> {
-        add_to_rollups(tx, &self.upserts, deltas).await?;
-        if deltas.newest_ms > 0 {
-            with_tx!(tx, |conn| {
-                sqlx::query(
-                    "INSERT INTO meta (key, value) VALUES ('as_of_ms', $1) ON CONFLICT (key) DO UPDATE \
-                     SET value = CASE WHEN excluded.value > meta.value THEN excluded.value ELSE meta.value END",
-                )
-                .bind(deltas.newest_ms)
-                .execute(&mut *conn)
-                .await?;
-            });
-        }
-        Ok(())
+        let series = series_of(deltas)?;
+        add_to_rollups(tx, &self.upserts, deltas, &series).await?;
+        bump_version(tx, deltas.newest_ms).await
     }
 
     async fn sales_totals(&self) -> Result<Vec<SalesTotal>> {
@@ -412,6 +467,102 @@ impl GatewayStore for SqlStore {
             .collect())
     }
 
+    async fn series_values(&self, query: &SeriesQuery) -> Result<Vec<(Date, i64)>> {
+        let (table, column) = match query.metric {
+            Metric::SalesGrams => ("sales_series", "grams"),
+            Metric::SalesValueVnd => ("sales_series", "value_vnd"),
+            Metric::Orders => ("sales_series", "orders"),
+            Metric::HouseholdsOnboarded => ("households_series", "households"),
+        };
+        let plan = series::plan(query);
+        // Ranges absent from the plan are bound as ("1", "0"): no day is both at or after
+        // "1" and at or before "0".
+        let range = |r: Option<(Date, Date)>| {
+            r.map_or(("1".to_string(), "0".to_string()), |(a, b)| {
+                (a.to_string(), b.to_string())
+            })
+        };
+        let head = range(plan.days.first().copied());
+        let tail = range(plan.days.get(1).copied());
+        let periods = range(plan.periods);
+        // One statement: the whole periods and the days around them from one committed state.
+        // Every arm is a range of the primary key (granularity, province, partner, start).
+        let sql = format!(
+            "SELECT period_start, {column} FROM {table} WHERE granularity = 'day' \
+             AND province_code = $1 AND partner = $2 \
+             AND ((period_start >= $3 AND period_start <= $4) OR (period_start >= $5 AND period_start <= $6)) \
+             UNION ALL SELECT period_start, {column} FROM {table} WHERE granularity = $7 \
+             AND province_code = $1 AND partner = $2 AND period_start >= $8 AND period_start <= $9"
+        );
+        let province = query.province.clone().unwrap_or_default();
+        let partner = query.partner.map(|p| p.code()).unwrap_or_default();
+        let rows: Vec<(String, i64)> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(&sql)
+                .bind(&province)
+                .bind(partner)
+                .bind(&head.0)
+                .bind(&head.1)
+                .bind(&tail.0)
+                .bind(&tail.1)
+                .bind(plan.granularity)
+                .bind(&periods.0)
+                .bind(&periods.1)
+                .fetch_all(pool)
+                .await?
+        });
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        Ok(rows
+            .into_iter()
+            .filter_map(|(day, total)| Date::parse(&day, format).ok().map(|d| (d, total)))
+            .collect())
+    }
+
+    async fn figures(&self) -> Result<Figures> {
+        // One statement, so the version and the totals are one committed state: a snapshot
+        // tagged with a version holds exactly that version's figures.
+        let rows: Vec<FigureRow> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_as(
+                "SELECT key AS kind, CAST('' AS TEXT) AS province_code, CAST('' AS TEXT) AS partner, \
+                 CAST(0 AS BIGINT) AS status, value AS a, CAST(0 AS BIGINT) AS b, CAST(0 AS BIGINT) AS c, \
+                 CAST(0 AS BIGINT) AS d FROM meta WHERE key IN ('figures_version', 'as_of_ms') \
+                 UNION ALL SELECT 'sales', province_code, partner, CAST(0 AS BIGINT), grams, value_vnd, \
+                 orders, lines FROM sales_totals \
+                 UNION ALL SELECT 'households', province_code, partner, status, households, \
+                 CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT) FROM household_totals",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        let mut figures = Figures::default();
+        for r in rows {
+            match r.kind.as_str() {
+                "figures_version" => figures.version = r.a,
+                "as_of_ms" => figures.as_of_ms = Some(r.a),
+                "sales" => figures.sales.push(SalesTotal {
+                    province_code: r.province_code,
+                    partner: r.partner,
+                    cell: [r.a, r.b, r.c, r.d],
+                }),
+                _ => figures.households.push(HouseholdTotal {
+                    province_code: r.province_code,
+                    partner: r.partner,
+                    status: r.status,
+                    households: r.a,
+                }),
+            }
+        }
+        Ok(figures)
+    }
+
+    async fn figures_version(&self) -> Result<i64> {
+        let version: Option<i64> = with_db!(&self.db.pool, |pool| {
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'figures_version'")
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(version.unwrap_or(0))
+    }
+
     async fn rollup_cells(
         &self,
         partner: Partner,
@@ -454,11 +605,23 @@ impl GatewayStore for SqlStore {
             wanted.count - found.count,
         ];
         let mut totals = Deltas::default();
+        // The repaired cell's difference, for its series rows (the cell itself is set by the
+        // compare-and-set below, not added to).
+        let mut cell = Deltas::default();
         let (cas, insert, cell_key) = match kind {
             RollupKind::Sales => {
                 totals
                     .sales_totals
                     .insert((found.province_code.clone(), partner.code()), diff);
+                cell.sales_daily.insert(
+                    (
+                        found.day.clone(),
+                        found.province_code.clone(),
+                        partner.code(),
+                        found.category.clone(),
+                    ),
+                    diff,
+                );
                 (
                     "UPDATE sales_daily SET grams = $5, value_vnd = $6, orders = $7, lines = $8 \
                      WHERE day = $1 AND province_code = $2 AND partner = $3 AND category = $4 \
@@ -477,6 +640,15 @@ impl GatewayStore for SqlStore {
                     ),
                     diff[3],
                 );
+                cell.households_daily.insert(
+                    (
+                        found.day.clone(),
+                        found.province_code.clone(),
+                        partner.code(),
+                        i64::from(found.status),
+                    ),
+                    diff[3],
+                );
                 (
                     "UPDATE households_daily SET households = $5 WHERE day = $1 AND province_code = $2 \
                      AND partner = $3 AND status = $4 AND households = $6",
@@ -489,6 +661,7 @@ impl GatewayStore for SqlStore {
                 return Err(Error::invalid("kind must be sales or households"))
             }
         };
+        let series = series_of(&cell)?;
         let mut tx = self.db.begin().await?;
         // Compare-and-set: the update matches only while the cell holds what the round saw;
         // an absent row (seen as zeros) is inserted instead, unless one appeared.
@@ -557,7 +730,8 @@ impl GatewayStore for SqlStore {
         if changed != 1 {
             return Ok(false);
         }
-        add_to_rollups(&mut tx, &self.upserts, &totals).await?;
+        add_to_rollups(&mut tx, &self.upserts, &totals, &series).await?;
+        bump_version(&mut tx, 0).await?;
         with_tx!(&mut tx, |conn| {
             sqlx::query(
                 "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, \
@@ -581,9 +755,74 @@ impl GatewayStore for SqlStore {
     }
 }
 
+/// Moves `meta.figures_version` on (and `as_of_ms` to `newest_ms` if that is newer) inside
+/// `tx`: every transaction that changes the rollups does, so a replica that polls the version
+/// knows its snapshot is behind. One statement, rows in key order (`as_of_ms` before
+/// `figures_version`) like every rollup write.
+async fn bump_version(tx: &mut Tx, newest_ms: i64) -> Result<()> {
+    // Without an event time (a repair) `as_of_ms` is left alone, so it is never set to 0.
+    with_tx!(tx, |conn| {
+        if newest_ms > 0 {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('as_of_ms', $1), ('figures_version', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = CASE WHEN meta.key = 'figures_version' \
+                 THEN meta.value + 1 WHEN excluded.value > meta.value THEN excluded.value \
+                 ELSE meta.value END",
+            )
+            .bind(newest_ms)
+            .execute(&mut *conn)
+            .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('figures_version', 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+    });
+    Ok(())
+}
+
+/// The figures of the snapshot, as [`GatewayStore::figures`] reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// `meta.figures_version` (0 before any change).
+    pub version: i64,
+    /// Commit time (ms) of the newest event applied.
+    pub as_of_ms: Option<i64>,
+    /// Sales totals by province and partner.
+    pub sales: Vec<SalesTotal>,
+    /// Household totals by province, partner and status.
+    pub households: Vec<HouseholdTotal>,
+}
+
+/// A row of [`GatewayStore::figures`]'s statement: `kind` says which table, `a`–`d` its
+/// measures.
+#[derive(sqlx::FromRow)]
+struct FigureRow {
+    kind: String,
+    province_code: String,
+    partner: String,
+    status: i64,
+    a: i64,
+    b: i64,
+    c: i64,
+    d: i64,
+}
+
 /// Adds a sum of deltas to the rollup tables inside `tx`, one statement per table.
-async fn add_to_rollups(tx: &mut Tx, upserts: &[String; ROLLUPS], deltas: &Deltas) -> Result<()> {
-    for ((sql, rows), table) in upserts.iter().zip(rollup_rows(deltas)).zip(ROLLUP_TABLES) {
+async fn add_to_rollups(
+    tx: &mut Tx,
+    upserts: &[String; ROLLUPS],
+    deltas: &Deltas,
+    series: &SeriesDeltas,
+) -> Result<()> {
+    for ((sql, rows), table) in upserts
+        .iter()
+        .zip(rollup_rows(deltas, series))
+        .zip(ROLLUP_TABLES)
+    {
         if rows.is_empty() {
             continue;
         }

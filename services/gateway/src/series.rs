@@ -1,0 +1,330 @@
+//! Time series that do not scan: the daily rollups summed by day, week and month for every
+//! province and partner, and for all of them (`sales_series`, `households_series`), so a year
+//! of national figures by day reads 366 rows and by month 12. This file holds the rules: what
+//! a change of the daily cells adds to those rows, which rows a query reads, and the cache of
+//! answers until the next change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use time::{Date, Duration};
+
+use crate::domain::{Granularity, Overflow, SeriesQuery, SERIES_YEARS};
+
+/// (granularity, province or `''`, partner or `''`, first day of the period) — the primary key
+/// of the series tables, in its order, so rows are written in key order like every rollup.
+pub type SeriesKey = (&'static str, String, &'static str, String);
+
+/// Granularities kept, with their names in the tables.
+const KEPT: [Granularity; 3] = [Granularity::Day, Granularity::Week, Granularity::Month];
+
+/// What a change of the daily cells adds to the series rows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeriesDeltas {
+    /// Sales: grams, đồng, orders.
+    pub sales: BTreeMap<SeriesKey, [i64; 3]>,
+    /// Households registered (every status).
+    pub households: BTreeMap<SeriesKey, i64>,
+}
+
+/// A day as the rollups write it (`YYYY-MM-DD`), if it is a real date of the years a series
+/// may ask for; other days have no series rows (the migration's backfill skips them alike).
+fn series_day(day: &str) -> Option<Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(day, format)
+        .ok()
+        .filter(|d| (SERIES_YEARS.0..=SERIES_YEARS.1).contains(&d.year()))
+}
+
+/// The series keys a daily cell of `day`, `province` and `partner` counts in: each kept
+/// granularity, at the four levels (province and partner, province, partner, nation).
+fn keys(day: Date, province: &str, partner: &'static str) -> impl Iterator<Item = SeriesKey> {
+    let province = province.to_string();
+    KEPT.into_iter().flat_map(move |g| {
+        let start = g.start_of(day).to_string();
+        [
+            (g.name(), province.clone(), partner, start.clone()),
+            (g.name(), province.clone(), "", start.clone()),
+            (g.name(), String::new(), partner, start.clone()),
+            (g.name(), String::new(), "", start),
+        ]
+    })
+}
+
+fn add<const N: usize>(cell: &mut [i64; N], by: &[i64; N]) -> Result<(), Overflow> {
+    let mut sum = *cell;
+    for (a, b) in sum.iter_mut().zip(by) {
+        *a = a.checked_add(*b).ok_or(Overflow)?;
+    }
+    *cell = sum;
+    Ok(())
+}
+
+impl SeriesDeltas {
+    /// The series rows' change for a change of the daily cells (the same −previous/+current
+    /// sums, summed again by period and level, checked).
+    pub fn of<'a>(
+        sales_daily: impl IntoIterator<Item = ((&'a str, &'a str, &'static str), [i64; 3])>,
+        households_daily: impl IntoIterator<Item = ((&'a str, &'a str, &'static str), i64)>,
+    ) -> Result<SeriesDeltas, Overflow> {
+        let mut out = SeriesDeltas::default();
+        for ((day, province, partner), cell) in sales_daily {
+            let Some(day) = series_day(day) else { continue };
+            for key in keys(day, province, partner) {
+                add(out.sales.entry(key).or_default(), &cell)?;
+            }
+        }
+        for ((day, province, partner), n) in households_daily {
+            let Some(day) = series_day(day) else { continue };
+            for key in keys(day, province, partner) {
+                let sum = out.households.entry(key).or_default();
+                *sum = sum.checked_add(n).ok_or(Overflow)?;
+            }
+        }
+        // A correction within one period nets to zero there: nothing to write.
+        out.sales.retain(|_, v| v.iter().any(|n| *n != 0));
+        out.households.retain(|_, n| *n != 0);
+        Ok(out)
+    }
+}
+
+/// Which rows answer a query: its whole periods from the rows of its granularity, and the
+/// days of a period it covers only in part (at its start or end) from the daily rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Granularity of the whole periods.
+    pub granularity: &'static str,
+    /// First and last period start read at that granularity (`None`: none).
+    pub periods: Option<(Date, Date)>,
+    /// Ranges of days read from the daily rows (inclusive), at most two.
+    pub days: Vec<(Date, Date)>,
+}
+
+/// The last day of the period starting at `start`.
+fn period_end(g: Granularity, start: Date) -> Option<Date> {
+    match g {
+        Granularity::Day => Some(start),
+        Granularity::Week => start.checked_add(Duration::days(6)),
+        Granularity::Month => {
+            let next = if start.month() == time::Month::December {
+                Date::from_calendar_date(start.year() + 1, time::Month::January, 1)
+            } else {
+                Date::from_calendar_date(start.year(), start.month().next(), 1)
+            };
+            next.ok().and_then(|d| d.previous_day())
+        }
+    }
+}
+
+/// The rows a query reads.
+pub fn plan(query: &SeriesQuery) -> ReadPlan {
+    let g = query.granularity;
+    let all_days = ReadPlan {
+        granularity: g.name(),
+        periods: None,
+        days: vec![(query.from, query.to)],
+    };
+    if g == Granularity::Day {
+        return all_days;
+    }
+    // The first whole period starts at `from` or after the period `from` falls in; the last
+    // one ends at `to` or before the period `to` falls in.
+    let first = if g.start_of(query.from) == query.from {
+        Some(query.from)
+    } else {
+        period_end(g, g.start_of(query.from)).and_then(|d| d.next_day())
+    };
+    let last_start = g.start_of(query.to);
+    let last = if period_end(g, last_start) == Some(query.to) {
+        Some(last_start)
+    } else {
+        last_start
+            .previous_day()
+            .map(|d| g.start_of(d))
+            .filter(|d| *d >= query.from)
+    };
+    let (Some(first), Some(last)) = (first, last) else {
+        return all_days;
+    };
+    if first > last {
+        return all_days;
+    }
+    let mut days = Vec::new();
+    if query.from < first {
+        if let Some(before) = first.previous_day() {
+            days.push((query.from, before));
+        }
+    }
+    if let Some(after) = period_end(g, last).and_then(|d| d.next_day()) {
+        if after <= query.to {
+            days.push((after, query.to));
+        }
+    }
+    ReadPlan {
+        granularity: g.name(),
+        periods: Some((first, last)),
+        days,
+    }
+}
+
+/// Answers kept until the figures change: each entry is valid for the figures' version it was
+/// read at (or later), and the whole cache is dropped when the version moves. Bounded: past
+/// [`SeriesCache::CAPACITY`] entries it starts again empty, so odd queries cannot fill memory.
+pub struct SeriesCache<K, V> {
+    inner: Mutex<(i64, HashMap<K, Arc<V>>)>,
+}
+
+impl<K: Hash + Eq, V> Default for SeriesCache<K, V> {
+    fn default() -> Self {
+        SeriesCache {
+            inner: Mutex::new((i64::MIN, HashMap::new())),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> SeriesCache<K, V> {
+    /// Entries kept at most (a dashboard's charts ask a few dozen distinct queries).
+    pub const CAPACITY: usize = 1024;
+
+    /// The answer kept for `key` at figures' `version`, if any.
+    pub fn get(&self, version: i64, key: &K) -> Option<Arc<V>> {
+        let inner = self.inner.lock().ok()?;
+        (inner.0 == version).then(|| inner.1.get(key).cloned())?
+    }
+
+    /// Keeps `value` for `key`, read at figures' `version` (an answer read at an older version
+    /// than the cache holds is not kept).
+    pub fn put(&self, version: i64, key: K, value: Arc<V>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.0 != version {
+            if version < inner.0 {
+                return;
+            }
+            *inner = (version, HashMap::new());
+        }
+        if inner.1.len() >= Self::CAPACITY {
+            inner.1.clear();
+        }
+        inner.1.insert(key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Metric;
+    use time::macros::date;
+
+    fn query(g: Granularity, from: Date, to: Date) -> SeriesQuery {
+        SeriesQuery {
+            metric: Metric::SalesGrams,
+            granularity: g,
+            from,
+            to,
+            province: None,
+            partner: None,
+        }
+    }
+
+    #[test]
+    fn whole_periods_come_from_their_rows_and_partial_ones_from_days() {
+        let p = plan(&query(
+            Granularity::Month,
+            date!(2026 - 01 - 15),
+            date!(2026 - 04 - 10),
+        ));
+        assert_eq!(
+            p.periods,
+            Some((date!(2026 - 02 - 01), date!(2026 - 03 - 01)))
+        );
+        assert_eq!(
+            p.days,
+            vec![
+                (date!(2026 - 01 - 15), date!(2026 - 01 - 31)),
+                (date!(2026 - 04 - 01), date!(2026 - 04 - 10))
+            ]
+        );
+        // A whole year by month: 12 rows, no days.
+        let year = plan(&query(
+            Granularity::Month,
+            date!(2026 - 01 - 01),
+            date!(2026 - 12 - 31),
+        ));
+        assert_eq!(
+            (year.periods, year.days.len()),
+            (Some((date!(2026 - 01 - 01), date!(2026 - 12 - 01))), 0)
+        );
+        // Within one month: days only.
+        let inside = plan(&query(
+            Granularity::Month,
+            date!(2026 - 02 - 03),
+            date!(2026 - 02 - 20),
+        ));
+        assert_eq!(inside.periods, None);
+        assert_eq!(
+            inside.days,
+            vec![(date!(2026 - 02 - 03), date!(2026 - 02 - 20))]
+        );
+        // Weeks start on Monday: 2026-11-02 is one, 2026-11-15 a Sunday.
+        let weeks = plan(&query(
+            Granularity::Week,
+            date!(2026 - 11 - 02),
+            date!(2026 - 11 - 18),
+        ));
+        assert_eq!(
+            weeks.periods,
+            Some((date!(2026 - 11 - 02), date!(2026 - 11 - 09)))
+        );
+        assert_eq!(
+            weeks.days,
+            vec![(date!(2026 - 11 - 16), date!(2026 - 11 - 18))]
+        );
+    }
+
+    #[test]
+    fn a_cell_counts_at_every_level_and_a_correction_within_a_period_writes_nothing() {
+        let d = SeriesDeltas::of(
+            [
+                (("2026-11-02", "79", "voso"), [10, 30, 1]),
+                (("2026-11-03", "79", "voso"), [-10, -30, -1]),
+                (("2026-02-30", "79", "voso"), [5, 5, 5]),
+            ],
+            [],
+        )
+        .unwrap();
+        // The two days' rows (4 levels each); the week and month net to zero; the impossible
+        // day counts nowhere.
+        assert_eq!(d.sales.len(), 8, "{d:?}");
+        assert_eq!(
+            d.sales
+                .get(&("day", String::new(), "", "2026-11-02".to_string())),
+            Some(&[10, 30, 1])
+        );
+        assert!(
+            SeriesDeltas::of([(("2026-11-02", "79", "voso"), [i64::MAX, 0, 0])], [])
+                .and_then(|mut a| {
+                    let b = SeriesDeltas::of([(("2026-11-03", "79", "voso"), [1, 0, 0])], [])?;
+                    for (k, v) in b.sales {
+                        add(a.sales.entry(k).or_default(), &v)?;
+                    }
+                    Ok(a)
+                })
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_cache_holds_answers_of_one_version() {
+        let cache: SeriesCache<u8, u8> = SeriesCache::default();
+        cache.put(1, 7, Arc::new(70));
+        assert_eq!(cache.get(1, &7).as_deref(), Some(&70));
+        assert_eq!(cache.get(2, &7), None, "the figures changed");
+        cache.put(2, 8, Arc::new(80));
+        assert_eq!(cache.get(2, &7), None, "dropped with version 1");
+        cache.put(1, 7, Arc::new(70));
+        assert_eq!(cache.get(2, &7), None, "an older answer is not kept");
+    }
+}
