@@ -43,6 +43,11 @@ pub struct Config {
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
 
+    /// How this process authenticates to NATS and which TLS it uses.
+    #[command(flatten)]
+    #[serde(rename = "nats")]
+    pub nats: NatsSecurity,
+
     /// Prefix of every event subject (`<prefix>.<service>.<event>`); the JetStream stream is
     /// named after it. Distinct prefixes keep deployments (and tests) apart on one NATS server.
     #[arg(
@@ -330,6 +335,91 @@ pub struct Config {
     pub prune_interval_seconds: u64,
 }
 
+/// NATS credentials and TLS: a user and password, or a `.creds`/nkey seed file; a CA to
+/// trust (with `tls://` URLs), and a client certificate for mutual TLS. Each service has its
+/// own NATS user whose permissions allow only its own subjects (`deploy/nats-auth.conf`).
+/// The password is left out of `Debug`, of `agriportal config` and of every log line.
+#[derive(Args, Clone, Serialize)]
+pub struct NatsSecurity {
+    /// NATS user name (with `--nats-password`); one per service, so that NATS permissions
+    /// let each publish only its own events.
+    #[arg(long = "nats-user", env = "AGRIPORTAL_NATS_USER", global = true)]
+    pub user: Option<String>,
+
+    /// Password of `--nats-user`.
+    #[arg(
+        long = "nats-password",
+        env = "AGRIPORTAL_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip)]
+    pub password: Option<String>,
+
+    /// A NATS credentials file (`.creds`: user JWT and nkey seed) or a file holding only a user
+    /// nkey seed (`SU…`), instead of a user and password.
+    #[arg(long = "nats-creds", env = "AGRIPORTAL_NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that signed the NATS servers' certificates; TLS is then required.
+    #[arg(long = "nats-tls-ca", env = "AGRIPORTAL_NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with `--nats-tls-key`).
+    #[arg(
+        long = "nats-tls-cert",
+        env = "AGRIPORTAL_NATS_TLS_CERT",
+        global = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(long = "nats-tls-key", env = "AGRIPORTAL_NATS_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Prefix of this process's reply subjects (JetStream acks and API answers come back on
+    /// them). A per-service prefix (`_INBOX.gateway`) lets NATS permissions allow each service
+    /// to subscribe to its own replies only, not to read another's.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "AGRIPORTAL_NATS_INBOX_PREFIX",
+        default_value = DEFAULT_NATS_INBOX_PREFIX,
+        global = true
+    )]
+    pub inbox_prefix: String,
+}
+
+/// Default of `--nats-inbox-prefix`: NATS' own.
+pub const DEFAULT_NATS_INBOX_PREFIX: &str = "_INBOX";
+
+impl Default for NatsSecurity {
+    fn default() -> Self {
+        NatsSecurity {
+            user: None,
+            password: None,
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            inbox_prefix: DEFAULT_NATS_INBOX_PREFIX.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSecurity")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
+}
+
 /// Default of `--bus-max-bytes`: no limit (deployments set theirs; k8s 16 GiB).
 pub const DEFAULT_BUS_MAX_BYTES: u64 = 0;
 
@@ -407,6 +497,7 @@ impl Config {
             database_url: None,
             db_max_connections: 10,
             nats_url: None,
+            nats: NatsSecurity::default(),
             bus_prefix: "agriportal".into(),
             bus_replicas: 1,
             bus_max_bytes: DEFAULT_BUS_MAX_BYTES,

@@ -705,13 +705,30 @@ fn is_outage(err: &anyhow::Error) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Applies the platform's and the services' migrations (all, or `target`'s) and returns the
-/// stores migrated.
+/// stores migrated. With NATS configured it first creates (or updates) the event stream, so
+/// the services' NATS users need no right to manage it (`deploy/nats-auth.conf`: only the
+/// migrate user has it).
 pub async fn migrate(
     registry: &Registry,
     config: &Config,
     target: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
+    if let Some(url) = &config.nats_url {
+        crate::bus::JetStreamBus::connect_with(
+            url,
+            &config.nats,
+            &config.bus_prefix,
+            config.bus_replicas,
+            config.bus_max_bytes,
+        )
+        .await
+        .with_context(|| format!("creating the event stream on NATS at {url}"))?;
+        done.push(format!(
+            "stream {}",
+            crate::bus::stream_name(&config.bus_prefix)
+        ));
+    }
     let platform = platform_database(config).await?;
     platform.close().await;
     done.push("platform".to_string());
