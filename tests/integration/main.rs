@@ -10,6 +10,7 @@ mod authz;
 mod binary;
 mod browser;
 mod communes;
+mod db_roles;
 mod deploy;
 mod flow;
 mod gateway_indicators;

@@ -29,6 +29,28 @@ pub struct Config {
     #[serde(skip)]
     pub database_url: Option<String>,
 
+    /// With `agriportal migrate` on PostgreSQL (the owner role): after the migrations, give
+    /// each migrated service's runtime role (`--db-role-prefix` + its name) read and write use
+    /// of its own schema's tables and sequences, present and future, read use of the
+    /// platform's, and nothing else (no `CREATE`, no other schema); the role is created
+    /// (`NOLOGIN`) if missing. The services then run with `DATABASE_URL` naming that role.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DB_RUNTIME_ROLES",
+        default_value_t = false,
+        global = true
+    )]
+    pub db_runtime_roles: bool,
+
+    /// Prefix of the services' runtime roles (`agriportal_gateway`, ...).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DB_ROLE_PREFIX",
+        default_value = crate::roles::DEFAULT_ROLE_PREFIX,
+        global = true
+    )]
+    pub db_role_prefix: String,
+
     /// Maximum PostgreSQL connections per service pool.
     #[arg(
         long,
@@ -496,6 +518,8 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             db_max_connections: 10,
+            db_runtime_roles: false,
+            db_role_prefix: crate::roles::DEFAULT_ROLE_PREFIX.into(),
             nats_url: None,
             nats: NatsSecurity::default(),
             bus_prefix: "agriportal".into(),

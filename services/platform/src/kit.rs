@@ -738,7 +738,34 @@ pub async fn migrate(
         db.close().await;
         done.push(name.to_string());
     }
+    if config.db_runtime_roles {
+        for role in grant_runtime_roles(registry, config, target).await? {
+            done.push(format!("runtime role {role}"));
+        }
+    }
     Ok(done)
+}
+
+/// Gives each selected service's runtime role (`--db-role-prefix` + its name) the use of its
+/// own schema only ([`crate::roles`]), and returns the roles. Run as the owner, after
+/// [`migrate`] (which calls it with `--db-runtime-roles`).
+pub async fn grant_runtime_roles(
+    registry: &Registry,
+    config: &Config,
+    target: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let url = config
+        .database_url
+        .as_deref()
+        .context("--db-runtime-roles needs DATABASE_URL: runtime roles are PostgreSQL's")?;
+    let mut roles = Vec::new();
+    for entry in selected(registry, target)? {
+        let name = entry.descriptor().name;
+        let role = format!("{}{name}", config.db_role_prefix);
+        crate::roles::grant_runtime_role(url, name, &role).await?;
+        roles.push(role);
+    }
+    Ok(roles)
 }
 
 fn selected<'a>(
