@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection};
 use crate::support::{config_on, Mode};
 
 /// `url` with `role` as its user (the test server trusts local connections).
-fn as_role(url: &str, role: &str) -> String {
+pub(crate) fn as_role(url: &str, role: &str) -> String {
     let options = PgConnectOptions::from_str(url).unwrap();
     format!(
         "postgres://{role}@{}:{}/{}",

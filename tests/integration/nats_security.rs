@@ -2,7 +2,8 @@
 //! copied unchanged next to the test server's own configuration): each service runs with its
 //! own credential and the system works end to end; the gateway's credential cannot publish a
 //! marketplace event; a wrong password and a plain (non-TLS) client are refused. And the file
-//! matches what `agriportal targets` declares, so a new event cannot be forgotten in it.
+//! matches what `agriportal targets` declares, so a new event cannot be forgotten in it. The
+//! services run as their own PostgreSQL roles too (`--db-runtime-roles`), as deployed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use agriportal_platform::testing;
 use agriportal_proto::marketplace::v1 as pb;
 use agriportal_web::Web;
 use serde_json::Value;
+use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -181,9 +183,15 @@ fn security(user: &str, ca: &Path) -> NatsSecurity {
     }
 }
 
-/// `settings` with this NATS server and `user`'s credential.
+/// `settings` with this NATS server and `user`'s credential, and the service's own database
+/// role (`<role_prefix><user>`; the migrate user stays the owner).
 fn as_user(settings: &Settings, nats: &NatsServer, user: &str, ca: &Path) -> Settings {
     let mut settings = settings.clone();
+    if user != "migrate" {
+        let url = settings.platform.database_url.clone().unwrap();
+        let role = format!("{}{user}", settings.platform.db_role_prefix);
+        settings.platform.database_url = Some(crate::db_roles::as_role(&url, &role));
+    }
     settings.platform.nats_url = Some(nats.url());
     // The shipped permissions name the production prefix and its stream.
     settings.platform.bus_prefix = "agriportal".into();
@@ -352,6 +360,24 @@ async fn each_service_has_its_own_nats_user_and_the_gateway_cannot_forge_marketp
     };
     let tls = test_ca(dir.path());
     let nats = start_nats(&binary, dir.path(), &tls).await;
+    // And each service as its own PostgreSQL role, as deployed (roles are cluster-wide: unique
+    // names, dropped at the end).
+    let mut settings = settings;
+    settings.platform.db_role_prefix = format!("{}_", testing::unique_prefix("nats_role"));
+    settings.platform.db_runtime_roles = true;
+    let url = settings.platform.database_url.clone().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let roles: Vec<String> = registry
+        .names()
+        .iter()
+        .map(|t| format!("{}{t}", settings.platform.db_role_prefix))
+        .collect();
+    for role in &roles {
+        sqlx::raw_sql(&format!("CREATE ROLE {role} LOGIN"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
 
     // The migrate job creates the stream (only its user may) and the schemas.
     let migrated = kit::migrate(
@@ -387,6 +413,19 @@ async fn each_service_has_its_own_nats_user_and_the_gateway_cannot_forge_marketp
     web_config.gateway_url = Some(format!("http://{}", gateway.grpc));
     web_config.web_indicators_url = Some(format!("http://{}", indicators.grpc));
     let web = serve("web", web_settings).await;
+
+    // Every service is connected as its own role, none as the owner.
+    let connected: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT usename::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND usename::text LIKE $1 ORDER BY 1",
+    )
+    .bind(format!("{}%", settings.platform.db_role_prefix))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let mut expected = roles.clone();
+    expected.sort();
+    assert_eq!(connected, expected);
 
     let auth = Authenticator::new(&token_secret(&settings.platform).unwrap(), None).unwrap();
     let token = auth
@@ -543,6 +582,12 @@ async fn each_service_has_its_own_nats_user_and_the_gateway_cannot_forge_marketp
 
     for served in [web, indicators, gateway, marketplace] {
         served.stop().await;
+    }
+    for role in &roles {
+        sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
     drop(nats);
 }
