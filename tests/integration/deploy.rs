@@ -279,6 +279,8 @@ fn config_dump_leaves_secrets_out() {
             "do-not-print-this-secret-ever-0123456789",
         )
         .env("DATABASE_URL", "postgres://user:hunter2@db/agriportal")
+        .env("AGRIPORTAL_NATS_USER", "gateway")
+        .env("AGRIPORTAL_NATS_PASSWORD", "nats-password-never-printed")
         .arg("config")
         .output()
         .expect("config");
@@ -286,8 +288,11 @@ fn config_dump_leaves_secrets_out() {
     assert!(out.status.success());
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(json["bus_prefix"], "agriportal");
+    assert_eq!(json["nats"]["user"], "gateway");
     assert!(
-        !text.contains("do-not-print") && !text.contains("hunter2"),
+        !text.contains("do-not-print")
+            && !text.contains("hunter2")
+            && !text.contains("nats-password-never-printed"),
         "{text}"
     );
 }

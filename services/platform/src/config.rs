@@ -29,6 +29,28 @@ pub struct Config {
     #[serde(skip)]
     pub database_url: Option<String>,
 
+    /// With `agriportal migrate` on PostgreSQL (the owner role): after the migrations, give
+    /// each migrated service's runtime role (`--db-role-prefix` + its name) read and write use
+    /// of its own schema's tables and sequences, present and future, read use of the
+    /// platform's, and nothing else (no `CREATE`, no other schema); the role is created
+    /// (`NOLOGIN`) if missing. The services then run with `DATABASE_URL` naming that role.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DB_RUNTIME_ROLES",
+        default_value_t = false,
+        global = true
+    )]
+    pub db_runtime_roles: bool,
+
+    /// Prefix of the services' runtime roles (`agriportal_gateway`, ...).
+    #[arg(
+        long,
+        env = "AGRIPORTAL_DB_ROLE_PREFIX",
+        default_value = crate::roles::DEFAULT_ROLE_PREFIX,
+        global = true
+    )]
+    pub db_role_prefix: String,
+
     /// Maximum PostgreSQL connections per service pool.
     #[arg(
         long,
@@ -42,6 +64,11 @@ pub struct Config {
     /// through the in-process bus, which only works inside one process (`up`).
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
+
+    /// How this process authenticates to NATS and which TLS it uses.
+    #[command(flatten)]
+    #[serde(rename = "nats")]
+    pub nats: NatsSecurity,
 
     /// Prefix of every event subject (`<prefix>.<service>.<event>`); the JetStream stream is
     /// named after it. Distinct prefixes keep deployments (and tests) apart on one NATS server.
@@ -373,6 +400,91 @@ pub struct Config {
     pub tls_handshake_timeout_seconds: u64,
 }
 
+/// NATS credentials and TLS: a user and password, or a `.creds`/nkey seed file; a CA to
+/// trust (with `tls://` URLs), and a client certificate for mutual TLS. Each service has its
+/// own NATS user whose permissions allow only its own subjects (`deploy/nats-auth.conf`).
+/// The password is left out of `Debug`, of `agriportal config` and of every log line.
+#[derive(Args, Clone, Serialize)]
+pub struct NatsSecurity {
+    /// NATS user name (with `--nats-password`); one per service, so that NATS permissions
+    /// let each publish only its own events.
+    #[arg(long = "nats-user", env = "AGRIPORTAL_NATS_USER", global = true)]
+    pub user: Option<String>,
+
+    /// Password of `--nats-user`.
+    #[arg(
+        long = "nats-password",
+        env = "AGRIPORTAL_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
+    #[serde(skip)]
+    pub password: Option<String>,
+
+    /// A NATS credentials file (`.creds`: user JWT and nkey seed) or a file holding only a user
+    /// nkey seed (`SU…`), instead of a user and password.
+    #[arg(long = "nats-creds", env = "AGRIPORTAL_NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+
+    /// PEM file of the CA(s) that signed the NATS servers' certificates; TLS is then required.
+    #[arg(long = "nats-tls-ca", env = "AGRIPORTAL_NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with `--nats-tls-key`).
+    #[arg(
+        long = "nats-tls-cert",
+        env = "AGRIPORTAL_NATS_TLS_CERT",
+        global = true
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--nats-tls-cert`.
+    #[arg(long = "nats-tls-key", env = "AGRIPORTAL_NATS_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Prefix of this process's reply subjects (JetStream acks and API answers come back on
+    /// them). A per-service prefix (`_INBOX.gateway`) lets NATS permissions allow each service
+    /// to subscribe to its own replies only, not to read another's.
+    #[arg(
+        long = "nats-inbox-prefix",
+        env = "AGRIPORTAL_NATS_INBOX_PREFIX",
+        default_value = DEFAULT_NATS_INBOX_PREFIX,
+        global = true
+    )]
+    pub inbox_prefix: String,
+}
+
+/// Default of `--nats-inbox-prefix`: NATS' own.
+pub const DEFAULT_NATS_INBOX_PREFIX: &str = "_INBOX";
+
+impl Default for NatsSecurity {
+    fn default() -> Self {
+        NatsSecurity {
+            user: None,
+            password: None,
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            inbox_prefix: DEFAULT_NATS_INBOX_PREFIX.into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSecurity")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("creds", &self.creds)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
+}
+
 /// Default of `--bus-max-bytes`: no limit (deployments set theirs; k8s 16 GiB).
 pub const DEFAULT_BUS_MAX_BYTES: u64 = 0;
 
@@ -471,7 +583,10 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             db_max_connections: 10,
+            db_runtime_roles: false,
+            db_role_prefix: crate::roles::DEFAULT_ROLE_PREFIX.into(),
             nats_url: None,
+            nats: NatsSecurity::default(),
             bus_prefix: "agriportal".into(),
             bus_replicas: 1,
             bus_max_bytes: DEFAULT_BUS_MAX_BYTES,

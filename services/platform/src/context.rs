@@ -41,8 +41,9 @@ impl Context {
     /// Connects the bus and the platform store and loads the token secret.
     pub async fn open(config: Config) -> anyhow::Result<Context> {
         let bus: Arc<dyn Bus> = match &config.nats_url {
-            Some(url) => JetStreamBus::connect(
+            Some(url) => JetStreamBus::connect_with(
                 url,
+                &config.nats,
                 &config.bus_prefix,
                 config.bus_replicas,
                 config.bus_max_bytes,

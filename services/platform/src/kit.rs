@@ -730,13 +730,30 @@ fn is_outage(err: &anyhow::Error) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// Applies the platform's and the services' migrations (all, or `target`'s) and returns the
-/// stores migrated.
+/// stores migrated. With NATS configured it first creates (or updates) the event stream, so
+/// the services' NATS users need no right to manage it (`deploy/nats-auth.conf`: only the
+/// migrate user has it).
 pub async fn migrate(
     registry: &Registry,
     config: &Config,
     target: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
+    if let Some(url) = &config.nats_url {
+        crate::bus::JetStreamBus::connect_with(
+            url,
+            &config.nats,
+            &config.bus_prefix,
+            config.bus_replicas,
+            config.bus_max_bytes,
+        )
+        .await
+        .with_context(|| format!("creating the event stream on NATS at {url}"))?;
+        done.push(format!(
+            "stream {}",
+            crate::bus::stream_name(&config.bus_prefix)
+        ));
+    }
     let platform = platform_database(config).await?;
     platform.close().await;
     done.push("platform".to_string());
@@ -746,7 +763,34 @@ pub async fn migrate(
         db.close().await;
         done.push(name.to_string());
     }
+    if config.db_runtime_roles {
+        for role in grant_runtime_roles(registry, config, target).await? {
+            done.push(format!("runtime role {role}"));
+        }
+    }
     Ok(done)
+}
+
+/// Gives each selected service's runtime role (`--db-role-prefix` + its name) the use of its
+/// own schema only ([`crate::roles`]), and returns the roles. Run as the owner, after
+/// [`migrate`] (which calls it with `--db-runtime-roles`).
+pub async fn grant_runtime_roles(
+    registry: &Registry,
+    config: &Config,
+    target: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let url = config
+        .database_url
+        .as_deref()
+        .context("--db-runtime-roles needs DATABASE_URL: runtime roles are PostgreSQL's")?;
+    let mut roles = Vec::new();
+    for entry in selected(registry, target)? {
+        let name = entry.descriptor().name;
+        let role = format!("{}{name}", config.db_role_prefix);
+        crate::roles::grant_runtime_role(url, name, &role).await?;
+        roles.push(role);
+    }
+    Ok(roles)
 }
 
 fn selected<'a>(

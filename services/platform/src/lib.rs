@@ -29,6 +29,7 @@ pub mod period;
 pub mod reconcile;
 pub mod reference;
 pub mod retention;
+pub mod roles;
 pub mod service;
 pub mod storage;
 pub mod telemetry;

@@ -195,10 +195,12 @@ impl Database {
         }
     }
 
-    /// Applies pending migrations: the service's own, then the kit's.
+    /// Applies pending migrations: the service's own, then the kit's. On PostgreSQL nothing is
+    /// run when every migration is applied already, so a service running as its runtime role
+    /// (no `CREATE`: see [`crate::roles`]) starts once the migrate job, the owner, has run.
     pub async fn migrate(&self, migrations: &Migrations) -> anyhow::Result<()> {
         match &self.pool {
-            Pool::Postgres(pool) => migrations.postgres.run(pool).await?,
+            Pool::Postgres(pool) => migrate_postgres(&migrations.postgres, pool).await?,
             Pool::Sqlite(pool) => migrations.sqlite.run(pool).await?,
         }
         Ok(())
@@ -231,9 +233,18 @@ async fn connect_postgres(url: &str, schema: &str, max: u32) -> anyhow::Result<P
     }
     let options = PgConnectOptions::from_str(url)?;
     let mut conn = sqlx::PgConnection::connect_with(&options).await?;
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-        .execute(&mut conn)
-        .await?;
+    // Looked up first: a service's runtime role may not create schemas, and PostgreSQL checks
+    // that right even for `IF NOT EXISTS` on a schema that exists.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)")
+            .bind(schema)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .execute(&mut conn)
+            .await?;
+    }
     conn.close().await?;
     let pool = PgPoolOptions::new()
         .max_connections(max.max(1))
@@ -338,12 +349,40 @@ fn platform_migrations() -> (Migrator, Migrator) {
     (postgres, sqlite)
 }
 
+/// Runs `migrator` unless every one of its migrations is recorded as applied already (the
+/// table `_sqlx_migrations` of the schema on the search path); a role without `CREATE` meets
+/// a clear error only when something is really pending.
+async fn migrate_postgres(migrator: &Migrator, pool: &PgPool) -> anyhow::Result<()> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
+    if table.is_some() {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await?;
+        let pending = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .any(|m| !applied.contains(&m.version));
+        if !pending {
+            return Ok(());
+        }
+    }
+    // The error itself stays in the chain: the kit retries the transient ones.
+    migrator.run(pool).await.map_err(|e| {
+        anyhow::Error::new(e).context(
+            "migrating (a service's runtime role may not: run `agriportal migrate` as the owner role first)",
+        )
+    })
+}
+
 /// Opens and migrates the `platform` store.
 pub async fn platform_database(config: &Config) -> anyhow::Result<Database> {
     let db = Database::connect(config, "platform").await?;
     let (postgres, sqlite) = platform_migrations();
     match &db.pool {
-        Pool::Postgres(pool) => postgres.run(pool).await?,
+        Pool::Postgres(pool) => migrate_postgres(&postgres, pool).await?,
         Pool::Sqlite(pool) => sqlite.run(pool).await?,
     }
     Ok(db)

@@ -31,7 +31,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::time::{timeout, Instant};
 
+use crate::config::NatsSecurity;
+
 use super::memory::{check_message, check_spec, check_subject, subject_matches};
+use super::nats_auth::connect_options;
 use super::{
     stream_name, Acker, Bus, BusError, BusKind, Consumer, ConsumerSpec, Delivery, Message,
     PublishAck,
@@ -88,13 +91,29 @@ impl JetStreamBus {
         replicas: usize,
         max_bytes: u64,
     ) -> Result<Arc<Self>, BusError> {
+        Self::connect_with(url, &NatsSecurity::default(), prefix, replicas, max_bytes).await
+    }
+
+    /// [`JetStreamBus::connect`] with credentials and TLS (`security`).
+    ///
+    /// The stream is read first and left alone when its settings are already these, so a
+    /// service whose NATS user may only read the stream's info (not create or update it)
+    /// starts once `agriportal migrate`, whose user may, has created it.
+    pub async fn connect_with(
+        url: &str,
+        security: &NatsSecurity,
+        prefix: &str,
+        replicas: usize,
+        max_bytes: u64,
+    ) -> Result<Arc<Self>, BusError> {
         check_subject(prefix, false)?;
         if replicas == 0 {
             return Err(BusError::Other(
                 "JetStream replicas must be at least 1".into(),
             ));
         }
-        let connecting = async_nats::ConnectOptions::new()
+        let connecting = connect_options(url, security)
+            .await?
             .name("agriportal")
             .connection_timeout(CONNECT_TIMEOUT)
             .reconnect_delay_callback(reconnect_delay)
@@ -122,18 +141,7 @@ impl JetStreamBus {
             num_replicas: replicas,
             ..Default::default()
         };
-        timeout(
-            REQUEST_TIMEOUT + GRACE,
-            context.create_or_update_stream(config),
-        )
-        .await
-        .map_err(|_| BusError::Unavailable(format!("creating stream {stream}: timed out")))?
-        .map_err(|e| match e.kind() {
-            CreateStreamErrorKind::JetStream(_) => {
-                BusError::Other(format!("creating stream {stream}: {e}"))
-            }
-            _ => BusError::Unavailable(format!("creating stream {stream}: {e}")),
-        })?;
+        ensure_stream(&context, config).await?;
         tracing::debug!(%stream, replicas, "JetStream stream ready");
         Ok(Arc::new(JetStreamBus {
             context,
@@ -151,6 +159,50 @@ impl JetStreamBus {
     pub fn stream(&self) -> &str {
         &self.stream
     }
+}
+
+/// Creates or updates the stream unless it exists with these settings already (read with
+/// `$JS.API.STREAM.INFO`, which every service's NATS user may call; creating and updating
+/// are for the migrate job's user).
+async fn ensure_stream(
+    context: &async_nats::jetstream::Context,
+    config: stream::Config,
+) -> Result<(), BusError> {
+    let stream = config.name.clone();
+    if let Ok(Ok(existing)) = timeout(REQUEST_TIMEOUT + GRACE, context.get_stream(&stream)).await {
+        if same_settings(&existing.cached_info().config, &config) {
+            return Ok(());
+        }
+    }
+    timeout(
+        REQUEST_TIMEOUT + GRACE,
+        context.create_or_update_stream(config),
+    )
+    .await
+    .map_err(|_| {
+        BusError::Unavailable(format!(
+            "creating stream {stream}: timed out (a NATS user without the right to create or update it waits here: run `agriportal migrate` with the migrate job's NATS user and the same --bus-* settings first)"
+        ))
+    })?
+    .map_err(|e| match e.kind() {
+        CreateStreamErrorKind::JetStream(_) => {
+            BusError::Other(format!("creating stream {stream}: {e}"))
+        }
+        _ => BusError::Unavailable(format!("creating stream {stream}: {e}")),
+    })?;
+    Ok(())
+}
+
+/// Whether a stored stream has every setting this bus would give it.
+fn same_settings(stored: &stream::Config, wanted: &stream::Config) -> bool {
+    stored.subjects == wanted.subjects
+        && stored.storage == wanted.storage
+        && stored.retention == wanted.retention
+        && stored.discard == wanted.discard
+        && stored.max_bytes == wanted.max_bytes
+        && stored.duplicate_window == wanted.duplicate_window
+        && stored.max_age == wanted.max_age
+        && stored.num_replicas == wanted.num_replicas
 }
 
 impl std::fmt::Debug for JetStreamBus {

@@ -8,6 +8,7 @@
 
 mod jetstream;
 mod memory;
+mod nats_auth;
 
 use std::time::Duration;
 
