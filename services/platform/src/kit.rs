@@ -908,7 +908,7 @@ mod tests {
         let bad_url = anyhow::Error::new(sqlx::Error::Configuration("bad URL".into()));
         assert!(!is_outage(&bad_url));
         assert!(!is_outage(&anyhow::anyhow!(
-            "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long"
+            "token public key `k1`: not 32 bytes in base64"
         )));
     }
 
