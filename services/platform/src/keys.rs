@@ -283,5 +283,17 @@ mod tests {
         let seed = B64.encode([7u8; 32]);
         let shown = format!("{signer:?}");
         assert!(shown.contains("k1") && !shown.contains(&seed), "{shown}");
+        // The configuration names the key's file and holds public keys only.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token_key");
+        signer.write_new_file(&path).unwrap();
+        let mut config = crate::Config::embedded(dir.path());
+        config.token_private_key_file = Some(path.clone());
+        config.token_public_keys = vec![signer.public()];
+        let keys = crate::context::token_keys(&config).unwrap();
+        for shown in [format!("{config:?}"), format!("{keys:?}")] {
+            assert!(!shown.contains(&seed), "{shown}");
+        }
+        assert!(format!("{config:?}").contains("token_key"));
     }
 }
