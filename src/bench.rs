@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agriportal_marketplace::Marketplace;
-use agriportal_platform::auth::{Authenticator, Role};
-use agriportal_platform::context::token_secret;
+use agriportal_platform::auth::Role;
+use agriportal_platform::context::token_authenticator;
 use agriportal_platform::kit::Settings;
 use agriportal_platform::reference::{Partner, Reference};
 use agriportal_platform::Config;
@@ -489,7 +489,7 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
     let system = BenchSystem::start(settings, &run_id).await?;
     let (grpc_addr, http_addr) = (system.grpc_addr.clone(), system.http_addr);
     let config = system.config.clone();
-    let auth = Authenticator::new(&token_secret(&config)?, None)?;
+    let auth = token_authenticator(&config)?;
     let per_partner = args.records / 2;
     let mut work = Vec::new();
     for (seed, partner) in Partner::ALL.into_iter().enumerate() {
@@ -926,7 +926,7 @@ async fn overload(mut settings: Settings, args: OverloadArgs) -> anyhow::Result<
     let system = BenchSystem::start(settings, &run_id).await?;
     let grpc_addr = system.grpc_addr.clone();
     let config = system.config.clone();
-    let auth = Authenticator::new(&token_secret(&config)?, None)?;
+    let auth = token_authenticator(&config)?;
     let mut clients = Vec::new();
     let mut tokens = Vec::new();
     for partner in [Partner::Postmart, Partner::Voso] {

@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agriportal_platform::auth::{Authenticator, Role};
-use agriportal_platform::context::token_secret;
+use agriportal_platform::auth::{max_ttl, unverified_claims, Authenticator, Role};
+use agriportal_platform::context::token_keys;
+use agriportal_platform::keys::{new_kid, Signer};
 use agriportal_platform::kit::{self, Listeners, ReplayOutcome, Settings};
 use agriportal_platform::storage::platform_database;
 use agriportal_platform::{telemetry, Config, Registry};
@@ -107,25 +108,46 @@ pub enum EventsAction {
 /// Token commands.
 #[derive(Subcommand, Debug)]
 pub enum TokenAction {
-    /// Print a new signed token, alone on standard output (its id and expiry go to standard error).
+    /// Print a new signed token, alone on standard output (its id and expiry go to standard
+    /// error). Needs the private key (`--token-private-key-file`, or the embedded mode's).
     Mint {
         /// Mint a token for this partner marketplace.
-        #[arg(long, value_parser = ["postmart", "voso"], conflicts_with = "role")]
+        #[arg(long, value_parser = ["postmart", "voso"], conflicts_with_all = ["role", "service"])]
         partner: Option<String>,
         /// Mint a token for a role other than partner.
-        #[arg(long, value_parser = ["admin", "province"])]
+        #[arg(long, value_parser = ["admin", "province"], conflicts_with = "service")]
         role: Option<String>,
         /// The province (2025 code) of a `province` token.
         #[arg(long, required_if_eq("role", "province"))]
         province: Option<String>,
-        /// Days until the token expires.
-        #[arg(long, default_value_t = 365)]
-        ttl_days: u64,
+        /// Mint a service's own credential (`gateway`), for the service named by `--audience`.
+        #[arg(long, requires = "audience")]
+        service: Option<String>,
+        /// The service a `--service` token is for (`marketplace`).
+        #[arg(long, requires = "service")]
+        audience: Option<String>,
+        /// Days until the token expires; at most the role's cap (partner 366, province 90,
+        /// service 90, admin 1). Default: the cap, or 365 days for a partner.
+        #[arg(long, visible_alias = "days")]
+        ttl_days: Option<u64>,
     },
-    /// Revoke a token by id; it stops working within seconds, also in running services.
+    /// Revoke a token, by its id or its whole text (then its expiry is kept, and the
+    /// revocation pruned once the token expired); it stops working within seconds, also in
+    /// running services.
     Revoke {
-        /// The token id printed by `token mint`.
+        /// The token id printed by `token mint`, or the token itself.
         id: String,
+    },
+    /// Make a new signing key pair: the private key goes to `--out` (owner-only, written
+    /// atomically, never replaced), the public key line (`<kid>:<base64>`) to standard output,
+    /// for every service's AGRIPORTAL_TOKEN_PUBLIC_KEYS.
+    Keygen {
+        /// The file to write the private key to.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The key id (default `k<yyyymmdd>-<random>`).
+        #[arg(long)]
+        kid: Option<String>,
     },
 }
 
@@ -190,7 +212,7 @@ pub async fn run(registry: &Registry, cli: Cli, settings: Settings) -> anyhow::R
             Ok(())
         }
         Command::Events { action } => events(registry, &config, action).await,
-        Command::Token { action } => token(&config, action).await,
+        Command::Token { action } => token(registry, &config, action).await,
         Command::Config => {
             println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
             Ok(())
@@ -284,25 +306,36 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
+async fn token(registry: &Registry, config: &Config, action: TokenAction) -> anyhow::Result<()> {
     match action {
         TokenAction::Mint {
             partner,
             role,
             province,
+            service,
+            audience,
             ttl_days,
         } => {
-            let role = match (partner, role.as_deref()) {
-                (Some(partner), _) => Role::Partner { partner },
-                (None, Some("admin")) => Role::Admin,
-                (None, Some("province")) => {
+            let role = match (partner, role.as_deref(), service.as_deref()) {
+                (Some(partner), _, _) => Role::Partner { partner },
+                (None, Some("admin"), _) => Role::Admin,
+                (None, Some("province"), _) => {
                     Role::Province { province: province.context("--role province needs --province <code>")? }
                 }
-                _ => anyhow::bail!("say whom the token is for: --partner postmart|voso, --role admin, or --role province --province <code>"),
+                (None, None, Some(service)) => Role::Service { service: service.into() },
+                _ => anyhow::bail!("say whom the token is for: --partner postmart|voso, --role admin, --role province --province <code>, or --service <name> --audience <target>"),
             };
-            let auth = Authenticator::new(&token_secret(config)?, None)?;
-            let (token, claims) =
-                auth.mint(role, Duration::from_secs(ttl_days.saturating_mul(86_400)))?;
+            let cap_days = max_ttl(&role).as_secs() / 86_400;
+            let days = ttl_days.unwrap_or(cap_days.min(365));
+            let ttl = Duration::from_secs(days.saturating_mul(86_400));
+            let auth = Authenticator::new(token_keys(config)?, None)?;
+            let (token, claims) = match (&role, audience) {
+                (Role::Service { service }, Some(audience)) => {
+                    check_service_call(registry, service, &audience)?;
+                    auth.mint_service(service, &audience, ttl)?
+                }
+                _ => auth.mint(role, ttl)?,
+            };
             println!("{token}");
             let expires = time::OffsetDateTime::from_unix_timestamp(claims.exp)
                 .map(|t| t.date().to_string())
@@ -314,15 +347,51 @@ async fn token(config: &Config, action: TokenAction) -> anyhow::Result<()> {
             Ok(())
         }
         TokenAction::Revoke { id } => {
-            let auth = Authenticator::new(
-                &token_secret(config)?,
-                Some(platform_database(config).await?),
-            )?;
-            auth.revoke(&id).await?;
+            // The whole token gives its expiry; a bare id is kept for the longest lifetime.
+            let (id, exp) = match unverified_claims(&id) {
+                Ok(claims) => (claims.id, Some(claims.exp)),
+                Err(_) => (id, None),
+            };
+            let auth =
+                Authenticator::new(token_keys(config)?, Some(platform_database(config).await?))?;
+            auth.revoke(&id, exp).await?;
             eprintln!("revoked token {id}");
             Ok(())
         }
+        TokenAction::Keygen { out, kid } => {
+            let signer = Signer::generate(&kid.unwrap_or_else(new_kid))?;
+            anyhow::ensure!(
+                signer.write_new_file(&out)?,
+                "{} exists: keygen never replaces a key (choose another --out)",
+                out.display()
+            );
+            println!("{}", signer.public());
+            eprintln!(
+                "private key {} written to {} (mode 0600); add the public line above to every \
+                 service's AGRIPORTAL_TOKEN_PUBLIC_KEYS",
+                signer.kid(),
+                out.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// A service token is minted only for a call the registry declares (`calls` of the caller's
+/// descriptor), so a typo cannot make a credential no service would accept, nor one for a call
+/// the design does not make.
+fn check_service_call(registry: &Registry, service: &str, audience: &str) -> anyhow::Result<()> {
+    let descriptors = registry.descriptors();
+    let caller = descriptors
+        .iter()
+        .find(|d| d.name == service)
+        .with_context(|| format!("no service named `{service}` (see `agriportal targets`)"))?;
+    anyhow::ensure!(
+        caller.calls.contains(&audience),
+        "service `{service}` does not call `{audience}` (it calls: {})",
+        caller.calls.join(", ")
+    );
+    Ok(())
 }
 
 async fn health(

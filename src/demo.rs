@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agriportal_platform::auth::{Authenticator, Role};
-use agriportal_platform::context::token_secret;
+use agriportal_platform::auth::Role;
+use agriportal_platform::context::token_authenticator;
 use agriportal_platform::reference::{Partner, Reference, PLAN_START};
 use agriportal_platform::Config;
 use agriportal_proto::common::v1::HouseholdStatus;
@@ -35,7 +35,7 @@ const BACKFILL_DAYS: i64 = 120;
 /// Starts both partners' simulators against the gRPC server at `addr` (over TLS when the
 /// configuration serves it).
 pub fn spawn(config: Config, addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let auth = Authenticator::new(&token_secret(&config)?, None)?;
+    let auth = token_authenticator(&config)?;
     let target = Target::of(&config, addr)?;
     for (seed, partner) in Partner::ALL.into_iter().enumerate() {
         let (token, _) = auth.mint(

@@ -8,9 +8,7 @@ use agriportal_proto::gateway::v1::GetTimeSeriesRequest;
 use agriportal_proto::marketplace::v1 as pb;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use prost::Message;
-use sha2::Sha256;
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let dir = dir.join(target);
@@ -298,25 +296,25 @@ fn main() {
     // bearer_token: raw strings, and claims JSON (which the target also signs).
     // A well-formed token signed with another key (fixed claims, so the file never churns).
     let body = B64.encode(
-        r#"{"id":"0123456789abcdef0123456789abcdef","role":"partner","partner":"postmart","iat":1714521600,"exp":4102444800}"#,
+        r#"{"id":"0123456789abcdef0123456789abcdef","role":"partner","partner":"postmart","aud":"portal","iat":1714521600,"exp":4102444800}"#,
     );
-    let mut mac = Hmac::<Sha256>::new_from_slice(&[8u8; 32]).expect("hmac key");
-    mac.update(format!("ap1.{body}").as_bytes());
-    let token = format!("ap1.{body}.{}", B64.encode(mac.finalize().into_bytes()));
+    let other = agriportal_platform::keys::Signer::from_seed("fuzz", &[8u8; 32]).expect("key");
+    let signed = format!("ap2.fuzz.{body}");
+    let token = format!("{signed}.{}", B64.encode(other.sign(signed.as_bytes())));
     write(&dir, "bearer_token", "foreign-token", token.as_bytes());
-    write(&dir, "bearer_token", "bearer-malformed", b"Bearer ap1..");
+    write(&dir, "bearer_token", "bearer-malformed", b"Bearer ap2...");
     for (name, claims) in [
         (
             "claims-partner",
-            r#"{"id":"a","role":"partner","partner":"voso","iat":0,"exp":9999999999}"#,
+            r#"{"id":"a","role":"partner","partner":"voso","aud":"portal","iat":9999000000,"exp":9999999999}"#,
         ),
         (
             "claims-admin",
-            r#"{"id":"b","role":"admin","iat":0,"exp":9999999999}"#,
+            r#"{"id":"b","role":"admin","aud":"portal","iat":9999900000,"exp":9999999999}"#,
         ),
         (
             "claims-province",
-            r#"{"id":"c","role":"province","province":"79","iat":0,"exp":9999999999}"#,
+            r#"{"id":"c","role":"province","province":"79","aud":"portal","iat":9999000000,"exp":9999999999}"#,
         ),
         (
             "claims-expired",

@@ -126,7 +126,7 @@ export async function mint(args) {
   const { stdout, stderr } = await agriportal("token", "mint", ...args);
   const token = stdout.trim();
   const id = /token id (\S+)/.exec(stderr)?.[1];
-  if (!token.startsWith("ap1.") || !id) {
+  if (!token.startsWith("ap2.") || !id) {
     throw new Error(`unexpected output of token mint: ${JSON.stringify({ stdout, stderr })}`);
   }
   return { token, id };

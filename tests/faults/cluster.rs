@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 use sqlx::PgPool;
 
-use crate::procs::{say, NatsServer, Service, BIN, SECRET};
+use crate::procs::{say, token_env, NatsServer, Service, BIN};
 use crate::workload::{diff, gateway_view, Ledger};
 
 /// Full or reduced run (`AGRIPORTAL_FAULTS=full`; reduced by default, for CI).
@@ -130,7 +130,7 @@ impl Cluster {
                 ("DATABASE_URL".to_string(), db.to_string()),
                 ("NATS_URL".to_string(), nats.url()),
                 ("AGRIPORTAL_BUS_PREFIX".to_string(), prefix.clone()),
-                ("AGRIPORTAL_TOKEN_SECRET".to_string(), SECRET.to_string()),
+                token_env(dir.path()),
                 (
                     "AGRIPORTAL_DATA_DIR".to_string(),
                     dir.path().join("data").display().to_string(),

@@ -43,7 +43,7 @@ use crate::cluster::{
     assert_exact, consumer_backlog, headline, lose_tail, set_dedup_window, skip, stream_messages,
     via_proxy, wait_exact, Cluster, Size,
 };
-use crate::procs::{nats_server_binary, say, Service, SECRET};
+use crate::procs::{nats_server_binary, say, token_env, Service};
 use crate::proxy::{FaultProxy, Mode};
 use crate::workload::{
     aim_at_push, call, generate, probe, request, spawn_workers, Ledger, Payload, Plan, Rng, Stats,
@@ -764,7 +764,7 @@ async fn embedded_up_survives_kill_9_with_exact_totals() {
         "up",
         dir.path(),
         &["--data-dir", &data.display().to_string(), "up"],
-        vec![("AGRIPORTAL_TOKEN_SECRET".to_string(), SECRET.to_string())],
+        vec![token_env(dir.path())],
     );
     if let Err(err) = embedded(&mut up, &data, Size::from_env()).await {
         panic!("{err:#}\n\nup log:\n{}", crate::procs::tail(&up.log, 40));

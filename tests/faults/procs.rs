@@ -13,8 +13,24 @@ use anyhow::{bail, Context as _};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 
-/// Token-signing secret shared by the test and the processes it starts.
-pub const SECRET: &str = "faults-suite-secret-of-at-least-32-bytes";
+/// Seed of the token key shared by the test and the processes it starts.
+pub const KEY_SEED: [u8; 32] = [42; 32];
+
+/// The suite's token key (id `faults`).
+pub fn signer() -> agriportal_platform::keys::Signer {
+    agriportal_platform::keys::Signer::from_seed("faults", &KEY_SEED).expect("key")
+}
+
+/// The environment giving a process the suite's private key, written (owner-only) into `dir`:
+/// every process mints its own service credentials, as the embedded mode does.
+pub fn token_env(dir: &Path) -> (String, String) {
+    let path = dir.join("token_key");
+    signer().write_new_file(&path).expect("write the token key");
+    (
+        "AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE".to_string(),
+        path.display().to_string(),
+    )
+}
 
 /// A free TCP port on 127.0.0.1, below the kernel's ephemeral range. The processes started
 /// here are restarted on their port, which stays free meanwhile: a port from the ephemeral
@@ -162,7 +178,9 @@ impl Service {
         for var in [
             "DATABASE_URL",
             "NATS_URL",
-            "AGRIPORTAL_TOKEN_SECRET",
+            "AGRIPORTAL_TOKEN_PUBLIC_KEYS",
+            "AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE",
+            "AGRIPORTAL_SERVICE_TOKEN_FILE",
             "AGRIPORTAL_DATA_DIR",
             "AGRIPORTAL_BUS_PREFIX",
             "AGRIPORTAL_GRPC_ADDR",

@@ -26,8 +26,6 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 use tonic::{Code, Request, Status};
 
-use crate::procs::SECRET;
-
 /// Per-call deadline of the partners' client (the real client's is 60 s; faults must answer
 /// well within this).
 pub const DEADLINE: Duration = Duration::from_secs(5);
@@ -652,9 +650,9 @@ pub fn request<T>(message: T) -> Request<T> {
     request
 }
 
-/// A partner's bearer token, signed with the suite's secret.
+/// A partner's bearer token, signed with the suite's key.
 pub fn token(partner: &str) -> String {
-    let auth = Authenticator::new(SECRET.as_bytes(), None).expect("authenticator");
+    let auth = Authenticator::signing(crate::procs::signer(), None).expect("authenticator");
     auth.mint(
         Role::Partner {
             partner: partner.into(),

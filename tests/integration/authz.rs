@@ -11,7 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::auth::Role;
 use agriportal_platform::client::{Caller, Credential};
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::gateway::v1 as gpb;
@@ -21,7 +21,7 @@ use tonic::Code;
 
 use crate::abuse::{channel, raw_unary, stored};
 use crate::indicators::{client as indicators_client, open_month, Client as IndicatorsTestClient};
-use crate::support::{spawn_app, Mode, TestApp};
+use crate::support::{self, spawn_app, Mode, TestApp};
 
 /// Who calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +42,14 @@ enum Who {
     Expired,
     /// A Postmart token signed with another key.
     Foreign,
+    /// The gateway's own service credential, addressed to the marketplace (reconciliation).
+    Gateway,
+    /// The gateway's own service credential, addressed to another service (indicators).
+    Misaddressed,
 }
 
 /// The columns of the matrix, in order.
-const WHO: [Who; 8] = [
+const WHO: [Who; 10] = [
     Who::Nobody,
     Who::Postmart,
     Who::Voso,
@@ -54,6 +58,8 @@ const WHO: [Who; 8] = [
     Who::Revoked,
     Who::Expired,
     Who::Foreign,
+    Who::Gateway,
+    Who::Misaddressed,
 ];
 
 impl fmt::Display for Who {
@@ -135,7 +141,7 @@ impl Rpc {
 
 /// Ingest: partners only; a credential that is missing, revoked, expired or not ours is
 /// UNAUTHENTICATED, a valid one of another role PERMISSION_DENIED.
-const INGEST: [Outcome; 8] = [
+const INGEST: [Outcome; 10] = [
     UNAUTHENTICATED, // nobody
     OK,              // postmart
     OK,              // voso
@@ -144,9 +150,12 @@ const INGEST: [Outcome; 8] = [
     UNAUTHENTICATED, // revoked
     UNAUTHENTICATED, // expired
     UNAUTHENTICATED, // signed with another key
+    DENIED,          // the gateway's service credential
+    DENIED,          // a service credential addressed to another service
 ];
-/// Audit (the gateway's reconciliation, operators): admin only.
-const ADMIN_ONLY: [Outcome; 8] = [
+/// The central working group only (indicators' review, targets and catalogue); a service's
+/// own credential never.
+const ADMIN_ONLY: [Outcome; 10] = [
     UNAUTHENTICATED, // nobody
     DENIED,          // postmart
     DENIED,          // voso
@@ -155,12 +164,29 @@ const ADMIN_ONLY: [Outcome; 8] = [
     UNAUTHENTICATED, // revoked
     UNAUTHENTICATED, // expired
     UNAUTHENTICATED, // signed with another key
+    DENIED,          // the gateway's service credential
+    DENIED,          // a service credential addressed to another service
+];
+/// Internal (the audit rpcs): the central working group, and a service's own credential
+/// addressed to the marketplace (the gateway's reconciliation); one addressed elsewhere is
+/// refused.
+const INTERNAL: [Outcome; 10] = [
+    UNAUTHENTICATED, // nobody
+    DENIED,          // postmart
+    DENIED,          // voso
+    DENIED,          // province officer
+    OK,              // admin
+    UNAUTHENTICATED, // revoked
+    UNAUTHENTICATED, // expired
+    UNAUTHENTICATED, // signed with another key
+    OK,              // the gateway's service credential
+    DENIED,          // a service credential addressed to another service
 ];
 /// Public: whoever calls, with whatever credential (it is not looked at).
-const PUBLIC: [Outcome; 8] = [OK; 8];
+const PUBLIC: [Outcome; 10] = [OK; 10];
 /// The indicator catalogue, targets and org units: the plan's public figures and reference
 /// data, for any signed-in caller.
-const SIGNED_IN: [Outcome; 8] = [
+const SIGNED_IN: [Outcome; 10] = [
     UNAUTHENTICATED, // nobody
     OK,              // postmart
     OK,              // voso
@@ -169,9 +195,11 @@ const SIGNED_IN: [Outcome; 8] = [
     UNAUTHENTICATED, // revoked
     UNAUTHENTICATED, // expired
     UNAUTHENTICATED, // signed with another key
+    DENIED,          // the gateway's service credential
+    DENIED,          // a service credential addressed to another service
 ];
 /// Reporting: provinces (their own province) and the central working group; never partners.
-const REPORTING: [Outcome; 8] = [
+const REPORTING: [Outcome; 10] = [
     UNAUTHENTICATED, // nobody
     DENIED,          // postmart
     DENIED,          // voso
@@ -180,15 +208,17 @@ const REPORTING: [Outcome; 8] = [
     UNAUTHENTICATED, // revoked
     UNAUTHENTICATED, // expired
     UNAUTHENTICATED, // signed with another key
+    DENIED,          // the gateway's service credential
+    DENIED,          // a service credential addressed to another service
 ];
 
 /// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote, the
 /// indicator reads and `SubmitReport` the reports `SaveReport` and `ImportReport` wrote.
-const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 29] = [
+const GRPC_MATRIX: [(Rpc, [Outcome; 10]); 29] = [
     (Rpc::PushSales, INGEST),
     (Rpc::PushOnboarding, INGEST),
     (Rpc::GetBatch, INGEST),
-    (Rpc::GetRollupCells, ADMIN_ONLY),
+    (Rpc::GetRollupCells, INTERNAL),
     (Rpc::GetNationalSummary, PUBLIC),
     (Rpc::ListProvinces, PUBLIC),
     (Rpc::GetProvince, PUBLIC),
@@ -218,34 +248,34 @@ const GRPC_MATRIX: [(Rpc, [Outcome; 8]); 29] = [
 
 /// The HTTP matrix: (method, path, expected status for every caller). Everything is public and
 /// read-only; there is no way to write over HTTP, for anyone.
-const HTTP_MATRIX: [(&str, &str, [u16; 8]); 17] = [
-    ("GET", "/", [200; 8]),
-    ("GET", "/api/v1/national", [200; 8]),
-    ("GET", "/api/v1/provinces", [200; 8]),
-    ("GET", "/api/v1/provinces/79", [200; 8]),
+const HTTP_MATRIX: [(&str, &str, [u16; 10]); 17] = [
+    ("GET", "/", [200; 10]),
+    ("GET", "/api/v1/national", [200; 10]),
+    ("GET", "/api/v1/provinces", [200; 10]),
+    ("GET", "/api/v1/provinces/79", [200; 10]),
     (
         "GET",
         "/api/v1/timeseries?metric=orders&granularity=month&from=2022-01-01&to=2022-12-31",
-        [200; 8],
+        [200; 10],
     ),
-    ("GET", "/api/v1/indicators", [200; 8]),
-    ("GET", "/api/v1/indicators?format=csv", [200; 8]),
-    ("GET", "/api/v1/completeness?period=202611", [200; 8]),
-    ("GET", "/api/v1/completeness?format=csv", [200; 8]),
+    ("GET", "/api/v1/indicators", [200; 10]),
+    ("GET", "/api/v1/indicators?format=csv", [200; 10]),
+    ("GET", "/api/v1/completeness?period=202611", [200; 10]),
+    ("GET", "/api/v1/completeness?format=csv", [200; 10]),
     // The catalogue the indicators service seeded (the matrix waits for it): public.
-    ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 8]),
+    ("GET", "/api/v1/indicators/HH_ONBOARDED", [200; 10]),
     (
         "GET",
         "/api/v1/indicators/SALES_VALUE?province=79",
-        [200; 8],
+        [200; 10],
     ),
-    ("GET", "/api/v1/indicators/NO_SUCH", [404; 8]),
+    ("GET", "/api/v1/indicators/NO_SUCH", [404; 10]),
     // The admin routes live on the admin listener only: the public port has none of them.
-    ("GET", "/healthz", [404; 8]),
-    ("GET", "/readyz", [404; 8]),
-    ("GET", "/metrics", [404; 8]),
-    ("POST", "/api/v1/national", [405; 8]),
-    ("DELETE", "/api/v1/provinces/79", [405; 8]),
+    ("GET", "/healthz", [404; 10]),
+    ("GET", "/readyz", [404; 10]),
+    ("GET", "/metrics", [404; 10]),
+    ("POST", "/api/v1/national", [405; 10]),
+    ("DELETE", "/api/v1/provinces/79", [405; 10]),
 ];
 
 /// Every caller's credential.
@@ -261,16 +291,24 @@ impl Credentials {
             .auth
             .mint(partner("postmart"), Duration::from_secs(3600))
             .expect("mint");
-        app.ctx.auth.revoke(&claims.id).await.expect("revoke");
+        app.ctx
+            .auth
+            .revoke(&claims.id, Some(claims.exp))
+            .await
+            .expect("revoke");
         let (expired, _) = app
             .ctx
             .auth
             .mint(partner("postmart"), Duration::ZERO)
             .expect("mint");
-        let (foreign, _) = Authenticator::new(&[9u8; 32], None)
-            .expect("auth")
+        let (foreign, _) = support::foreign_authenticator()
             .mint(partner("postmart"), Duration::from_secs(3600))
             .expect("mint");
+        let service = |audience: &str| {
+            let ttl = Duration::from_secs(3600);
+            let minted = app.ctx.auth.mint_service("gateway", audience, ttl);
+            minted.expect("mint").0
+        };
         let tokens = WHO
             .iter()
             .map(|who| {
@@ -285,6 +323,8 @@ impl Credentials {
                     Who::Revoked => Some(revoked.clone()),
                     Who::Expired => Some(expired.clone()),
                     Who::Foreign => Some(foreign.clone()),
+                    Who::Gateway => Some(service("marketplace")),
+                    Who::Misaddressed => Some(service("indicators")),
                 };
                 (*who, token)
             })
@@ -702,13 +742,18 @@ async fn matrix(mode: Mode) {
                             Who::Nobody => why.contains("missing"),
                             Who::Revoked => why.contains("revoked"),
                             Who::Expired => why.contains("expired"),
-                            Who::Foreign => why.contains("signature"),
+                            // Another key under our key id, or an id we do not know.
+                            Who::Foreign => {
+                                why.contains("signature") || why.contains("unknown key id")
+                            }
                             _ => true,
                         };
                         assert!(named, "{rpc:?} as {who}: {why}");
                     }
                     if status.code() == Code::PermissionDenied {
-                        let role = if matches!(rpc, Rpc::GetRollupCells) || rpc.is_indicators() {
+                        let role = if matches!(who, Who::Gateway | Who::Misaddressed) {
+                            "service"
+                        } else if matches!(rpc, Rpc::GetRollupCells) || rpc.is_indicators() {
                             "admin"
                         } else {
                             "partner"

@@ -20,7 +20,9 @@ fn command(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_remove("DATABASE_URL")
         .env_remove("NATS_URL")
-        .env_remove("AGRIPORTAL_TOKEN_SECRET")
+        .env_remove("AGRIPORTAL_TOKEN_PUBLIC_KEYS")
+        .env_remove("AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE")
+        .env_remove("AGRIPORTAL_SERVICE_TOKEN_FILE")
         .env("AGRIPORTAL_LOG", "warn")
         .arg("--data-dir")
         .arg(dir);
@@ -66,12 +68,18 @@ async fn wait_http(url: &str) {
 }
 
 fn mint(dir: &std::path::Path, partner: &str, extra_env: &[(&str, &str)]) -> String {
+    mint_as(dir, &["--partner", partner], extra_env)
+}
+
+/// `agriportal token mint <who>`: the token it prints.
+fn mint_as(dir: &std::path::Path, who: &[&str], extra_env: &[(&str, &str)]) -> String {
     let mut c = command(dir);
     for (k, v) in extra_env {
         c.env(k, v);
     }
     let out = c
-        .args(["token", "mint", "--partner", partner])
+        .args(["token", "mint"])
+        .args(who)
         .output()
         .expect("run token mint");
     assert!(
@@ -94,13 +102,97 @@ fn mint(dir: &std::path::Path, partner: &str, extra_env: &[(&str, &str)]) -> Str
 fn token_mint_prints_only_the_token_and_refuses_unknown_scopes() {
     let dir = tempfile::tempdir().expect("dir");
     let token = mint(dir.path(), "voso", &[]);
-    assert!(token.starts_with("ap1."));
+    assert!(token.starts_with("ap2."), "{token}");
     let out = command(dir.path())
         .args(["token", "mint", "--role", "province", "--province", "99"])
         .output()
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown province code"));
+}
+
+/// What a failed `agriportal <args>` said on standard error (it must fail).
+fn refusal(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut c = command(dir);
+    c.envs(env.iter().copied());
+    let out = c.args(args).output().expect("run");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn keygen_keys_mint_within_their_caps_and_private_keys_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("keys").join("mint_key");
+    let key_arg = key.display().to_string();
+    let out = command(dir.path())
+        .args(["token", "keygen", "--kid", "k-test", "--out", &key_arg])
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = String::from_utf8(out.stdout).expect("utf8");
+    assert!(public.trim().starts_with("k-test:"), "{public}");
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = refusal(dir.path(), &["token", "keygen", "--out", &key_arg], &[]);
+    assert!(again.contains("never replaces"), "{again}");
+    // The key file mints; the caps hold at minting; a service token only for a declared call.
+    let env = [("AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE", key_arg.as_str())];
+    let token = mint_as(dir.path(), &["--role", "admin"], &env);
+    assert!(token.starts_with("ap2.k-test."), "{token}");
+    let service = [
+        "--service",
+        "gateway",
+        "--audience",
+        "marketplace",
+        "--days",
+        "30",
+    ];
+    assert!(mint_as(dir.path(), &service, &env).starts_with("ap2.k-test."));
+    let long = refusal(
+        dir.path(),
+        &["token", "mint", "--role", "admin", "--days", "2"],
+        &env,
+    );
+    assert!(long.contains("at most 1 days"), "{long}");
+    let undeclared = [
+        "token",
+        "mint",
+        "--service",
+        "gateway",
+        "--audience",
+        "indicators",
+    ];
+    let undeclared = refusal(dir.path(), &undeclared, &env);
+    assert!(
+        undeclared.contains("does not call `indicators`"),
+        "{undeclared}"
+    );
+    // With public keys only, nothing can be minted.
+    let public_only = [("AGRIPORTAL_TOKEN_PUBLIC_KEYS", public.trim())];
+    let err = refusal(
+        dir.path(),
+        &["token", "mint", "--role", "admin"],
+        &public_only,
+    );
+    assert!(err.contains("no token private key"), "{err}");
+    // A private key others may read is refused, here and in the embedded data directory.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let err = refusal(dir.path(), &["token", "mint", "--role", "admin"], &env);
+    assert!(err.contains("readable by others"), "{err}");
+    mint(dir.path(), "voso", &[]);
+    let embedded = dir.path().join("token_key");
+    std::fs::set_permissions(&embedded, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let err = refusal(dir.path(), &["token", "mint", "--partner", "voso"], &[]);
+    assert!(
+        err.contains("readable by others") && err.contains("token_key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -196,13 +288,29 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     };
     let prefix = testing::unique_prefix("serve_targets");
     let dir = tempfile::tempdir().expect("dir");
-    let secret = "binary-test-secret-of-at-least-32-bytes";
+    // As in a deployment: the services hold the public key only; the private key stays with
+    // `token mint`; the gateway calls the marketplace with its own service token from a file.
+    let key = dir.path().join("mint_key").display().to_string();
+    let out = command(dir.path())
+        .args(["token", "keygen", "--out", &key])
+        .output()
+        .expect("keygen");
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string();
     let env = [
         ("DATABASE_URL", database_url.as_str()),
         ("NATS_URL", nats_url.as_str()),
         ("AGRIPORTAL_BUS_PREFIX", prefix.as_str()),
-        ("AGRIPORTAL_TOKEN_SECRET", secret),
+        ("AGRIPORTAL_TOKEN_PUBLIC_KEYS", public.as_str()),
     ];
+    let minting = [("AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE", key.as_str())];
+    let service = ["--service", "gateway", "--audience", "marketplace"];
+    let service_token_file = dir.path().join("service_token");
+    std::fs::write(&service_token_file, mint_as(dir.path(), &service, &minting)).expect("write");
+    let service_token_file = service_token_file.display().to_string();
     let with_env = |c: &mut Command| {
         for (k, v) in env {
             c.env(k, v);
@@ -212,11 +320,17 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     with_env(&mut migrate);
     assert!(migrate.arg("migrate").status().expect("migrate").success());
     let mut children = Vec::new();
-    let mut ports = Vec::new();
+    let mut ports: Vec<(u16, u16)> = Vec::new();
     for target in ["marketplace", "gateway"] {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let mut c = command(dir.path());
         with_env(&mut c);
+        if target == "gateway" {
+            // Reconciliation on: the gateway starts only with a service token for it.
+            let marketplace = format!("http://127.0.0.1:{}", ports[0].0);
+            c.env("AGRIPORTAL_MARKETPLACE_URL", marketplace)
+                .env("AGRIPORTAL_SERVICE_TOKEN_FILE", &service_token_file);
+        }
         c.args([
             "--grpc",
             &format!("127.0.0.1:{grpc}"),
@@ -232,7 +346,8 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
         ports.push((grpc, http));
         wait_http(&format!("http://127.0.0.1:{admin}/readyz")).await;
     }
-    let token = mint(dir.path(), "voso", &env);
+    let minting: Vec<(&str, &str)> = env.iter().copied().chain(minting).collect();
+    let token = mint(dir.path(), "voso", &minting);
     let mut client = partner_client(&format!("127.0.0.1:{}", ports[0].0), Some(&token))
         .await
         .expect("connect");
@@ -430,6 +545,9 @@ fn targets_migrate_and_events_work_through_the_binary() {
         12345
     );
     assert!(config.get("token_secret").is_none(), "secrets are left out");
+    // Token settings are paths and public keys only.
+    assert_eq!(config["token_public_keys"], serde_json::json!([]));
+    assert!(config.get("token_private_key_file").is_some());
 }
 
 /// Peak resident memory of a process (`VmHWM`), in bytes.

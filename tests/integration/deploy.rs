@@ -273,11 +273,13 @@ fn deployment_files_name_only_what_the_binary_has() {
 
 #[test]
 fn config_dump_leaves_secrets_out() {
+    // The private key's file is named, its content never read into the dump.
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("token_key");
+    let signer = agriportal_platform::keys::Signer::from_seed("k1", &[0x5a; 32]).expect("key");
+    signer.write_new_file(&key).expect("write");
     let out = Command::new(BIN)
-        .env(
-            "AGRIPORTAL_TOKEN_SECRET",
-            "do-not-print-this-secret-ever-0123456789",
-        )
+        .env("AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE", &key)
         .env("DATABASE_URL", "postgres://user:hunter2@db/agriportal")
         .env("AGRIPORTAL_NATS_USER", "gateway")
         .env("AGRIPORTAL_NATS_PASSWORD", "nats-password-never-printed")
@@ -289,12 +291,15 @@ fn config_dump_leaves_secrets_out() {
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(json["bus_prefix"], "agriportal");
     assert_eq!(json["nats"]["user"], "gateway");
+    let written = std::fs::read_to_string(&key).expect("read");
+    let seed = written.trim().split_once(':').expect("kid:seed").1;
     assert!(
-        !text.contains("do-not-print")
+        !text.contains(seed)
             && !text.contains("hunter2")
             && !text.contains("nats-password-never-printed"),
         "{text}"
     );
+    assert_eq!(json["token_private_key_file"], key.display().to_string());
 }
 
 /// The runtime image is distroless `cc-debian12`: glibc, libm and libgcc_s, nothing else (no

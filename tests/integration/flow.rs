@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::auth::Role;
 use agriportal_platform::bus::Message;
 use agriportal_proto::common::v1::HouseholdStatus;
 use agriportal_proto::gateway::v1 as gpb;
@@ -12,7 +12,7 @@ use agriportal_proto::marketplace::v1 as pb;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::support::{spawn_app, Mode, TestApp};
+use crate::support::{self, spawn_app, Mode, TestApp};
 
 fn line(id: &str, province: &str, grams: i64, value: i64, orders: u32) -> pb::SalesRecord {
     pb::SalesRecord {
@@ -661,8 +661,7 @@ async fn authentication(mode: Mode) {
             .code(),
         Code::Unauthenticated
     );
-    let foreign = Authenticator::new(&[9u8; 32], None).expect("auth");
-    let (foreign, _) = foreign
+    let (foreign, _) = support::foreign_authenticator()
         .mint(
             Role::Partner {
                 partner: "voso".into(),
@@ -713,7 +712,11 @@ async fn authentication(mode: Mode) {
         .expect("mint");
     let mut client = app.client_with(Some(&token)).await;
     client.push_sales(batch()).await.expect("fresh token works");
-    app.ctx.auth.revoke(&claims.id).await.expect("revoke");
+    app.ctx
+        .auth
+        .revoke(&claims.id, Some(claims.exp))
+        .await
+        .expect("revoke");
     let err = client.push_sales(batch()).await.expect_err("revoked");
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("revoked"), "{}", err.message());

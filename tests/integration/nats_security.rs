@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use agriportal::client::partner_client;
 use agriportal_gateway::Gateway;
-use agriportal_platform::auth::{Authenticator, Role};
+use agriportal_platform::auth::Role;
 use agriportal_platform::bus::{Bus, JetStreamBus, Message};
 use agriportal_platform::config::NatsSecurity;
-use agriportal_platform::context::token_secret;
+use agriportal_platform::context::token_authenticator;
 use agriportal_platform::kit::{self, Listeners, Settings};
 use agriportal_platform::testing;
 use agriportal_proto::marketplace::v1 as pb;
@@ -427,7 +427,7 @@ async fn each_service_has_its_own_nats_user_and_the_gateway_cannot_forge_marketp
     expected.sort();
     assert_eq!(connected, expected);
 
-    let auth = Authenticator::new(&token_secret(&settings.platform).unwrap(), None).unwrap();
+    let auth = token_authenticator(&settings.platform).unwrap();
     let token = auth
         .mint(
             Role::Partner {

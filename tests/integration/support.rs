@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use agriportal::client::{partner_client, PartnerClient};
 use agriportal_platform::auth::{Authenticator, Role};
 use agriportal_platform::bus::Bus;
-use agriportal_platform::context::token_secret;
+use agriportal_platform::keys::Signer;
 use agriportal_platform::kit::{self, Listeners, Settings};
 use agriportal_platform::testing;
 use agriportal_platform::Registry;
@@ -59,10 +59,19 @@ pub async fn config_on(
         config.database_url = Some(testing::fresh_postgres(name).await?);
         config.nats_url = Some(testing::nats_url(name).await?);
         config.bus_prefix = testing::unique_prefix(name);
-        config.token_secret = Some("test-secret-that-is-at-least-32-bytes-long".into());
+        // As in a deployment: the key pair is configured, not generated into the data dir.
+        let key = dir.path().join("test_token_key");
+        Signer::generate("test").ok()?.write_new_file(&key).ok()?;
+        config.token_private_key_file = Some(key);
     }
     let settings = registry.default_settings(config).expect("default settings");
     Some((settings, dir))
+}
+
+/// An authenticator with a key no system of the tests trusts (forged tokens).
+pub fn foreign_authenticator() -> Arc<Authenticator> {
+    let signer = Signer::from_seed("test", &[9u8; 32]).expect("key");
+    Authenticator::signing(signer, None).expect("auth")
 }
 
 /// Starts the system for `mode`; `None` when skipped.
@@ -155,11 +164,10 @@ impl TestApp {
         }
     }
 
-    /// Mints a token with the system's secret.
+    /// Mints a token with the system's key.
     pub fn token(&self, role: Role) -> String {
-        let auth =
-            Authenticator::new(&token_secret(&self.config).expect("secret"), None).expect("auth");
-        auth.mint(role, Duration::from_secs(3600)).expect("mint").0
+        let ttl = Duration::from_secs(3600);
+        self.ctx.auth.mint(role, ttl).expect("mint").0
     }
 
     /// A partner's client.

@@ -482,14 +482,11 @@ async fn sessions_end_when_idle_and_when_their_token_is_revoked() {
     let Some(app) = spawn_app(Mode::Embedded, "web_expiry").await else {
         return;
     };
-    let (token, claims) = {
-        let auth = agriportal_platform::auth::Authenticator::new(
-            &agriportal_platform::context::token_secret(&app.config).unwrap(),
-            None,
-        )
+    let (token, claims) = app
+        .ctx
+        .auth
+        .mint(Role::Admin, Duration::from_secs(3600))
         .unwrap();
-        auth.mint(Role::Admin, Duration::from_secs(3600)).unwrap()
-    };
     let session = sign_in(&app, &token).await;
     assert_eq!(
         get(&app, "/account", &[("cookie", &session)])
@@ -519,7 +516,11 @@ async fn sessions_end_when_idle_and_when_their_token_is_revoked() {
     );
     // A revoked token ends its sessions within seconds.
     let session = sign_in(&app, &token).await;
-    app.ctx.auth.revoke(&claims.id).await.unwrap();
+    app.ctx
+        .auth
+        .revoke(&claims.id, Some(claims.exp))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let status = get(&app, "/account", &[("cookie", &session)])

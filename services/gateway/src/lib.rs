@@ -153,7 +153,7 @@ fn reconciliation(
         deadline: config::RECONCILE_CALL_DEADLINE,
         ..ClientOptions::default()
     };
-    let source = reconcile::GrpcCellSource::new(ctx.peer(&url, options)?);
+    let source = reconcile::GrpcCellSource::new(ctx.peer("marketplace", &url, options)?);
     let reconciler =
         reconcile::Reconciler::new(store, Arc::new(source), health).notifying(snapshots);
     let shutdown = ctx.shared.shutdown.clone();

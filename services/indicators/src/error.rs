@@ -11,6 +11,15 @@ fn province_name(code: &str) -> String {
         .unwrap_or_else(|| code.to_string())
 }
 
+/// A service's own credential on an rpc of the reporting workflow (the access gate already
+/// refuses it; this is the handler's second check).
+pub fn service_denied(rpc: &str) -> Error {
+    Error::new(
+        ErrorCode::PermissionDenied,
+        format!("{rpc} is for officials; a service's own credential may not call it"),
+    )
+}
+
 /// A partner token on an rpc of the reporting workflow.
 pub fn partner_denied(rpc: &str) -> Error {
     Error::new(
@@ -29,6 +38,7 @@ pub fn admin_only(rpc: &str, claims: &Claims) -> Error {
         Role::Province { province } => format!("province {}'s", province_name(province)),
         Role::Partner { .. } => "a partner's".to_string(),
         Role::Admin => "an admin's".to_string(),
+        Role::Service { service } => format!("service {service}'s"),
     };
     Error::new(
         ErrorCode::PermissionDenied,

@@ -45,6 +45,7 @@ pub fn actor(claims: &Claims) -> String {
         Role::Admin => "admin".to_string(),
         Role::Province { province } => format!("province:{province}"),
         Role::Partner { partner } => format!("partner:{partner}"),
+        Role::Service { service } => format!("service:{service}"),
     }
 }
 
@@ -53,6 +54,7 @@ fn scope(claims: &Claims, rpc: &str) -> Result<Scope> {
         Role::Admin => Ok(Scope::Admin),
         Role::Province { province } => Ok(Scope::Province(province.clone())),
         Role::Partner { .. } => Err(error::partner_denied(rpc)),
+        Role::Service { .. } => Err(error::service_denied(rpc)),
     }
 }
 
@@ -61,6 +63,7 @@ fn require_admin(claims: &Claims, rpc: &str) -> Result<()> {
         Role::Admin => Ok(()),
         Role::Partner { .. } => Err(error::partner_denied(rpc)),
         Role::Province { .. } => Err(error::admin_only(rpc, claims)),
+        Role::Service { .. } => Err(error::service_denied(rpc)),
     }
 }
 

@@ -25,6 +25,7 @@ fn claims(role: Role) -> Claims {
     Claims {
         id: "t".into(),
         role,
+        aud: agriportal_platform::auth::PORTAL_AUDIENCE.into(),
         iat: 0,
         exp: i64::MAX,
     }

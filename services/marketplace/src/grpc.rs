@@ -114,7 +114,8 @@ impl MarketplaceIngest for GrpcAdapter {
     }
 }
 
-/// Implements `agriportal.marketplace.v1.MarketplaceAudit`: admin tokens only.
+/// Implements `agriportal.marketplace.v1.MarketplaceAudit`: admin tokens, and services' own
+/// credentials addressed to the marketplace (the gateway's reconciliation).
 pub struct AuditAdapter {
     ingest: Arc<Ingest>,
     auth: Arc<Authenticator>,
@@ -126,7 +127,9 @@ impl MarketplaceAudit for AuditAdapter {
         &self,
         request: Request<pb::GetRollupCellsRequest>,
     ) -> Result<Response<pb::GetRollupCellsResponse>, Status> {
-        self.auth.require_admin(request.metadata()).await?;
+        self.auth
+            .require_internal(request.metadata(), crate::config::SCHEMA)
+            .await?;
         let response = self.ingest.rollup_cells(request.get_ref()).await?;
         Ok(Response::new(response))
     }

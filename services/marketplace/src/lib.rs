@@ -47,7 +47,7 @@ impl Service for Marketplace {
             GrpcApi {
                 name: AUDIT_GRPC_SERVICE,
                 public: false,
-                access: Access::Admin,
+                access: Access::Internal,
             },
         ],
         http: None,

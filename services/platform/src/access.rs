@@ -36,6 +36,10 @@ pub enum Access {
     Partner,
     /// The central working group's token.
     Admin,
+    /// Internal rpcs (the audit rpcs): the central working group's token, or another
+    /// service's own credential addressed to the service serving it (`aud`). The only access
+    /// a service credential passes; it is refused everywhere else.
+    Internal,
 }
 
 /// The error for a call whose caller already has `max` calls in flight.
@@ -57,8 +61,9 @@ pub struct AccessLayer {
 
 struct Shared {
     auth: Arc<Authenticator>,
-    /// `/<service>/` path prefixes and their access.
-    rules: Vec<(String, Access)>,
+    /// `/<service>/` path prefixes, their access and the target serving them (the audience a
+    /// service credential must name).
+    rules: Vec<(String, Access, String)>,
     per_caller: u32,
     /// One semaphore per caller ever seen. Callers are verified identities (a partner, the
     /// central group, a province: codes checked when the token was minted and signed), so the
@@ -76,11 +81,12 @@ impl std::fmt::Debug for AccessLayer {
 }
 
 impl AccessLayer {
-    /// A gate over `rules` (gRPC service name and its access; services not named are public)
-    /// verifying tokens with `auth`, each caller limited to `per_caller` calls in flight.
+    /// A gate over `rules` (gRPC service name, its access and the target serving it; services
+    /// not named are public) verifying tokens with `auth`, each caller limited to
+    /// `per_caller` calls in flight.
     pub fn new<'a>(
         auth: Arc<Authenticator>,
-        rules: impl IntoIterator<Item = (&'a str, Access)>,
+        rules: impl IntoIterator<Item = (&'a str, Access, &'a str)>,
         per_caller: u32,
     ) -> Self {
         AccessLayer {
@@ -88,7 +94,7 @@ impl AccessLayer {
                 auth,
                 rules: rules
                     .into_iter()
-                    .map(|(name, access)| (format!("/{name}/"), access))
+                    .map(|(name, access, target)| (format!("/{name}/"), access, target.to_string()))
                     .collect(),
                 per_caller: per_caller.max(1),
                 slots: Mutex::new(HashMap::new()),
@@ -96,13 +102,15 @@ impl AccessLayer {
         }
     }
 
-    /// The access rule for a request path.
-    pub fn access(&self, path: &str) -> Access {
+    /// The access rule for a request path, and the target serving it.
+    pub fn access(&self, path: &str) -> (Access, &str) {
         self.shared
             .rules
             .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map_or(Access::Public, |(_, access)| *access)
+            .find(|(prefix, _, _)| path.starts_with(prefix.as_str()))
+            .map_or((Access::Public, ""), |(_, access, target)| {
+                (*access, target.as_str())
+            })
     }
 }
 
@@ -111,9 +119,20 @@ impl Shared {
     async fn admit(
         &self,
         access: Access,
+        target: &str,
         header: Option<&str>,
     ) -> Result<(Claims, OwnedSemaphorePermit), Error> {
         let claims = self.auth.authenticate(header).await?;
+        if let Role::Service { service } = &claims.role {
+            // A service credential opens the internal rpcs its audience names, nothing else:
+            // not a partner's pushes, not what a signed-in person may read.
+            if access != Access::Internal {
+                return Err(Error::new(
+                    ErrorCode::PermissionDenied,
+                    format!("service `{service}`'s own credential is not accepted by this rpc"),
+                ));
+            }
+        }
         match access {
             Access::Partner if claims.partner().is_none() => {
                 return Err(Error::new(
@@ -127,6 +146,7 @@ impl Shared {
                     "this rpc is for the central working group; the token is not an admin's",
                 ))
             }
+            Access::Internal => claims.admits_internal(target)?,
             _ => {}
         }
         let (key, who) = caller(&claims.role);
@@ -161,6 +181,7 @@ fn caller(role: &Role) -> (String, String) {
             format!("province:{province}"),
             format!("province `{province}`"),
         ),
+        Role::Service { service } => (format!("service:{service}"), format!("service `{service}`")),
     }
 }
 
@@ -198,10 +219,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let access = self.layer.access(request.uri().path());
+        let (access, target) = self.layer.access(request.uri().path());
         if access == Access::Public {
             return Box::pin(self.inner.call(request));
         }
+        let target = target.to_string();
         // The inner service was made ready for this call; the clone takes its place for the
         // next one (the usual tower pattern for a call that awaits before delegating).
         let clone = self.inner.clone();
@@ -212,7 +234,7 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            let (claims, permit) = match shared.admit(access, header).await {
+            let (claims, permit) = match shared.admit(access, &target, header).await {
                 Ok(admitted) => admitted,
                 // Answered from the headers: the body is dropped unread.
                 Err(err) => return Ok(tonic::Status::from(err).into_http()),
@@ -290,7 +312,8 @@ mod tests {
     }
 
     fn setup(hold: bool) -> (Arc<Authenticator>, AccessGate<Inner>, Inner) {
-        let auth = Authenticator::new(&[9u8; 32], None).unwrap();
+        let signer = crate::keys::Signer::from_seed("k1", &[9u8; 32]).unwrap();
+        let auth = Authenticator::signing(signer, None).unwrap();
         let inner = Inner {
             calls: Arc::default(),
             release: Arc::new(Semaphore::new(0)),
@@ -299,10 +322,12 @@ mod tests {
         let layer = AccessLayer::new(
             auth.clone(),
             [
-                ("pkg.Ingest", Access::Partner),
-                ("pkg.Audit", Access::Admin),
-                ("pkg.Reports", Access::SignedIn),
-                ("pkg.Dashboard", Access::Public),
+                ("pkg.Ingest", Access::Partner, "market"),
+                ("pkg.Admin", Access::Admin, "market"),
+                ("pkg.Audit", Access::Internal, "market"),
+                ("pkg.Other", Access::Internal, "other"),
+                ("pkg.Reports", Access::SignedIn, "reports"),
+                ("pkg.Dashboard", Access::Public, "reports"),
             ],
             2,
         );
@@ -323,6 +348,8 @@ mod tests {
             .unwrap();
         let (admin, _) = auth.mint(Role::Admin, ttl).unwrap();
         let (expired, _) = auth.mint(Role::Admin, Duration::ZERO).unwrap();
+        let (service, _) = auth.mint_service("gateway", "market", ttl).unwrap();
+        let denied = tonic::Code::PermissionDenied;
         let cases = [
             ("/pkg.Ingest/Push", None, tonic::Code::Unauthenticated),
             (
@@ -346,6 +373,13 @@ mod tests {
                 tonic::Code::PermissionDenied,
             ),
             ("/pkg.Reports/List", None, tonic::Code::Unauthenticated),
+            ("/pkg.Admin/Do", Some(partner.as_str()), denied),
+            // A service credential: no pushes, no admin or signed-in rpcs, and no internal
+            // rpc of a service other than its audience.
+            ("/pkg.Ingest/Push", Some(service.as_str()), denied),
+            ("/pkg.Admin/Do", Some(service.as_str()), denied),
+            ("/pkg.Reports/List", Some(service.as_str()), denied),
+            ("/pkg.Other/Get", Some(service.as_str()), denied),
         ];
         for (path, token, want) in cases {
             let response = gate
@@ -361,7 +395,9 @@ mod tests {
         // Admitted calls carry their claims; public ones need none.
         for (path, token, claims) in [
             ("/pkg.Ingest/Push", Some(partner.as_str()), true),
+            ("/pkg.Admin/Do", Some(admin.as_str()), true),
             ("/pkg.Audit/Get", Some(admin.as_str()), true),
+            ("/pkg.Audit/Get", Some(service.as_str()), true),
             ("/pkg.Reports/List", Some(partner.as_str()), true),
             ("/pkg.Dashboard/Get", None, false),
             ("/grpc.health.v1.Health/Check", None, false),

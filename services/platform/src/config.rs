@@ -14,7 +14,7 @@ use serde::Serialize;
 /// embedded mode (SQLite under `--data-dir`, in-process bus), which needs no configuration.
 #[derive(Args, Clone, Debug, Serialize)]
 pub struct Config {
-    /// Directory for the embedded mode's SQLite files and generated token secret.
+    /// Directory for the embedded mode's SQLite files and generated token key.
     #[arg(
         long,
         env = "AGRIPORTAL_DATA_DIR",
@@ -124,17 +124,31 @@ pub struct Config {
     )]
     pub http_addr: SocketAddr,
 
-    /// Secret that signs bearer tokens (at least 32 bytes). In embedded mode it is generated
-    /// once into `<data-dir>/token_secret` when not set.
+    // --- Token keys (issue 12). Only paths and public keys here: `agriportal config`
+    // prints this struct, and `Debug` reaches logs; no secret is ever a field.
+    /// Public keys that bearer tokens may be signed with, `<kid>:<base64>` separated by
+    /// commas (`agriportal token keygen` prints one). Several at once let a key be rotated
+    /// without logging anyone out. Embedded mode needs none: it uses `<data-dir>/token_key`.
     #[arg(
         long,
-        env = "AGRIPORTAL_TOKEN_SECRET",
+        env = "AGRIPORTAL_TOKEN_PUBLIC_KEYS",
         global = true,
-        hide_env_values = true
+        value_delimiter = ','
     )]
-    #[serde(skip)]
-    pub token_secret: Option<String>,
+    pub token_public_keys: Vec<crate::keys::PublicKey>,
 
+    /// File of the private key that mints tokens (`token mint`, `token keygen`'s output;
+    /// owner-only permissions, checked). Never give it to a service that faces the internet.
+    #[arg(long, env = "AGRIPORTAL_TOKEN_PRIVATE_KEY_FILE", global = true)]
+    pub token_private_key_file: Option<PathBuf>,
+
+    /// File holding this service's own credential(s) for the services it calls, one token per
+    /// line (`agriportal token mint --service gateway --audience marketplace`), re-read every
+    /// minute so a renewed secret needs no restart. Not needed where the process holds a
+    /// private key (embedded `up`): it mints its own.
+    #[arg(long, env = "AGRIPORTAL_SERVICE_TOKEN_FILE", global = true)]
+    pub service_token_file: Option<PathBuf>,
+    // --- end of token keys.
     /// Seconds to let in-flight requests finish on shutdown before telemetry is flushed.
     #[arg(
         long,
@@ -592,7 +606,9 @@ impl Config {
             bus_max_bytes: DEFAULT_BUS_MAX_BYTES,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            token_secret: None,
+            token_public_keys: Vec::new(),
+            token_private_key_file: None,
+            service_token_file: None,
             drain_seconds: 10,
             log: "info".into(),
             log_format: "text".into(),

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Keys};
 use crate::bus::{Bus, InProcessBus, JetStreamBus};
 use crate::config::Config;
+use crate::keys::Signer;
 use crate::storage::{platform_database, Database};
 
 /// Shared handles for the services of one process.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Connects the bus and the platform store and loads the token secret.
+    /// Connects the bus and the platform store and loads the token keys.
     pub async fn open(config: Config) -> anyhow::Result<Context> {
         let bus: Arc<dyn Bus> = match &config.nats_url {
             Some(url) => JetStreamBus::connect_with(
@@ -62,8 +62,7 @@ impl Context {
         let platform = platform_database(&config)
             .await
             .context("opening the platform store")?;
-        let secret = token_secret(&config)?;
-        let auth = Authenticator::new(&secret, Some(platform))?;
+        let auth = Authenticator::new(token_keys(&config)?, Some(platform))?;
         Ok(Context {
             config: Arc::new(config),
             bus,
@@ -88,52 +87,39 @@ impl Context {
     }
 }
 
-/// The token-signing secret: from configuration, or (embedded mode only) generated once into
-/// `<data-dir>/token_secret` so `token mint` and `up` agree without any setup.
-pub fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = &config.token_secret {
-        anyhow::ensure!(
-            secret.len() >= 32,
-            "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long"
-        );
-        return Ok(secret.as_bytes().to_vec());
+/// The token keys of this process. Public keys from `--token-public-keys`; the private key
+/// from `--token-private-key-file`, or (embedded mode only, nothing configured) generated once
+/// into `<data-dir>/token_key` so `token mint` and `up` agree without any setup. With
+/// `DATABASE_URL` every replica must verify with the same keys, so they must be configured.
+pub fn token_keys(config: &Config) -> anyhow::Result<Keys> {
+    let mut keys = Keys {
+        signer: None,
+        public: config.token_public_keys.clone(),
+    };
+    if let Some(path) = &config.token_private_key_file {
+        keys.signer = Some(Signer::read_file(path)?);
+    } else if config.database_url.is_none() && keys.public.is_empty() {
+        keys.signer = Some(embedded_key(&config.data_dir)?);
     }
     anyhow::ensure!(
-        config.database_url.is_none(),
-        "set AGRIPORTAL_TOKEN_SECRET (at least 32 bytes): with DATABASE_URL every replica must share one signing secret"
+        keys.signer.is_some() || !keys.public.is_empty(),
+        "set AGRIPORTAL_TOKEN_PUBLIC_KEYS (`<kid>:<base64>`, from `agriportal token keygen`): \
+         with DATABASE_URL every replica must verify tokens with the same keys"
     );
-    let path = config.data_dir.join("token_secret");
-    match std::fs::read_to_string(&path) {
-        Ok(hex) => return Ok(hex.trim().as_bytes().to_vec()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-    }
-    std::fs::create_dir_all(&config.data_dir)?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, &hex)?;
-    // Read back: if another process won the race to create it, its secret is the one in use.
-    Ok(std::fs::read_to_string(&path)?.trim().as_bytes().to_vec())
+    Ok(keys)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// An authenticator with this process's keys and no revocation store (tools minting tokens).
+pub fn token_authenticator(config: &Config) -> anyhow::Result<Arc<Authenticator>> {
+    Ok(Authenticator::new(token_keys(config)?, None)?)
+}
+
+/// The embedded mode's key: read, or generated and written owner-only and atomically.
+fn embedded_key(data_dir: &Path) -> anyhow::Result<Signer> {
+    let path = data_dir.join("token_key");
+    if !path.exists() {
+        // Another process may write one first: theirs is kept and read back below.
+        Signer::generate(&crate::keys::new_kid())?.write_new_file(&path)?;
     }
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(contents.as_bytes())?;
-            file.sync_all()?;
-            Ok(())
-        }
-        // Another process created it first: use theirs.
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("writing {}", path.display())),
-    }
+    Signer::read_file(&path)
 }

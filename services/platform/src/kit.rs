@@ -24,7 +24,7 @@ use crate::backoff::Backoff;
 use crate::bus::{BusError, BusKind};
 use crate::config::Config;
 use crate::consumer::{self, ParkedRow};
-use crate::context::{token_secret, Context};
+use crate::context::{token_keys, Context};
 use crate::http::{admin_router, Readiness};
 use crate::outbox::spawn_relay;
 use crate::service::{Descriptor, Running, Service, ServiceContext};
@@ -337,7 +337,7 @@ pub async fn up(
     let retry = config.database_url.is_some() || config.nats_url.is_some();
     if retry {
         // A configuration error, not an outage: fail at once rather than retry.
-        token_secret(&config)?;
+        token_keys(&config)?;
     }
     let opening = until_started(
         "connecting to the stores and the bus",
@@ -396,7 +396,7 @@ pub async fn serve(
     let entry = registry.entry(target)?.clone();
     check_distributed(&settings.platform)?;
     // A configuration error, not an outage: fail at once rather than retry.
-    token_secret(&settings.platform)?;
+    token_keys(&settings.platform)?;
     let config = settings.platform.clone();
     let opening = until_started("connecting to NATS and PostgreSQL", true, &shutdown, || {
         Context::open(config.clone())
@@ -440,6 +440,17 @@ async fn run(
         None => None,
     };
     let retry = ctx.config.database_url.is_some();
+    // Revocations, once their tokens expired (every process may prune: deletes are
+    // idempotent, and a revocation is useless once verification refuses its token anyway).
+    if let Some(platform) = ctx.auth.store() {
+        ctx.tasks.spawn(crate::retention::run(
+            platform.clone(),
+            crate::auth::REVOCATIONS,
+            crate::auth::REVOCATION_PRUNE_LEEWAY,
+            ctx.config.prune_interval(),
+            ctx.shutdown.clone(),
+        ));
+    }
     let mut started = Vec::with_capacity(entries.len());
     for entry in entries {
         let descriptor = entry.descriptor();
@@ -549,7 +560,12 @@ async fn serve_started(
     let mut checks = Vec::new();
     let mut access = Vec::new();
     for (descriptor, db, running) in started {
-        access.extend(descriptor.grpc.iter().map(|api| (api.name, api.access)));
+        access.extend(
+            descriptor
+                .grpc
+                .iter()
+                .map(|api| (api.name, api.access, descriptor.name)),
+        );
         for add in running.grpc {
             routes = add(routes);
         }
@@ -961,7 +977,7 @@ mod tests {
         let bad_url = anyhow::Error::new(sqlx::Error::Configuration("bad URL".into()));
         assert!(!is_outage(&bad_url));
         assert!(!is_outage(&anyhow::anyhow!(
-            "AGRIPORTAL_TOKEN_SECRET must be at least 32 bytes long"
+            "token public key `k1`: not 32 bytes in base64"
         )));
     }
 

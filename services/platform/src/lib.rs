@@ -21,6 +21,7 @@ pub mod csv;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod keys;
 pub mod kit;
 pub mod limits;
 pub mod metrics;

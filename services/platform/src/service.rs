@@ -268,10 +268,21 @@ impl<C> ServiceContext<C> {
             .or_else(|| self.local_grpc.clone()))
     }
 
-    /// A channel to `target` at `url`, with this service's own credential, the trace context
-    /// and `options`' deadline on every call.
-    pub fn peer(&self, url: &str, options: ClientOptions) -> anyhow::Result<PeerChannel> {
-        self.peer_as(url, Credential::Service(self.shared.auth.clone()), options)
+    /// A channel to `target` at `url`, with this service's own credential (a service token
+    /// addressed to `target`), the trace context and `options`' deadline on every call.
+    pub fn peer(
+        &self,
+        target: &str,
+        url: &str,
+        options: ClientOptions,
+    ) -> anyhow::Result<PeerChannel> {
+        let credential = client::ServiceCredential::new(
+            self.descriptor.name,
+            target,
+            &self.shared.auth,
+            self.shared.config.service_token_file.as_deref(),
+        )?;
+        self.peer_as(url, Credential::Service(credential), options)
     }
 
     /// A channel to `target` at `url` with `credential` (none, for a channel whose calls each

@@ -90,7 +90,12 @@ impl Service for Web {
             .map(|url| ctx.peer_as(&url, Credential::None, options))
             .transpose()?;
         let web = Arc::new(http::Web {
-            backend: backend::Backend::new(ctx.peer(&url, options)?, indicators),
+            // The gateway's dashboard rpcs are public: the web sends them no credential (it
+            // used to send a minted admin token it never needed).
+            backend: backend::Backend::new(
+                ctx.peer_as(&url, Credential::None, options)?,
+                indicators,
+            ),
             sessions: session::Sessions::new(
                 ctx.db.clone(),
                 ctx.config.idle(),

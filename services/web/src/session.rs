@@ -188,6 +188,10 @@ pub async fn principal_from_token(auth: &Authenticator, token: &str) -> Result<(
             ErrorCode::PermissionDenied,
             "this is a marketplace's token: sign-in is for officials (working group or province)",
         )),
+        Role::Service { .. } => return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            "this is a service's own credential: sign-in is for officials (working group or province)",
+        )),
     };
     let principal = Principal {
         subject: claims.id.clone(),

@@ -208,7 +208,8 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     db.migrate(&agriportal_web::migrations()).await.unwrap();
-    let auth = Authenticator::new(b"a-test-secret-of-at-least-32-bytes!!", None).unwrap();
+    let signer = agriportal_platform::keys::Signer::from_seed("k1", &[3u8; 32]).unwrap();
+    let auth = Authenticator::signing(signer, None).unwrap();
     let options = ClientOptions {
         deadline: Duration::from_secs(3),
         ..ClientOptions::default()
