@@ -16,6 +16,7 @@ mod gateway_indicators;
 mod household_facts;
 mod indicators;
 mod kit;
+mod openapi;
 mod reconcile;
 mod support;
 mod web;
