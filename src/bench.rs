@@ -4,6 +4,9 @@
 //! `COPY` of the same rows into a bare table, so the rate is reported as a ratio that a noisy
 //! machine cannot skew much.
 //!
+//! `agriportal bench read` (`bench_read.rs`): dashboard reads against a bare handler answering
+//! the same bytes, and their latency at a fixed rate, while the demo writes.
+//!
 //! `agriportal bench overload`: one partner floods at a multiple of its quota while the other
 //! pushes steadily within its own; reports the steady partner's latency alone, beside a
 //! partner at its quota, and beside the flood (same run, side by side), the flooding partner's
@@ -38,6 +41,9 @@ pub enum Which {
     /// One partner flooding at a multiple of its quota: the other partner's latency, the
     /// flood's shed rate, and memory.
     Overload(OverloadArgs),
+    /// Dashboard reads: each endpoint's throughput as a ratio of a bare handler answering the
+    /// same bytes, and its latency at a fixed rate, while the demo writes.
+    Read(crate::bench_read::ReadArgs),
     /// The flooding client of `bench overload`, run as a child process (unless
     /// `--flood-in-process`).
     #[command(hide = true)]
@@ -252,6 +258,12 @@ pub async fn run(settings: Settings, which: Which) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Which::Read(args) => {
+            let report = crate::bench_read::read(settings, args).await?;
+            println!("{}", crate::bench_read::render(&report));
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Which::FloodClient(args) => {
             let client = partner_client(&args.target, Some(&args.token)).await?;
             let maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &args.run, 1)));
@@ -393,18 +405,18 @@ async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i
 
 /// The system under benchmark: every service in this process on free ports, in a temporary
 /// data directory unless PostgreSQL and NATS are configured (then on those).
-struct BenchSystem {
-    config: Config,
-    grpc_addr: String,
-    http_addr: std::net::SocketAddr,
-    shutdown: CancellationToken,
+pub(crate) struct BenchSystem {
+    pub(crate) config: Config,
+    pub(crate) grpc_addr: String,
+    pub(crate) http_addr: std::net::SocketAddr,
+    pub(crate) shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     temp: Option<std::path::PathBuf>,
 }
 
 impl BenchSystem {
     /// Starts the system and waits until `/readyz` answers (at most 20 s).
-    async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
         let config = &mut settings.platform;
         let distributed = config.database_url.is_some() && config.nats_url.is_some();
         let temp = (!distributed).then(|| {
@@ -461,7 +473,7 @@ impl BenchSystem {
     }
 
     /// `embedded` or `postgres+jetstream`.
-    fn mode(&self) -> &'static str {
+    pub(crate) fn mode(&self) -> &'static str {
         if self.temp.is_some() {
             "embedded"
         } else {
@@ -470,7 +482,7 @@ impl BenchSystem {
     }
 
     /// Stops the system, drains it, and removes its temporary data directory.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.await??;
         if let Some(dir) = &self.temp {
@@ -867,7 +879,7 @@ fn bootstrap_p99_rise(base: &[f64], test: &[f64]) -> (f64, f64) {
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank; NaN when there are none.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -276,6 +276,61 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     }
 }
 
+/// `bench read` measures every endpoint against the bare handler and reports the shape the
+/// README shows: no timing is asserted (performance is measured, not tested), only that both
+/// servers answered every request with 200 and each figure is a positive finite number.
+#[test]
+fn bench_read_compares_each_endpoint_with_the_bare_handler() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .args([
+            "bench",
+            "read",
+            "--seconds",
+            "1",
+            "--latency-seconds",
+            "1",
+            "--rate",
+            "20",
+            "--connections",
+            "2",
+            "--warmup-seconds",
+            "1",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    assert_eq!(report["rate"], 20);
+    let endpoints = report["endpoints"].as_array().expect("endpoints");
+    let paths: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    assert_eq!(paths[0], "/api/v1/national");
+    assert!(paths[3].contains("granularity=day") && paths[4].contains("granularity=month"));
+    for e in endpoints {
+        // Two connections and 20 requests in flight at most: far under every limit, so any
+        // failure is a bug (a path the bare handler does not know, a refused read).
+        assert_eq!(e["errors"], 0, "{e}");
+        assert_eq!(e["open_loop_errors"], 0, "{e}");
+        assert!(e["bytes"].as_u64().unwrap() > 0, "{e}");
+        for field in ["gateway_rps", "bare_rps", "ratio", "p50_ms", "p99_ms"] {
+            let v = e[field].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{field}: {e}");
+        }
+        assert!(e["p50_ms"].as_f64() <= e["p99_ms"].as_f64(), "{e}");
+    }
+    assert!(stdout.contains("gateway/s"), "{stdout}");
+}
+
 /// `bench overload` runs its three phases with the flooding client as a child process, and
 /// its report says what happened (no latency is asserted: performance is measured, not tested).
 #[test]
