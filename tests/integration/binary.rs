@@ -276,6 +276,60 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     }
 }
 
+/// `bench ingest --rate` paces its pushes and reports both COPY baselines beside our rate (the
+/// keyed, logged, committed one as the ceiling). No timing is asserted beyond what pacing
+/// guarantees by construction: a batch is never sent before its slot, so the acknowledged rate
+/// cannot pass the rate asked by more than one slot's worth.
+#[test]
+fn bench_ingest_paces_at_its_rate_and_reports_both_copy_baselines() {
+    let required = std::env::var_os("AGRIPORTAL_REQUIRE_SERVERS").is_some();
+    if std::net::TcpStream::connect("127.0.0.1:5432").is_err() {
+        assert!(!required, "PostgreSQL is required for the COPY baselines");
+        println!("SKIPPED bench ingest: no PostgreSQL on 127.0.0.1:5432");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .args([
+            "bench",
+            "ingest",
+            "--records",
+            "2000",
+            "--batch-size",
+            "100",
+            "--rate",
+            "4000",
+            "--copy-url",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    assert_eq!(report["records"], 2000);
+    assert_eq!(report["target_rate"], 4000.0);
+    for field in [
+        "ack_rate",
+        "copy_rate",
+        "keyed_copy_rate",
+        "ratio_to_copy",
+        "ratio_to_keyed_copy",
+    ] {
+        let v = report[field].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{field}: {report}");
+    }
+    // 10 batches per partner, one every 100 / 2000 s: the last no earlier than 9 slots in.
+    let ack_rate = report["ack_rate"].as_f64().unwrap();
+    assert!(ack_rate <= 4000.0 * 10.0 / 9.0, "{report}");
+    assert!(stdout.contains("keyed (partner, record_id)"), "{stdout}");
+}
+
 /// `bench read` measures every endpoint against the bare handler and reports the shape the
 /// README shows: no timing is asserted (performance is measured, not tested), only that both
 /// servers answered every request with 200 and each figure is a positive finite number.
