@@ -1,8 +1,12 @@
 //! `agriportal bench ingest`: pushes sales records over gRPC from both partners at once and
 //! reports acknowledged records per second, push→dashboard freshness (time from a batch's ack
 //! until `/api/v1/national` includes it) and peak RSS; in the same run it measures PostgreSQL
-//! `COPY` of the same rows into a bare table, so the rate is reported as a ratio that a noisy
-//! machine cannot skew much.
+//! `COPY` of the same rows into a logged table keyed (partner, record_id), committed (the
+//! ceiling), and into a bare TEMP table, so the rate is reported as ratios that a noisy machine
+//! cannot skew much. `--rate` pushes at a fixed rate instead of flat out.
+//!
+//! `agriportal bench read` (`bench_read.rs`): dashboard reads against a bare handler answering
+//! the same bytes, and their latency at a fixed rate, while the demo writes.
 //!
 //! `agriportal bench overload`: one partner floods at a multiple of its quota while the other
 //! pushes steadily within its own; reports the steady partner's latency alone, beside a
@@ -38,6 +42,9 @@ pub enum Which {
     /// One partner flooding at a multiple of its quota: the other partner's latency, the
     /// flood's shed rate, and memory.
     Overload(OverloadArgs),
+    /// Dashboard reads: each endpoint's throughput as a ratio of a bare handler answering the
+    /// same bytes, and its latency at a fixed rate, while the demo writes.
+    Read(crate::bench_read::ReadArgs),
     /// The flooding client of `bench overload`, run as a child process (unless
     /// `--flood-in-process`).
     #[command(hide = true)]
@@ -207,9 +214,13 @@ pub struct IngestArgs {
     /// PostgreSQL for the COPY baseline (defaults to DATABASE_URL, then the local test database).
     #[arg(long)]
     pub copy_url: Option<String>,
-    /// Skip the COPY baseline.
+    /// Skip the COPY baselines.
     #[arg(long)]
     pub no_copy: bool,
+    /// Push at this many records per second in all (split between the partners) instead of
+    /// flat out, so freshness can be measured at a chosen load (half the maximum rate, say).
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// What the benchmark measured.
@@ -231,10 +242,17 @@ pub struct Report {
     pub freshness_max_ms: f64,
     /// Peak resident memory of this process, MiB.
     pub peak_rss_mib: f64,
-    /// PostgreSQL COPY of the same rows, rows per second.
+    /// The fixed rate asked (`--rate`), records per second; none when flat out.
+    pub target_rate: Option<f64>,
+    /// PostgreSQL COPY of the same rows into a bare TEMP table (no WAL, no key), rows per second.
     pub copy_rate: Option<f64>,
     /// ack_rate / copy_rate.
     pub ratio_to_copy: Option<f64>,
+    /// PostgreSQL COPY of the same rows into a logged table keyed (partner, record_id) like the
+    /// marketplace's records, committed: the ceiling of durable, idempotent storage.
+    pub keyed_copy_rate: Option<f64>,
+    /// ack_rate / keyed_copy_rate.
+    pub ratio_to_keyed_copy: Option<f64>,
 }
 
 /// Runs a benchmark.
@@ -249,6 +267,12 @@ pub async fn run(settings: Settings, which: Which) -> anyhow::Result<()> {
         Which::Overload(args) => {
             let report = overload(settings, args).await?;
             println!("{}", render_overload(&report));
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Which::Read(args) => {
+            let report = crate::bench_read::read(settings, args).await?;
+            println!("{}", crate::bench_read::render(&report));
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
@@ -279,11 +303,20 @@ fn render(r: &Report) -> String {
         "bench ingest ({}): {} records in batches of {}\n  acknowledged: {:.0} records/s\n  freshness (ack → /api/v1/national): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms\n  peak RSS: {:.0} MiB\n",
         r.mode, r.records, r.batch_size, r.ack_rate, r.freshness_p50_ms, r.freshness_p99_ms, r.freshness_max_ms, r.peak_rss_mib
     );
+    if let Some(rate) = r.target_rate {
+        s.push_str(&format!("  pushed at a fixed {rate:.0} records/s\n"));
+    }
+    match (r.keyed_copy_rate, r.ratio_to_keyed_copy) {
+        (Some(copy), Some(ratio)) => s.push_str(&format!(
+            "  PostgreSQL COPY into a logged table keyed (partner, record_id), committed: {copy:.0} rows/s; ours is {ratio:.3} of it (the ceiling)\n"
+        )),
+        _ => s.push_str("  keyed COPY baseline: not measured\n"),
+    }
     match (r.copy_rate, r.ratio_to_copy) {
         (Some(copy), Some(ratio)) => s.push_str(&format!(
-            "  PostgreSQL COPY of the same rows: {copy:.0} rows/s; ours is {ratio:.3} of COPY\n"
+            "  PostgreSQL COPY into a bare TEMP table: {copy:.0} rows/s; ours is {ratio:.3} of it\n"
         )),
-        _ => s.push_str("  PostgreSQL COPY baseline: not measured\n"),
+        _ => s.push_str("  bare COPY baseline: not measured\n"),
     }
     s
 }
@@ -393,18 +426,18 @@ async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i
 
 /// The system under benchmark: every service in this process on free ports, in a temporary
 /// data directory unless PostgreSQL and NATS are configured (then on those).
-struct BenchSystem {
-    config: Config,
-    grpc_addr: String,
-    http_addr: std::net::SocketAddr,
-    shutdown: CancellationToken,
+pub(crate) struct BenchSystem {
+    pub(crate) config: Config,
+    pub(crate) grpc_addr: String,
+    pub(crate) http_addr: std::net::SocketAddr,
+    pub(crate) shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     temp: Option<std::path::PathBuf>,
 }
 
 impl BenchSystem {
     /// Starts the system and waits until `/readyz` answers (at most 20 s).
-    async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
         let config = &mut settings.platform;
         let distributed = config.database_url.is_some() && config.nats_url.is_some();
         let temp = (!distributed).then(|| {
@@ -461,7 +494,7 @@ impl BenchSystem {
     }
 
     /// `embedded` or `postgres+jetstream`.
-    fn mode(&self) -> &'static str {
+    pub(crate) fn mode(&self) -> &'static str {
         if self.temp.is_some() {
             "embedded"
         } else {
@@ -470,7 +503,7 @@ impl BenchSystem {
     }
 
     /// Stops the system, drains it, and removes its temporary data directory.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.await??;
         if let Some(dir) = &self.temp {
@@ -541,10 +574,20 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
         })
     };
 
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of records per second"
+        );
+    }
+    // With `--rate`, each partner's batch i is sent no earlier than its slot at half the rate.
+    let gap = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.batch_size as f64 / (rate / 2.0)));
     let started = Instant::now();
     let mut pushers = Vec::new();
     for (partner, token, partner_batches) in work {
-        let queue = Arc::new(Mutex::new(partner_batches.into_iter()));
+        let queue = Arc::new(Mutex::new(partner_batches.into_iter().enumerate()));
         let acks = Arc::new(Mutex::new(Acks::default()));
         let mut tasks = Vec::new();
         for _ in 0..args.concurrency.max(1) {
@@ -555,9 +598,13 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
             tasks.push(tokio::spawn(async move {
                 let mut client = partner_client(&addr, Some(&token)).await?;
                 loop {
-                    let Some(batch) = queue.lock().await.next() else {
+                    let Some((index, batch)) = queue.lock().await.next() else {
                         return anyhow::Ok(());
                     };
+                    if let Some(gap) = gap {
+                        tokio::time::sleep_until((started + gap.mul_f64(index as f64)).into())
+                            .await;
+                    }
                     let orders: i64 = batch
                         .records
                         .iter()
@@ -630,8 +677,8 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
     let mode = system.mode();
     system.stop().await?;
 
-    let copy_rate = if args.no_copy {
-        None
+    let (copy_rate, keyed_copy_rate) = if args.no_copy {
+        (None, None)
     } else {
         let url = args
             .copy_url
@@ -640,21 +687,24 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
         let mut rows = Vec::new();
         for (seed, partner) in Partner::ALL.into_iter().enumerate() {
-            rows.extend(batches(
-                partner,
-                &run_id,
-                per_partner,
-                args.batch_size,
-                seed as u64,
-            ));
+            let partner_batches =
+                batches(partner, &run_id, per_partner, args.batch_size, seed as u64);
+            rows.extend(partner_batches.into_iter().map(|b| (partner, b)));
         }
-        match copy_baseline(&url, &rows).await {
-            Ok(rate) => Some(rate),
-            Err(err) => {
-                eprintln!("COPY baseline skipped: {err:#}");
-                None
+        let text = copy_text(&rows);
+        let measure = |keyed| {
+            let (url, text) = (url.clone(), text.clone());
+            async move {
+                match copy_baseline(&url, &text, keyed).await {
+                    Ok(rate) => Some(rate),
+                    Err(err) => {
+                        eprintln!("COPY baseline (keyed: {keyed}) skipped: {err:#}");
+                        None
+                    }
+                }
             }
-        }
+        };
+        (measure(false).await, measure(true).await)
     };
     let ack_rate = pushed as f64 / elapsed.max(1e-9);
     Ok(Report {
@@ -666,8 +716,11 @@ async fn ingest(settings: Settings, args: IngestArgs) -> anyhow::Result<Report> 
         freshness_p99_ms: pct(0.99),
         freshness_max_ms: pct(1.0),
         peak_rss_mib,
+        target_rate: args.rate,
         copy_rate,
         ratio_to_copy: copy_rate.map(|c| ack_rate / c),
+        keyed_copy_rate,
+        ratio_to_keyed_copy: keyed_copy_rate.map(|c| ack_rate / c),
     })
 }
 
@@ -867,7 +920,7 @@ fn bootstrap_p99_rise(base: &[f64], test: &[f64]) -> (f64, f64) {
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank; NaN when there are none.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -1131,21 +1184,16 @@ fn render_overload(r: &OverloadReport) -> String {
 }
 
 /// COPY of the same rows into a bare table, rows per second.
-async fn copy_baseline(url: &str, batches: &[pb::PushSalesRequest]) -> anyhow::Result<f64> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query(
-        "CREATE TEMP TABLE bench_copy (record_id TEXT, sale_date TEXT, province_code TEXT, commune_code TEXT, \
-         category TEXT, quantity_grams BIGINT, value_vnd BIGINT, orders BIGINT)",
-    )
-    .execute(&mut conn)
-    .await?;
+/// The rows of `bench ingest`'s batches as COPY text, each with its partner.
+fn copy_text(batches: &[(Partner, pb::PushSalesRequest)]) -> (String, usize) {
     let mut text = String::new();
     let mut rows = 0usize;
-    for b in batches {
+    for (partner, b) in batches {
         for r in &b.records {
             rows += 1;
             text.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                partner.code(),
                 r.record_id,
                 r.sale_date,
                 r.province_code,
@@ -1157,13 +1205,49 @@ async fn copy_baseline(url: &str, batches: &[pb::PushSalesRequest]) -> anyhow::R
             ));
         }
     }
+    (text, rows)
+}
+
+/// COPY of the rows in one transaction, timed from the COPY to its commit. `keyed`: into a
+/// logged table with the marketplace's key, PRIMARY KEY (partner, record_id), and the
+/// server's own `synchronous_commit`, so the commit waits for the WAL on disk as ours does;
+/// else into a TEMP table (no WAL, no key), the figure earlier runs reported.
+async fn copy_baseline(url: &str, text: &(String, usize), keyed: bool) -> anyhow::Result<f64> {
+    let (text, rows) = text;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    // A name of this run alone, so runs beside each other do not meet.
+    let table = format!(
+        "bench_copy_{}_{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000
+    );
+    let columns = "partner TEXT NOT NULL, record_id TEXT NOT NULL, sale_date TEXT, \
+                   province_code TEXT, commune_code TEXT, category TEXT, quantity_grams BIGINT, \
+                   value_vnd BIGINT, orders BIGINT";
+    let create = if keyed {
+        format!("CREATE TABLE {table} ({columns}, PRIMARY KEY (partner, record_id))")
+    } else {
+        format!("CREATE TEMP TABLE {table} ({columns})")
+    };
+    sqlx::query(&create).execute(&mut conn).await?;
     let started = Instant::now();
-    let mut copy = conn.copy_in_raw("COPY bench_copy FROM STDIN").await?;
-    copy.send(text.into_bytes()).await?;
-    copy.finish().await?;
+    let copied = async {
+        let mut tx = conn.begin().await?;
+        let mut copy = tx.copy_in_raw(&format!("COPY {table} FROM STDIN")).await?;
+        copy.send(text.clone().into_bytes()).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    }
+    .await;
     let secs = started.elapsed().as_secs_f64();
+    let dropped = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&mut conn)
+        .await;
     conn.close().await?;
-    Ok(rows as f64 / secs.max(1e-9))
+    copied?;
+    dropped?;
+    Ok(*rows as f64 / secs.max(1e-9))
 }
 
 fn peak_rss_kib() -> Option<u64> {

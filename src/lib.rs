@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_read;
 pub mod cli;
 pub mod client;
 pub mod demo;

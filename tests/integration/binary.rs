@@ -391,6 +391,115 @@ async fn serve_targets_run_as_separate_processes_on_postgres_and_jetstream() {
     }
 }
 
+/// `bench ingest --rate` paces its pushes and reports both COPY baselines beside our rate (the
+/// keyed, logged, committed one as the ceiling). No timing is asserted beyond what pacing
+/// guarantees by construction: a batch is never sent before its slot, so the acknowledged rate
+/// cannot pass the rate asked by more than one slot's worth.
+#[test]
+fn bench_ingest_paces_at_its_rate_and_reports_both_copy_baselines() {
+    let required = std::env::var_os("AGRIPORTAL_REQUIRE_SERVERS").is_some();
+    if std::net::TcpStream::connect("127.0.0.1:5432").is_err() {
+        assert!(!required, "PostgreSQL is required for the COPY baselines");
+        println!("SKIPPED bench ingest: no PostgreSQL on 127.0.0.1:5432");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .args([
+            "bench",
+            "ingest",
+            "--records",
+            "2000",
+            "--batch-size",
+            "100",
+            "--rate",
+            "4000",
+            "--copy-url",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    assert_eq!(report["records"], 2000);
+    assert_eq!(report["target_rate"], 4000.0);
+    for field in [
+        "ack_rate",
+        "copy_rate",
+        "keyed_copy_rate",
+        "ratio_to_copy",
+        "ratio_to_keyed_copy",
+    ] {
+        let v = report[field].as_f64().unwrap_or(f64::NAN);
+        assert!(v.is_finite() && v > 0.0, "{field}: {report}");
+    }
+    // 10 batches per partner, one every 100 / 2000 s: the last no earlier than 9 slots in.
+    let ack_rate = report["ack_rate"].as_f64().unwrap();
+    assert!(ack_rate <= 4000.0 * 10.0 / 9.0, "{report}");
+    assert!(stdout.contains("keyed (partner, record_id)"), "{stdout}");
+}
+
+/// `bench read` measures every endpoint against the bare handler and reports the shape the
+/// README shows: no timing is asserted (performance is measured, not tested), only that both
+/// servers answered every request with 200 and each figure is a positive finite number.
+#[test]
+fn bench_read_compares_each_endpoint_with_the_bare_handler() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = command(dir.path())
+        .args([
+            "bench",
+            "read",
+            "--seconds",
+            "1",
+            "--latency-seconds",
+            "1",
+            "--rate",
+            "20",
+            "--connections",
+            "2",
+            "--warmup-seconds",
+            "1",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    assert_eq!(report["rate"], 20);
+    let endpoints = report["endpoints"].as_array().expect("endpoints");
+    let paths: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    assert_eq!(paths[0], "/api/v1/national");
+    assert!(paths[3].contains("granularity=day") && paths[4].contains("granularity=month"));
+    for e in endpoints {
+        // Two connections and 20 requests in flight at most: far under every limit, so any
+        // failure is a bug (a path the bare handler does not know, a refused read).
+        assert_eq!(e["errors"], 0, "{e}");
+        assert_eq!(e["open_loop_errors"], 0, "{e}");
+        assert!(e["bytes"].as_u64().unwrap() > 0, "{e}");
+        for field in ["gateway_rps", "bare_rps", "ratio", "p50_ms", "p99_ms"] {
+            let v = e[field].as_f64().unwrap_or(f64::NAN);
+            assert!(v.is_finite() && v > 0.0, "{field}: {e}");
+        }
+        assert!(e["p50_ms"].as_f64() <= e["p99_ms"].as_f64(), "{e}");
+    }
+    assert!(stdout.contains("gateway/s"), "{stdout}");
+}
+
 /// `bench overload` runs its three phases with the flooding client as a child process, and
 /// its report says what happened (no latency is asserted: performance is measured, not tested).
 #[test]

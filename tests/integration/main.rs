@@ -19,6 +19,7 @@ mod household_facts;
 mod indicators;
 mod kit;
 mod nats_security;
+mod openapi;
 mod postgres_tls;
 mod reconcile;
 mod support;

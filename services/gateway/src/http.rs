@@ -10,8 +10,10 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use agriportal_platform::period::Period;
 use agriportal_proto::indicators::v1 as ipb;
@@ -20,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::{Aggregation, Figure, Missing, SeriesParams};
 use crate::error::bad_parameter;
+use crate::openapi;
 use crate::service::{
     period_type, vietnam_time, CommunesView, CompletenessView, Dashboard, IndicatorProgressView,
     IndicatorSummaryView, PlaceFigure,
@@ -27,20 +30,65 @@ use crate::service::{
 
 /// Routes of the gateway's HTTP API, relative to its prefix `/api`: every answer goes through
 /// [`caching`] (an `ETag`, `304`, `Cache-Control`) and [`cors`] (any origin may read it).
+/// The routes and the OpenAPI document come from one list (`utoipa_axum`), so no route can be
+/// served undocumented; the document is served at `/v1/openapi.json`.
 pub fn router(dashboard: Dashboard) -> Router {
-    Router::new()
-        .route("/v1/national", get(national))
-        .route("/v1/provinces", get(provinces))
-        .route("/v1/provinces/{code}", get(province))
-        .route("/v1/timeseries", get(timeseries))
-        .route("/v1/indicators", get(indicators))
-        .route("/v1/indicators/{code}", get(indicator))
-        .route("/v1/completeness", get(completeness))
+    let (routes, doc) = documented_routes().split_for_parts();
+    let doc = openapi::finish(doc);
+    // Serialised once: the document cannot change while the process runs.
+    let document = OpenApiJson(match doc.to_json() {
+        Ok(json) => axum::body::Bytes::from(json),
+        Err(err) => {
+            tracing::error!(error = %err, "serialising the OpenAPI document");
+            axum::body::Bytes::new()
+        }
+    });
+    routes
         .fallback(not_found)
         .with_state(dashboard)
+        .layer(axum::Extension(document))
         // Inside CORS, so a `304` and an error carry its headers too.
         .layer(axum::middleware::from_fn(caching))
         .layer(cors())
+}
+
+/// The public API's OpenAPI 3.1 document, with the paths clients call (`/api/v1/…`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(documented_routes().split_for_parts().1)
+}
+
+fn documented_routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(national))
+        .routes(routes!(provinces))
+        .routes(routes!(province))
+        .routes(routes!(timeseries))
+        .routes(routes!(indicators))
+        .routes(routes!(indicator))
+        .routes(routes!(completeness))
+        .routes(routes!(openapi_json))
+}
+
+/// The serialised document, handed to its route as an extension.
+#[derive(Clone)]
+struct OpenApiJson(axum::body::Bytes);
+
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    summary = "This API's OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", body = Object, content_type = "application/json")),
+)]
+async fn openapi_json(
+    axum::Extension(doc): axum::Extension<OpenApiJson>,
+) -> Result<Response, Error> {
+    if doc.0.is_empty() {
+        return Err(Error::internal(
+            "the OpenAPI document could not be serialised",
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], doc.0).into_response())
 }
 
 /// Caching of a successful answer: dashboards poll, and figures a second old are fine. Past
@@ -149,14 +197,40 @@ fn not_modified(tag: HeaderValue, cache: HeaderValue) -> Response {
     not_modified
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/national",
+    tag = "figures",
+    summary = "National figures: households onboarded against the target, sales, by region",
+    responses((status = 200, description = "The national figures", body = openapi::National, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")))),
+)]
 async fn national(State(d): State<Dashboard>) -> Result<Response, Error> {
     Ok(d.national_json().await?.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provinces",
+    tag = "figures",
+    summary = "Every province's figures",
+    responses((status = 200, description = "The 34 provinces, by code", body = openapi::Provinces, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")))),
+)]
 async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
     Ok(d.provinces_json().await?.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/provinces/{code}",
+    tag = "figures",
+    summary = "One province's figures",
+    params(("code" = String, Path, description = "A 2025 province code, or a pre-2025 code of a province merged into it")),
+    responses(
+        (status = 200, description = "The province's figures", body = openapi::Province, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60"))),
+        (status = 400, description = "The code is not UTF-8 text", body = openapi::ErrorBody),
+        (status = 404, description = "No province has this code", body = openapi::ErrorBody),
+    ),
+)]
 async fn province(
     State(d): State<Dashboard>,
     code: Result<Path<String>, PathRejection>,
@@ -174,6 +248,18 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesParams, Error> {
         .map_err(|err| bad_parameter("query", format!("is malformed: {err}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/timeseries",
+    tag = "figures",
+    summary = "A metric by day, week or month over a range of days",
+    params(openapi::SeriesQuery),
+    responses(
+        (status = 200, description = "Every period of the range, oldest first", body = openapi::Series, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60"))),
+        (status = 400, description = "A parameter is missing, malformed or out of range (the message names it), or unknown", body = openapi::ErrorBody),
+        (status = 404, description = "No province has this code", body = openapi::ErrorBody),
+    ),
+)]
 async fn timeseries(
     State(d): State<Dashboard>,
     RawQuery(raw): RawQuery,
@@ -187,7 +273,8 @@ async fn not_found(uri: axum::extract::OriginalUri) -> Error {
     let path: String = uri.path().chars().take(100).collect();
     Error::not_found(format!(
         "no such API route: `{path}`; the API is under /api/v1 (national, provinces, \
-         provinces/{{code}}, timeseries, indicators, indicators/{{code}}, completeness)"
+         provinces/{{code}}, timeseries, indicators, indicators/{{code}}, completeness; described \
+         in openapi.json)"
     ))
 }
 
@@ -336,6 +423,18 @@ fn file_part(text: &str) -> String {
         .to_ascii_lowercase()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/indicators",
+    tag = "indicators",
+    summary = "The plan's indicators, each with its latest national figure",
+    params(openapi::FormatQuery),
+    responses(
+        (status = 200, description = "The catalogue in JSON, or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+            content((openapi::Indicators = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "An unknown parameter or format", body = openapi::ErrorBody),
+    ),
+)]
 async fn indicators(
     State(d): State<Dashboard>,
     RawQuery(raw): RawQuery,
@@ -394,6 +493,19 @@ fn indicators_csv(list: &[IndicatorSummaryView]) -> Result<Response, Error> {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/indicators/{code}",
+    tag = "indicators",
+    summary = "One indicator in a period: national, by region and province, its last 12 periods; with a province, its communes",
+    params(("code" = String, Path, description = "The indicator's code"), openapi::IndicatorQuery),
+    responses(
+        (status = 200, description = "The indicator's figures in JSON, or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+            content((openapi::IndicatorProgress = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A malformed or unknown parameter, or a period of another type than the indicator's", body = openapi::ErrorBody),
+        (status = 404, description = "No indicator or province has this code", body = openapi::ErrorBody),
+    ),
+)]
 async fn indicator(
     State(d): State<Dashboard>,
     code: Result<Path<String>, PathRejection>,
@@ -526,6 +638,18 @@ fn indicator_csv(view: &IndicatorProgressView) -> Result<Response, Error> {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/completeness",
+    tag = "indicators",
+    summary = "Which provinces reported a period, and on time",
+    params(openapi::CompletenessQuery),
+    responses(
+        (status = 200, description = "Each province's report state, in JSON or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+            content((openapi::Completeness = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A malformed or unknown parameter", body = openapi::ErrorBody),
+    ),
+)]
 async fn completeness(
     State(d): State<Dashboard>,
     RawQuery(raw): RawQuery,
@@ -851,6 +975,47 @@ mod tests {
             .to_ascii_lowercase();
         assert!(exposed.contains("etag"), "{exposed}");
         assert!(!headers.contains_key(header::VARY), "{headers:?}");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_document_is_openapi_3_1_and_names_exactly_the_routes_served() {
+        let doc = openapi_document();
+        let json: Value = serde_json::from_str(&doc.to_json().unwrap()).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+        // It reads back into utoipa's model of OpenAPI 3.1, and each schema is a valid JSON
+        // Schema (2020-12, OpenAPI 3.1's dialect) whose references all resolve.
+        let _: utoipa::openapi::OpenApi = serde_json::from_value(json.clone()).unwrap();
+        for (name, schema) in json["components"]["schemas"].as_object().unwrap() {
+            let standalone = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "components": json["components"],
+                "allOf": [schema],
+            });
+            jsonschema::meta::validate(&standalone).unwrap_or_else(|e| panic!("{name}: {e}"));
+            jsonschema::validator_for(&standalone).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (api, db, _) = api(dir.path()).await;
+        // The routes are built from the same list as the document (`documented_routes`), so
+        // none is served undocumented; each documented path is routed (not the fallback), and
+        // the fallback's message names it.
+        let (status, _, body) = call(&api, Method::GET, "/v1/nope", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let fallback = String::from_utf8(body).unwrap();
+        let paths: Vec<&String> = doc.paths.paths.keys().collect();
+        assert_eq!(paths.len(), 8, "{paths:?}");
+        for path in paths {
+            let relative = path.strip_prefix(openapi::PREFIX).unwrap();
+            let concrete = relative.replace("{code}", "79");
+            let (_, _, body) = call(&api, Method::GET, &concrete, &[]).await;
+            let body = String::from_utf8_lossy(&body);
+            assert!(!body.contains("no such API route"), "{path}: {body}");
+            let name = relative.trim_start_matches("/v1/").replace(".json", "");
+            assert!(fallback.contains(&name), "{name} in {fallback}");
+            assert!(json["paths"][path]["get"]["responses"]["304"].is_object());
+            assert!(json["paths"][path]["get"]["responses"]["429"].is_object());
+        }
         db.close().await;
     }
 

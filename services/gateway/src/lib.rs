@@ -18,6 +18,7 @@ pub mod error;
 pub mod grpc;
 pub mod household_facts;
 pub mod http;
+pub mod openapi;
 pub mod readmodel;
 pub mod reconcile;
 pub mod series;
