@@ -32,12 +32,11 @@ use std::time::Duration;
 use agriportal_platform::access::Access;
 use agriportal_platform::client::ClientOptions;
 use agriportal_platform::consumer::{ConsumerHealth, ConsumerOptions};
-use agriportal_platform::storage::{Database, Migrations};
+use agriportal_platform::storage::Migrations;
 use agriportal_platform::{Descriptor, GrpcApi, HttpApi, Running, Service, ServiceContext};
 use agriportal_proto::gateway::v1::dashboard_server::DashboardServer;
 use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::marketplace::v1 as mpb;
-use anyhow::Context as _;
 
 pub use config::{GatewayConfig, GRPC_SERVICE};
 pub use service::Dashboard;
@@ -81,22 +80,18 @@ impl Service for Gateway {
 
     async fn start(ctx: ServiceContext<GatewayConfig>) -> anyhow::Result<Running> {
         let store = Arc::new(SqlStore::new(ctx.db.clone()));
-        // The public reads on a pool of their own (see `--gateway-read-pool`).
-        let reads = Database::connect_pool(
-            &ctx.shared.config,
-            config::SCHEMA,
-            ctx.config.gateway_read_pool,
-        )
-        .await
-        .context("opening the gateway's read pool")?;
+        // The public reads on a pool of their own (see `--gateway-read-pool`). Both steps are
+        // retried through an outage, like the opening of the service's own store: a
+        // connection reset here used to end the process.
+        let reads = ctx.open_pool(ctx.config.gateway_read_pool).await?;
         let reads = Arc::new(SqlStore::new(reads));
         // The summaries in memory, read before the service is ready and kept fresh from
         // then on (at once after this process's commits, within a poll of another's).
         let snapshots = snapshot::Snapshots::new(reads.clone());
-        snapshots
-            .refresh()
-            .await
-            .context("reading the figures for the first snapshot")?;
+        ctx.while_starting("reading the figures for the first snapshot", || async {
+            Ok(snapshots.refresh().await?)
+        })
+        .await?;
         let health = ctx.consume(
             ConsumerOptions::new(config::CONSUMER),
             consumer::Rollup::new(store.clone()).notifying(snapshots.clone()),

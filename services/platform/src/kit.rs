@@ -734,6 +734,10 @@ fn is_outage(err: &anyhow::Error) -> bool {
         if let Some(db) = cause.downcast_ref::<sqlx::Error>() {
             return crate::error::is_transient(db);
         }
+        // A step that already mapped its database or bus error to the platform's vocabulary.
+        if let Some(platform) = cause.downcast_ref::<crate::Error>() {
+            return platform.code == crate::ErrorCode::Unavailable;
+        }
         if let Some(migrate) = cause.downcast_ref::<sqlx::migrate::MigrateError>() {
             return matches!(migrate, sqlx::migrate::MigrateError::Execute(e) if crate::error::is_transient(e));
         }
@@ -999,6 +1003,34 @@ mod tests {
         .await
         .expect("started");
         assert_eq!(started, Some(3));
+
+        // A step that mapped its failure to the platform's UNAVAILABLE (a store read, say)
+        // is an outage too; a broken pipe while connecting is one as well.
+        let mut attempts = 0;
+        let started = until_started("test", true, &shutdown, || {
+            attempts += 1;
+            let n = attempts;
+            async move {
+                match n {
+                    1 => Err(anyhow::Error::new(crate::Error::unavailable("db down"))),
+                    2 => Err(anyhow::Error::new(sqlx::Error::Io(std::io::Error::from(
+                        std::io::ErrorKind::BrokenPipe,
+                    )))),
+                    _ => Ok(n),
+                }
+            }
+        })
+        .await
+        .expect("started");
+        assert_eq!(started, Some(3));
+        let failed = until_started("test", true, &shutdown, || async {
+            Err::<(), _>(anyhow::Error::new(crate::Error::invalid("bad setting")))
+        })
+        .await;
+        assert!(
+            failed.is_err(),
+            "a platform error other than UNAVAILABLE is returned at once"
+        );
 
         let failed = until_started("test", true, &shutdown, || async {
             Err::<(), _>(anyhow::anyhow!("wrong password"))

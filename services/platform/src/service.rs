@@ -209,6 +209,38 @@ impl<C> ServiceContext<C> {
         self.descriptor
     }
 
+    /// Runs a step of the service's start that reads a store (a second pool, a first read of
+    /// its figures) with the kit's start-up retries: with PostgreSQL or NATS configured, a
+    /// failure an outage explains is logged and retried with backoff, as the kit does for
+    /// opening the service's own store, so a dependency down while the service starts is
+    /// waited out rather than ending the process. Any other failure is returned at once; so is
+    /// a shutdown that comes first.
+    pub async fn while_starting<T, F, Fut>(&self, what: &str, attempt: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let config = &self.shared.config;
+        let retry = config.database_url.is_some() || config.nats_url.is_some();
+        crate::kit::until_started(what, retry, &self.shared.shutdown, attempt)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{what}: stopped before it could finish"))
+    }
+
+    /// A second pool of at most `max` connections on the service's own schema, for work that
+    /// must not wait behind the main pool (the gateway's public reads), opened with
+    /// [`ServiceContext::while_starting`]'s retries.
+    pub async fn open_pool(&self, max: u32) -> anyhow::Result<Database> {
+        let what = format!(
+            "opening a pool of {} on the {} store",
+            max, self.descriptor.name
+        );
+        self.while_starting(&what, || {
+            Database::connect_pool(&self.shared.config, self.descriptor.name, max)
+        })
+        .await
+    }
+
     /// The outbox, whose relay the kit runs for a service that publishes events; wake it after
     /// a commit that wrote some. A service whose descriptor publishes nothing gets an error.
     pub fn outbox(&self) -> anyhow::Result<Outbox> {
