@@ -422,11 +422,17 @@ pub struct Config {
 pub struct NatsSecurity {
     /// NATS user name (with `--nats-password`); one per service, so that NATS permissions
     /// let each publish only its own events.
-    #[arg(long = "nats-user", env = "AGRIPORTAL_NATS_USER", global = true)]
+    #[arg(
+        id = "nats_user",
+        long = "nats-user",
+        env = "AGRIPORTAL_NATS_USER",
+        global = true
+    )]
     pub user: Option<String>,
 
     /// Password of `--nats-user`.
     #[arg(
+        id = "nats_password",
         long = "nats-password",
         env = "AGRIPORTAL_NATS_PASSWORD",
         global = true,
@@ -437,15 +443,26 @@ pub struct NatsSecurity {
 
     /// A NATS credentials file (`.creds`: user JWT and nkey seed) or a file holding only a user
     /// nkey seed (`SU…`), instead of a user and password.
-    #[arg(long = "nats-creds", env = "AGRIPORTAL_NATS_CREDS", global = true)]
+    #[arg(
+        id = "nats_creds",
+        long = "nats-creds",
+        env = "AGRIPORTAL_NATS_CREDS",
+        global = true
+    )]
     pub creds: Option<PathBuf>,
 
     /// PEM file of the CA(s) that signed the NATS servers' certificates; TLS is then required.
-    #[arg(long = "nats-tls-ca", env = "AGRIPORTAL_NATS_TLS_CA", global = true)]
+    #[arg(
+        id = "nats_tls_ca",
+        long = "nats-tls-ca",
+        env = "AGRIPORTAL_NATS_TLS_CA",
+        global = true
+    )]
     pub tls_ca: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with `--nats-tls-key`).
     #[arg(
+        id = "nats_tls_cert",
         long = "nats-tls-cert",
         env = "AGRIPORTAL_NATS_TLS_CERT",
         global = true
@@ -453,13 +470,19 @@ pub struct NatsSecurity {
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of `--nats-tls-cert`.
-    #[arg(long = "nats-tls-key", env = "AGRIPORTAL_NATS_TLS_KEY", global = true)]
+    #[arg(
+        id = "nats_tls_key",
+        long = "nats-tls-key",
+        env = "AGRIPORTAL_NATS_TLS_KEY",
+        global = true
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Prefix of this process's reply subjects (JetStream acks and API answers come back on
     /// them). A per-service prefix (`_INBOX.gateway`) lets NATS permissions allow each service
     /// to subscribe to its own replies only, not to read another's.
     #[arg(
+        id = "nats_inbox_prefix",
         long = "nats-inbox-prefix",
         env = "AGRIPORTAL_NATS_INBOX_PREFIX",
         default_value = DEFAULT_NATS_INBOX_PREFIX,
