@@ -139,78 +139,47 @@ impl Rpc {
     }
 }
 
+/// A row of the matrix for a protected rpc, by the outcome of each valid credential:
+/// the callers whose credential is missing, revoked, expired or signed with another key are
+/// always UNAUTHENTICATED, and a service credential addressed to another service always
+/// PERMISSION_DENIED, so only the columns that differ between rpcs are written out.
+const fn protected(
+    partners: Outcome,
+    province_officer: Outcome,
+    admin: Outcome,
+    gateway_service: Outcome,
+) -> [Outcome; 10] {
+    [
+        UNAUTHENTICATED,  // nobody
+        partners,         // postmart
+        partners,         // voso
+        province_officer, // province officer
+        admin,            // admin
+        UNAUTHENTICATED,  // revoked
+        UNAUTHENTICATED,  // expired
+        UNAUTHENTICATED,  // signed with another key
+        gateway_service,  // the gateway's service credential
+        DENIED,           // a service credential addressed to another service
+    ]
+}
+
 /// Ingest: partners only; a credential that is missing, revoked, expired or not ours is
 /// UNAUTHENTICATED, a valid one of another role PERMISSION_DENIED.
-const INGEST: [Outcome; 10] = [
-    UNAUTHENTICATED, // nobody
-    OK,              // postmart
-    OK,              // voso
-    DENIED,          // province officer
-    DENIED,          // admin
-    UNAUTHENTICATED, // revoked
-    UNAUTHENTICATED, // expired
-    UNAUTHENTICATED, // signed with another key
-    DENIED,          // the gateway's service credential
-    DENIED,          // a service credential addressed to another service
-];
+const INGEST: [Outcome; 10] = protected(OK, DENIED, DENIED, DENIED);
 /// The central working group only (indicators' review, targets and catalogue); a service's
 /// own credential never.
-const ADMIN_ONLY: [Outcome; 10] = [
-    UNAUTHENTICATED, // nobody
-    DENIED,          // postmart
-    DENIED,          // voso
-    DENIED,          // province officer
-    OK,              // admin
-    UNAUTHENTICATED, // revoked
-    UNAUTHENTICATED, // expired
-    UNAUTHENTICATED, // signed with another key
-    DENIED,          // the gateway's service credential
-    DENIED,          // a service credential addressed to another service
-];
+const ADMIN_ONLY: [Outcome; 10] = protected(DENIED, DENIED, OK, DENIED);
 /// Internal (the audit rpcs): the central working group, and a service's own credential
 /// addressed to the marketplace (the gateway's reconciliation); one addressed elsewhere is
 /// refused.
-const INTERNAL: [Outcome; 10] = [
-    UNAUTHENTICATED, // nobody
-    DENIED,          // postmart
-    DENIED,          // voso
-    DENIED,          // province officer
-    OK,              // admin
-    UNAUTHENTICATED, // revoked
-    UNAUTHENTICATED, // expired
-    UNAUTHENTICATED, // signed with another key
-    OK,              // the gateway's service credential
-    DENIED,          // a service credential addressed to another service
-];
+const INTERNAL: [Outcome; 10] = protected(DENIED, DENIED, OK, OK);
 /// Public: whoever calls, with whatever credential (it is not looked at).
 const PUBLIC: [Outcome; 10] = [OK; 10];
 /// The indicator catalogue, targets and org units: the plan's public figures and reference
 /// data, for any signed-in caller.
-const SIGNED_IN: [Outcome; 10] = [
-    UNAUTHENTICATED, // nobody
-    OK,              // postmart
-    OK,              // voso
-    OK,              // province officer
-    OK,              // admin
-    UNAUTHENTICATED, // revoked
-    UNAUTHENTICATED, // expired
-    UNAUTHENTICATED, // signed with another key
-    DENIED,          // the gateway's service credential
-    DENIED,          // a service credential addressed to another service
-];
+const SIGNED_IN: [Outcome; 10] = protected(OK, OK, OK, DENIED);
 /// Reporting: provinces (their own province) and the central working group; never partners.
-const REPORTING: [Outcome; 10] = [
-    UNAUTHENTICATED, // nobody
-    DENIED,          // postmart
-    DENIED,          // voso
-    OK,              // province officer
-    OK,              // admin
-    UNAUTHENTICATED, // revoked
-    UNAUTHENTICATED, // expired
-    UNAUTHENTICATED, // signed with another key
-    DENIED,          // the gateway's service credential
-    DENIED,          // a service credential addressed to another service
-];
+const REPORTING: [Outcome; 10] = protected(DENIED, OK, OK, DENIED);
 
 /// The gRPC matrix. Rows run in order: `GetBatch` reads the batch `PushSales` wrote, the
 /// indicator reads and `SubmitReport` the reports `SaveReport` and `ImportReport` wrote.

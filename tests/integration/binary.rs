@@ -1,20 +1,15 @@
 //! The real binary, as a user and Kubernetes run it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agriportal::client::partner_client;
 use agriportal_platform::testing;
 use agriportal_proto::marketplace::v1 as pb;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
+use crate::support::{free_port, Running};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 
 fn command(dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
@@ -27,31 +22,6 @@ fn command(dir: &std::path::Path) -> Command {
         .arg("--data-dir")
         .arg(dir);
     c
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 async fn wait_http(url: &str) {
@@ -109,6 +79,21 @@ fn token_mint_prints_only_the_token_and_refuses_unknown_scopes() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown province code"));
+}
+
+/// Runs a `bench` command, which must succeed, and returns its standard output and the JSON
+/// report on its last line.
+fn bench_report(command: &mut Command) -> (String, serde_json::Value) {
+    let out = command.output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    (stdout, report)
 }
 
 /// What a failed `agriportal <args>` said on standard error (it must fail).
@@ -404,29 +389,18 @@ fn bench_ingest_paces_at_its_rate_and_reports_both_copy_baselines() {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let out = command(dir.path())
-        .args([
-            "bench",
-            "ingest",
-            "--records",
-            "2000",
-            "--batch-size",
-            "100",
-            "--rate",
-            "4000",
-            "--copy-url",
-            "postgres://postgres@127.0.0.1:5432/postgres",
-        ])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    let (stdout, report) = bench_report(command(dir.path()).args([
+        "bench",
+        "ingest",
+        "--records",
+        "2000",
+        "--batch-size",
+        "100",
+        "--rate",
+        "4000",
+        "--copy-url",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    ]));
     assert_eq!(report["records"], 2000);
     assert_eq!(report["target_rate"], 4000.0);
     for field in [
@@ -451,31 +425,20 @@ fn bench_ingest_paces_at_its_rate_and_reports_both_copy_baselines() {
 #[test]
 fn bench_read_compares_each_endpoint_with_the_bare_handler() {
     let dir = tempfile::tempdir().expect("dir");
-    let out = command(dir.path())
-        .args([
-            "bench",
-            "read",
-            "--seconds",
-            "1",
-            "--latency-seconds",
-            "1",
-            "--rate",
-            "20",
-            "--connections",
-            "2",
-            "--warmup-seconds",
-            "1",
-        ])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    let (stdout, report) = bench_report(command(dir.path()).args([
+        "bench",
+        "read",
+        "--seconds",
+        "1",
+        "--latency-seconds",
+        "1",
+        "--rate",
+        "20",
+        "--connections",
+        "2",
+        "--warmup-seconds",
+        "1",
+    ]));
     assert_eq!(report["rate"], 20);
     let endpoints = report["endpoints"].as_array().expect("endpoints");
     let paths: Vec<&str> = endpoints
@@ -509,18 +472,14 @@ fn bench_overload_runs_its_phases_and_refuses_the_flood() {
     };
     const { assert!(2 * DEFAULT_PARTNER_MAX_CONCURRENT_REQUESTS <= DEFAULT_MAX_CONCURRENT_REQUESTS) };
     let dir = tempfile::tempdir().expect("dir");
-    let out = command(dir.path())
-        .args(["bench", "overload", "--seconds", "1", "--rounds", "1"])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON report");
+    let (_, report) = bench_report(command(dir.path()).args([
+        "bench",
+        "overload",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+    ]));
     assert_eq!(report["flood_process_nice"], 10);
     let phases = report["phases"].as_array().expect("phases");
     assert_eq!(phases.len(), 3);

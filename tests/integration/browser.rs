@@ -5,10 +5,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agriportal_platform::testing;
+
+use crate::support::{free_port, Running};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agriportal");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -64,39 +66,6 @@ fn find_tools(browser_dir: &Path) -> Result<Tools, String> {
         }
     }
     Ok(Tools { chromium, node })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A child process killed (and reaped) when dropped, so a failed assertion stops it too.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    /// SIGTERM, then a clean exit within 20 s.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "up did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// Waits until `/readyz` answers and the demo's households show in `/api/v1/national`.

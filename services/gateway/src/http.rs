@@ -98,7 +98,8 @@ async fn openapi_json(
 /// polling more often than every 6 s sees figures at most one poll behind. If the gateway
 /// fails or sheds, a cache may go on showing the last figures for a minute
 /// (`stale-if-error`) rather than an error page.
-const CACHE_CONTROL: &str = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
+pub(crate) const CACHE_CONTROL: &str =
+    "public, max-age=1, stale-while-revalidate=5, stale-if-error=60";
 
 /// No cache keeps an error: the next request must ask again.
 const NO_STORE: &str = "no-store";
@@ -202,7 +203,7 @@ fn not_modified(tag: HeaderValue, cache: HeaderValue) -> Response {
     path = "/v1/national",
     tag = "figures",
     summary = "National figures: households onboarded against the target, sales, by region",
-    responses((status = 200, description = "The national figures", body = openapi::National, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")))),
+    responses((status = 200, description = "The national figures", body = openapi::National)),
 )]
 async fn national(State(d): State<Dashboard>) -> Result<Response, Error> {
     Ok(d.national_json().await?.into_response())
@@ -213,7 +214,7 @@ async fn national(State(d): State<Dashboard>) -> Result<Response, Error> {
     path = "/v1/provinces",
     tag = "figures",
     summary = "Every province's figures",
-    responses((status = 200, description = "The 34 provinces, by code", body = openapi::Provinces, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")))),
+    responses((status = 200, description = "The 34 provinces, by code", body = openapi::Provinces)),
 )]
 async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
     Ok(d.provinces_json().await?.into_response())
@@ -226,7 +227,7 @@ async fn provinces(State(d): State<Dashboard>) -> Result<Response, Error> {
     summary = "One province's figures",
     params(("code" = String, Path, description = "A 2025 province code, or a pre-2025 code of a province merged into it")),
     responses(
-        (status = 200, description = "The province's figures", body = openapi::Province, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60"))),
+        (status = 200, description = "The province's figures", body = openapi::Province),
         (status = 400, description = "The code is not UTF-8 text", body = openapi::ErrorBody),
         (status = 404, description = "No province has this code", body = openapi::ErrorBody),
     ),
@@ -255,7 +256,7 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesParams, Error> {
     summary = "A metric by day, week or month over a range of days",
     params(openapi::SeriesQuery),
     responses(
-        (status = 200, description = "Every period of the range, oldest first", body = openapi::Series, headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60"))),
+        (status = 200, description = "Every period of the range, oldest first", body = openapi::Series),
         (status = 400, description = "A parameter is missing, malformed or out of range (the message names it), or unknown", body = openapi::ErrorBody),
         (status = 404, description = "No province has this code", body = openapi::ErrorBody),
     ),
@@ -430,7 +431,7 @@ fn file_part(text: &str) -> String {
     summary = "The plan's indicators, each with its latest national figure",
     params(openapi::FormatQuery),
     responses(
-        (status = 200, description = "The catalogue in JSON, or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+        (status = 200, description = "The catalogue in JSON, or a CSV file (UTF-8 with a BOM)",
             content((openapi::Indicators = "application/json"), (String = "text/csv"))),
         (status = 400, description = "An unknown parameter or format", body = openapi::ErrorBody),
     ),
@@ -500,7 +501,7 @@ fn indicators_csv(list: &[IndicatorSummaryView]) -> Result<Response, Error> {
     summary = "One indicator in a period: national, by region and province, its last 12 periods; with a province, its communes",
     params(("code" = String, Path, description = "The indicator's code"), openapi::IndicatorQuery),
     responses(
-        (status = 200, description = "The indicator's figures in JSON, or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+        (status = 200, description = "The indicator's figures in JSON, or a CSV file (UTF-8 with a BOM)",
             content((openapi::IndicatorProgress = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A malformed or unknown parameter, or a period of another type than the indicator's", body = openapi::ErrorBody),
         (status = 404, description = "No indicator or province has this code", body = openapi::ErrorBody),
@@ -645,7 +646,7 @@ fn indicator_csv(view: &IndicatorProgressView) -> Result<Response, Error> {
     summary = "Which provinces reported a period, and on time",
     params(openapi::CompletenessQuery),
     responses(
-        (status = 200, description = "Each province's report state, in JSON or a CSV file (UTF-8 with a BOM)", headers(("ETag" = String, description = "Strong tag of the body's bytes"), ("Cache-Control" = String, description = "public, max-age=1, stale-while-revalidate=5, stale-if-error=60")),
+        (status = 200, description = "Each province's report state, in JSON or a CSV file (UTF-8 with a BOM)",
             content((openapi::Completeness = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A malformed or unknown parameter", body = openapi::ErrorBody),
     ),

@@ -595,7 +595,8 @@ pub(crate) struct IndicatorQuery {
     format: Option<FormatName>,
 }
 
-/// The responses every public route can give beside its own: `304` to a matching
+/// The `ETag` and `Cache-Control` headers of every route's `200`, and the responses every
+/// public route can give beside its own: `304` to a matching
 /// `If-None-Match`, and the kit's edge refusals (`429` per-client rate limit, `503` when at
 /// the concurrency cap, past the request timeout or with a store down), each with
 /// `Retry-After` where the edge sets it.
@@ -624,6 +625,18 @@ fn add_common_responses(doc: &mut Document) {
             continue;
         };
         let responses = &mut operation.responses.responses;
+        // Every successful answer carries its tag and caching (the `caching` layer adds them
+        // to every route, so the document says so once, here).
+        if let Some(RefOr::T(ok)) = responses.get_mut("200") {
+            ok.headers.insert(
+                "ETag".into(),
+                RefOr::T(header(Type::String, "Strong tag of the body's bytes")),
+            );
+            ok.headers.insert(
+                "Cache-Control".into(),
+                RefOr::T(header(Type::String, crate::http::CACHE_CONTROL)),
+            );
+        }
         responses.insert(
             "304".into(),
             RefOr::T(

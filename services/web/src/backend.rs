@@ -58,6 +58,16 @@ fn as_official<T>(bearer: &Bearer, message: T) -> Result<tonic::Request<T>> {
     Ok(request)
 }
 
+/// The message of a call's answer, or the call's failure as a `platform::Error` naming the
+/// service (`gateway` or `indicators`) the page could not reach.
+fn answer<T>(
+    call: std::result::Result<tonic::Response<T>, tonic::Status>,
+    service: &'static str,
+) -> Result<T> {
+    call.map(tonic::Response::into_inner)
+        .map_err(client::error(service))
+}
+
 impl Backend {
     /// The gateway over `channel`, and the indicators service over `indicators` if the web
     /// knows where it is.
@@ -71,39 +81,40 @@ impl Backend {
     /// National figures.
     pub async fn national(&self) -> Result<pb::NationalSummary> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .get_national_summary(pb::GetNationalSummaryRequest {})
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner())
+        answer(
+            client
+                .get_national_summary(pb::GetNationalSummaryRequest {})
+                .await,
+            "gateway",
+        )
     }
 
     /// Every province's figures.
     pub async fn provinces(&self) -> Result<Vec<pb::ProvinceSummary>> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .list_provinces(pb::ListProvincesRequest {})
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner()
-            .provinces)
+        Ok(answer(
+            client.list_provinces(pb::ListProvincesRequest {}).await,
+            "gateway",
+        )?
+        .provinces)
     }
 
     /// A time series.
     pub async fn series(&self, query: &SeriesQuery) -> Result<pb::GetTimeSeriesResponse> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .get_time_series(pb::GetTimeSeriesRequest {
-                metric: query.metric.clone(),
-                granularity: query.granularity.clone(),
-                from: query.from.clone(),
-                to: query.to.clone(),
-                province: query.province.clone(),
-                partner: query.partner.clone(),
-            })
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner())
+        answer(
+            client
+                .get_time_series(pb::GetTimeSeriesRequest {
+                    metric: query.metric.clone(),
+                    granularity: query.granularity.clone(),
+                    from: query.from.clone(),
+                    to: query.to.clone(),
+                    province: query.province.clone(),
+                    partner: query.partner.clone(),
+                })
+                .await,
+            "gateway",
+        )
     }
 
     /// The catalogue with each indicator's public national figure (gateway) at its latest
@@ -115,15 +126,16 @@ impl Backend {
         province: &str,
     ) -> Result<Vec<pb::IndicatorSummary>> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .list_indicator_progress(pb::ListIndicatorProgressRequest {
-                period: period.to_string(),
-                province: province.to_string(),
-            })
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner()
-            .indicators)
+        Ok(answer(
+            client
+                .list_indicator_progress(pb::ListIndicatorProgressRequest {
+                    period: period.to_string(),
+                    province: province.to_string(),
+                })
+                .await,
+            "gateway",
+        )?
+        .indicators)
     }
 
     /// One indicator's public figures for `period` (empty: its latest), the series of
@@ -135,15 +147,16 @@ impl Backend {
         province: &str,
     ) -> Result<pb::IndicatorProgress> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .get_indicator_progress(pb::GetIndicatorProgressRequest {
-                code: code.to_string(),
-                period: period.to_string(),
-                province: province.to_string(),
-            })
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner())
+        answer(
+            client
+                .get_indicator_progress(pb::GetIndicatorProgressRequest {
+                    code: code.to_string(),
+                    period: period.to_string(),
+                    province: province.to_string(),
+                })
+                .await,
+            "gateway",
+        )
     }
 
     /// One indicator in one province by commune (`GetIndicatorCommunes`).
@@ -154,15 +167,16 @@ impl Backend {
         province: &str,
     ) -> Result<pb::IndicatorCommunes> {
         let mut client = self.dashboard.clone();
-        Ok(client
-            .get_indicator_communes(pb::GetIndicatorCommunesRequest {
-                code: code.to_string(),
-                period: period.to_string(),
-                province: province.to_string(),
-            })
-            .await
-            .map_err(client::error("gateway"))?
-            .into_inner())
+        answer(
+            client
+                .get_indicator_communes(pb::GetIndicatorCommunesRequest {
+                    code: code.to_string(),
+                    period: period.to_string(),
+                    province: province.to_string(),
+                })
+                .await,
+            "gateway",
+        )
     }
 
     fn indicators(&self) -> Result<IndicatorsClient<PeerChannel>> {
@@ -177,13 +191,11 @@ impl Backend {
     /// The catalogue, as the official may read it.
     pub async fn catalogue(&self, who: &Bearer) -> Result<Vec<ipb::Indicator>> {
         let request = as_official(who, ipb::ListIndicatorsRequest {})?;
-        Ok(self
-            .indicators()?
-            .list_indicators(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner()
-            .indicators)
+        Ok(answer(
+            self.indicators()?.list_indicators(request).await,
+            "indicators",
+        )?
+        .indicators)
     }
 
     /// Reports of `province` (empty: the official's own, or all for an admin), by state and
@@ -203,24 +215,13 @@ impl Backend {
                 period: period.to_string(),
             },
         )?;
-        Ok(self
-            .indicators()?
-            .list_reports(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner()
-            .reports)
+        Ok(answer(self.indicators()?.list_reports(request).await, "indicators")?.reports)
     }
 
     /// One report, with values and history.
     pub async fn report(&self, who: &Bearer, province: &str, period: &str) -> Result<ipb::Report> {
         let request = as_official(who, report_ref(province, period))?;
-        Ok(self
-            .indicators()?
-            .get_report(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(self.indicators()?.get_report(request).await, "indicators")
     }
 
     /// Saves values into a draft.
@@ -230,23 +231,16 @@ impl Backend {
         request: ipb::SaveReportRequest,
     ) -> Result<ipb::SaveReportResponse> {
         let request = as_official(who, request)?;
-        Ok(self
-            .indicators()?
-            .save_report(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(self.indicators()?.save_report(request).await, "indicators")
     }
 
     /// Submits a report for review.
     pub async fn submit(&self, who: &Bearer, province: &str, period: &str) -> Result<ipb::Report> {
         let request = as_official(who, report_ref(province, period))?;
-        Ok(self
-            .indicators()?
-            .submit_report(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(
+            self.indicators()?.submit_report(request).await,
+            "indicators",
+        )
     }
 
     /// A review decision: approve, return or reopen.
@@ -263,7 +257,7 @@ impl Backend {
             Decision::Return => client.return_report(request).await,
             Decision::Reopen => client.reopen_report(request).await,
         };
-        Ok(answer.map_err(client::error("indicators"))?.into_inner())
+        self::answer(answer, "indicators")
     }
 
     /// Every province's reporting for `period` (empty: the latest past deadline).
@@ -278,12 +272,10 @@ impl Backend {
                 period: period.to_string(),
             },
         )?;
-        Ok(self
-            .indicators()?
-            .get_completeness(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(
+            self.indicators()?.get_completeness(request).await,
+            "indicators",
+        )
     }
 
     /// Imports a CSV file.
@@ -293,12 +285,10 @@ impl Backend {
         request: ipb::ImportReportRequest,
     ) -> Result<ipb::ImportReportResponse> {
         let request = as_official(who, request)?;
-        Ok(self
-            .indicators()?
-            .import_report(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(
+            self.indicators()?.import_report(request).await,
+            "indicators",
+        )
     }
 
     /// A report as CSV.
@@ -309,12 +299,10 @@ impl Backend {
         period: &str,
     ) -> Result<ipb::ExportReportResponse> {
         let request = as_official(who, report_ref(province, period))?;
-        Ok(self
-            .indicators()?
-            .export_report(request)
-            .await
-            .map_err(client::error("indicators"))?
-            .into_inner())
+        answer(
+            self.indicators()?.export_report(request).await,
+            "indicators",
+        )
     }
 }
 
