@@ -73,9 +73,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn a_connection_whose_pings_go_unanswered_is_told_to_go_away() {
     // Connections live an hour here, so only keepalive can end this one: one ping unanswered
-    // for the keepalive timeout, and the server sends GOAWAY. (hyper then keeps the socket
-    // until the peer closes it or the connection reaches its maximum age, when tonic's
-    // graceful shutdown closes it; a vanished peer's socket also fails on TCP's own timers.)
+    // for the keepalive timeout, and the server sends GOAWAY, then closes the socket.
     let Some(app) = spawn_app_with(Mode::Embedded, "grpc_keepalive", |settings| {
         settings.platform.grpc_keepalive_interval_seconds = 1;
         settings.platform.grpc_keepalive_timeout_seconds = 1;
@@ -85,8 +83,8 @@ async fn a_connection_whose_pings_go_unanswered_is_told_to_go_away() {
     else {
         return;
     };
+    let mut tcp = open(&app.grpc).await;
     let silent = async {
-        let mut tcp = open(&app.grpc).await;
         let mut pinged = false;
         while let Some(f) = read_frame(&mut tcp).await {
             match f.kind {
@@ -105,6 +103,12 @@ async fn a_connection_whose_pings_go_unanswered_is_told_to_go_away() {
         Some(true),
         "the silent connection was closed without GOAWAY (None) or without a ping first"
     );
+    // Then the socket itself is closed: a peer that went silent must not hold a file
+    // descriptor until the connection's maximum age (an hour here).
+    let closed = async { while read_frame(&mut tcp).await.is_some() {} };
+    tokio::time::timeout(PATIENCE, closed)
+        .await
+        .expect("the silent connection's socket stays open after GOAWAY");
     app.stop().await;
 }
 
