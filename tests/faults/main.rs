@@ -1,5 +1,6 @@
 //! Fault-injection suite: the ingest path loses nothing and counts nothing twice under process
-//! crashes, broker and database faults, and crashes of the embedded mode.
+//! crashes, broker and database faults, and crashes of the embedded mode; and attacks on the
+//! edge of both modes harm no well-behaved partner.
 //!
 //! The services run as separate processes of the real binary (`agriportal serve --target …`,
 //! `agriportal up`) on the test's own `nats-server` (its own port and store directory,
@@ -9,7 +10,7 @@
 //! equal the ledger exactly, with nothing left in flight that could still change them.
 //!
 //! ```sh
-//! cargo test --test faults                                   # reduced (CI): about 1.5 min
+//! cargo test --test faults                                   # reduced (CI): about 3 min
 //! AGRIPORTAL_FAULTS=full cargo test --release --test faults -- --nocapture   # full
 //! ```
 //!
@@ -188,8 +189,33 @@ async fn attacks_on_the_edge_during_ingest_harm_no_partner() {
     let Some(mut cluster) = direct_cluster("faults_attacks").await else {
         return;
     };
-    if let Err(err) = attacks::attacks_during_ingest(&mut cluster, Size::from_env()).await {
+    let target = attacks::Target::Cluster(&mut cluster);
+    if let Err(err) = attacks::attacks_during_ingest(target, Size::from_env()).await {
         panic!("{err:#}\n\n{}", cluster.logs());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_the_embedded_up_during_ingest_harm_no_partner() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("agriportal-faults-up-attacks-")
+        .tempdir()
+        .expect("dir");
+    let data = dir.path().join("data");
+    let mut up = Service::new(
+        "up",
+        dir.path(),
+        &["--data-dir", &data.display().to_string(), "up"],
+        vec![token_env(dir.path())],
+    );
+    up.start().expect("start up");
+    let run = async {
+        up.wait_ready(Duration::from_secs(60)).await?;
+        attacks::attacks_during_ingest(attacks::Target::Up(&mut up, &data), Size::from_env()).await
+    };
+    if let Err(err) = run.await {
+        panic!("{err:#}\n\nup log:\n{}", crate::procs::tail(&up.log, 40));
     }
 }
 
@@ -210,18 +236,10 @@ async fn process_crashes(cluster: &mut Cluster, size: Size) -> anyhow::Result<()
         Size::Reduced => (20_000, 5_000, 8),
         Size::Full => (200_000, 50_000, 24),
     };
-    let mut plan = Plan {
-        sales,
-        onboarding,
-        sales_batch: 500,
-        onboarding_batch: 250,
-        seed: seed(),
-        pace: Duration::ZERO,
-        resend_pause: TEST_DEDUP_WINDOW + Duration::from_millis(500),
-    };
+    let mut plan = Plan::standard(sales, onboarding, seed());
     let streams = generate(&plan);
     // Ingest lasts at least ~1.5 s per kill, so every kill lands during ingest.
-    plan.pace = Duration::from_millis(1_500 * kill_events as u64) / longest(&streams);
+    plan.spread(&streams, Duration::from_millis(1_500 * kill_events as u64));
     let total = batches(&streams);
     let (nats_url, stream) = (cluster.nats.url(), cluster.stream());
     set_dedup_window(&nats_url, &stream, TEST_DEDUP_WINDOW).await?;
@@ -498,22 +516,14 @@ async fn broker_and_database_faults(
         Size::Reduced => (10_000, 2_500),
         Size::Full => (200_000, 50_000),
     };
-    let mut plan = Plan {
-        sales,
-        onboarding,
-        sales_batch: 500,
-        onboarding_batch: 250,
-        seed: seed() ^ 0x2,
-        pace: Duration::ZERO,
-        resend_pause: TEST_DEDUP_WINDOW + Duration::from_millis(500),
-    };
+    let mut plan = Plan::standard(sales, onboarding, seed() ^ 0x2);
     let streams = generate(&plan);
     // Spread ingest over the whole fault schedule (gaps, faults, recoveries).
     let estimate: Duration = faults
         .iter()
         .map(|f| fault_time(f) + Duration::from_secs(5))
         .sum();
-    plan.pace = estimate / longest(&streams);
+    plan.spread(&streams, estimate);
     let total = batches(&streams);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stats = Arc::new(Stats::default());
@@ -777,17 +787,9 @@ async fn embedded(up: &mut Service, data: &std::path::Path, size: Size) -> anyho
         Size::Reduced => (10_000, 2_500, 4),
         Size::Full => (200_000, 50_000, 12),
     };
-    let mut plan = Plan {
-        sales,
-        onboarding,
-        sales_batch: 500,
-        onboarding_batch: 250,
-        seed: seed() ^ 0x3,
-        pace: Duration::ZERO,
-        resend_pause: Duration::from_millis(1_500),
-    };
+    let mut plan = Plan::standard(sales, onboarding, seed() ^ 0x3);
     let streams = generate(&plan);
-    plan.pace = Duration::from_millis(1_500 * kills as u64) / longest(&streams);
+    plan.spread(&streams, Duration::from_millis(1_500 * kills as u64));
     let total = batches(&streams);
     up.start()?;
     up.wait_ready(Duration::from_secs(60)).await?;
@@ -862,15 +864,7 @@ async fn lost_messages_are_found_and_repaired_by_reconciliation() {
 /// them: the outbox marked them sent. Reconciliation must find the gap and close it exactly,
 /// and later traffic must still count once.
 async fn lost_messages(cluster: &mut Cluster) -> anyhow::Result<()> {
-    let plan = Plan {
-        sales: 6_000,
-        onboarding: 1_500,
-        sales_batch: 500,
-        onboarding_batch: 250,
-        seed: seed() ^ 0x1055,
-        pace: Duration::ZERO,
-        resend_pause: TEST_DEDUP_WINDOW + Duration::from_millis(500),
-    };
+    let plan = Plan::standard(6_000, 1_500, seed() ^ 0x1055);
     // The gateway is down while the partners push, so the events wait in the stream.
     cluster.gateway.kill9();
     let ledger = Arc::new(Mutex::new(Ledger::default()));

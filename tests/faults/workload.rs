@@ -55,6 +55,28 @@ pub struct Plan {
     pub resend_pause: Duration,
 }
 
+impl Plan {
+    /// The suite's usual plan: 500 sales and 250 onboarding records a batch, unpaced, and
+    /// delayed re-sends just after the test's de-duplication window (so JetStream stores them
+    /// again and the gateway's inbox must drop them).
+    pub fn standard(sales: usize, onboarding: usize, seed: u64) -> Plan {
+        Plan {
+            sales,
+            onboarding,
+            sales_batch: 500,
+            onboarding_batch: 250,
+            seed,
+            pace: Duration::ZERO,
+            resend_pause: crate::TEST_DEDUP_WINDOW + Duration::from_millis(500),
+        }
+    }
+
+    /// Paces the batches so that the longest of `streams` lasts about `over`.
+    pub fn spread(&mut self, streams: &[Stream], over: Duration) {
+        self.pace = over / crate::longest(streams);
+    }
+}
+
 /// Deterministic pseudo-random numbers (SplitMix64): the same seed, the same stream.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

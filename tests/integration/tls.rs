@@ -429,3 +429,146 @@ async fn the_binary_takes_tls_from_its_environment_and_its_demo_and_health_use_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// With `--tls-max-handshakes` at N, N + k clients open connections and stall their
+/// handshakes on both listeners: the k beyond the cap (one budget for the process) are
+/// closed at once, long before the handshake timeout, and counted; the N keep theirs until
+/// that timeout; a partner whose connection was established before pushes through all of it;
+/// and once the stalled clients go, their slots serve a new connection.
+#[tokio::test]
+async fn tls_handshakes_beyond_the_cap_are_closed_at_once_and_hold_no_partner_up() {
+    const CAP: u32 = 4;
+    const EXTRA: usize = 6;
+    let ca = TestCa::new();
+    let leaf = ca.leaf("portal");
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+    let ca_file = files.path().join("ca.crt");
+    replace(&cert, &leaf.cert);
+    replace(&key, &leaf.key);
+    replace(&ca_file, &ca.pem);
+    let Some(app) = spawn_app_with(Mode::Embedded, "tls_cap", |s| {
+        s.platform.tls_cert = Some(cert.clone());
+        s.platform.tls_key = Some(key.clone());
+        s.platform.tls_ca = Some(ca_file.clone());
+        s.platform.tls_max_handshakes = CAP;
+        // Far longer than the test waits: a stalled client closed here was closed by the cap.
+        s.platform.tls_handshake_timeout_seconds = 600;
+    })
+    .await
+    else {
+        return;
+    };
+    let tls = ClientTls {
+        ca_pem: ca.pem.clone().into_bytes(),
+        server_name: None,
+    };
+    let token = app.token(Role::Partner {
+        partner: "postmart".into(),
+    });
+    let url = format!("https://{}", app.grpc);
+    let connect = || {
+        client::connect_now_via(
+            &url,
+            Credential::Bearer(token.clone()),
+            ClientOptions {
+                deadline: Duration::from_secs(60),
+                ..ClientOptions::default()
+            },
+            Some(&tls),
+        )
+    };
+    let push = |channel, id: &str| {
+        let request = pb::PushSalesRequest {
+            batch_id: id.to_string(),
+            records: vec![pb::SalesRecord {
+                record_id: id.to_string(),
+                sale_date: agriportal_marketplace::domain::today_in_vietnam().to_string(),
+                province_code: "79".into(),
+                commune_code: String::new(),
+                category: "fruit".into(),
+                quantity_grams: 1_000,
+                value_vnd: 50_000,
+                orders: 1,
+                household_ref: String::new(),
+            }],
+        };
+        async move {
+            MarketplaceIngestClient::new(channel)
+                .push_sales(request)
+                .await
+        }
+    };
+    let partner = connect().await.expect("connect over TLS");
+    let first = push(partner.clone(), "cap-1")
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(first.accepted, 1, "{first:?}");
+
+    let refused = "agriportal_tls_handshakes_refused_total";
+    let before = metric(&app.admin, refused).await;
+    let mut stalled = Vec::new();
+    for i in 0..CAP as usize + EXTRA {
+        let addr = if i.is_multiple_of(2) {
+            &app.grpc
+        } else {
+            &app.http
+        };
+        stalled.push(TcpStream::connect(addr.as_str()).await.unwrap());
+    }
+    let closed = |stalled: &[TcpStream]| {
+        stalled
+            .iter()
+            .filter(|s| {
+                let mut byte = [0u8; 1];
+                match s.try_read(&mut byte) {
+                    Ok(n) => n == 0,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                }
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while closed(&stalled) < EXTRA {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} stalled handshakes beyond a cap of {CAP} closed",
+            closed(&stalled),
+            EXTRA
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The ones within the cap keep their slot (their timeout is ten minutes away).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        closed(&stalled),
+        EXTRA,
+        "only those beyond the cap are closed"
+    );
+    assert_eq!(metric(&app.admin, refused).await - before, EXTRA as f64);
+
+    // The partner's established connection is not held up by any of it.
+    let second = push(partner.clone(), "cap-2")
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(second.accepted, 1, "{second:?}");
+
+    // The stalled clients go: their slots come back, and a new connection is served.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(fresh) = connect().await {
+            if let Ok(third) = push(fresh, "cap-3").await {
+                assert_eq!(third.into_inner().accepted, 1);
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new TLS connection after the stalled ones closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

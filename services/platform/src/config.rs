@@ -412,6 +412,20 @@ pub struct Config {
         global = true
     )]
     pub tls_handshake_timeout_seconds: u64,
+
+    /// TLS handshakes in progress at once in this process (gRPC and public HTTP together).
+    /// A connection beyond it is closed at once, before its handshake starts, and counted in
+    /// `agriportal_tls_handshakes_refused_total`: clients that open connections and stall
+    /// their handshake hold at most this many sockets and handshake states, not one per
+    /// connection for the whole handshake timeout. Established connections are not counted.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_TLS_MAX_HANDSHAKES",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub tls_max_handshakes: u32,
 }
 
 /// NATS credentials and TLS: a user and password, or a `.creds`/nkey seed file; a CA to
@@ -576,6 +590,7 @@ impl Config {
                 key: key.clone(),
                 reload_interval: Duration::from_secs(self.tls_reload_seconds),
                 handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_seconds),
+                max_handshakes: usize::try_from(self.tls_max_handshakes).unwrap_or(usize::MAX),
             })),
             (Some(_), None) => anyhow::bail!(
                 "--tls-cert (AGRIPORTAL_TLS_CERT) is set but --tls-key (AGRIPORTAL_TLS_KEY) is not: \
@@ -660,6 +675,7 @@ impl Config {
             tls_server_name: None,
             tls_reload_seconds: 10,
             tls_handshake_timeout_seconds: 10,
+            tls_max_handshakes: 256,
         }
     }
 }

@@ -23,6 +23,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,9 @@ pub struct TlsSettings {
     pub reload_interval: Duration,
     /// Longest a client may take to finish its handshake.
     pub handshake_timeout: Duration,
+    /// Handshakes in progress at once, over every listener of this [`ServerTls`]; a
+    /// connection beyond them is closed before its handshake starts.
+    pub max_handshakes: usize,
 }
 
 /// The ring provider, the one every TLS of this process uses (no process-wide default is
@@ -96,6 +100,10 @@ pub struct ServerTls {
     /// Digest of the files' bytes last looked at (valid or not), so a bad pair is reported
     /// once, not at every poll.
     seen: Arc<Mutex<[u8; 32]>>,
+    /// One permit per handshake in progress, shared by every clone (both listeners): without
+    /// it, stalled handshakes were bounded only by their timeout, so a client opening
+    /// connections faster than they time out held ever more sockets and handshake state.
+    handshakes: Arc<Semaphore>,
 }
 
 impl ServerTls {
@@ -108,6 +116,7 @@ impl ServerTls {
             provider,
             current: Arc::new(Current(RwLock::new(Arc::new(certified)))),
             seen: Arc::new(Mutex::new(digest(&cert, &key))),
+            handshakes: Arc::new(Semaphore::new(settings.max_handshakes)),
             settings,
         })
     }
@@ -197,13 +206,26 @@ impl ServerTls {
 
     /// Finishes the TLS handshake of `tcp` within the handshake timeout, or `None` (logged
     /// and counted) when the client fails it or takes too long: a client that never finishes
-    /// its handshake holds its socket no longer than that.
+    /// its handshake holds its socket no longer than that. When `--tls-max-handshakes` are
+    /// already in progress, `tcp` is closed at once (dropped) without starting one.
     pub async fn handshake(
         &self,
         acceptor: &TlsAcceptor,
         tcp: TcpStream,
     ) -> Option<TlsStream<TcpStream>> {
         let peer = tcp.peer_addr().ok();
+        // Taken before the handshake starts and held until it ends (done, failed or timed
+        // out); never waited for: a queue of connections would hold the very sockets the
+        // bound is there to limit.
+        let Ok(_permit) = self.handshakes.try_acquire() else {
+            handshakes_refused().inc();
+            tracing::debug!(
+                ?peer,
+                max = self.settings.max_handshakes,
+                "TLS handshakes at their limit (--tls-max-handshakes): connection closed"
+            );
+            return None;
+        };
         match tokio::time::timeout(self.settings.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(err)) => {
@@ -407,6 +429,16 @@ fn handshake_failures() -> &'static Counter {
     })
 }
 
+fn handshakes_refused() -> &'static Counter {
+    static C: std::sync::OnceLock<Counter> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        crate::metrics::counter(
+            "agriportal_tls_handshakes_refused",
+            "connections closed before their TLS handshake because --tls-max-handshakes were in progress",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +456,7 @@ mod tests {
             key: dir.join("tls.key"),
             reload_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(1),
+            max_handshakes: 8,
         }
     }
 
