@@ -18,6 +18,7 @@ use agriportal_proto::{Event, Topic};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 
+use crate::snapshot::Snapshots;
 use crate::store::Store;
 
 /// A report's state as the public reads it.
@@ -277,12 +278,23 @@ pub fn decode_event<M: Event>(
 /// Applies the indicators service's events to the gateway's read model.
 pub struct IndicatorsReadModel {
     store: Arc<Store>,
+    snapshots: Option<Arc<Snapshots>>,
 }
 
 impl IndicatorsReadModel {
     /// The read model in `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        IndicatorsReadModel { store }
+        IndicatorsReadModel {
+            store,
+            snapshots: None,
+        }
+    }
+
+    /// Tells `snapshots` of every commit, so the indicators' views in memory are rebuilt at
+    /// once rather than at the next poll (as the rollup does for the figures).
+    pub fn notifying(mut self, snapshots: Arc<Snapshots>) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 }
 
@@ -302,6 +314,13 @@ impl Handler for IndicatorsReadModel {
         for change in ordered {
             self.store.apply_indicator_change(tx, change).await?;
         }
-        Ok(())
+        // In the same transaction: the snapshot's version moves exactly with the commit.
+        self.store.indicators_changed(tx).await
+    }
+
+    fn committed(&self, _applied: usize) {
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.changed();
+        }
     }
 }

@@ -1062,6 +1062,14 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Moves `meta.figures_version` on inside `tx`, after a batch of indicator changes: the
+    /// indicators' views are part of the in-memory snapshot, and a replica learns that its
+    /// snapshot is behind only from this version, so an indicator change must move it as a
+    /// rollup change does (`as_of_ms`, the newest marketplace event, is left alone).
+    pub async fn indicators_changed(&self, tx: &mut Tx) -> Result<()> {
+        bump_version(tx, 0).await
+    }
+
     /// The catalogue, in catalogue order (position, then code).
     pub async fn catalogue(&self) -> Result<Vec<agriportal_proto::indicators::v1::Indicator>> {
         let rows: Vec<CatalogueRow> = with_db!(&self.db.pool, |pool| {
