@@ -60,7 +60,23 @@ pub struct GatewayConfig {
         value_parser = clap::value_parser!(u64).range(10..=60_000)
     )]
     pub gateway_snapshot_poll_ms: u64,
+
+    /// Least milliseconds between two rebuilds of the in-memory snapshot (each phase, the
+    /// figures and the indicators, apart): under a continuous stream of commits it is rebuilt
+    /// at most once per interval, and the first change after a quiet interval at once. `0`
+    /// rebuilds after every commit.
+    #[arg(
+        long,
+        env = "AGRIPORTAL_GATEWAY_SNAPSHOT_MIN_INTERVAL_MS",
+        default_value_t = DEFAULT_SNAPSHOT_MIN_INTERVAL_MS,
+        value_parser = clap::value_parser!(u64).range(0..=10_000)
+    )]
+    pub gateway_snapshot_min_interval_ms: u64,
 }
+
+/// Default of `--gateway-snapshot-min-interval-ms`: a tenth of a second, so a stream of
+/// commits costs at most ten rebuilds a second and a dashboard sees a change within that.
+pub const DEFAULT_SNAPSHOT_MIN_INTERVAL_MS: u64 = 100;
 
 /// Default of `--gateway-snapshot-poll-ms`: a quarter of a second, one small indexed read per
 /// replica.

@@ -441,10 +441,16 @@ async fn indicators(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let (_, format) = IndicatorQuery::parse(raw.as_deref(), &[])?;
-    let list = d.indicators("", "").await?;
+    // From the snapshot: the view and its body, serialised once per change.
+    let answer = d.indicators_answer("", "").await?;
     if format == Format::Csv {
-        return indicators_csv(&list);
+        return indicators_csv(&answer.view);
     }
+    Ok(answer.json.clone().into_response())
+}
+
+/// `GET /api/v1/indicators`'s JSON body for `list` (what the snapshot serialises once).
+pub fn indicators_body(list: &[IndicatorSummaryView]) -> Value {
     let indicators: Vec<Value> = list
         .iter()
         .map(|i| {
@@ -455,7 +461,7 @@ async fn indicators(
             })
         })
         .collect();
-    Ok(Json(json!({ "indicators": indicators })).into_response())
+    json!({ "indicators": indicators })
 }
 
 fn indicators_csv(list: &[IndicatorSummaryView]) -> Result<Response, Error> {
@@ -514,16 +520,21 @@ async fn indicator(
 ) -> Result<Response, Error> {
     let Path(code) = code.map_err(|_| bad_parameter("code", "is not valid UTF-8 text"))?;
     let (q, format) = IndicatorQuery::parse(raw.as_deref(), &["period", "province"])?;
-    let view = d
-        .indicator(
+    let answer = d
+        .indicator_answer(
             &code,
             q.period.as_deref().unwrap_or(""),
             q.province.as_deref().unwrap_or(""),
         )
         .await?;
     if format == Format::Csv {
-        return indicator_csv(&view);
+        return indicator_csv(&answer.view);
     }
+    Ok(answer.json.clone().into_response())
+}
+
+/// `GET /api/v1/indicators/{code}`'s JSON body for `view` (what the snapshot serialises once).
+pub fn indicator_body(view: &IndicatorProgressView) -> Value {
     let series: Vec<Value> = view
         .series
         .iter()
@@ -545,7 +556,7 @@ async fn indicator(
     if let (Some(communes), Value::Object(out)) = (&view.communes, &mut body) {
         communes_fields(out, communes);
     }
-    Ok(Json(body).into_response())
+    body
 }
 
 /// `communes` (every commune of the province asked, with its value), `unassigned` (the

@@ -8,8 +8,9 @@
 //! adapter), and this file (the service's declaration for the kit); the gateway adds
 //! `consumer` (what the marketplace's events change), `reconcile` (periodic comparison with
 //! the marketplace's records, and repairs) and `http`, and for the plan's indicators
-//! `readmodel` (what the indicators service's events change) and `household_facts` (the
-//! household indicators' figures, from their rollups).
+//! `readmodel` (what the indicators service's events change), `household_facts` (the
+//! household indicators' figures, from their rollups), `indicators` (the indicator queries,
+//! read from the store) and `snapshot` with `indicator_snapshot` (the read model in memory).
 
 pub mod config;
 pub mod consumer;
@@ -18,6 +19,8 @@ pub mod error;
 pub mod grpc;
 pub mod household_facts;
 pub mod http;
+pub mod indicator_snapshot;
+pub mod indicators;
 pub mod openapi;
 pub mod readmodel;
 pub mod reconcile;
@@ -88,8 +91,10 @@ impl Service for Gateway {
         // The summaries in memory, read before the service is ready and kept fresh from
         // then on (at once after this process's commits, within a poll of another's).
         let snapshots = snapshot::Snapshots::new(reads.clone());
+        // The figures only: the indicators' views are built by the rebuild task once the
+        // service runs (their queries are read from the store until then).
         ctx.while_starting("reading the figures for the first snapshot", || async {
-            Ok(snapshots.refresh().await?)
+            Ok(snapshots.refresh_figures().await?)
         })
         .await?;
         let health = ctx.consume(
@@ -100,11 +105,12 @@ impl Service for Gateway {
         // from the marketplace rollups.
         ctx.consume(
             ConsumerOptions::new(config::INDICATORS_CONSUMER),
-            readmodel::IndicatorsReadModel::new(store.clone()),
+            readmodel::IndicatorsReadModel::new(store.clone()).notifying(snapshots.clone()),
         )?;
         let reconciliation = reconciliation(&ctx, store.clone(), health, snapshots.clone())?;
         let dashboard = Dashboard::with_snapshots(reads, snapshots.clone());
         let poll = Duration::from_millis(ctx.config.gateway_snapshot_poll_ms);
+        let min_interval = Duration::from_millis(ctx.config.gateway_snapshot_min_interval_ms);
         let shutdown = ctx.shared.shutdown.clone();
         let mut running = Running::new()
             .grpc(DashboardServer::new(grpc::GrpcAdapter::new(
@@ -112,7 +118,7 @@ impl Service for Gateway {
             )))
             .http(http::router(dashboard))
             .task("snapshot", async move {
-                snapshots.run(poll, shutdown).await;
+                snapshots.run(poll, min_interval, shutdown).await;
                 Ok(())
             });
         if let Some(reconciliation) = reconciliation {

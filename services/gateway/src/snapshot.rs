@@ -1,34 +1,51 @@
 //! The read model in memory: the national, regional, provincial and per-partner figures as one
 //! immutable [`Snapshot`], with its JSON bodies serialised once and their `ETag`s, so the
 //! dashboards' most read answers (`/api/v1/national`, `/api/v1/provinces[/{code}]`, the gRPC
-//! `Dashboard`'s summaries) cost a pointer load, not a query.
+//! `Dashboard`'s summaries) cost a pointer load, not a query; and beside it the indicators'
+//! views ([`IndicatorsSnapshot`]: the list, each indicator's default view, a bounded cache of
+//! the other queries), which follow the same version.
 //!
 //! Freshness: the figures carry a version (`meta.figures_version`), bumped in every
-//! transaction that changes them (the consumer's applies and the reconciler's repairs). A
-//! commit in this process wakes the rebuild at once ([`Snapshots::changed`], from the
-//! consumer's `committed`); every [`Snapshots::poll`] interval the version is read, so a
-//! replica sees what another replica applied. A burst of commits rebuilds once (one waiting
-//! permit), and the rebuild reads the version and every figure in one statement, so a
-//! snapshot is always one committed state. Two replicas' snapshots differ by at most one poll
-//! interval plus one rebuild (a read of ~300 small rows).
+//! transaction that changes them (the consumers' applies, the indicators' too, and the
+//! reconciler's repairs). A commit in this process wakes the rebuild at once
+//! ([`Snapshots::changed`], from the consumers' `committed`); every [`Snapshots::poll`]
+//! interval the version is read, so a replica sees what another replica applied. A burst of
+//! commits rebuilds once (one waiting permit), and the figures' rebuild reads the version and
+//! every figure in one statement, so a snapshot is always one committed state.
+//!
+//! Two phases: the totals first (one cheap statement), made current at once, then the
+//! indicators (a few queries per indicator), in a loop of their own, so a slow indicators
+//! rebuild never holds back the national figures; the indicators' views are at least as new
+//! as the version read before them, and a commit during their read makes the next round
+//! read them again.
+//!
+//! Pacing (`--gateway-snapshot-min-interval-ms`): under a continuous stream of commits each
+//! phase rebuilds at most once per interval; the first change after a quiet interval rebuilds
+//! at once. So two replicas' figures differ by at most one poll interval
+//! (`--gateway-snapshot-poll-ms`) plus one pacing interval plus one rebuild (a read of ~300
+//! small rows), and their indicators by that plus one indicators rebuild.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agriportal_platform::reference::Reference;
 use agriportal_platform::{http, Error, Result};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{self, NationalView, ProvinceView};
 use crate::error::unknown_province;
+use crate::indicator_snapshot::IndicatorsSnapshot;
+use crate::indicators::{today, StoreReads};
 use crate::store::{Figures, GatewayStore, Store};
 
 /// A JSON answer serialised once, with the strong `ETag` of its bytes.
@@ -41,7 +58,8 @@ pub struct JsonBody {
 }
 
 impl JsonBody {
-    fn of<T: serde::Serialize>(value: &T) -> Result<JsonBody> {
+    /// `value` serialised as the handlers' `Json` serialises it.
+    pub fn of<T: serde::Serialize>(value: &T) -> Result<JsonBody> {
         let bytes = Bytes::from(serde_json::to_vec(value).map_err(Error::internal)?);
         let etag = http::entity_tag(&bytes);
         Ok(JsonBody { bytes, etag })
@@ -146,18 +164,20 @@ impl Snapshot {
     }
 }
 
-/// The snapshot's metrics: rebuilds, failed reads, and the version served (compare it across
-/// replicas to see how far apart they are).
+/// The snapshot's metrics: rebuilds, failed reads, the version served (compare it across
+/// replicas to see how far apart they are), and how long each phase takes.
 struct SnapshotMetrics {
     rebuilds: agriportal_platform::metrics::Counter,
     failures: agriportal_platform::metrics::Counter,
     version: agriportal_platform::metrics::Gauge,
+    figures_seconds: agriportal_platform::metrics::Histogram,
+    indicators_seconds: agriportal_platform::metrics::Histogram,
 }
 
 fn metrics() -> &'static SnapshotMetrics {
     static METRICS: std::sync::OnceLock<SnapshotMetrics> = std::sync::OnceLock::new();
     METRICS.get_or_init(|| {
-        use agriportal_platform::metrics::{counter, gauge};
+        use agriportal_platform::metrics::{counter, gauge, histogram, DURATION_BUCKETS};
         SnapshotMetrics {
             rebuilds: counter(
                 "agriportal_gateway_snapshot_rebuilds",
@@ -165,11 +185,21 @@ fn metrics() -> &'static SnapshotMetrics {
             ),
             failures: counter(
                 "agriportal_gateway_snapshot_failures",
-                "Failed reads of the figures for the snapshot (the last snapshot is served meanwhile)",
+                "Failed reads of the figures or indicators for the snapshot (the last snapshot is served meanwhile)",
             ),
             version: gauge(
                 "agriportal_gateway_snapshot_version",
                 "figures_version of the snapshot served",
+            ),
+            figures_seconds: histogram(
+                "agriportal_gateway_snapshot_figures_seconds",
+                "Seconds to read the totals and build the figures' snapshot (the first phase)",
+                &DURATION_BUCKETS,
+            ),
+            indicators_seconds: histogram(
+                "agriportal_gateway_snapshot_indicators_seconds",
+                "Seconds to read and serialise every indicator's default view (the second phase)",
+                &DURATION_BUCKETS,
             ),
         }
     })
@@ -178,17 +208,23 @@ fn metrics() -> &'static SnapshotMetrics {
 /// The current snapshot, replaced whole after each change.
 pub struct Snapshots {
     store: Arc<Store>,
+    reads: StoreReads,
     current: ArcSwap<Snapshot>,
+    indicators: ArcSwapOption<IndicatorsSnapshot>,
     changed: Notify,
+    indicators_wanted: Notify,
 }
 
 impl Snapshots {
     /// Snapshots of `store`'s figures; none is built until [`Self::refresh`].
     pub fn new(store: Arc<Store>) -> Arc<Snapshots> {
         Arc::new(Snapshots {
+            reads: StoreReads::new(store.clone()),
             store,
             current: ArcSwap::from_pointee(Snapshot::unbuilt()),
+            indicators: ArcSwapOption::empty(),
             changed: Notify::new(),
+            indicators_wanted: Notify::new(),
         })
     }
 
@@ -209,15 +245,32 @@ impl Snapshots {
         self.current.load().version
     }
 
+    /// The indicators' snapshot, if one was built today (Vietnam's date: the default periods
+    /// follow it, so yesterday's views are not answered from).
+    pub fn indicators(&self) -> Option<Arc<IndicatorsSnapshot>> {
+        self.indicators
+            .load_full()
+            .filter(|snapshot| snapshot.day == today())
+    }
+
     /// Says that a commit changed the figures: the rebuild task reads them again (once for
     /// any number of calls before it runs).
     pub fn changed(&self) {
         self.changed.notify_one();
     }
 
-    /// Reads the figures from the store and makes them current, unless a newer snapshot is
-    /// current already.
+    /// Reads the figures, then the indicators, from the store and makes each current (unless
+    /// a newer one is current already): both phases, in order, at once (at start and in
+    /// tests; the rebuild task runs them apart).
     pub async fn refresh(&self) -> Result<()> {
+        self.refresh_figures().await?;
+        self.refresh_indicators().await
+    }
+
+    /// The first phase: reads the figures from the store and makes them current, unless a
+    /// newer snapshot is current already.
+    pub async fn refresh_figures(&self) -> Result<()> {
+        let started = Instant::now();
         let figures = self.store.figures().await?;
         let fresh = Arc::new(Snapshot::of(&figures)?);
         let before = self.current.rcu(|current| {
@@ -230,33 +283,273 @@ impl Snapshots {
         let m = metrics();
         m.rebuilds.inc();
         m.version.set(before.version.max(fresh.version));
+        m.figures_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    /// Rebuilds if the store's figures' version differs from the current snapshot's: what a
-    /// replica polls to see the changes another replica applied.
-    pub async fn refresh_if_changed(&self) -> Result<bool> {
-        if self.store.figures_version().await? == self.version() {
-            return Ok(false);
-        }
-        self.refresh().await?;
-        Ok(true)
+    /// The second phase: reads every indicator's default view and makes them current, unless
+    /// a newer snapshot of them is current already.
+    pub async fn refresh_indicators(&self) -> Result<()> {
+        let started = Instant::now();
+        let day = today();
+        // The version before the views: what they hold is at least that new.
+        let version = self.store.figures_version().await?;
+        let views = self.reads.default_views().await?;
+        let fresh = Arc::new(IndicatorsSnapshot::of(version, day, views)?);
+        self.indicators.rcu(|current| match current {
+            Some(current) if (current.version, current.day) > (fresh.version, fresh.day) => {
+                Some(Arc::clone(current))
+            }
+            _ => Some(Arc::clone(&fresh)),
+        });
+        metrics()
+            .indicators_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
-    /// Keeps the snapshot fresh until `shutdown`: at once after a commit of this process,
-    /// and within `poll` of another replica's. A failed read keeps the last snapshot and is
-    /// tried again at the next poll.
-    pub async fn run(self: Arc<Self>, poll: Duration, shutdown: CancellationToken) {
-        loop {
-            let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.changed.notified() => self.refresh().await.map(|_| true),
-                _ = tokio::time::sleep(poll) => self.refresh_if_changed().await,
+    /// True when the indicators' snapshot is older than the figures' version, of another
+    /// day, or not built.
+    fn indicators_behind(&self, version: i64) -> bool {
+        match self.indicators.load().as_ref() {
+            Some(snapshot) => snapshot.version != version || snapshot.day != today(),
+            None => true,
+        }
+    }
+
+    /// Rebuilds whichever phase is behind the store's figures' version: what a replica polls
+    /// to see the changes another replica applied. True when the figures were rebuilt.
+    pub async fn refresh_if_changed(&self) -> Result<bool> {
+        let version = self.store.figures_version().await?;
+        let figures = version != self.version();
+        if figures {
+            self.refresh_figures().await?;
+        }
+        if self.indicators_behind(version) {
+            self.refresh_indicators().await?;
+        }
+        Ok(figures)
+    }
+
+    /// Keeps the snapshot fresh until `shutdown`: at once after a commit of this process
+    /// (paced to one rebuild per `min_interval` under a stream of commits), and within `poll`
+    /// of another replica's. The indicators are rebuilt in a loop of their own, woken after
+    /// each rebuild of the figures. A failed read keeps the last snapshot and is tried again
+    /// at the next poll.
+    pub async fn run(
+        self: Arc<Self>,
+        poll: Duration,
+        min_interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        // The first indicators' snapshot is built here, not before the service is ready:
+        // until it is, their queries are read from the store as before.
+        self.indicators_wanted.notify_one();
+        let figures = {
+            let this = self.clone();
+            paced(
+                &self.changed,
+                min_interval,
+                Some(poll),
+                &shutdown,
+                move |woken| {
+                    let this = this.clone();
+                    async move { this.figures_round(woken).await }
+                },
+            )
+        };
+        let indicators = {
+            let this = self.clone();
+            paced(
+                &self.indicators_wanted,
+                min_interval,
+                None,
+                &shutdown,
+                move |_| {
+                    let this = this.clone();
+                    async move {
+                        if let Err(err) = this.refresh_indicators().await {
+                            metrics().failures.inc();
+                            tracing::warn!(error = %err, "reading the indicators for the snapshot failed; serving the last ones");
+                        }
+                    }
+                },
+            )
+        };
+        tokio::join!(figures, indicators);
+    }
+
+    /// One round of the figures' loop: a rebuild after a commit of this process, else a look
+    /// at the version; then the indicators are woken if they are behind.
+    async fn figures_round(&self, woken: bool) {
+        let outcome = async {
+            let version = if woken {
+                self.refresh_figures().await?;
+                self.version()
+            } else {
+                let version = self.store.figures_version().await?;
+                if version != self.version() {
+                    self.refresh_figures().await?;
+                }
+                version
             };
-            if let Err(err) = outcome {
+            Ok::<_, Error>(version)
+        }
+        .await;
+        match outcome {
+            Ok(version) if self.indicators_behind(version) => self.indicators_wanted.notify_one(),
+            Ok(_) => {}
+            Err(err) => {
                 metrics().failures.inc();
                 tracing::warn!(error = %err, "reading the figures for the snapshot failed; serving the last one");
             }
         }
+    }
+}
+
+/// Runs `round` each time `wake` is notified (with `true`) or `poll` passes without it (with
+/// `false`), until `shutdown`, but starts rounds at least `min_interval` apart: a wake-up
+/// within the interval after a round waits for its end, and the wake-ups that came meanwhile
+/// are spent by that one round (it reads the store after them). After a quiet interval a
+/// wake-up starts a round at once.
+async fn paced<F, Fut>(
+    wake: &Notify,
+    min_interval: Duration,
+    poll: Option<Duration>,
+    shutdown: &CancellationToken,
+    mut round: F,
+) where
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut last: Option<Instant> = None;
+    loop {
+        let woken = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => true,
+            _ = sleep_or_never(poll) => false,
+        };
+        if let Some(next) = last.map(|at| at + min_interval) {
+            if Instant::now() < next {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+            }
+        }
+        // A permit stored while waiting is spent here: this round reads what it announced.
+        let spent = tokio::select! {
+            biased;
+            _ = wake.notified() => true,
+            _ = std::future::ready(()) => false,
+        };
+        last = Some(Instant::now());
+        round(woken || spent).await;
+    }
+}
+
+/// Sleeps for `duration`, or forever without one.
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// When each round started, and whether a wake-up started it.
+    type Rounds = Arc<Mutex<Vec<(Instant, bool)>>>;
+
+    /// `paced` over `wake` in a task of its own, each round taking `takes`.
+    fn spawn_paced(
+        wake: &Arc<Notify>,
+        interval: Duration,
+        poll: Option<Duration>,
+        takes: Duration,
+    ) -> (Rounds, CancellationToken, tokio::task::JoinHandle<()>) {
+        let rounds: Rounds = Arc::default();
+        let shutdown = CancellationToken::new();
+        let (wake, stop, seen) = (wake.clone(), shutdown.clone(), rounds.clone());
+        let task = tokio::spawn(async move {
+            paced(&wake, interval, poll, &stop, move |woken| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((Instant::now(), woken));
+                    tokio::time::sleep(takes).await;
+                }
+            })
+            .await;
+        });
+        (rounds, shutdown, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_of_commits_rebuilds_at_most_once_per_interval() {
+        let interval = Duration::from_millis(100);
+        let wake = Arc::new(Notify::new());
+        let (rounds, shutdown, task) = spawn_paced(
+            &wake,
+            interval,
+            Some(Duration::from_secs(3600)),
+            Duration::from_millis(30),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The first change after a quiet time: rebuilt at once.
+        let first = Instant::now();
+        wake.notify_one();
+        // Then a commit every 10 ms for two seconds.
+        let mut last_commit = first;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            last_commit = Instant::now();
+            wake.notify_one();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let seen = rounds.lock().unwrap().clone();
+        assert_eq!(seen[0], (first, true), "the first change is not held back");
+        for pair in seen.windows(2) {
+            assert!(
+                pair[1].0 - pair[0].0 >= interval,
+                "rounds {:?} apart",
+                pair[1].0 - pair[0].0
+            );
+        }
+        // Two seconds of commits: about one round per interval, never more.
+        assert!((19..=21).contains(&seen.len()), "{} rounds", seen.len());
+        // The last commit is read by a round that started after it, within one interval.
+        let (last_round, woken) = seen[seen.len() - 1];
+        assert!(woken && last_round >= last_commit, "{seen:?}");
+        assert!(last_round - last_commit <= interval);
+        // Quiet again: the next change is rebuilt at once.
+        let again = Instant::now();
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(rounds.lock().unwrap().last(), Some(&(again, true)));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_interval_every_commit_rebuilds_and_the_poll_looks_meanwhile() {
+        let wake = Arc::new(Notify::new());
+        let poll = Duration::from_millis(250);
+        let (rounds, shutdown, task) =
+            spawn_paced(&wake, Duration::ZERO, Some(poll), Duration::from_millis(1));
+        for _ in 0..10 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(rounds.lock().unwrap().len(), 10);
+        assert!(rounds.lock().unwrap().iter().all(|(_, woken)| *woken));
+        // A second with no commit: the poll's rounds, four of them.
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        let polled: Vec<bool> = rounds.lock().unwrap()[10..].iter().map(|r| r.1).collect();
+        assert_eq!(polled, vec![false; 4]);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

@@ -1,9 +1,12 @@
 //! The in-memory snapshot and the series rollups against the store, on SQLite and PostgreSQL:
 //! random sequences of events (new records, corrections that move a record's day, province
-//! and status, redeliveries, events that change nothing), repairs and restarts, and after each
-//! step the snapshot equals a fresh read of the store (views and JSON bytes), its `ETag`
-//! changes exactly when the figures do, and every time series read from the rollups (through
-//! the dashboard and its cache) equals the same series summed from the daily cells.
+//! and status, redeliveries, events that change nothing, the indicators service's catalogue
+//! changes, targets, approvals and reopenings), repairs and restarts, and after each step the
+//! snapshot equals a fresh read of the store (views and JSON bytes, the indicators' list and
+//! each indicator's default view too), its `ETag` changes exactly when the figures do, every
+//! indicator query the snapshot caches equals a fresh read, and every time series read from
+//! the rollups (through the dashboard and its cache) equals the same series summed from the
+//! daily cells.
 
 // A test crate: helpers as well as tests fail by panicking (clippy.toml allows it only inside
 // `#[test]` functions, not in the helpers they share).
@@ -15,6 +18,9 @@ use std::sync::Arc;
 
 use agriportal_gateway::consumer::Rollup;
 use agriportal_gateway::domain::{self, Deltas, SeriesParams};
+use agriportal_gateway::http::{indicator_body, indicators_body};
+use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
+use agriportal_gateway::service::StoreReads;
 use agriportal_gateway::snapshot::{Snapshot, Snapshots};
 use agriportal_gateway::store::{GatewayStore, SqlStore};
 use agriportal_gateway::{Dashboard, Gateway};
@@ -22,6 +28,7 @@ use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::storage::Database;
 use agriportal_platform::testing;
+use agriportal_proto::indicators::v1 as ipb;
 use agriportal_proto::marketplace::v1 as mpb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -29,6 +36,16 @@ use proptest::test_runner::{Config, TestRunner};
 const PROVINCES: [&str; 4] = ["01", "79", "24", "08"];
 const CATEGORIES: [&str; 2] = ["fruit", "vegetable"];
 const PARTNERS: [Partner; 2] = [Partner::Postmart, Partner::Voso];
+/// Indicators of each source: reported by provinces, from the marketplace rollups (so sales
+/// and households move them too), and derived from both.
+const INDICATORS: [(&str, ipb::Source); 4] = [
+    ("TRAINED_HH", ipb::Source::Province),
+    ("HH_ONBOARDED", ipb::Source::Marketplace),
+    ("SALES_VALUE", ipb::Source::Marketplace),
+    ("TRAINED_HH_PCT", ipb::Source::Derived),
+];
+/// Months of the sequences' days.
+const MONTHS: [&str; 3] = ["202601", "202602", "202603"];
 
 /// One step of a sequence.
 #[derive(Clone, Debug)]
@@ -62,6 +79,23 @@ enum Step {
     },
     /// The process starts again: a new snapshot from the store.
     Restart,
+    /// An indicator added to the catalogue, or revised (another national target; an older
+    /// revision changes nothing).
+    Catalogue {
+        pick: usize,
+        revision: u32,
+        target: i64,
+    },
+    /// A target of TRAINED_HH set for 2026 (0: removed), for the nation or a province.
+    Target { province: Option<usize>, value: i64 },
+    /// A province's report of a month approved with its TRAINED_HH value, or reopened (its
+    /// values withdrawn).
+    Report {
+        province: usize,
+        month: usize,
+        value: i64,
+        reopen: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -81,6 +115,13 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..2usize, 0..8usize, 0..500i64)
             .prop_map(|(partner, pick, grams)| Step::Repair { partner, pick, grams }),
         1 => Just(Step::Restart),
+        2 => (0..4usize, 1..4u32, 0..100i64)
+            .prop_map(|(pick, revision, target)| Step::Catalogue { pick, revision, target }),
+        1 => (proptest::option::of(0..4usize), 0..50i64)
+            .prop_map(|(province, value)| Step::Target { province, value }),
+        2 => (0..4usize, 0..3usize, 0..20i64, proptest::bool::weighted(0.2)).prop_map(
+            |(province, month, value, reopen)| Step::Report { province, month, value, reopen }
+        ),
     ]
 }
 
@@ -238,6 +279,47 @@ async fn series_match(store: &SqlStore, dashboard: &Dashboard) {
     }
 }
 
+/// The indicators' snapshot equals a fresh read of the store (views and the very bytes, of
+/// the list and of each indicator's default view), and the queries it caches (a province's
+/// view, through the dashboard) equal fresh reads too.
+async fn indicators_match(store: &Arc<SqlStore>, snapshots: &Snapshots, dashboard: &Dashboard) {
+    let reads = StoreReads::new(store.clone());
+    let list = reads.indicators("", "").await.unwrap();
+    let snapshot = snapshots
+        .indicators()
+        .expect("an indicators' snapshot of today");
+    assert_eq!(
+        snapshot.version,
+        store.figures_version().await.unwrap(),
+        "the indicators are of the store's version"
+    );
+    assert_eq!(snapshot.list.view, list);
+    assert_eq!(
+        snapshot.list.json.bytes,
+        serde_json::to_vec(&indicators_body(&list)).unwrap(),
+        "the list's body, byte for byte"
+    );
+    assert_eq!(snapshot.views.len(), list.len());
+    for entry in &list {
+        let code = &entry.indicator.code;
+        let view = reads.indicator(code, "", "").await.unwrap();
+        assert_eq!(snapshot.views[code].view, view, "{code}");
+        assert_eq!(
+            snapshot.views[code].json.bytes,
+            serde_json::to_vec(&indicator_body(&view)).unwrap(),
+            "{code}'s body, byte for byte"
+        );
+        // A query the snapshot caches, asked twice: both answers are today's.
+        for _ in 0..2 {
+            let cached = dashboard.indicator_answer(code, "", "79").await.unwrap();
+            let fresh = reads.indicator(code, "", "79").await.unwrap();
+            assert_eq!(cached.view, fresh, "{code} in 79");
+        }
+    }
+    let cached = dashboard.indicators_answer("202602", "").await.unwrap();
+    assert_eq!(cached.view, reads.indicators("202602", "").await.unwrap());
+}
+
 struct Case<'a> {
     db: &'a Database,
     store: Arc<SqlStore>,
@@ -246,6 +328,9 @@ struct Case<'a> {
     dashboard: Dashboard,
     market: Marketplace,
     last: Option<Decoded<Deltas>>,
+    model: IndicatorsReadModel,
+    /// Each report's change counter, by (province, month).
+    sequences: BTreeMap<(usize, usize), u64>,
 }
 
 impl Case<'_> {
@@ -256,6 +341,20 @@ impl Case<'_> {
             .new;
         self.last = Some(event);
         new
+    }
+
+    async fn apply_indicator(&mut self, event: Decoded<IndicatorChange>) {
+        let applied = consumer::apply(self.db, &self.model, &[&event])
+            .await
+            .unwrap();
+        assert_eq!(applied.new, 1);
+    }
+
+    fn indicator_event<M: agriportal_proto::Event>(
+        topic: agriportal_proto::Topic<M>,
+        event: &M,
+    ) -> Decoded<IndicatorChange> {
+        readmodel::decode_event(topic, event).unwrap()
     }
 
     async fn run(&mut self, step: &Step) {
@@ -363,6 +462,97 @@ impl Case<'_> {
                 self.snapshots = snapshots;
                 changes_nothing = true;
             }
+            Step::Catalogue {
+                pick,
+                revision,
+                target,
+            } => {
+                let (code, source) = INDICATORS[pick];
+                let event = ipb::CatalogueChanged {
+                    event_id: self.market.id(),
+                    indicator: Some(ipb::Indicator {
+                        code: code.into(),
+                        name_vi: format!("Chỉ tiêu {code}"),
+                        name_en: format!("Indicator {code}"),
+                        unit: "units".into(),
+                        period_type: ipb::PeriodType::Month as i32,
+                        source: source as i32,
+                        value_type: ipb::ValueType::Decimal as i32,
+                        national_target: target.to_string(),
+                        aggregation: ipb::Aggregation::Sum as i32,
+                        revision,
+                        position: pick as u32,
+                        ..Default::default()
+                    }),
+                    at_ms: 1,
+                };
+                let decoded = Self::indicator_event(ipb::CATALOGUE_CHANGED, &event);
+                self.apply_indicator(decoded).await;
+            }
+            Step::Target { province, value } => {
+                self.market.at += 1;
+                let event = ipb::TargetSet {
+                    event_id: self.market.id(),
+                    target: Some(ipb::Target {
+                        indicator_code: "TRAINED_HH".into(),
+                        year: 2026,
+                        province_code: province
+                            .map(|p| PROVINCES[p].to_string())
+                            .unwrap_or_default(),
+                        value: if value == 0 {
+                            String::new()
+                        } else {
+                            value.to_string()
+                        },
+                        set_at_ms: self.market.at,
+                        ..Default::default()
+                    }),
+                };
+                let decoded = Self::indicator_event(ipb::TARGET_SET, &event);
+                self.apply_indicator(decoded).await;
+            }
+            Step::Report {
+                province,
+                month,
+                value,
+                reopen,
+            } => {
+                let sequence = {
+                    let s = self.sequences.entry((province, month)).or_insert(0);
+                    *s += 1;
+                    *s
+                };
+                let event_id = self.market.id();
+                let decoded = if reopen {
+                    let event = ipb::ReportReopened {
+                        event_id,
+                        province_code: PROVINCES[province].into(),
+                        period: MONTHS[month].into(),
+                        version: sequence as u32 + 1,
+                        sequence,
+                        at_ms: 2,
+                        ..Default::default()
+                    };
+                    Self::indicator_event(ipb::REPORT_REOPENED, &event)
+                } else {
+                    let event = ipb::ReportApproved {
+                        event_id,
+                        province_code: PROVINCES[province].into(),
+                        period: MONTHS[month].into(),
+                        version: sequence as u32,
+                        sequence,
+                        at_ms: 2,
+                        values: vec![ipb::ReportedValue {
+                            indicator_code: "TRAINED_HH".into(),
+                            value: value.to_string(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    Self::indicator_event(ipb::REPORT_APPROVED, &event)
+                };
+                self.apply_indicator(decoded).await;
+            }
         }
         // What the rebuild task does when another replica's version moved (this process's
         // commits rebuild unconditionally; this is the stricter path).
@@ -387,6 +577,7 @@ impl Case<'_> {
                 "{code} {step:?}"
             );
         }
+        indicators_match(&self.store, &self.snapshots, &self.dashboard).await;
         series_match(&self.store, &self.dashboard).await;
     }
 }
@@ -408,6 +599,7 @@ async fn sequences(db: Database) {
         runner.run(&proptest::collection::vec(step(), 1..24), |steps| {
             handle.block_on(async {
                 let store = Arc::new(SqlStore::new(db.clone()));
+                let store_for_model = store.clone();
                 let snapshots = Snapshots::new(store.clone());
                 snapshots.refresh().await.unwrap();
                 let mut case = Case {
@@ -424,6 +616,8 @@ async fn sequences(db: Database) {
                         at: 1_000,
                     },
                     last: None,
+                    model: IndicatorsReadModel::new(store_for_model),
+                    sequences: BTreeMap::new(),
                 };
                 for step in &steps {
                     case.run(step).await;
