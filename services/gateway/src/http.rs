@@ -135,7 +135,13 @@ fn cors() -> tower_http::cors::CorsLayer {
 /// it; errors get `Cache-Control: no-store` and no tag. One layer rather than each handler,
 /// so no route, JSON or CSV, can forget it.
 async fn caching(request: Request, next: Next) -> Response {
-    let conditions = request.headers().clone();
+    // Only the `If-None-Match` lines are kept across the handler: copying the whole header
+    // map cost an allocation per header on every request, and without the field (most
+    // requests) an empty map allocates nothing.
+    let mut conditions = axum::http::HeaderMap::new();
+    for value in request.headers().get_all(header::IF_NONE_MATCH) {
+        conditions.append(header::IF_NONE_MATCH, value.clone());
+    }
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         let mut response = response;
