@@ -932,6 +932,97 @@ mod tests {
         db.close().await;
     }
 
+    /// Applies catalogue entries for these indicators, as the read model's consumer does.
+    async fn catalogue(db: &Database, codes: &[(&str, ipb::Source)]) {
+        let model = crate::readmodel::IndicatorsReadModel::new(Arc::new(SqlStore::new(db.clone())));
+        for (i, (code, source)) in codes.iter().enumerate() {
+            let event = ipb::CatalogueChanged {
+                event_id: format!("cat-{code}"),
+                indicator: Some(ipb::Indicator {
+                    code: code.to_string(),
+                    name_vi: format!("Chỉ tiêu {code}"),
+                    period_type: ipb::PeriodType::Month as i32,
+                    source: *source as i32,
+                    value_type: ipb::ValueType::Decimal as i32,
+                    national_target: "5000".into(),
+                    aggregation: ipb::Aggregation::Sum as i32,
+                    revision: 1,
+                    position: i as u32,
+                    ..Default::default()
+                }),
+                at_ms: 1,
+            };
+            let decoded = crate::readmodel::decode_event(ipb::CATALOGUE_CHANGED, &event).unwrap();
+            consumer::apply(db, &model, &[&decoded]).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn indicator_answers_from_the_snapshot_are_the_bytes_the_queries_serialise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, db, writer) = api(dir.path()).await;
+        let codes = [
+            ("HH_ONBOARDED", ipb::Source::Marketplace),
+            ("SALES_VALUE", ipb::Source::Marketplace),
+            ("TRAINED_HH", ipb::Source::Province),
+        ];
+        catalogue(&db, &codes).await;
+        // Refreshes both phases, as the rebuild task does after a commit.
+        sell(&db, &writer, "e1", 1_000).await;
+        let reads = crate::service::StoreReads::new(Arc::new(SqlStore::new(db.clone())));
+        let list = reads.indicators("", "").await.unwrap();
+        assert_eq!(list.len(), 3);
+        let (status, headers, body) = call(&api, Method::GET, "/v1/indicators", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body, serde_json::to_vec(&indicators_body(&list)).unwrap());
+        let snapshot = writer.dashboard.snapshots().indicators().unwrap();
+        assert_eq!(snapshot.list.json.bytes, body, "answered from the snapshot");
+        for (code, _) in codes {
+            for (query, period, province) in [
+                ("", "", ""),
+                ("?province=79", "", "79"),
+                ("?period=202610", "202610", ""),
+                ("?period=202611&province=01", "202611", "01"),
+            ] {
+                let path = format!("/v1/indicators/{code}{query}");
+                let (status, headers, body) = call(&api, Method::GET, &path, &[]).await;
+                assert_eq!(status, StatusCode::OK, "{path}");
+                assert_eq!(headers[header::CONTENT_TYPE], "application/json", "{path}");
+                let fresh = reads.indicator(code, period, province).await.unwrap();
+                assert_eq!(
+                    body,
+                    serde_json::to_vec(&indicator_body(&fresh)).unwrap(),
+                    "{path}, byte for byte"
+                );
+                // Asked again, the same bytes (from the snapshot's cache for the three others).
+                let (_, _, again) = call(&api, Method::GET, &path, &[]).await;
+                assert_eq!(again, body, "{path}");
+            }
+        }
+        assert_eq!(snapshot.cache.size().0, 9, "the other queries are kept");
+        let (status, _, _) = call(&api, Method::GET, "/v1/indicators/NOPE", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The figures change: a new snapshot with new views (an empty cache), and the list's
+        // old tag gets the new list.
+        let (_, before, _) = call(&api, Method::GET, "/v1/indicators", &[]).await;
+        sell(&db, &writer, "e2", 500).await;
+        let (status, after, body) = call(
+            &api,
+            Method::GET,
+            "/v1/indicators",
+            &[("if-none-match", &etag(&before))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_ne!(etag(&after), etag(&before));
+        let list: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list["indicators"][1]["national"]["value"], 4_500, "{list}");
+        let snapshot = writer.dashboard.snapshots().indicators().unwrap();
+        assert_eq!(snapshot.cache.size().0, 0);
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn errors_are_never_stored_and_any_origin_may_read() {
         let dir = tempfile::tempdir().unwrap();

@@ -198,3 +198,56 @@ impl IndicatorsSnapshot {
             .ok_or_else(|| unknown_indicator(code))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+
+    fn answer(bytes: usize) -> Cached {
+        Cached::List(Arc::new(Answer {
+            view: Vec::new(),
+            json: JsonBody {
+                bytes: Bytes::from(vec![b' '; bytes]),
+                etag: String::new(),
+            },
+        }))
+    }
+
+    fn key(i: usize) -> Query {
+        Query::List {
+            period: i.to_string(),
+            province: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_entries_and_bytes_dropping_the_oldest() {
+        let cache = QueryCache::default();
+        for i in 0..QueryCache::MAX_ENTRIES + 10 {
+            cache.put(key(i), answer(10));
+        }
+        assert_eq!(
+            cache.size(),
+            (QueryCache::MAX_ENTRIES, QueryCache::MAX_ENTRIES * 20)
+        );
+        assert!(cache.get(&key(0)).is_none(), "the oldest made room");
+        assert!(cache.get(&key(QueryCache::MAX_ENTRIES + 9)).is_some());
+        // Entries of a third of the budget each: three never fit, the oldest goes.
+        let third = QueryCache::MAX_BYTES / 6 + 1;
+        let cache = QueryCache::default();
+        for i in 0..3 {
+            cache.put(key(i), answer(third));
+        }
+        let (entries, bytes) = cache.size();
+        assert_eq!(entries, 2);
+        assert!(bytes <= QueryCache::MAX_BYTES);
+        assert!(cache.get(&key(0)).is_none() && cache.get(&key(2)).is_some());
+        // Too large for the whole budget: not kept, nothing dropped for it.
+        cache.put(key(9), answer(QueryCache::MAX_BYTES));
+        assert_eq!(cache.size().0, 2);
+        // The same key again replaces its entry, counted once.
+        cache.put(key(2), answer(1));
+        assert_eq!(cache.size(), (2, third * 2 + 2));
+    }
+}
