@@ -107,15 +107,15 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         max_keys: usize,
         overflow: &K,
     ) -> Result<(), Refusal> {
-        let known = {
-            let buckets = self
-                .buckets
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            buckets.contains_key(key) || buckets.len() < max_keys
-        };
+        // One lock for the look-up and the charge: taken apart, it was locked twice per
+        // request, and two new keys checked at once could both pass the bound.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = buckets.contains_key(key) || buckets.len() < max_keys;
         let key = if known { key } else { overflow };
-        self.try_acquire_at(key, cost, Instant::now())
+        self.take(&mut buckets, key, cost, Instant::now())
     }
 
     /// Forgets every key whose bucket has refilled to its burst by `now`: such a key behaves
@@ -148,17 +148,28 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     /// [`RateLimiter::try_acquire`] at a given instant (tests drive the clock).
     pub fn try_acquire_at(&self, key: &K, cost: u32, now: Instant) -> Result<(), Refusal> {
-        if cost > self.burst {
-            return Err(Refusal::OverBurst);
-        }
-        let burst = f64::from(self.burst);
-        let rate = f64::from(self.rate);
         // A poisoned lock only means another call panicked mid-update of plain numbers; the
         // bucket is still usable, and refusing every partner forever would be worse.
         let mut buckets = self
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.take(&mut buckets, key, cost, now)
+    }
+
+    /// Takes `cost` tokens from `key`'s bucket in `buckets` (locked by the caller) at `now`.
+    fn take(
+        &self,
+        buckets: &mut HashMap<K, Bucket>,
+        key: &K,
+        cost: u32,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if cost > self.burst {
+            return Err(Refusal::OverBurst);
+        }
+        let burst = f64::from(self.burst);
+        let rate = f64::from(self.rate);
         let bucket = buckets.entry(key.clone()).or_insert(Bucket {
             tokens: burst,
             updated: now,
