@@ -157,10 +157,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        // The path is borrowed: the span's fields are formatted only if a subscriber records
+        // them (a disabled span never reads them).
+        let path = request.uri().path();
         let span = tracing::info_span!("request", otel.name = %path, path = %path);
-        let cx = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-        let _ = span.set_parent(cx);
+        // Most requests carry no trace context: parsing the headers for one then only builds
+        // an empty context, and a span with no parent set is a root already.
+        if request.headers().contains_key("traceparent") {
+            let cx = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+            let _ = span.set_parent(cx);
+        }
         let future = span.in_scope(|| self.inner.call(request));
         Box::pin(future.instrument(span))
     }
