@@ -340,7 +340,12 @@ async fn rate_limit(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let (Some(rate), Some(client)) = (&edge.rate, edge.client_of(&request)) {
+    // Without a rate (`--http-rate-per-second 0`) the client's address is not even looked up.
+    if let Some((rate, client)) = edge
+        .rate
+        .as_ref()
+        .and_then(|rate| Some((rate, edge.client_of(&request)?)))
+    {
         let overflow = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
         if let Err(refusal) = rate.try_acquire_bounded(&client, 1, edge.max_clients, &overflow) {
             let wait = match refusal {
