@@ -1,13 +1,18 @@
 //! `agriportal bench read`: the dashboards' read path against its ceiling, side by side in one
 //! run. The whole system runs in-process with the demo writing (both partners pushing), and
 //! beside it a bare axum server that answers each endpoint's path with the same bytes (fetched
-//! once from the gateway). Per endpoint: closed-loop throughput over `--connections` (the most
+//! once from the gateway). The endpoints: the national and provincial figures, two time series,
+//! and the indicators' list and one indicator (their default views, from the snapshot too).
+//! Per endpoint: closed-loop throughput over `--connections` (the most
 //! each server answers on this machine), reported as the gateway's ratio to the bare handler's,
 //! then the gateway's latency at a fixed open-loop rate (`--rate`, 1,000 requests/s by default),
 //! timed from each request's scheduled start so a slow answer cannot hide the queue behind it.
-//! Same client, same machine, same moment: a busy machine slows both sides alike.
+//! Same client, same machine, same moment: a busy machine slows both sides alike. The per-client
+//! rate limit is off (`--http-rate-per-second 0`: one client address makes every request), and
+//! the report says how many requests the edge refused anyway (rate-limited or shed), so a
+//! figure is the handler's, not the limiter's; each failed request is counted by what failed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +68,10 @@ pub struct EndpointReport {
     /// Likewise in the open loop: a gateway slower than `rate` sheds past its concurrency cap
     /// (503) rather than queue without bound.
     pub open_loop_errors: u64,
+    /// The closed loops' errors by what failed (`status 503`, `request: …`, `body: …`).
+    pub error_kinds: BTreeMap<String, u64>,
+    /// The open loop's errors by what failed.
+    pub open_loop_error_kinds: BTreeMap<String, u64>,
 }
 
 /// What `bench read` measured.
@@ -78,10 +87,16 @@ pub struct ReadReport {
     pub rate: u32,
     /// Per endpoint.
     pub endpoints: Vec<EndpointReport>,
+    /// Requests the HTTP edge refused for their client's rate during the run
+    /// (`agriportal_http_rate_limited_total`): 0, or the figures measured the limiter.
+    pub rate_limited: u64,
+    /// Requests the edge shed at its concurrency cap during the run (`agriportal_http_shed_total`).
+    pub shed: u64,
 }
 
-/// The endpoints read, as dashboards read them: a year of national sales by day and by month.
-fn endpoints() -> Vec<String> {
+/// The endpoints read, as dashboards read them: the summaries, a year of national sales by day
+/// and by month, the indicators' list and `indicator`'s default view.
+fn endpoints(indicator: &str) -> Vec<String> {
     let today = time::OffsetDateTime::now_utc().date();
     let from = today - time::Duration::days(364);
     let series = |granularity: &str| {
@@ -95,8 +110,63 @@ fn endpoints() -> Vec<String> {
         "/api/v1/provinces/79".into(),
         series("day"),
         series("month"),
+        "/api/v1/indicators".into(),
+        format!("/api/v1/indicators/{indicator}"),
     ]
 }
+
+/// The indicator whose view is measured: households onboarded (the plan's headline), else the
+/// catalogue's first.
+const INDICATOR: &str = "HH_ONBOARDED";
+
+/// How long the catalogue may take to reach the gateway (the indicators service publishes it
+/// at start).
+const CATALOGUE_WAIT: Duration = Duration::from_secs(30);
+
+/// The code of the indicator to read, once the gateway has the catalogue.
+async fn indicator_code(client: &reqwest::Client, gateway: &str) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let list: serde_json::Value = client
+            .get(format!("{gateway}/api/v1/indicators"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let codes: Vec<&str> = list["indicators"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|i| i["indicator"]["code"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(code) = codes.iter().find(|c| **c == INDICATOR).or(codes.first()) {
+            return Ok((*code).to_string());
+        }
+        anyhow::ensure!(
+            started.elapsed() < CATALOGUE_WAIT,
+            "the gateway has no indicators {} s after start (/api/v1/indicators is empty)",
+            CATALOGUE_WAIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A counter of the process's own metrics (this process serves the system), 0 if absent.
+fn counter(name: &str) -> u64 {
+    agriportal_platform::metrics::render()
+        .lines()
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            (series == name).then(|| value.parse::<u64>().ok())?
+        })
+        .unwrap_or(0)
+}
+
+const RATE_LIMITED: &str = "agriportal_http_rate_limited_total";
+const SHED: &str = "agriportal_http_shed_total";
 
 /// Runs `bench read`.
 pub async fn read(
@@ -112,7 +182,9 @@ pub async fn read(
     let grpc: std::net::SocketAddr = system.grpc_addr.parse()?;
     crate::demo::spawn(system.config.clone(), grpc, system.shutdown.clone())?;
     tokio::time::sleep(Duration::from_secs(args.warmup_seconds)).await;
+    let (limited, shed) = (counter(RATE_LIMITED), counter(SHED));
     let result = measure(&system, &args).await;
+    let (limited, shed) = (counter(RATE_LIMITED) - limited, counter(SHED) - shed);
     let mode = system.mode();
     system.stop().await?;
     Ok(ReadReport {
@@ -121,6 +193,8 @@ pub async fn read(
         seconds: args.seconds,
         rate: args.rate,
         endpoints: result?,
+        rate_limited: limited,
+        shed,
     })
 }
 
@@ -129,9 +203,10 @@ async fn measure(system: &BenchSystem, args: &ReadArgs) -> anyhow::Result<Vec<En
         .pool_max_idle_per_host(args.connections.max(64))
         .build()?;
     let gateway = format!("http://{}", system.http_addr);
+    let endpoints = endpoints(&indicator_code(&client, &gateway).await?);
     // The bytes each endpoint answers now, for the bare handler to repeat.
     let mut answers = HashMap::new();
-    for path in endpoints() {
+    for path in endpoints.clone() {
         let response = client.get(format!("{gateway}{path}")).send().await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -142,7 +217,7 @@ async fn measure(system: &BenchSystem, args: &ReadArgs) -> anyhow::Result<Vec<En
     }
     let bare = BareServer::start(answers.clone()).await?;
     let mut out = Vec::new();
-    for path in endpoints() {
+    for path in endpoints {
         let bytes = answers.get(&path).map_or(0, Bytes::len);
         let seconds = Duration::from_secs(args.seconds);
         let on_gateway = closed_loop(
@@ -177,8 +252,10 @@ async fn measure(system: &BenchSystem, args: &ReadArgs) -> anyhow::Result<Vec<En
             p50_ms: percentile(&latency.sorted_ms, 0.50),
             p99_ms: percentile(&latency.sorted_ms, 0.99),
             offered_rps: latency.sent as f64 / latency.wall.as_secs_f64(),
-            errors: on_gateway.errors + on_bare.errors,
-            open_loop_errors: latency.errors,
+            errors: on_gateway.errors() + on_bare.errors(),
+            open_loop_errors: latency.errors.values().sum(),
+            error_kinds: merged(&on_gateway.errors, &on_bare.errors),
+            open_loop_error_kinds: latency.errors,
         });
     }
     bare.stop().await;
@@ -241,8 +318,24 @@ impl BareServer {
 /// What a loop counted.
 struct Counted {
     ok: u64,
-    errors: u64,
+    /// Failed requests, by what failed.
+    errors: BTreeMap<String, u64>,
     wall: Duration,
+}
+
+impl Counted {
+    fn errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// Two tallies of errors added up.
+fn merged(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out = a.clone();
+    for (kind, n) in b {
+        *out.entry(kind.clone()).or_default() += n;
+    }
+    out
 }
 
 /// `connections` tasks, each sending its next request when the last answer is read, for
@@ -260,21 +353,26 @@ async fn closed_loop(
         let client = client.clone();
         let url = url.to_string();
         tasks.spawn(async move {
-            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut ok = 0u64;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             while Instant::now() < deadline {
                 match get(&client, &url).await {
-                    true => ok += 1,
-                    false => errors += 1,
+                    Ok(()) => ok += 1,
+                    Err(kind) => *errors.entry(kind).or_default() += 1,
                 }
             }
             (ok, errors)
         });
     }
-    let (mut ok, mut errors) = (0, 0);
+    let mut ok = 0;
+    let mut errors = BTreeMap::new();
     while let Some(done) = tasks.join_next().await {
-        if let Ok((o, e)) = done {
-            ok += o;
-            errors += e;
+        match done {
+            Ok((o, e)) => {
+                ok += o;
+                errors = merged(&errors, &e);
+            }
+            Err(err) => *errors.entry(format!("task: {err}")).or_default() += 1,
         }
     }
     Counted {
@@ -284,22 +382,41 @@ async fn closed_loop(
     }
 }
 
-/// One GET, its body read whole; true for a 200.
-async fn get(client: &reqwest::Client, url: &str) -> bool {
-    match client.get(url).send().await {
-        Ok(response) => {
-            let ok = response.status() == reqwest::StatusCode::OK;
-            response.bytes().await.is_ok() && ok
-        }
-        Err(_) => false,
+/// One GET, its body read whole: `Ok` for a 200, else what failed (the status, or the
+/// client's error with its causes, which tells a refused connection from a reset one).
+async fn get(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|err| format!("request: {}", chain(&err)))?;
+    let status = response.status();
+    let body = response.bytes().await;
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("status {}", status.as_u16()));
     }
+    body.map(|_| ())
+        .map_err(|err| format!("body: {}", chain(&err)))
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Latencies of an open loop.
 struct Latency {
     sorted_ms: Vec<f64>,
     sent: u64,
-    errors: u64,
+    /// Failed requests, by what failed.
+    errors: BTreeMap<String, u64>,
     wall: Duration,
 }
 
@@ -316,16 +433,17 @@ async fn open_loop(client: &reqwest::Client, url: &str, rate: u32, duration: Dur
         let client = client.clone();
         let url = url.to_string();
         tasks.spawn(async move {
-            let ok = get(&client, &url).await;
-            (ok, scheduled.elapsed())
+            let outcome = get(&client, &url).await;
+            (outcome, scheduled.elapsed())
         });
     }
     let mut sorted_ms = Vec::new();
-    let mut errors = 0;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((true, took)) => sorted_ms.push(took.as_secs_f64() * 1000.0),
-            _ => errors += 1,
+            Ok((Ok(()), took)) => sorted_ms.push(took.as_secs_f64() * 1000.0),
+            Ok((Err(kind), _)) => *errors.entry(kind).or_default() += 1,
+            Err(err) => *errors.entry(format!("task: {err}")).or_default() += 1,
         }
     }
     sorted_ms.sort_by(f64::total_cmp);
@@ -360,6 +478,13 @@ pub fn render(r: &ReadReport) -> String {
             e.offered_rps,
             e.errors + e.open_loop_errors
         ));
+        for (kind, n) in merged(&e.error_kinds, &e.open_loop_error_kinds) {
+            s.push_str(&format!("      {n} × {kind}\n"));
+        }
     }
+    s.push_str(&format!(
+        "  refused by the edge during the run: {} rate-limited (the limit is off), {} shed\n",
+        r.rate_limited, r.shed
+    ));
     s
 }
