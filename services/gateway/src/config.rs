@@ -63,8 +63,9 @@ pub struct GatewayConfig {
 
     /// Least milliseconds between two rebuilds of the in-memory snapshot (each phase, the
     /// figures and the indicators, apart): under a continuous stream of commits it is rebuilt
-    /// at most once per interval, and the first change after a quiet interval at once. `0`
-    /// rebuilds after every commit.
+    /// at most once per interval (and a rebuild waits out the last one's duration, so a slow
+    /// one is busy at most half the time), and the first change after a quiet interval at
+    /// once. `0` rebuilds after every commit.
     #[arg(
         long,
         env = "AGRIPORTAL_GATEWAY_SNAPSHOT_MIN_INTERVAL_MS",

@@ -20,10 +20,12 @@
 //! read them again.
 //!
 //! Pacing (`--gateway-snapshot-min-interval-ms`): under a continuous stream of commits each
-//! phase rebuilds at most once per interval; the first change after a quiet interval rebuilds
-//! at once. So two replicas' figures differ by at most one poll interval
+//! phase rebuilds at most once per interval, and waits out the last rebuild's duration before
+//! the next (a slow phase is busy at most half the time); the first change after a quiet
+//! interval rebuilds at once. So two replicas' figures differ by at most one poll interval
 //! (`--gateway-snapshot-poll-ms`) plus one pacing interval plus one rebuild (a read of ~300
-//! small rows), and their indicators by that plus one indicators rebuild.
+//! small rows), and their indicators by that plus two indicators rebuilds (one waited out, one
+//! run).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -408,10 +410,13 @@ impl Snapshots {
 }
 
 /// Runs `round` each time `wake` is notified (with `true`) or `poll` passes without it (with
-/// `false`), until `shutdown`, but starts rounds at least `min_interval` apart: a wake-up
-/// within the interval after a round waits for its end, and the wake-ups that came meanwhile
-/// are spent by that one round (it reads the store after them). After a quiet interval a
-/// wake-up starts a round at once.
+/// `false`), until `shutdown`, but starts rounds at least `min_interval` apart, and at least
+/// twice the last round's duration apart: a wake-up within that time after a round's start
+/// waits for its end, and the wake-ups that came meanwhile are spent by that one round (it
+/// reads the store after them). After a quiet interval a wake-up starts a round at once. The
+/// second bound keeps a slow rebuild (the indicators' took about 2 s each in a debug build
+/// with the demo writing) from running back to back under a stream of commits: it is busy at
+/// most half the time.
 async fn paced<F, Fut>(
     wake: &Notify,
     min_interval: Duration,
@@ -422,14 +427,15 @@ async fn paced<F, Fut>(
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut last: Option<Instant> = None;
+    // The last round's start and how long it took.
+    let mut last: Option<(Instant, Duration)> = None;
     loop {
         let woken = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => true,
             _ = sleep_or_never(poll) => false,
         };
-        if let Some(next) = last.map(|at| at + min_interval) {
+        if let Some(next) = last.map(|(at, took)| at + min_interval.max(took * 2)) {
             if Instant::now() < next {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -443,8 +449,9 @@ async fn paced<F, Fut>(
             _ = wake.notified() => true,
             _ = std::future::ready(()) => false,
         };
-        last = Some(Instant::now());
+        let started = Instant::now();
         round(woken || spent).await;
+        last = Some((started, started.elapsed()));
     }
 }
 
@@ -529,6 +536,26 @@ mod tests {
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(rounds.lock().unwrap().last(), Some(&(again, true)));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_rebuild_under_a_stream_of_commits_is_busy_at_most_half_the_time() {
+        let interval = Duration::from_millis(100);
+        let takes = Duration::from_millis(300);
+        let wake = Arc::new(Notify::new());
+        let (rounds, shutdown, task) = spawn_paced(&wake, interval, None, takes);
+        for _ in 0..300 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = rounds.lock().unwrap().clone();
+        // Three seconds of commits, rounds of 300 ms started 600 ms apart: five or six.
+        assert!((5..=6).contains(&seen.len()), "{seen:?}");
+        for pair in seen.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= takes * 2, "{seen:?}");
+        }
         shutdown.cancel();
         task.await.unwrap();
     }
