@@ -259,9 +259,16 @@ async fn indicators_end_to_end(mode: Mode) {
         (&Value::Null, &Value::from("no_source"))
     );
 
-    // The catalogue with national progress at each one's latest period.
-    let (status, list) = app.get("/api/v1/indicators").await;
-    assert_eq!(status, 200);
+    // The catalogue with national progress at each one's latest period. The list is the
+    // in-memory snapshot's, rebuilt after the commits above (paced, and after the figures):
+    // it catches up within a rebuild or two, so it is polled like the events' effects.
+    let list = wait(&app, "/api/v1/indicators", |b| {
+        b["indicators"].as_array().is_some_and(|all| {
+            all.iter()
+                .any(|i| i["indicator"]["code"] == "TRAINED_HH" && i["period"] == "202203")
+        })
+    })
+    .await;
     let list = list["indicators"].as_array().expect("list").clone();
     assert_eq!(list.len(), 8);
     let trained = list
