@@ -33,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RECONCILE_DRAINED_WITHIN, RECONCILE_MAX_MESSAGE_BYTES};
 use crate::snapshot::Snapshots;
-use crate::store::GatewayStore;
+use crate::store::{CellRepair, GatewayStore};
+
+/// Repairs committed together (see [`Reconciler::round`]).
+const REPAIRS_PER_COMMIT: usize = 500;
 
 /// Where the authoritative cells come from: the marketplace service's audit rpc.
 #[async_trait]
@@ -190,27 +193,43 @@ impl Reconciler {
         }
         report.mismatched_cells = gaps.len();
         let previous = std::mem::take(&mut self.seen);
+        let mut confirmed = Vec::new();
         for (id, gap) in gaps {
-            let confirmed = previous
+            if previous
                 .get(&id)
-                .is_some_and(|before| before.difference() == gap.difference());
-            if !confirmed {
-                self.seen.insert(id, gap);
-                continue;
-            }
-            let (partner, kind) = (id.0, id.1);
-            if self
-                .store
-                .repair(partner, kind, &gap.found, &gap.wanted)
-                .await?
+                .is_some_and(|before| before.difference() == gap.difference())
             {
-                report.repaired_cells += 1;
-                log_repair(partner, kind, &gap);
-                if let Some(snapshots) = &self.snapshots {
-                    snapshots.changed();
-                }
+                confirmed.push((id, gap));
             } else {
                 self.seen.insert(id, gap);
+            }
+        }
+        // In chunks, one transaction each: a lost stretch of the stream leaves thousands of
+        // gaps, which one commit per cell took minutes to close on a busy machine, while one
+        // transaction for all would hold the write lock against the consumer as long.
+        for chunk in confirmed.chunks(REPAIRS_PER_COMMIT) {
+            let cells: Vec<CellRepair<'_>> = chunk
+                .iter()
+                .map(|(id, gap)| CellRepair {
+                    partner: id.0,
+                    kind: id.1,
+                    found: &gap.found,
+                    wanted: &gap.wanted,
+                })
+                .collect();
+            let done = self.store.repair_all(&cells).await?;
+            for ((id, gap), took) in chunk.iter().zip(done) {
+                if took {
+                    report.repaired_cells += 1;
+                    log_repair(id.0, id.1, gap);
+                } else {
+                    self.seen.insert(id.clone(), gap.clone());
+                }
+            }
+        }
+        if report.repaired_cells > 0 {
+            if let Some(snapshots) = &self.snapshots {
+                snapshots.changed();
             }
         }
         Ok(report)

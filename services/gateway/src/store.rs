@@ -58,17 +58,47 @@ pub trait GatewayStore: Send + Sync + 'static {
         kind: RollupKind,
         province: Option<&str>,
     ) -> Result<Vec<pb::RollupCell>>;
-    /// Sets the daily cell keyed like `found` to `wanted`'s figures, but only while it still
-    /// holds `found`'s (an absent row holds zeros), moves the province total by the same
-    /// difference and records the repair, all in one transaction. `false` when the cell
-    /// changed meanwhile: nothing is written, and the next round looks again.
+    /// Sets each daily cell keyed like its `found` to its `wanted` figures, but only while it
+    /// still holds `found`'s (an absent row holds zeros), moves the province totals and the
+    /// series by the same differences and records each repair, all in one transaction (one
+    /// version bump): a round that finds thousands of gaps, such as a lost stretch of the
+    /// stream, repairs them in one commit rather than one each. For each cell, in order,
+    /// `false` when it changed meanwhile: nothing of it is written, and the next round looks
+    /// again.
+    async fn repair_all(&self, cells: &[CellRepair<'_>]) -> Result<Vec<bool>>;
+
+    /// [`Self::repair_all`] of one cell.
     async fn repair(
         &self,
         partner: Partner,
         kind: RollupKind,
         found: &pb::RollupCell,
         wanted: &pb::RollupCell,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let done = self
+            .repair_all(&[CellRepair {
+                partner,
+                kind,
+                found,
+                wanted,
+            }])
+            .await?;
+        Ok(done.first() == Some(&true))
+    }
+}
+
+/// One cell for [`GatewayStore::repair_all`]: `partner`'s cell of `kind` as the round found it
+/// and as the marketplace's records make it.
+#[derive(Clone, Copy, Debug)]
+pub struct CellRepair<'a> {
+    /// Whose cell.
+    pub partner: Partner,
+    /// Sales or households.
+    pub kind: RollupKind,
+    /// The cell as the gateway held it (zeros when absent).
+    pub found: &'a pb::RollupCell,
+    /// The cell as the marketplace recomputes it.
+    pub wanted: &'a pb::RollupCell,
 }
 
 const SALES_DAILY: &[(&str, &str)] = &[
@@ -591,38 +621,64 @@ impl GatewayStore for SqlStore {
         cells_from_rows(rows)
     }
 
-    async fn repair(
-        &self,
-        partner: Partner,
-        kind: RollupKind,
-        found: &pb::RollupCell,
-        wanted: &pb::RollupCell,
-    ) -> Result<bool> {
-        let diff = [
-            wanted.quantity_grams - found.quantity_grams,
-            wanted.value_vnd - found.value_vnd,
-            wanted.orders - found.orders,
-            wanted.count - found.count,
-        ];
+    async fn repair_all(&self, cells: &[CellRepair<'_>]) -> Result<Vec<bool>> {
+        let mut tx = self.db.begin().await?;
         let mut totals = Deltas::default();
-        // The repaired cell's difference, for its series rows (the cell itself is set by the
-        // compare-and-set below, not added to).
-        let mut cell = Deltas::default();
-        let (cas, insert, cell_key) = match kind {
-            RollupKind::Sales => {
-                totals
-                    .sales_totals
-                    .insert((found.province_code.clone(), partner.code()), diff);
-                cell.sales_daily.insert(
-                    (
-                        found.day.clone(),
-                        found.province_code.clone(),
-                        partner.code(),
-                        found.category.clone(),
-                    ),
-                    diff,
-                );
+        let mut moved = Deltas::default();
+        let mut done = Vec::with_capacity(cells.len());
+        for c in cells {
+            done.push(repair_cell(&mut tx, c, &mut totals, &mut moved).await?);
+        }
+        if done.contains(&true) {
+            let series = series_of(&moved)?;
+            add_to_rollups(&mut tx, &self.upserts, &totals, &series).await?;
+            bump_version(&mut tx, 0).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+/// One cell of [`GatewayStore::repair_all`] inside `tx`: the compare-and-set and the repair's
+/// record; when it took, the cell's differences are added to `all_totals` (province totals)
+/// and `all_moved` (the daily cells', for the series rollups).
+async fn repair_cell(
+    tx: &mut Tx,
+    c: &CellRepair<'_>,
+    all_totals: &mut Deltas,
+    all_moved: &mut Deltas,
+) -> Result<bool> {
+    let CellRepair {
+        partner,
+        kind,
+        found,
+        wanted,
+    } = *c;
+    let diff = [
+        wanted.quantity_grams - found.quantity_grams,
+        wanted.value_vnd - found.value_vnd,
+        wanted.orders - found.orders,
+        wanted.count - found.count,
+    ];
+    let mut totals = Deltas::default();
+    // The repaired cell's difference, for its series rows (the cell itself is set by the
+    // compare-and-set below, not added to).
+    let mut cell = Deltas::default();
+    let (cas, insert, cell_key) = match kind {
+        RollupKind::Sales => {
+            totals
+                .sales_totals
+                .insert((found.province_code.clone(), partner.code()), diff);
+            cell.sales_daily.insert(
                 (
+                    found.day.clone(),
+                    found.province_code.clone(),
+                    partner.code(),
+                    found.category.clone(),
+                ),
+                diff,
+            );
+            (
                     "UPDATE sales_daily SET grams = $5, value_vnd = $6, orders = $7, lines = $8 \
                      WHERE day = $1 AND province_code = $2 AND partner = $3 AND category = $4 \
                      AND grams = $9 AND value_vnd = $10 AND orders = $11 AND lines = $12",
@@ -630,46 +686,59 @@ impl GatewayStore for SqlStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (day, province_code, partner, category) DO NOTHING",
                     found.category.clone(),
                 )
-            }
-            RollupKind::Households => {
-                totals.household_totals.insert(
-                    (
-                        found.province_code.clone(),
-                        partner.code(),
-                        i64::from(found.status),
-                    ),
-                    diff[3],
-                );
-                cell.households_daily.insert(
-                    (
-                        found.day.clone(),
-                        found.province_code.clone(),
-                        partner.code(),
-                        i64::from(found.status),
-                    ),
-                    diff[3],
-                );
+        }
+        RollupKind::Households => {
+            totals.household_totals.insert(
                 (
+                    found.province_code.clone(),
+                    partner.code(),
+                    i64::from(found.status),
+                ),
+                diff[3],
+            );
+            cell.households_daily.insert(
+                (
+                    found.day.clone(),
+                    found.province_code.clone(),
+                    partner.code(),
+                    i64::from(found.status),
+                ),
+                diff[3],
+            );
+            (
                     "UPDATE households_daily SET households = $5 WHERE day = $1 AND province_code = $2 \
                      AND partner = $3 AND status = $4 AND households = $6",
                     "INSERT INTO households_daily (day, province_code, partner, status, households) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (day, province_code, partner, status) DO NOTHING",
                     found.status.to_string(),
                 )
-            }
-            RollupKind::Unspecified => {
-                return Err(Error::invalid("kind must be sales or households"))
-            }
-        };
-        let series = series_of(&cell)?;
-        let mut tx = self.db.begin().await?;
-        // Compare-and-set: the update matches only while the cell holds what the round saw;
-        // an absent row (seen as zeros) is inserted instead, unless one appeared.
-        let absent = reconcile::is_empty(found);
-        let changed = with_tx!(&mut tx, |conn| {
-            match kind {
-                RollupKind::Sales => {
-                    let mut changed = sqlx::query(cas)
+        }
+        RollupKind::Unspecified => return Err(Error::invalid("kind must be sales or households")),
+    };
+    // Compare-and-set: the update matches only while the cell holds what the round saw;
+    // an absent row (seen as zeros) is inserted instead, unless one appeared.
+    let absent = reconcile::is_empty(found);
+    let changed = with_tx!(tx, |conn| {
+        match kind {
+            RollupKind::Sales => {
+                let mut changed = sqlx::query(cas)
+                    .bind(&found.day)
+                    .bind(&found.province_code)
+                    .bind(partner.code())
+                    .bind(&found.category)
+                    .bind(wanted.quantity_grams)
+                    .bind(wanted.value_vnd)
+                    .bind(wanted.orders)
+                    .bind(wanted.count)
+                    .bind(found.quantity_grams)
+                    .bind(found.value_vnd)
+                    .bind(found.orders)
+                    .bind(found.count)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if changed == 0 && absent {
+                    changed = sqlx::query(insert)
                         .bind(&found.day)
                         .bind(&found.province_code)
                         .bind(partner.code())
@@ -678,81 +747,63 @@ impl GatewayStore for SqlStore {
                         .bind(wanted.value_vnd)
                         .bind(wanted.orders)
                         .bind(wanted.count)
-                        .bind(found.quantity_grams)
-                        .bind(found.value_vnd)
-                        .bind(found.orders)
-                        .bind(found.count)
                         .execute(&mut *conn)
                         .await?
                         .rows_affected();
-                    if changed == 0 && absent {
-                        changed = sqlx::query(insert)
-                            .bind(&found.day)
-                            .bind(&found.province_code)
-                            .bind(partner.code())
-                            .bind(&found.category)
-                            .bind(wanted.quantity_grams)
-                            .bind(wanted.value_vnd)
-                            .bind(wanted.orders)
-                            .bind(wanted.count)
-                            .execute(&mut *conn)
-                            .await?
-                            .rows_affected();
-                    }
-                    changed
                 }
-                _ => {
-                    let mut changed = sqlx::query(cas)
+                changed
+            }
+            _ => {
+                let mut changed = sqlx::query(cas)
+                    .bind(&found.day)
+                    .bind(&found.province_code)
+                    .bind(partner.code())
+                    .bind(i64::from(found.status))
+                    .bind(wanted.count)
+                    .bind(found.count)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if changed == 0 && absent {
+                    changed = sqlx::query(insert)
                         .bind(&found.day)
                         .bind(&found.province_code)
                         .bind(partner.code())
                         .bind(i64::from(found.status))
                         .bind(wanted.count)
-                        .bind(found.count)
                         .execute(&mut *conn)
                         .await?
                         .rows_affected();
-                    if changed == 0 && absent {
-                        changed = sqlx::query(insert)
-                            .bind(&found.day)
-                            .bind(&found.province_code)
-                            .bind(partner.code())
-                            .bind(i64::from(found.status))
-                            .bind(wanted.count)
-                            .execute(&mut *conn)
-                            .await?
-                            .rows_affected();
-                    }
-                    changed
                 }
+                changed
             }
-        });
-        if changed != 1 {
-            return Ok(false);
         }
-        add_to_rollups(&mut tx, &self.upserts, &totals, &series).await?;
-        bump_version(&mut tx, 0).await?;
-        with_tx!(&mut tx, |conn| {
-            sqlx::query(
-                "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, \
-                 grams, value_vnd, orders, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(now_ms())
-            .bind(kind.as_str_name())
-            .bind(partner.code())
-            .bind(&found.day)
-            .bind(&found.province_code)
-            .bind(&cell_key)
-            .bind(diff[0])
-            .bind(diff[1])
-            .bind(diff[2])
-            .bind(diff[3])
-            .execute(&mut *conn)
-            .await?;
-        });
-        tx.commit().await?;
-        Ok(true)
+    });
+    if changed != 1 {
+        return Ok(false);
     }
+    let overflow = |_| Error::internal("a repair would overflow a total");
+    all_totals.merge(&totals).map_err(overflow)?;
+    all_moved.merge(&cell).map_err(overflow)?;
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO repairs (repaired_at_ms, kind, partner, day, province_code, cell_key, \
+                 grams, value_vnd, orders, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(now_ms())
+        .bind(kind.as_str_name())
+        .bind(partner.code())
+        .bind(&found.day)
+        .bind(&found.province_code)
+        .bind(&cell_key)
+        .bind(diff[0])
+        .bind(diff[1])
+        .bind(diff[2])
+        .bind(diff[3])
+        .execute(&mut *conn)
+        .await?;
+    });
+    Ok(true)
 }
 
 /// Moves `meta.figures_version` on (and `as_of_ms` to `newest_ms` if that is newer) inside

@@ -15,7 +15,7 @@ use agriportal_gateway::household_facts;
 use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
 use agriportal_gateway::service::{CommunesNote, CommunesView};
 use agriportal_gateway::store::ReportRow;
-use agriportal_gateway::store::{GatewayStore, SqlStore};
+use agriportal_gateway::store::{CellRepair, GatewayStore, SqlStore};
 use agriportal_gateway::{Dashboard, Gateway};
 use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::period::Period;
@@ -482,6 +482,57 @@ async fn cells_and_repairs(db: Database) {
         .map(|t| t.households)
         .sum();
     assert_eq!(households, 0);
+    // Several cells in one commit: each its own compare-and-set (the stale one is skipped,
+    // the others take), their differences summed into the totals, one version bump.
+    let fresh = |day: &str, grams: i64| {
+        let absent = mpb::RollupCell {
+            day: day.into(),
+            province_code: "01".into(),
+            category: "fruit".into(),
+            ..Default::default()
+        };
+        let wanted = mpb::RollupCell {
+            quantity_grams: grams,
+            value_vnd: 3 * grams,
+            orders: 1,
+            count: 1,
+            ..absent.clone()
+        };
+        (absent, wanted)
+    };
+    let (a_found, a_wanted) = fresh("2022-07-01", 5);
+    let (b_found, b_wanted) = fresh("2022-07-02", 7);
+    let mut stale_wanted = wanted.clone();
+    stale_wanted.quantity_grams = 999;
+    let version = store.figures_version().await.unwrap();
+    let cell = |found, wanted| CellRepair {
+        partner: Partner::Voso,
+        kind: Sales,
+        found,
+        wanted,
+    };
+    let done = store
+        .repair_all(&[
+            cell(&a_found, &a_wanted),
+            cell(&found, &stale_wanted),
+            cell(&b_found, &b_wanted),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done, [true, false, true]);
+    assert_eq!(grams(&store).await, 178 + 5 + 7);
+    let totals = store.sales_totals().await.unwrap();
+    let hn = totals.iter().find(|t| t.province_code == "01").unwrap();
+    assert_eq!(hn.cell, [40, 120, 8, 6]);
+    assert_eq!(store.figures_version().await.unwrap(), version + 1);
+    // Nothing taken, nothing written: not even the version.
+    let done = store
+        .repair_all(&[cell(&a_found, &a_wanted), cell(&found, &stale_wanted)])
+        .await
+        .unwrap();
+    assert_eq!(done, [false, false]);
+    assert_eq!(store.figures_version().await.unwrap(), version + 1);
+    assert_eq!(grams(&store).await, 190);
     // Repairs never touch the inbox: a late event still applies once.
     assert_eq!(
         store

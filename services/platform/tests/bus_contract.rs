@@ -887,6 +887,73 @@ async fn retention_applies_to_the_volatile_bus_too() {
 }
 
 #[tokio::test]
+async fn acked_payloads_leave_memory_at_once_and_stay_in_the_file_for_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bus.sqlite");
+    {
+        let bus = open(&path).await;
+        let dynbus: Arc<dyn Bus> = bus.clone();
+        let mut a = bus
+            .consumer(spec("a", &["orders.>"]))
+            .await
+            .expect("consumer");
+        let mut other = bus
+            .consumer(spec("other", &["content.>"]))
+            .await
+            .expect("consumer");
+        publish_all(
+            &dynbus,
+            (1..=4).map(|i| message("orders.placed", &format!("m{i}"))),
+        )
+        .await;
+        publish_all(&dynbus, [message("content.published", "c1")]).await;
+        assert_eq!(bus.messages_in_memory().await, 5);
+        assert_eq!(collect(&mut a, 4).await.len(), 4);
+        // `other` wants none of m1..m4: its floor moves over them when the bus prunes (every
+        // 30 s during publishes and acks, or now), which deletes nothing within the window.
+        assert_eq!(bus.prune().await.expect("prune"), 0);
+        // `other` has not acked c1, so its payload (and only its) stays in memory; the
+        // acked ones stay in the file, within the de-duplication window.
+        assert_eq!(bus.messages_in_memory().await, 1);
+        assert_eq!(bus.stored_messages().await, 5);
+        assert!(
+            bus.publish(message("orders.placed", "m2"))
+                .await
+                .expect("publish")
+                .duplicate,
+            "an evicted message's id is still known"
+        );
+        assert_eq!(ids(&collect(&mut other, 1).await), ["c1"]);
+        assert_eq!(bus.messages_in_memory().await, 0);
+
+        // A durable created now sees every message the file still has, payloads included.
+        let mut late = bus
+            .consumer(spec("late", &["orders.>"]))
+            .await
+            .expect("consumer");
+        let got = collect(&mut late, 4).await;
+        assert_eq!(ids(&got), ["m1", "m2", "m3", "m4"]);
+        assert_eq!(got[1].message.payload, Bytes::from("payload of m2"));
+        assert_eq!(bus.messages_in_memory().await, 0);
+        bus.close().await;
+    }
+    // After a restart, acked messages are not loaded into memory, and their ids still count
+    // as duplicates within the window.
+    let bus = open(&path).await;
+    assert_eq!(bus.messages_in_memory().await, 0);
+    assert_eq!(bus.stored_messages().await, 5);
+    assert!(
+        bus.publish(message("orders.placed", "m3"))
+            .await
+            .expect("publish")
+            .duplicate
+    );
+    bus.set_dedup_window(Duration::ZERO);
+    assert_eq!(bus.prune().await.expect("prune"), 5);
+    assert_eq!(bus.stored_messages().await, 0);
+}
+
+#[tokio::test]
 async fn a_bus_file_is_used_by_one_bus_at_a_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bus.sqlite");

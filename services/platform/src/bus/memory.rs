@@ -8,6 +8,15 @@
 //! the durable's row is. The file is opened in exclusive locking mode because two processes
 //! sharing it would each keep their own in-memory view and silently diverge.
 //!
+//! Memory holds the payloads only of messages some durable has not acked yet. A persisted
+//! bus keeps a message every durable has acked in its file until the de-duplication window
+//! has passed (so that a restart still knows its id), but drops its payload from memory at
+//! once, keeping only its sequence and publish time: otherwise `up` held every event of the
+//! last two minutes in memory, hundreds of MiB while partners push. A durable created while
+//! such messages are retained reads them back from the file, so it sees what it would have
+//! seen before. A durable's floor moves over messages it does not want at its own acks and
+//! when the bus prunes (every 30 s), so those payloads can stay that long.
+//!
 //! Deliberate differences from JetStream: no payload size limit, and a durable created after
 //! its messages were pruned (see [`InProcessBus::prune`]) does not see them.
 
@@ -103,6 +112,10 @@ struct State {
     /// the wall clock steps back.
     last_published_ms: i64,
     messages: BTreeMap<u64, Stored>,
+    /// Messages acked by every durable whose payloads were dropped from memory while their
+    /// rows stay in the file for the de-duplication window (persisted bus only): sequence to
+    /// publish time. Every key is below every key of `messages`.
+    retained: BTreeMap<u64, i64>,
     /// Message ids of the de-duplication window, with their publish time.
     recent_ids: HashMap<String, i64>,
     /// The same ids in publish order, to expire them cheaply.
@@ -286,6 +299,13 @@ impl InProcessBus {
 
     /// How many messages are stored (acked or not, until pruned).
     pub async fn stored_messages(&self) -> usize {
+        let state = self.inner.state.lock().await;
+        state.messages.len() + state.retained.len()
+    }
+
+    /// How many messages' payloads are held in memory: those some durable has not acked
+    /// (all of them on the volatile bus, until pruned).
+    pub async fn messages_in_memory(&self) -> usize {
         self.inner.state.lock().await.messages.len()
     }
 
@@ -394,6 +414,9 @@ impl Bus for InProcessBus {
                     d.ack_wait = spec.ack_wait;
                 }
                 None => {
+                    // A new durable starts at the first message kept: give it back the
+                    // payloads only the file still has.
+                    state.restore_retained().await?;
                     state
                         .durables
                         .insert(spec.durable.clone(), Durable::new(&spec));
@@ -513,6 +536,7 @@ impl State {
             last_seq: 0,
             last_published_ms: 0,
             messages: BTreeMap::new(),
+            retained: BTreeMap::new(),
             recent_ids: HashMap::new(),
             recent_order: VecDeque::new(),
             durables: HashMap::new(),
@@ -526,33 +550,7 @@ impl State {
                 .fetch_optional(&mut db)
                 .await
                 .map_err(store_error)?;
-        let rows = sqlx::query(
-            "SELECT seq, subject, msg_id, headers, payload, published_ms FROM messages ORDER BY seq",
-        )
-        .fetch_all(&mut db)
-        .await
-        .map_err(store_error)?;
-        let mut messages = BTreeMap::new();
-        for row in rows {
-            let seq = seq_u64(row.try_get("seq").map_err(store_error)?)?;
-            let headers: String = row.try_get("headers").map_err(store_error)?;
-            let headers: Vec<(String, String)> = serde_json::from_str(&headers)
-                .map_err(|e| BusError::Other(format!("corrupt headers of message {seq}: {e}")))?;
-            let payload: Vec<u8> = row.try_get("payload").map_err(store_error)?;
-            let message = Message {
-                subject: row.try_get("subject").map_err(store_error)?,
-                id: row.try_get("msg_id").map_err(store_error)?,
-                headers,
-                payload: Bytes::from(payload),
-            };
-            messages.insert(
-                seq,
-                Stored {
-                    message,
-                    published_ms: row.try_get("published_ms").map_err(store_error)?,
-                },
-            );
-        }
+        let messages = read_messages(&mut db, u64::MAX).await?;
         let mut durables = HashMap::new();
         let rows = sqlx::query("SELECT name, subjects, ack_wait_ms, ack_floor FROM durables")
             .fetch_all(&mut db)
@@ -616,7 +614,41 @@ impl State {
         }
         state.messages = messages;
         state.durables = durables;
+        state.evict_acked();
         Ok(state)
+    }
+
+    /// Moves the messages every durable has acked from `messages` to `retained`, dropping
+    /// their payloads (persisted bus only: the volatile bus has no file to read them back
+    /// from). While no durable exists nothing is acked, so nothing moves.
+    fn evict_acked(&mut self) {
+        if self.db.is_none() {
+            return;
+        }
+        let Some(floor) = self.durables.values().map(|d| d.ack_floor).min() else {
+            return;
+        };
+        while let Some(entry) = self.messages.first_entry() {
+            if *entry.key() > floor {
+                break;
+            }
+            let (seq, stored) = entry.remove_entry();
+            self.retained.insert(seq, stored.published_ms);
+        }
+    }
+
+    /// Reads the retained messages' payloads back from the file into `messages`.
+    async fn restore_retained(&mut self) -> Result<(), BusError> {
+        let Some(&upto) = self.retained.keys().next_back() else {
+            return Ok(());
+        };
+        let Some(db) = self.db.as_mut() else {
+            return Ok(());
+        };
+        let mut restored = read_messages(db, upto).await?;
+        self.messages.append(&mut restored);
+        self.retained.clear();
+        Ok(())
     }
 
     fn ensure_open(&self) -> Result<(), BusError> {
@@ -781,6 +813,9 @@ impl State {
             }
             d.advance_floor(floor);
         }
+        if floor_moved {
+            self.evict_acked();
+        }
         Ok(())
     }
 
@@ -815,9 +850,11 @@ impl State {
         // Publish times grow with the sequence, so what can go is a prefix.
         let mut upto = 0;
         let mut count = 0u64;
-        for (&seq, stored) in &self.messages {
-            let acked_and_old = seq <= min_floor && now_ms - stored.published_ms >= window_ms;
-            let expired = now_ms - stored.published_ms >= max_age_ms;
+        let kept = self.retained.iter().map(|(&seq, &at)| (seq, at));
+        let held = self.messages.iter().map(|(&seq, s)| (seq, s.published_ms));
+        for (seq, published_ms) in kept.chain(held) {
+            let acked_and_old = seq <= min_floor && now_ms - published_ms >= window_ms;
+            let expired = now_ms - published_ms >= max_age_ms;
             if !(acked_and_old || expired) {
                 break;
             }
@@ -871,6 +908,7 @@ impl State {
             }
         }
         if count > 0 {
+            self.retained = self.retained.split_off(&(upto + 1));
             self.messages = self.messages.split_off(&(upto + 1));
             for d in self.durables.values_mut() {
                 // Only messages pruned for age can still be pending here.
@@ -879,8 +917,47 @@ impl State {
             }
             tracing::debug!(pruned = count, upto, "pruned the in-process bus");
         }
+        // Floors that moved over unwanted messages free those payloads too.
+        self.evict_acked();
         Ok(count)
     }
+}
+
+/// The messages of the file up to sequence `upto`, in order.
+async fn read_messages(
+    db: &mut SqliteConnection,
+    upto: u64,
+) -> Result<BTreeMap<u64, Stored>, BusError> {
+    let rows = sqlx::query(
+        "SELECT seq, subject, msg_id, headers, payload, published_ms FROM messages \
+         WHERE seq <= ? ORDER BY seq",
+    )
+    .bind(i64::try_from(upto).unwrap_or(i64::MAX))
+    .fetch_all(db)
+    .await
+    .map_err(store_error)?;
+    let mut messages = BTreeMap::new();
+    for row in rows {
+        let seq = seq_u64(row.try_get("seq").map_err(store_error)?)?;
+        let headers: String = row.try_get("headers").map_err(store_error)?;
+        let headers: Vec<(String, String)> = serde_json::from_str(&headers)
+            .map_err(|e| BusError::Other(format!("corrupt headers of message {seq}: {e}")))?;
+        let payload: Vec<u8> = row.try_get("payload").map_err(store_error)?;
+        let message = Message {
+            subject: row.try_get("subject").map_err(store_error)?,
+            id: row.try_get("msg_id").map_err(store_error)?,
+            headers,
+            payload: Bytes::from(payload),
+        };
+        messages.insert(
+            seq,
+            Stored {
+                message,
+                published_ms: row.try_get("published_ms").map_err(store_error)?,
+            },
+        );
+    }
+    Ok(messages)
 }
 
 async fn prepare_schema(db: &mut SqliteConnection) -> Result<(), BusError> {
