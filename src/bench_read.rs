@@ -83,19 +83,21 @@ pub struct ReadReport {
 /// The endpoints read, as dashboards read them: a year of national sales by day and by month.
 fn endpoints() -> Vec<String> {
     let today = time::OffsetDateTime::now_utc().date();
-    let from = today - time::Duration::days(364);
-    let series = |granularity: &str| {
-        format!(
-            "/api/v1/timeseries?metric=sales_grams&granularity={granularity}&from={from}&to={today}"
-        )
-    };
     vec![
         "/api/v1/national".into(),
         "/api/v1/provinces".into(),
         "/api/v1/provinces/79".into(),
-        series("day"),
-        series("month"),
+        year_series("day", today),
+        year_series("month", today),
     ]
+}
+
+/// The path of a year of national sales (grams) by `granularity`, up to `today`.
+pub(crate) fn year_series(granularity: &str, today: time::Date) -> String {
+    let from = today - time::Duration::days(364);
+    format!(
+        "/api/v1/timeseries?metric=sales_grams&granularity={granularity}&from={from}&to={today}"
+    )
 }
 
 /// Runs `bench read`.
@@ -239,15 +241,18 @@ impl BareServer {
 }
 
 /// What a loop counted.
-struct Counted {
-    ok: u64,
-    errors: u64,
-    wall: Duration,
+pub(crate) struct Counted {
+    /// Answers 200.
+    pub(crate) ok: u64,
+    /// Other answers and failed requests.
+    pub(crate) errors: u64,
+    /// How long the loop ran.
+    pub(crate) wall: Duration,
 }
 
 /// `connections` tasks, each sending its next request when the last answer is read, for
 /// `duration`.
-async fn closed_loop(
+pub(crate) async fn closed_loop(
     client: &reqwest::Client,
     url: &str,
     connections: usize,
@@ -296,16 +301,25 @@ async fn get(client: &reqwest::Client, url: &str) -> bool {
 }
 
 /// Latencies of an open loop.
-struct Latency {
-    sorted_ms: Vec<f64>,
-    sent: u64,
-    errors: u64,
-    wall: Duration,
+pub(crate) struct Latency {
+    /// Latency of each 200, ms, sorted.
+    pub(crate) sorted_ms: Vec<f64>,
+    /// Requests started.
+    pub(crate) sent: u64,
+    /// Other answers and failed requests.
+    pub(crate) errors: u64,
+    /// From the first start to the last answer.
+    pub(crate) wall: Duration,
 }
 
 /// Requests started at `rate` per second for `duration` whatever the answers, each timed from
 /// its scheduled start (so a stall counts against every request queued behind it).
-async fn open_loop(client: &reqwest::Client, url: &str, rate: u32, duration: Duration) -> Latency {
+pub(crate) async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u32,
+    duration: Duration,
+) -> Latency {
     let started = Instant::now();
     let total = (f64::from(rate) * duration.as_secs_f64()).ceil() as u64;
     let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
