@@ -8,6 +8,10 @@
 //! `agriportal bench read` (`bench_read.rs`): dashboard reads against a bare handler answering
 //! the same bytes, and their latency at a fixed rate, while the demo writes.
 //!
+//! `agriportal bench scale` (`bench_scale.rs`): a country's worth of households and sales lines
+//! through the real push path, every figure checked exactly, and the dashboards' read latency
+//! at each size while ingest runs.
+//!
 //! `agriportal bench overload`: one partner floods at a multiple of its quota while the other
 //! pushes steadily within its own; reports the steady partner's latency alone, beside a
 //! partner at its quota, and beside the flood (same run, side by side), the flooding partner's
@@ -45,6 +49,10 @@ pub enum Which {
     /// Dashboard reads: each endpoint's throughput as a ratio of a bare handler answering the
     /// same bytes, and its latency at a fixed rate, while the demo writes.
     Read(crate::bench_read::ReadArgs),
+    /// A country's worth of data (millions of sales lines and households) through the real
+    /// push path: every dashboard figure checked against the sums pushed, and read latency at
+    /// each size while ingest runs.
+    Scale(crate::bench_scale::ScaleArgs),
     /// The flooding client of `bench overload`, run as a child process (unless
     /// `--flood-in-process`).
     #[command(hide = true)]
@@ -276,6 +284,12 @@ pub async fn run(settings: Settings, which: Which) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Which::Scale(args) => {
+            let report = crate::bench_scale::scale(settings, args).await?;
+            println!("{}", crate::bench_scale::render(&report));
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Which::FloodClient(args) => {
             let client = partner_client(&args.target, Some(&args.token)).await?;
             let maker = Arc::new(Mutex::new(BatchMaker::new(Partner::Postmart, &args.run, 1)));
@@ -500,6 +514,11 @@ impl BenchSystem {
         } else {
             "postgres+jetstream"
         }
+    }
+
+    /// The temporary data directory of the embedded mode (none on PostgreSQL).
+    pub(crate) fn data_dir(&self) -> Option<&std::path::Path> {
+        self.temp.as_deref()
     }
 
     /// Stops the system, drains it, and removes its temporary data directory.
@@ -944,7 +963,8 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-fn rss_kib() -> Option<u64> {
+/// Resident memory of this process now, KiB (`VmRSS`).
+pub(crate) fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -1250,7 +1270,8 @@ async fn copy_baseline(url: &str, text: &(String, usize), keyed: bool) -> anyhow
     Ok(*rows as f64 / secs.max(1e-9))
 }
 
-fn peak_rss_kib() -> Option<u64> {
+/// Peak resident memory of this process, KiB (`VmHWM`).
+pub(crate) fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -98,18 +98,12 @@ pub struct ReadReport {
 /// and by month, the indicators' list and `indicator`'s default view.
 fn endpoints(indicator: &str) -> Vec<String> {
     let today = time::OffsetDateTime::now_utc().date();
-    let from = today - time::Duration::days(364);
-    let series = |granularity: &str| {
-        format!(
-            "/api/v1/timeseries?metric=sales_grams&granularity={granularity}&from={from}&to={today}"
-        )
-    };
     vec![
         "/api/v1/national".into(),
         "/api/v1/provinces".into(),
         "/api/v1/provinces/79".into(),
-        series("day"),
-        series("month"),
+        year_series("day", today),
+        year_series("month", today),
         "/api/v1/indicators".into(),
         format!("/api/v1/indicators/{indicator}"),
     ]
@@ -167,6 +161,14 @@ fn counter(name: &str) -> u64 {
 
 const RATE_LIMITED: &str = "agriportal_http_rate_limited_total";
 const SHED: &str = "agriportal_http_shed_total";
+
+/// The path of a year of national sales (grams) by `granularity`, up to `today`.
+pub(crate) fn year_series(granularity: &str, today: time::Date) -> String {
+    let from = today - time::Duration::days(364);
+    format!(
+        "/api/v1/timeseries?metric=sales_grams&granularity={granularity}&from={from}&to={today}"
+    )
+}
 
 /// Runs `bench read`.
 pub async fn read(
@@ -316,11 +318,13 @@ impl BareServer {
 }
 
 /// What a loop counted.
-struct Counted {
-    ok: u64,
-    /// Failed requests, by what failed.
-    errors: BTreeMap<String, u64>,
-    wall: Duration,
+pub(crate) struct Counted {
+    /// Answers 200.
+    pub(crate) ok: u64,
+    /// Other answers and failed requests, by what failed.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// How long the loop ran.
+    pub(crate) wall: Duration,
 }
 
 impl Counted {
@@ -340,7 +344,7 @@ fn merged(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<Stri
 
 /// `connections` tasks, each sending its next request when the last answer is read, for
 /// `duration`.
-async fn closed_loop(
+pub(crate) async fn closed_loop(
     client: &reqwest::Client,
     url: &str,
     connections: usize,
@@ -412,17 +416,25 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Latencies of an open loop.
-struct Latency {
-    sorted_ms: Vec<f64>,
-    sent: u64,
-    /// Failed requests, by what failed.
-    errors: BTreeMap<String, u64>,
-    wall: Duration,
+pub(crate) struct Latency {
+    /// Latency of each 200, ms, sorted.
+    pub(crate) sorted_ms: Vec<f64>,
+    /// Requests started.
+    pub(crate) sent: u64,
+    /// Other answers and failed requests, by what failed.
+    pub(crate) errors: BTreeMap<String, u64>,
+    /// From the first start to the last answer.
+    pub(crate) wall: Duration,
 }
 
 /// Requests started at `rate` per second for `duration` whatever the answers, each timed from
 /// its scheduled start (so a stall counts against every request queued behind it).
-async fn open_loop(client: &reqwest::Client, url: &str, rate: u32, duration: Duration) -> Latency {
+pub(crate) async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u32,
+    duration: Duration,
+) -> Latency {
     let started = Instant::now();
     let total = (f64::from(rate) * duration.as_secs_f64()).ceil() as u64;
     let gap = Duration::from_secs_f64(1.0 / f64::from(rate));

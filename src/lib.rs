@@ -5,6 +5,7 @@
 pub mod app;
 pub mod bench;
 pub mod bench_read;
+pub mod bench_scale;
 pub mod cli;
 pub mod client;
 pub mod demo;

@@ -536,6 +536,102 @@ fn bench_overload_runs_its_phases_and_refuses_the_flood() {
     assert!(interval[0].as_f64().unwrap() <= interval[1].as_f64().unwrap());
 }
 
+/// `bench scale` at a tiny size: two steps, each of whose figures the bench itself checked
+/// against the sums it pushed (it fails on any difference; `bench_scale::expected`'s unit tests
+/// show a figure one off fails it), and a report whose counts agree with each other. No latency
+/// is asserted: performance is measured, not tested.
+#[test]
+fn bench_scale_checks_every_figure_at_each_step_and_reports_consistent_counts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (stdout, report) = bench_report(command(dir.path()).args([
+        "bench",
+        "scale",
+        "--lines",
+        "20000,40000",
+        "--households",
+        "5000",
+        "--write-rate",
+        "500",
+        "--read-rate",
+        "50",
+        "--latency-seconds",
+        "1",
+        "--throughput-seconds",
+        "1",
+        "--connections",
+        "2",
+    ]));
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{report}");
+    let n = |step: &serde_json::Value, field: &str| step[field].as_u64().expect(field);
+    // The writes while reading (about 4,000 lines) stay under a step, so each step lands on
+    // its size exactly, and the second loads what the first and its writes left.
+    assert_eq!(n(&steps[0], "lines"), 20_000, "{report}");
+    assert_eq!(n(&steps[0], "loaded"), 20_000, "{report}");
+    assert_eq!(n(&steps[1], "lines"), 40_000, "{report}");
+    let written = n(&steps[0], "written_while_reading");
+    assert!(written > 0, "{report}");
+    assert_eq!(
+        n(&steps[1], "loaded"),
+        40_000 - 20_000 - written,
+        "{report}"
+    );
+    for step in steps {
+        assert_eq!(n(step, "households"), 5_000, "{step}");
+        assert_eq!(step["national"][0], 5_000, "{step}");
+        // national (26 figures), the province (13), a year by day (a count and 365 days) and
+        // by month (a count and the 12 or 13 months the year touches).
+        let path = step["endpoints"][3]["path"].as_str().expect("path");
+        let month = |key: &str| {
+            let date = path.split(key).nth(1).expect(key);
+            let year: u64 = date[0..4].parse().expect("year");
+            let month: u64 = date[5..7].parse().expect("month");
+            year * 12 + month
+        };
+        let months = month("&to=") - month("&from=") + 1;
+        assert_eq!(
+            n(step, "figures_checked"),
+            26 + 13 + 366 + 1 + months,
+            "{step}"
+        );
+        let endpoints = step["endpoints"].as_array().expect("endpoints");
+        assert_eq!(endpoints.len(), 4, "{step}");
+        for e in endpoints {
+            assert_eq!(e["errors"], 0, "{e}");
+            for field in ["p50_ms", "p99_ms", "answered_rps", "max_rps"] {
+                let v = e[field].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite() && v > 0.0, "{field}: {e}");
+            }
+            assert!(e["p50_ms"].as_f64() <= e["p99_ms"].as_f64(), "{e}");
+        }
+        assert!(
+            step["rss_mib"].as_f64() <= step["peak_rss_mib"].as_f64(),
+            "{step}"
+        );
+        assert!(n(step, "data_bytes") > 0, "{step}");
+    }
+    let grams = |i: usize| steps[i]["national"][1].as_i64().expect("grams");
+    assert!(grams(1) > grams(0) && grams(0) > 0, "{report}");
+    let growth = report["growth"].as_array().expect("growth");
+    assert_eq!(growth.len(), 4, "{report}");
+    for (i, g) in growth.iter().enumerate() {
+        let p99 = |s: usize| steps[s]["endpoints"][i]["p99_ms"].as_f64().expect("p99");
+        assert_eq!(g["ratio"].as_f64(), Some(p99(1) / p99(0)), "{g}");
+    }
+    assert!(stdout.contains("all exact"), "{stdout}");
+}
+
+#[test]
+fn bench_scale_refuses_sizes_out_of_order() {
+    let dir = tempfile::tempdir().expect("dir");
+    let stderr = refusal(
+        dir.path(),
+        &["bench", "scale", "--lines", "40000,20000"],
+        &[],
+    );
+    assert!(stderr.contains("--lines must be ascending"), "{stderr}");
+}
+
 /// The kit's tools through the binary: `targets` says what each service is, `migrate
 /// --target` migrates one store, `events parked` lists nothing on a fresh system and `events
 /// replay` names what it cannot find, `config` shows each service's own settings.
