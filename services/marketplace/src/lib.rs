@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+mod rows;
 pub mod service;
 pub mod store;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use agriportal_platform::outbox::{self, Outbox, OutboxEvent};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::retention::Prune;
-use agriportal_platform::storage::{json_rows, now_ms, Database, Migrations};
+use agriportal_platform::storage::{now_ms, Database, Migrations, TxInner};
 use agriportal_platform::{outbox_bind, with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1 as pb;
 use async_trait::async_trait;
@@ -18,6 +18,7 @@ use agriportal_platform::reconcile::{cells_from_rows, CellRow};
 
 use crate::domain::{classify, Change, Household, Keyed, SaleLine, Validated};
 use crate::error;
+use crate::rows::{self, Column, Value};
 
 /// The marketplace's migrations (schema `marketplace`, or `marketplace.sqlite`); the kit
 /// appends its own tables.
@@ -106,6 +107,8 @@ trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Sen
     const TABLE: &'static str;
     /// Columns after `partner`, the key first, with their PostgreSQL types.
     const COLUMNS: &'static [(&'static str, &'static str)];
+    /// Appends this record's values, one per entry of [`Self::COLUMNS`] in that order.
+    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>);
     /// Builds the event for a batch's changes.
     fn event(
         partner: Partner,
@@ -130,6 +133,19 @@ impl RecordKind for SaleLine {
         // Nullable (migration 0002): lines stored before it, or sent without it, hold NULL.
         ("household_ref", "TEXT"),
     ];
+    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>) {
+        out.extend([
+            Value::Text(&self.record_id),
+            Value::Text(&self.sale_date),
+            Value::Text(&self.province_code),
+            Value::Text(&self.commune_code),
+            Value::Text(&self.category),
+            Value::Int(self.quantity_grams),
+            Value::Int(self.value_vnd),
+            Value::Int(self.orders),
+            Value::OptText(self.household_ref.as_deref()),
+        ]);
+    }
     fn event(
         partner: Partner,
         batch_id: &str,
@@ -173,10 +189,22 @@ impl RecordKind for Household {
         ("status", "BIGINT"),
         ("categories", "TEXT"),
         // Nullable (migration 0002): NULL when the partner did not say. The flag is BOOLEAN on
-        // PostgreSQL and 0/1 on SQLite (`json_extract` of `true`); the domain reads both.
+        // PostgreSQL and 0/1 on SQLite (a bound `bool`); the domain reads both.
         ("listed_products", "BIGINT"),
         ("has_digital_address", "BOOLEAN"),
     ];
+    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>) {
+        out.extend([
+            Value::Text(&self.household_ref),
+            Value::Text(&self.province_code),
+            Value::Text(&self.commune_code),
+            Value::Text(&self.registered_on),
+            Value::Int(i64::from(self.status)),
+            Value::Text(&self.categories),
+            Value::OptInt(self.listed_products),
+            Value::OptBool(self.has_digital_address),
+        ]);
+    }
     fn event(
         partner: Partner,
         batch_id: &str,
@@ -209,14 +237,18 @@ impl RecordKind for Household {
     }
 }
 
-/// SQL of one record kind for one backend; rows travel as one JSON array parameter, so a
-/// batch of any size is one statement and no backend's bind-parameter limit applies.
+/// SQL of one record kind for one backend. The changed records are bound as parameters, each
+/// value as its own type: on PostgreSQL one array per column (`UNNEST`), so a batch of any size
+/// is one statement of a fixed text; on SQLite multi-row `VALUES` in chunks under its
+/// bound-parameter limit ([`rows::SQLITE_MAX_PARAMS`]).
 struct KindSql {
     /// The earlier batch of this id (a row with `kind` set) and the records the batch's keys
     /// hold (rows with `record`, each a JSON object): one round trip for both reads.
     select_earlier_and_held: String,
-    /// Inserts or corrects the batch's changed records.
-    upsert: String,
+    /// SQLite: `INSERT INTO <table> (…) VALUES `, before the rows' tuples.
+    insert_head: String,
+    /// SQLite: the `ON CONFLICT … DO UPDATE` after the rows' tuples.
+    upsert_tail: String,
     /// PostgreSQL only: the upsert, the outbox row and the batch row in one statement (one
     /// round trip instead of three; SQLite has no data-modifying `WITH`).
     write_all: String,
@@ -226,6 +258,14 @@ struct KindSql {
 const INSERT_BATCH: &str =
     "INSERT INTO batches (partner, batch_id, kind, content_hash, result, request, received_at_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Parameters of a SQLite upsert's row besides the record's own: partner, batch_id, now
+/// (bound again in every row: see [`rows::values_tuples`]).
+const SHARED_PARAMS: usize = 3;
+
+/// Parameters of [`KindSql::write_all`] before the columns: $1 partner, $2 batch_id, $3 now,
+/// $4 kind, $5 content_hash, $6 result, $7 request, $8..$12 the outbox row.
+const WRITE_ALL_FIXED: usize = 12;
 
 impl KindSql {
     fn new<K: RecordKind>(postgres: bool) -> Self {
@@ -257,32 +297,48 @@ impl KindSql {
             fields = fields.join(", "),
             table = K::TABLE,
         );
-        let (values, from) = json_rows(postgres, 4, K::COLUMNS);
         let updates: Vec<String> = names[1..]
             .iter()
             .chain(["batch_id", "updated_at_ms"].iter())
             .map(|n| format!("{n} = excluded.{n}"))
             .collect();
-        let upsert = format!(
-            "INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) SELECT $1, {values}, $2, $3 FROM {from} \
-             ON CONFLICT (partner, {key}) DO UPDATE SET {updates}",
+        let insert_head = format!(
+            "INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) VALUES ",
             table = K::TABLE,
             cols = names.join(", "),
+        );
+        let upsert_tail = format!(
+            " ON CONFLICT (partner, {key}) DO UPDATE SET {updates}",
             updates = updates.join(", "),
         );
-        // $1 partner, $2 batch_id, $3 now, $4 records (the upsert's own), $5 kind,
-        // $6 content_hash, $7 result, $8 request, $9.. the outbox row.
+        let arrays: Vec<String> = K::COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{ty}[]", WRITE_ALL_FIXED + 1 + i))
+            .collect();
         let write_all = format!(
-            "WITH upserted AS ({upsert}), queued AS ({outbox}) \
+            "WITH upserted AS (INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) \
+             SELECT $1, x.*, $2, $3 FROM UNNEST({arrays}) AS x({cols}){upsert_tail}), \
+             queued AS ({outbox}) \
              INSERT INTO batches (partner, batch_id, kind, content_hash, result, request, received_at_ms) \
-             VALUES ($1, $2, $5, $6, $7, $8, $3)",
-            outbox = agriportal_platform::outbox::insert_sql_from(9),
+             VALUES ($1, $2, $4, $5, $6, $7, $3)",
+            table = K::TABLE,
+            cols = names.join(", "),
+            arrays = arrays.join(", "),
+            outbox = agriportal_platform::outbox::insert_sql_from(8),
         );
         KindSql {
             select_earlier_and_held,
-            upsert,
+            insert_head,
+            upsert_tail,
             write_all,
         }
+    }
+
+    /// The SQLite upsert of `rows` records: `insert_head`, their tuples, `upsert_tail`.
+    fn sqlite_upsert(&self, rows: usize, width: usize) -> String {
+        let tuples = rows::values_tuples(rows, width + SHARED_PARAMS);
+        format!("{}{tuples}{}", self.insert_head, self.upsert_tail)
     }
 }
 
@@ -414,48 +470,71 @@ impl SqlStore {
             rejections,
         };
         let encoded = result.encode_to_vec();
-        // The changed records as one JSON array, and their event.
-        let written = if changes.is_empty() {
+        // The changed records' values, row after row, and their event.
+        let width = K::COLUMNS.len();
+        let mut values: Vec<Value<'_>> = Vec::with_capacity(changes.len() * width);
+        for change in &changes {
+            match change {
+                Change::New(r) | Change::Corrected { current: r, .. } => r.values(&mut values),
+            }
+        }
+        let event = if changes.is_empty() {
             None
         } else {
-            let rows: Vec<&K> = changes
-                .iter()
-                .map(|c| match c {
-                    Change::New(r) | Change::Corrected { current: r, .. } => r,
-                })
-                .collect();
-            let json = serde_json::to_string(&rows).map_err(Error::internal)?;
             let event_id = uuid::Uuid::now_v7().to_string();
-            Some((json, K::event(partner, &batch_id, &event_id, &changes)))
+            Some(K::event(partner, &batch_id, &event_id, &changes))
         };
-        let wrote_event = written.is_some();
-        match written {
+        let wrote_event = event.is_some();
+        match event {
             // PostgreSQL: records, event and batch row in one statement.
-            Some((json, event)) if tx.is_postgres() => {
-                with_tx!(&mut tx, |conn| {
-                    let query = sqlx::query(&sql.write_all)
-                        .bind(partner.code())
-                        .bind(&batch_id)
-                        .bind(now)
-                        .bind(&json)
-                        .bind(K::KIND)
-                        .bind(&content_hash)
-                        .bind(&encoded)
-                        .bind(&request);
-                    outbox_bind!(query, &event).execute(&mut *conn).await?;
-                });
+            Some(event) if tx.is_postgres() => {
+                let TxInner::Postgres(conn) = tx.inner_mut() else {
+                    return Err(Error::internal("a PostgreSQL transaction that is not"));
+                };
+                let query = sqlx::query(&sql.write_all)
+                    .bind(partner.code())
+                    .bind(&batch_id)
+                    .bind(now)
+                    .bind(K::KIND)
+                    .bind(&content_hash)
+                    .bind(&encoded)
+                    .bind(&request);
+                let mut query = outbox_bind!(query, &event);
+                for column in rows::columns(&values, width)? {
+                    query = match column {
+                        Column::Text(c) => query.bind(c),
+                        Column::OptText(c) => query.bind(c),
+                        Column::Int(c) => query.bind(c),
+                        Column::OptInt(c) => query.bind(c),
+                        Column::OptBool(c) => query.bind(c),
+                    };
+                }
+                query.execute(&mut **conn).await?;
             }
-            written => {
-                if let Some((json, event)) = written {
-                    with_tx!(&mut tx, |conn| {
-                        sqlx::query(&sql.upsert)
-                            .bind(partner.code())
-                            .bind(&batch_id)
-                            .bind(now)
-                            .bind(&json)
-                            .execute(&mut *conn)
-                            .await?;
-                    });
+            event => {
+                if let Some(event) = event {
+                    let per_statement = rows::sqlite_rows_per_statement(width + SHARED_PARAMS);
+                    for chunk in values.chunks(per_statement * width) {
+                        let upsert = sql.sqlite_upsert(chunk.len() / width, width);
+                        with_tx!(&mut tx, |conn| {
+                            let mut query = sqlx::query(&upsert);
+                            // Each row: partner, the record's values, batch_id, now.
+                            for row in chunk.chunks(width) {
+                                query = query.bind(partner.code());
+                                for value in row {
+                                    query = match *value {
+                                        Value::Text(v) => query.bind(v),
+                                        Value::OptText(v) => query.bind(v),
+                                        Value::Int(v) => query.bind(v),
+                                        Value::OptInt(v) => query.bind(v),
+                                        Value::OptBool(v) => query.bind(v),
+                                    };
+                                }
+                                query = query.bind(&batch_id).bind(now);
+                            }
+                            query.execute(&mut *conn).await?;
+                        });
+                    }
                     outbox::enqueue(&mut tx, &event).await?;
                 }
                 with_tx!(&mut tx, |conn| {

@@ -237,6 +237,76 @@ async fn concurrent_corrections(db: Database) {
     );
 }
 
+/// A batch of the largest size a partner may send is stored whole: on SQLite its rows take
+/// several statements (each under the bound-parameter limit), on PostgreSQL one. Every value
+/// is stored as sent, NULL where a record left out its household, and its re-sent corrections
+/// are found and announced with the values they replace.
+async fn largest_batches(db: Database) {
+    let store = store(db);
+    let p = Partner::Postmart;
+    let n = Limits::default().max_records;
+    let lines = |grams: i64| -> Vec<pb::SalesRecord> {
+        (0..n)
+            .map(|i| {
+                let id = format!("big-{i}");
+                let g = grams + i64::try_from(i).unwrap();
+                if i % 3 == 0 {
+                    sold_by(&id, g, &format!("hh-{i}"))
+                } else {
+                    line(&id, g)
+                }
+            })
+            .collect()
+    };
+    let first = store.push_sales(p, batch("big-1", lines(1))).await.unwrap();
+    assert_eq!(usize::try_from(first.accepted).unwrap(), n);
+    let count = i64::try_from(n).unwrap();
+    // Σ (1 + i) for i < n, and đồng 20 times that.
+    let grams = count * (count + 1) / 2;
+    let held = store.held_totals(p).await.unwrap();
+    assert_eq!(
+        (held.lines, held.grams, held.value_vnd, held.orders),
+        (count, grams, 20 * grams, count)
+    );
+    let (with_household, first_ref): (i64, Option<String>) = with_db!(
+        &store.database().pool,
+        |pool| {
+            sqlx::query_as(
+            "SELECT COUNT(household_ref), MIN(CASE WHEN record_id = 'big-3' THEN household_ref END) \
+             FROM sales_records WHERE partner = 'postmart'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        }
+    );
+    assert_eq!(with_household, (count + 2) / 3);
+    assert_eq!(first_ref.as_deref(), Some("hh-3"));
+    // Every line corrected by 5 grams: each change carries what it replaced.
+    let second = store.push_sales(p, batch("big-2", lines(6))).await.unwrap();
+    assert_eq!(
+        (second.accepted, second.corrected),
+        (0, u32::try_from(n).unwrap())
+    );
+    let events = events(&store).await;
+    assert_eq!(events.len(), 2);
+    let net: i64 = events
+        .iter()
+        .flat_map(|e| &e.changes)
+        .map(|c| {
+            c.current.as_ref().unwrap().quantity_grams
+                - c.previous.as_ref().map_or(0, |p| p.quantity_grams)
+        })
+        .sum();
+    assert_eq!(net, grams + 5 * count);
+    assert_eq!(store.held_totals(p).await.unwrap().grams, grams + 5 * count);
+}
+
+#[tokio::test]
+async fn largest_batches_on_each_backend() {
+    testing::each_backend::<Marketplace, _, _>("mp_largest_batches", largest_batches).await;
+}
+
 /// Records folded into rollup cells the way the gateway folds events, and the outbox backlog
 /// read after them.
 async fn rollup_cells(db: Database) {

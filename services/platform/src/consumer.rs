@@ -27,7 +27,7 @@
 //! stay exact once it is replayed; a handler whose events must apply in order should refuse
 //! later events itself until the parked one is resolved.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -42,7 +42,7 @@ use crate::backoff::Backoff;
 use crate::bus::{self, Bus, Delivery, Message};
 use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::{self, Counter, EncodeLabelSet, Family, Gauge};
-use crate::storage::{now_ms, Database, Tx};
+use crate::storage::{now_ms, Database, Tx, TxInner};
 use crate::telemetry::set_parent_from_headers;
 use crate::{with_db, with_tx};
 
@@ -328,11 +328,12 @@ impl<H: Handler> Intake<H> {
                 if !self.process(&deliveries).await {
                     return;
                 }
-                for delivery in &deliveries {
-                    if let Err(err) = delivery.ack().await {
-                        // Not acked: it comes back after ack_wait and the inbox skips it.
-                        tracing::warn!(error = %err, consumer = self.name(), "ack failed");
-                    }
+                // Every effect is committed: the acks go out together (one round trip's wait
+                // for the lot on JetStream, not one each). Any that fails is not lost: its
+                // message comes back after ack_wait and the inbox skips it.
+                let acks = futures::future::join_all(deliveries.iter().map(Delivery::ack)).await;
+                for err in acks.into_iter().filter_map(|a| a.err()) {
+                    tracing::warn!(error = %err, consumer = self.name(), "ack failed");
                 }
             }
         }
@@ -644,12 +645,13 @@ pub async fn apply<H: Handler>(
     order.sort_by(|a, b| events[*a].event_id.cmp(&events[*b].event_id));
     order.dedup_by(|a, b| events[*a].event_id == events[*b].event_id);
     let mut tx = db.begin().await?;
-    let mut fresh = Vec::with_capacity(order.len());
-    for i in order {
-        if claim(&mut tx, &events[i].event_id).await? {
-            fresh.push(events[i]);
-        }
-    }
+    let ids: Vec<&str> = order.iter().map(|i| events[*i].event_id.as_str()).collect();
+    let new_ids = claim_all(&mut tx, &ids).await?;
+    let fresh: Vec<&Decoded<H::Event>> = order
+        .into_iter()
+        .map(|i| events[i])
+        .filter(|e| new_ids.contains(e.event_id.as_str()))
+        .collect();
     if !fresh.is_empty() {
         handler.apply(&mut tx, &fresh).await?;
     }
@@ -658,6 +660,51 @@ pub async fn apply<H: Handler>(
         new: fresh.len(),
         duplicates: events.len() - fresh.len(),
     })
+}
+
+/// Inbox ids claimed per SQLite statement: two parameters' worth under its limit of 32766
+/// bound parameters, whatever `ConsumerOptions::batch` says.
+const CLAIMS_PER_STATEMENT: usize = 16_000;
+
+/// Records `event_ids` (sorted and unique, so that concurrent replicas take the inbox's row
+/// locks in one order and cannot deadlock) in the inbox inside `tx`, in one statement per
+/// [`CLAIMS_PER_STATEMENT`] instead of one per event; returns the ids that were new and must
+/// be applied (an id already there was applied before).
+pub async fn claim_all(tx: &mut Tx, event_ids: &[&str]) -> Result<HashSet<String>> {
+    let mut fresh = HashSet::with_capacity(event_ids.len());
+    let now = now_ms();
+    for chunk in event_ids.chunks(CLAIMS_PER_STATEMENT) {
+        let inserted: Vec<String> = match tx.inner_mut() {
+            TxInner::Postgres(conn) => {
+                // WITH ORDINALITY … ORDER BY: the rows go in in the array's (sorted) order.
+                sqlx::query_scalar(
+                    "INSERT INTO inbox (event_id, applied_at_ms) \
+                     SELECT id, $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS t(id, n) ORDER BY n \
+                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                )
+                .bind(chunk)
+                .bind(now)
+                .fetch_all(&mut **conn)
+                .await?
+            }
+            TxInner::Sqlite(conn) => {
+                // Anonymous parameters, each row binding its own `now`: SQLite looks numbered
+                // ones up in a list, once per parameter, as it binds them (quadratic).
+                let sql = format!(
+                    "INSERT INTO inbox (event_id, applied_at_ms) VALUES {} \
+                     ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    vec!["(?, ?)"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query_scalar(&sql);
+                for id in chunk {
+                    query = query.bind(*id).bind(now);
+                }
+                query.fetch_all(&mut **conn).await?
+            }
+        };
+        fresh.extend(inserted);
+    }
+    Ok(fresh)
 }
 
 /// Records `event_id` in the inbox inside `tx`; `true` when it is new and must be applied.

@@ -218,8 +218,17 @@ async fn relay_once(db: &Database, bus: &dyn Bus) -> anyhow::Result<usize> {
             (row.seq, message)
         })
         .collect();
-    let published = messages.iter().map(|(_, m)| bus.publish(m.clone()));
-    let results = futures::future::join_all(published).await;
+    // The whole round's publishes are in flight at once (at most RELAY_BATCH: the window),
+    // each awaiting its own ack, and the acked rows are then marked sent in one statement.
+    // Why no event can be lost: a row is marked sent only once the bus acknowledged storing
+    // its message, and rows whose publish failed (or were never confirmed, or acked after a
+    // crash before the mark committed) stay unsent and go again next round under the same
+    // message id, which the bus de-duplicates and consumers' inboxes drop. Marking exactly the
+    // acked rows, not a prefix, lets later rows pass one that failed: consumers never rely on
+    // the order (their effects commute and carry previous values, ARCHITECTURE.md §8).
+    let results = bus
+        .publish_all(messages.iter().map(|(_, m)| m.clone()).collect())
+        .await;
     let mut sent = Vec::new();
     let mut failure = None;
     for ((seq, _), result) in messages.iter().zip(results) {

@@ -474,6 +474,39 @@ async fn invalid_input_is_refused(bus: Arc<dyn Bus>) {
     assert!(bus.consumer(zero).await.is_err());
 }
 
+/// Several messages published together: each gets its own result, in order; an id already
+/// stored, or repeated within the same call, is a duplicate; a malformed message fails alone;
+/// what was stored is delivered once, in the order given.
+async fn publishing_together_keeps_each_message_s_outcome(bus: Arc<dyn Bus>) {
+    let mut c = bus
+        .consumer(spec("d", &["orders.>"]))
+        .await
+        .expect("consumer");
+    publish_all(&bus, [message("orders.placed", "m0")]).await;
+    let results = bus
+        .publish_all(vec![
+            message("orders.placed", "m1"),
+            message("orders.placed", "m0"),
+            message("orders.*", "bad"),
+            message("orders.placed", "m2"),
+            message("orders.placed", "m1"),
+        ])
+        .await;
+    let outcome: Vec<Option<bool>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|ack| ack.duplicate))
+        .collect();
+    assert_eq!(
+        outcome,
+        [Some(false), Some(true), None, Some(false), Some(true)]
+    );
+    assert!(bus.publish_all(Vec::new()).await.is_empty());
+    let got = collect(&mut c, 4).await;
+    assert_eq!(ids(&got), ["m0", "m1", "m2"]);
+    assert_eq!(got[1].message.payload, Bytes::from("payload of m1"));
+    assert_quiet(&mut c).await;
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         /// The volatile in-process bus.
@@ -531,6 +564,7 @@ contract!(
     a_single_publisher_is_delivered_in_order,
     a_later_consumer_gets_every_stored_message,
     invalid_input_is_refused,
+    publishing_together_keeps_each_message_s_outcome,
 );
 
 /// A JetStream bus on its own stream.

@@ -20,7 +20,7 @@
 //! Deliberate differences from JetStream: no payload size limit, and a durable created after
 //! its messages were pruned (see [`InProcessBus::prune`]) does not see them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -309,6 +309,83 @@ impl InProcessBus {
         self.inner.state.lock().await.messages.len()
     }
 
+    /// Stores checked `messages` in one transaction (file first, then memory, under the lock):
+    /// an id seen within the window, or earlier in `messages`, is a duplicate and not stored.
+    /// All or nothing: on a failed write none is stored.
+    async fn store(&self, messages: Vec<Message>) -> Result<Vec<PublishAck>, BusError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        state.ensure_open()?;
+        let now_ms = unix_ms().max(state.last_published_ms);
+        let window_ms = ms_i64(inner.dedup_window_ms.load(Ordering::Relaxed));
+        state.expire_ids(now_ms, window_ms);
+        let mut acks = Vec::with_capacity(messages.len());
+        let mut fresh: Vec<(u64, Message)> = Vec::with_capacity(messages.len());
+        let mut ids: HashSet<&str> = HashSet::new();
+        let mut seq = state.last_seq;
+        for message in &messages {
+            let seen = state
+                .recent_ids
+                .get(&message.id)
+                .is_some_and(|&at| now_ms - at < window_ms);
+            if seen || !ids.insert(message.id.as_str()) {
+                acks.push(PublishAck { duplicate: true });
+            } else {
+                seq += 1;
+                acks.push(PublishAck { duplicate: false });
+            }
+        }
+        drop(ids);
+        let mut next = state.last_seq;
+        for (message, ack) in messages.into_iter().zip(&acks) {
+            if !ack.duplicate {
+                next += 1;
+                fresh.push((next, message));
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(acks);
+        }
+        if let Some(db) = state.db.as_mut() {
+            let mut tx = db.begin().await.map_err(store_error)?;
+            for (seq, message) in &fresh {
+                let headers = serde_json::to_string(&message.headers)
+                    .map_err(|e| BusError::Other(format!("encoding headers: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO messages (seq, subject, msg_id, headers, payload, published_ms) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(seq_i64(*seq)?)
+                .bind(&message.subject)
+                .bind(&message.id)
+                .bind(headers)
+                .bind(message.payload.as_ref())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            }
+            tx.commit().await.map_err(store_error)?;
+        }
+        state.last_seq = seq;
+        state.last_published_ms = now_ms;
+        for (seq, message) in fresh {
+            state.recent_ids.insert(message.id.clone(), now_ms);
+            state.recent_order.push_back((now_ms, message.id.clone()));
+            state.messages.insert(
+                seq,
+                Stored {
+                    message,
+                    published_ms: now_ms,
+                },
+            );
+        }
+        state.maybe_prune(inner).await;
+        drop(state);
+        inner.published.notify_waiters();
+        Ok(acks)
+    }
+
     /// Closes the file (waiting for SQLite to release it) so that it can be opened again,
     /// by this process or another. Every later operation fails with `Unavailable`.
     pub async fn close(&self) {
@@ -337,50 +414,39 @@ impl std::fmt::Debug for InProcessBus {
 impl Bus for InProcessBus {
     async fn publish(&self, message: Message) -> Result<PublishAck, BusError> {
         check_message(&message)?;
-        let inner = &self.inner;
-        let mut state = inner.state.lock().await;
-        state.ensure_open()?;
-        let now_ms = unix_ms().max(state.last_published_ms);
-        let window_ms = ms_i64(inner.dedup_window_ms.load(Ordering::Relaxed));
-        state.expire_ids(now_ms, window_ms);
-        if let Some(&seen) = state.recent_ids.get(&message.id) {
-            if now_ms - seen < window_ms {
-                return Ok(PublishAck { duplicate: true });
+        let mut acks = self.store(vec![message]).await?;
+        acks.pop()
+            .ok_or_else(|| BusError::Other("a publish stored nothing".into()))
+    }
+
+    async fn publish_all(&self, messages: Vec<Message>) -> Vec<Result<PublishAck, BusError>> {
+        // Checked one by one: a malformed message fails alone, as its own publish would; the
+        // others are stored in one transaction (one fsync for the lot instead of one each).
+        let mut results: Vec<Option<Result<PublishAck, BusError>>> = Vec::new();
+        let mut valid = Vec::with_capacity(messages.len());
+        for message in messages {
+            match check_message(&message) {
+                Ok(()) => {
+                    results.push(None);
+                    valid.push(message);
+                }
+                Err(err) => results.push(Some(Err(err))),
             }
         }
-        let seq = state.last_seq + 1;
-        if let Some(db) = state.db.as_mut() {
-            let headers = serde_json::to_string(&message.headers)
-                .map_err(|e| BusError::Other(format!("encoding headers: {e}")))?;
-            sqlx::query(
-                "INSERT INTO messages (seq, subject, msg_id, headers, payload, published_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(seq_i64(seq)?)
-            .bind(&message.subject)
-            .bind(&message.id)
-            .bind(headers)
-            .bind(message.payload.as_ref())
-            .bind(now_ms)
-            .execute(&mut *db)
-            .await
-            .map_err(store_error)?;
+        let mut stored = match self.store(valid).await {
+            Ok(acks) => acks.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(err) => vec![Err(err); results.iter().filter(|r| r.is_none()).count()],
         }
-        state.last_seq = seq;
-        state.last_published_ms = now_ms;
-        state.recent_ids.insert(message.id.clone(), now_ms);
-        state.recent_order.push_back((now_ms, message.id.clone()));
-        state.messages.insert(
-            seq,
-            Stored {
-                message,
-                published_ms: now_ms,
-            },
-        );
-        state.maybe_prune(inner).await;
-        drop(state);
-        inner.published.notify_waiters();
-        Ok(PublishAck { duplicate: false })
+        .into_iter();
+        results
+            .into_iter()
+            .map(|r| match r {
+                Some(refused) => refused,
+                None => stored
+                    .next()
+                    .unwrap_or_else(|| Err(BusError::Other("a publish stored nothing".into()))),
+            })
+            .collect()
     }
 
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError> {

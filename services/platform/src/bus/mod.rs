@@ -64,7 +64,7 @@ pub struct ConsumerSpec {
 }
 
 /// Bus failures. Every one is transient from the caller's point of view: retry.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
     /// The broker could not be reached or did not answer in time.
     #[error("event bus unavailable: {0}")]
@@ -83,6 +83,12 @@ pub enum BusError {
 pub trait Bus: Send + Sync + 'static {
     /// Stores the message durably and returns once the bus has acknowledged it.
     async fn publish(&self, message: Message) -> Result<PublishAck, BusError>;
+    /// Publishes `messages` with every ack in flight at once; each has its own result, in
+    /// order, and an `Ok` means that message is stored as [`Bus::publish`] would have. The
+    /// default awaits the publishes together; a bus that can store several in one write does.
+    async fn publish_all(&self, messages: Vec<Message>) -> Vec<Result<PublishAck, BusError>> {
+        futures::future::join_all(messages.into_iter().map(|m| self.publish(m))).await
+    }
     /// Creates (or binds to) a durable consumer.
     async fn consumer(&self, spec: ConsumerSpec) -> Result<Box<dyn Consumer>, BusError>;
     /// Which implementation this is.
