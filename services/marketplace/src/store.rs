@@ -478,16 +478,11 @@ impl SqlStore {
                 Change::New(r) | Change::Corrected { current: r, .. } => r.values(&mut values),
             }
         }
-        let event = if changes.is_empty() {
-            None
-        } else {
-            let event_id = uuid::Uuid::now_v7().to_string();
-            Some(K::event(partner, &batch_id, &event_id, &changes))
-        };
-        let wrote_event = event.is_some();
-        match event {
-            // PostgreSQL: records, event and batch row in one statement.
-            Some(event) if tx.is_postgres() => {
+        let events = events_of(partner, &batch_id, &changes);
+        let wrote_event = !events.is_empty();
+        match events.split_first() {
+            // PostgreSQL: records, (first) event and batch row in one statement.
+            Some((event, more)) if tx.is_postgres() => {
                 let TxInner::Postgres(conn) = tx.inner_mut() else {
                     return Err(Error::internal("a PostgreSQL transaction that is not"));
                 };
@@ -510,9 +505,12 @@ impl SqlStore {
                     };
                 }
                 query.execute(&mut **conn).await?;
+                for event in more {
+                    outbox::enqueue(&mut tx, event).await?;
+                }
             }
-            event => {
-                if let Some(event) = event {
+            events => {
+                if let Some((first, more)) = events {
                     let per_statement = rows::sqlite_rows_per_statement(width + SHARED_PARAMS);
                     for chunk in values.chunks(per_statement * width) {
                         let upsert = sql.sqlite_upsert(chunk.len() / width, width);
@@ -535,7 +533,9 @@ impl SqlStore {
                             query.execute(&mut *conn).await?;
                         });
                     }
-                    outbox::enqueue(&mut tx, &event).await?;
+                    for event in std::iter::once(first).chain(more) {
+                        outbox::enqueue(&mut tx, event).await?;
+                    }
                 }
                 with_tx!(&mut tx, |conn| {
                     sqlx::query(INSERT_BATCH)
@@ -557,6 +557,35 @@ impl SqlStore {
         }
         Ok(result)
     }
+}
+
+/// Largest encoded event the marketplace writes. NATS refuses a message over its server's
+/// `max_payload` (1 MiB by default, headers included), and the relay retried such an event
+/// for ever, holding back every event behind it; a full batch of 10,000 records with long
+/// keys encodes to several MiB. Half the limit leaves room for headers and a server set lower.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
+/// The events announcing a batch's `changes`: one, or as many as keep each under
+/// [`MAX_EVENT_BYTES`], the changes in order and each in exactly one event (consumers add
+/// changes, so how a batch is split does not change what they sum). None without changes.
+fn events_of<K: RecordKind>(
+    partner: Partner,
+    batch_id: &str,
+    changes: &[Change<K>],
+) -> Vec<OutboxEvent> {
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let event = K::event(partner, batch_id, &event_id, changes);
+    if event.payload.len() <= MAX_EVENT_BYTES || changes.len() < 2 {
+        return vec![event];
+    }
+    // Halving re-encodes each change once per level: a few levels for the largest batches.
+    let (first, second) = changes.split_at(changes.len() / 2);
+    let mut events = events_of(partner, batch_id, first);
+    events.extend(events_of(partner, batch_id, second));
+    events
 }
 
 #[async_trait]
@@ -655,6 +684,58 @@ impl MarketplaceStore for SqlStore {
 mod tests {
     use super::*;
     use agriportal_platform::{testing, Config};
+
+    /// A full batch of corrections with the longest keys a partner may send: the events stay
+    /// under the limit NATS sets (1 MiB by default), every change in exactly one of them, in
+    /// order; a small batch stays one event.
+    #[test]
+    fn a_batch_s_changes_are_split_over_events_under_the_size_limit() {
+        use prost::Message as _;
+        let key = |i: usize| format!("{i:0>128}");
+        let line = |i: usize, grams: i64| SaleLine {
+            record_id: key(i),
+            sale_date: "2025-08-01".into(),
+            province_code: "79".into(),
+            commune_code: "26734".into(),
+            category: "vegetables".into(),
+            quantity_grams: grams,
+            value_vnd: grams * 31,
+            orders: 1,
+            household_ref: Some(format!("h{}", key(i))),
+        };
+        let changes: Vec<Change<SaleLine>> = (0..10_000)
+            .map(|i| Change::Corrected {
+                previous: line(i, 1_000),
+                current: line(i, 2_000),
+            })
+            .collect();
+        let one = SaleLine::event(Partner::Voso, "b", "e", &changes);
+        assert!(one.payload.len() > 2 * 1024 * 1024, "the case is large");
+
+        let events = events_of(Partner::Voso, "b", &changes);
+        assert!(events.len() >= 5, "{} events", events.len());
+        let mut ids = Vec::new();
+        let mut seen = Vec::new();
+        for event in &events {
+            assert!(
+                event.payload.len() <= MAX_EVENT_BYTES,
+                "{}",
+                event.payload.len()
+            );
+            let decoded = pb::SalesRecorded::decode(event.payload.as_slice()).unwrap();
+            assert_eq!(decoded.batch_id, "b");
+            ids.push(decoded.event_id);
+            seen.extend(decoded.changes.into_iter().map(|c| c.record_id));
+        }
+        let wanted: Vec<String> = (0..10_000).map(key).collect();
+        assert_eq!(seen, wanted);
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), events.len(), "each event its own id");
+
+        assert_eq!(events_of(Partner::Voso, "b", &changes[..10]).len(), 1);
+        assert!(events_of::<SaleLine>(Partner::Voso, "b", &[]).is_empty());
+    }
 
     /// The lookup of a batch's held records must use the primary key for both columns even
     /// when the table's statistics are missing or stale (autovacuum has not caught up with a
