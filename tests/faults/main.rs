@@ -198,17 +198,7 @@ async fn attacks_on_the_edge_during_ingest_harm_no_partner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attacks_on_the_embedded_up_during_ingest_harm_no_partner() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::Builder::new()
-        .prefix("agriportal-faults-up-attacks-")
-        .tempdir()
-        .expect("dir");
-    let data = dir.path().join("data");
-    let mut up = Service::new(
-        "up",
-        dir.path(),
-        &["--data-dir", &data.display().to_string(), "up"],
-        vec![token_env(dir.path())],
-    );
+    let (_dir, data, mut up) = embedded_up("agriportal-faults-up-attacks-");
     up.start().expect("start up");
     let run = async {
         up.wait_ready(Duration::from_secs(60)).await?;
@@ -762,20 +752,27 @@ async fn recover(
 // ---------------------------------------------------------------------------------------------
 // 3. Embedded mode
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_up_survives_kill_9_with_exact_totals() {
-    let _serial = SERIAL.lock().await;
+/// An `agriportal up` (not started) on a data directory of its own, in a temporary directory
+/// named by `prefix` (kept as long as the returned `TempDir`).
+fn embedded_up(prefix: &str) -> (tempfile::TempDir, std::path::PathBuf, Service) {
     let dir = tempfile::Builder::new()
-        .prefix("agriportal-faults-up-")
+        .prefix(prefix)
         .tempdir()
         .expect("dir");
     let data = dir.path().join("data");
-    let mut up = Service::new(
+    let up = Service::new(
         "up",
         dir.path(),
         &["--data-dir", &data.display().to_string(), "up"],
         vec![token_env(dir.path())],
     );
+    (dir, data, up)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_up_survives_kill_9_with_exact_totals() {
+    let _serial = SERIAL.lock().await;
+    let (_dir, data, mut up) = embedded_up("agriportal-faults-up-");
     if let Err(err) = embedded(&mut up, &data, Size::from_env()).await {
         panic!("{err:#}\n\nup log:\n{}", crate::procs::tail(&up.log, 40));
     }
