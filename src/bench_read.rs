@@ -328,7 +328,8 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    fn errors(&self) -> u64 {
+    /// Failed requests of every kind.
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.values().sum()
     }
 }

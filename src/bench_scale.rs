@@ -374,8 +374,7 @@ async fn measure(
             max_rps: throughput
                 .as_ref()
                 .map(|t| t.ok as f64 / t.wall.as_secs_f64().max(1e-9)),
-            errors: latency.errors.values().sum::<u64>()
-                + throughput.map_or(0, |t| t.errors.values().sum::<u64>()),
+            errors: latency.errors.values().sum::<u64>() + throughput.map_or(0, |t| t.errors()),
         });
     }
     out
