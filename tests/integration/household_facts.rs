@@ -97,31 +97,43 @@ fn this_month() -> Period {
 async fn read(store: &SqlStore) -> Vec<Option<Figures>> {
     let month = |m: u8| Period::month(2022, m).expect("month");
     let now = this_month();
+    // One view for all eight: each holds a connection of the store's small pool until the
+    // statement ends.
+    let view = &mut store.read_view().await.expect("view");
     vec![
-        household_facts::trading_households(store, month(3))
+        household_facts::trading_households(view, month(3))
             .await
             .expect("trading"),
-        household_facts::trading_households(store, month(4))
+        household_facts::trading_households(view, month(4))
             .await
             .expect("trading"),
-        household_facts::listed_products(store, month(1))
+        household_facts::listed_products(view, month(1))
             .await
             .expect("listed"),
-        household_facts::listed_products(store, month(2))
+        household_facts::listed_products(view, month(2))
             .await
             .expect("listed"),
-        household_facts::digital_address_households(store, month(1))
-            .await
-            .expect("digital"),
-        household_facts::digital_address_households(store, month(2))
-            .await
-            .expect("digital"),
-        household_facts::listed_products(store, now)
+        household_facts::digital_address_households(
+            &mut store.read_view().await.expect("view"),
+            month(1),
+        )
+        .await
+        .expect("digital"),
+        household_facts::digital_address_households(
+            &mut store.read_view().await.expect("view"),
+            month(2),
+        )
+        .await
+        .expect("digital"),
+        household_facts::listed_products(view, now)
             .await
             .expect("listed"),
-        household_facts::digital_address_households(store, now)
-            .await
-            .expect("digital"),
+        household_facts::digital_address_households(
+            &mut store.read_view().await.expect("view"),
+            now,
+        )
+        .await
+        .expect("digital"),
     ]
 }
 

@@ -8,7 +8,7 @@
 //! for a period that is not a month (these facts are monthly).
 //!
 //! Stocks (these two, and the households onboarded and active that `service.rs` reads through
-//! `SqlStore::households_at_end`) are as at the month's end: each household counts with the
+//! `ReadView::households_at_end`) are as at the month's end: each household counts with the
 //! figures (province, status, listed products, digital address, registration day) of its last
 //! change recorded by then, in Vietnam's time, or of its first record if none was. A change
 //! recorded later leaves the figures of the months before it alone, so approved history does
@@ -22,9 +22,9 @@
 use std::collections::BTreeMap;
 
 use agriportal_platform::period::{Period, PeriodType};
-use agriportal_platform::{with_db, Result};
+use agriportal_platform::{with_tx, Result};
 
-use crate::store::SqlStore as Store;
+use crate::store::ReadView;
 
 /// A province and one figure of it.
 #[derive(sqlx::FromRow)]
@@ -44,7 +44,7 @@ struct ProvinceStock {
 /// Province code → distinct households (per partner) with at least one sales line in `month`.
 /// A province with none is absent. `Ok(None)` only if `month` is not a month.
 pub async fn trading_households(
-    store: &Store,
+    view: &mut ReadView,
     month: Period,
 ) -> Result<Option<BTreeMap<String, i64>>> {
     if month.kind() != PeriodType::Month {
@@ -52,13 +52,13 @@ pub async fn trading_households(
     }
     // `lines > 0`: a count is zero once every line was moved away, and may be negative while
     // a correction waits for the line it corrects; neither household trades.
-    let rows: Vec<ProvinceCount> = with_db!(&store.database().pool, |pool| {
+    let rows: Vec<ProvinceCount> = with_tx!(view.tx(), |conn| {
         sqlx::query_as(
             "SELECT province_code, COUNT(*) AS n FROM household_trading \
              WHERE month = $1 AND lines > 0 GROUP BY province_code",
         )
         .bind(month.to_string())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
     });
     Ok(Some(
@@ -78,11 +78,14 @@ struct TradedIn {
 /// those provinces: what a region's or the nation's distinct count must not count twice.
 /// Rare (a household sells where it lives), so the answer is small. `Ok(None)` only if `month`
 /// is not a month.
-pub async fn trading_overlaps(store: &Store, month: Period) -> Result<Option<Vec<Vec<String>>>> {
+pub async fn trading_overlaps(
+    view: &mut ReadView,
+    month: Period,
+) -> Result<Option<Vec<Vec<String>>>> {
     if month.kind() != PeriodType::Month {
         return Ok(None);
     }
-    let rows: Vec<TradedIn> = with_db!(&store.database().pool, |pool| {
+    let rows: Vec<TradedIn> = with_tx!(view.tx(), |conn| {
         sqlx::query_as(
             "SELECT partner, household_ref, province_code FROM household_trading \
              WHERE month = $1 AND lines > 0 AND (partner, household_ref) IN ( \
@@ -92,7 +95,7 @@ pub async fn trading_overlaps(store: &Store, month: Period) -> Result<Option<Vec
              ORDER BY partner, household_ref, province_code",
         )
         .bind(month.to_string())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?
     });
     let mut overlaps: Vec<Vec<String>> = Vec::new();
@@ -115,27 +118,27 @@ pub async fn trading_overlaps(store: &Store, month: Period) -> Result<Option<Vec
 /// they reported at its end. A province where no such household reported the figure is absent (a
 /// present 0 is a reported zero). `Ok(None)` only if `month` is not a month.
 pub async fn listed_products(
-    store: &Store,
+    view: &mut ReadView,
     month: Period,
 ) -> Result<Option<BTreeMap<String, i64>>> {
-    stock(store, month, "listed_products", "listed_reporting").await
+    stock(view, month, "listed_products", "listed_reporting").await
 }
 
 /// Province code → households registered up to the end of `month` that have a digital
 /// address, as they reported at its end. A province where no such household said either way is
 /// absent. `Ok(None)` only if `month` is not a month.
 pub async fn digital_address_households(
-    store: &Store,
+    view: &mut ReadView,
     month: Period,
 ) -> Result<Option<BTreeMap<String, i64>>> {
-    stock(store, month, "digital_households", "digital_reporting").await
+    stock(view, month, "digital_households", "digital_reporting").await
 }
 
 /// A stock at the end of `month`: the sum over registration days up to its last day of the
 /// households' current figures, plus the corrections of the changes recorded after `month`,
 /// in one statement so a concurrent apply is seen whole or not at all.
 async fn stock(
-    store: &Store,
+    view: &mut ReadView,
     month: Period,
     column: &'static str,
     reporting: &'static str,
@@ -150,11 +153,11 @@ async fn stock(
          UNION ALL SELECT province_code, {column}, {reporting} FROM household_asof \
          WHERE change_month > $1 AND day <= $2) AS counted GROUP BY province_code"
     );
-    let rows: Vec<ProvinceStock> = with_db!(&store.database().pool, |pool| {
+    let rows: Vec<ProvinceStock> = with_tx!(view.tx(), |conn| {
         sqlx::query_as(&sql)
             .bind(month.to_string())
             .bind(month.end().to_string())
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
     });
     Ok(Some(

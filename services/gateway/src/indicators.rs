@@ -20,7 +20,7 @@ use crate::domain::{self, Aggregation, CompletenessCounts, Figure, Levels, Missi
 use crate::error::unknown_province;
 use crate::household_facts;
 use crate::readmodel::state;
-use crate::store::{Store, TargetRow, ValueRow};
+use crate::store::{ReadView, Store, TargetRow, ValueRow};
 /// The indicator whose share of onboarded households is `TRAINED_HH_PCT`'s numerator.
 const TRAINED_HH: &str = "TRAINED_HH";
 /// The derived share of onboarded households that were trained.
@@ -184,10 +184,22 @@ pub struct CompletenessView {
     pub counts: CompletenessCounts,
 }
 
-/// What one query has read already (the approved values of each indicator it needed).
-#[derive(Default)]
+/// One query's reads: the one committed state it reads from (so its figures, targets and
+/// report states agree with each other), and the approved values of each indicator it has
+/// needed already.
 struct Reads {
+    view: ReadView,
     values: HashMap<String, Vec<ValueRow>>,
+}
+
+impl Reads {
+    /// A query's reads of `store`, from a state committed before this call.
+    async fn of(store: &Store) -> Result<Reads> {
+        Ok(Reads {
+            view: store.read_view().await?,
+            values: HashMap::new(),
+        })
+    }
 }
 
 /// The period type of an indicator (unspecified reads as a month, the catalogue's default).
@@ -248,12 +260,20 @@ impl StoreReads {
     /// Every indicator's default view (its latest period, national series), in catalogue
     /// order, the catalogue read once: what the snapshot holds.
     pub async fn default_views(&self) -> Result<Vec<IndicatorProgressView>> {
-        let catalogue = self.store.catalogue().await?;
+        // One state for every view: the snapshot is one committed state, never a mix.
+        let mut reads = Reads::of(&self.store).await?;
+        let catalogue = reads.view.catalogue().await?;
         let mut views = Vec::with_capacity(catalogue.len());
         for indicator in &catalogue {
             views.push(
-                self.progress(&catalogue, indicator.clone(), "", "", SERIES_LENGTH)
-                    .await?,
+                self.progress(
+                    &catalogue,
+                    indicator.clone(),
+                    ("", ""),
+                    SERIES_LENGTH,
+                    &mut reads,
+                )
+                .await?,
             );
         }
         Ok(views)
@@ -267,13 +287,13 @@ impl StoreReads {
         period: &str,
         province: &str,
     ) -> Result<Vec<IndicatorSummaryView>> {
-        let catalogue = self.store.catalogue().await?;
+        let mut reads = Reads::of(&self.store).await?;
+        let catalogue = reads.view.catalogue().await?;
         let asked = match period.trim() {
             "" => None,
             text => Some(parse_period(text)?),
         };
         let province = asked_province(province)?;
-        let mut reads = Reads::default();
         let mut out = Vec::with_capacity(catalogue.len());
         for indicator in &catalogue {
             let period = match asked {
@@ -284,10 +304,10 @@ impl StoreReads {
             let (levels, missing) = self
                 .levels(&catalogue, indicator, period, &mut reads)
                 .await?;
-            let targets = self.store.targets(&indicator.code).await?;
+            let targets = reads.view.targets(&indicator.code).await?;
             let place = match province {
                 Some(p) => {
-                    let states = self.states(indicator, period).await?;
+                    let states = self.states(indicator, period, &mut reads).await?;
                     Some(province_figure(
                         p,
                         &levels,
@@ -334,30 +354,37 @@ impl StoreReads {
         province: &str,
         series_length: usize,
     ) -> Result<IndicatorProgressView> {
-        let catalogue = self.store.catalogue().await?;
+        let mut reads = Reads::of(&self.store).await?;
+        let catalogue = reads.view.catalogue().await?;
         let indicator = catalogue
             .iter()
             .find(|i| i.code == code.trim())
             .cloned()
             .ok_or_else(|| unknown_indicator(code))?;
-        self.progress(&catalogue, indicator, period, province, series_length)
-            .await
+        self.progress(
+            &catalogue,
+            indicator,
+            (period, province),
+            series_length,
+            &mut reads,
+        )
+        .await
     }
 
-    /// [`Self::indicator_at`] of an indicator of `catalogue`.
+    /// [`Self::indicator_at`] of an indicator of `catalogue`, for the period and province
+    /// asked (each empty for the default), read through `reads`.
     async fn progress(
         &self,
         catalogue: &[ipb::Indicator],
         indicator: ipb::Indicator,
-        period: &str,
-        province: &str,
+        (period, province): (&str, &str),
         series_length: usize,
+        reads: &mut Reads,
     ) -> Result<IndicatorProgressView> {
         let province = asked_province(province)?.map(|p| p.code.clone());
         let kind = period_type(&indicator);
-        let mut reads = Reads::default();
         let period = match period.trim() {
-            "" => self.latest_period(&indicator, &mut reads).await?,
+            "" => self.latest_period(&indicator, reads).await?,
             text => {
                 let p = parse_period(text)?;
                 if p.kind() != kind {
@@ -371,11 +398,9 @@ impl StoreReads {
                 p
             }
         };
-        let targets = self.store.targets(&indicator.code).await?;
-        let (levels, missing) = self
-            .levels(catalogue, &indicator, period, &mut reads)
-            .await?;
-        let states = self.states(&indicator, period).await?;
+        let targets = reads.view.targets(&indicator.code).await?;
+        let (levels, missing) = self.levels(catalogue, &indicator, period, reads).await?;
+        let states = self.states(&indicator, period, reads).await?;
         let provinces = Reference::get()
             .provinces()
             .iter()
@@ -402,7 +427,7 @@ impl StoreReads {
             periods.insert(0, before);
         }
         let communes = match &province {
-            Some(code) => Some(self.communes(&indicator, period, code).await?),
+            Some(code) => Some(self.communes(&indicator, period, code, reads).await?),
             None => None,
         };
         let mut series = Vec::with_capacity(periods.len());
@@ -417,7 +442,7 @@ impl StoreReads {
                     missing,
                 )
             } else {
-                let (l, m) = self.levels(catalogue, &indicator, p, &mut reads).await?;
+                let (l, m) = self.levels(catalogue, &indicator, p, reads).await?;
                 (
                     match &province {
                         Some(code) => l.provinces.get(code).copied(),
@@ -488,6 +513,7 @@ impl StoreReads {
         indicator: &ipb::Indicator,
         period: Period,
         province: &str,
+        reads: &mut Reads,
     ) -> Result<CommunesView> {
         let source = Source::try_from(indicator.source).unwrap_or(Source::Unspecified);
         let code = indicator.code.as_str();
@@ -508,8 +534,8 @@ impl StoreReads {
         match code {
             "HH_ONBOARDED" | "HH_ACTIVE" => {
                 let active = code == "HH_ACTIVE";
-                let rows = self
-                    .store
+                let rows = reads
+                    .view
                     .households_by_commune(province, &last.to_string(), &month(last))
                     .await?;
                 for r in rows {
@@ -519,8 +545,8 @@ impl StoreReads {
                 }
             }
             _ => {
-                let rows = self
-                    .store
+                let rows = reads
+                    .view
                     .sales_by_commune(
                         province,
                         (&first.to_string(), &last.to_string()),
@@ -575,7 +601,11 @@ impl StoreReads {
             "" => latest_month_past_deadline(today)?,
             text => parse_period(text)?,
         };
-        let rows = self.store.reports(&period.to_string()).await?;
+        let rows = Reads::of(&self.store)
+            .await?
+            .view
+            .reports(&period.to_string())
+            .await?;
         // The deadline the indicators service gave this period's reports, else the default.
         let format = time::macros::format_description!("[year]-[month]-[day]");
         let deadline = rows
@@ -626,11 +656,12 @@ impl StoreReads {
         &self,
         indicator: &ipb::Indicator,
         period: Period,
+        reads: &mut Reads,
     ) -> Result<Option<BTreeMap<String, String>>> {
         if indicator.source != Source::Province as i32 {
             return Ok(None);
         }
-        let rows = self.store.reports(&period.to_string()).await?;
+        let rows = reads.view.reports(&period.to_string()).await?;
         Ok(Some(
             rows.into_iter()
                 .map(|r| (r.province_code, r.state))
@@ -640,7 +671,7 @@ impl StoreReads {
 
     async fn approved<'a>(&self, code: &str, reads: &'a mut Reads) -> Result<&'a [ValueRow]> {
         if !reads.values.contains_key(code) {
-            let rows = self.store.approved_values(code).await?;
+            let rows = reads.view.approved_values(code).await?;
             reads.values.insert(code.to_string(), rows);
         }
         Ok(reads
@@ -664,7 +695,7 @@ impl StoreReads {
             }
             Source::Marketplace => {
                 let format = time::macros::format_description!("[year]-[month]-[day]");
-                let last = self.store.marketplace_last_day().await?;
+                let last = reads.view.marketplace_last_day().await?;
                 let day = last.and_then(|d| Date::parse(&d, format).ok());
                 // Never a period that has not started: a record dated ahead is not the latest.
                 day.map(|d| d.min(today))
@@ -691,13 +722,13 @@ impl StoreReads {
                 let values = province_values(rows, aggregation, period);
                 (domain::levels(aggregation, values), Missing::NotApproved)
             }
-            Source::Marketplace => match self.marketplace(&indicator.code, period).await? {
+            Source::Marketplace => match self.marketplace(&indicator.code, period, reads).await? {
                 Some(values) => {
                     let mut levels = domain::levels(aggregation, values);
                     if indicator.measure == "flow_distinct" {
                         // A distinct count (HH_TRADING): a household that sold in two
                         // provinces is one household in its region and in the nation.
-                        let overlaps = household_facts::trading_overlaps(&self.store, period)
+                        let overlaps = household_facts::trading_overlaps(&mut reads.view, period)
                             .await?
                             .unwrap_or_default();
                         domain::discount_overlaps(&mut levels, &overlaps);
@@ -713,7 +744,7 @@ impl StoreReads {
                     .map_or(Aggregation::Sum, |i| Aggregation::from_proto(i.aggregation));
                 let rows = self.approved(TRAINED_HH, reads).await?;
                 let numerators = province_values(rows, of_numerator, period);
-                let denominators = self.marketplace(HH_ONBOARDED, period).await?;
+                let denominators = self.marketplace(HH_ONBOARDED, period, reads).await?;
                 let levels = domain::ratio_levels(&numerators, &denominators.unwrap_or_default());
                 (levels, Missing::NotApproved)
             }
@@ -730,6 +761,7 @@ impl StoreReads {
         &self,
         code: &str,
         period: Period,
+        reads: &mut Reads,
     ) -> Result<Option<BTreeMap<String, Decimal>>> {
         let (first, last) = (period.start().to_string(), period.end().to_string());
         let mut by_province: BTreeMap<String, Decimal> = Reference::get()
@@ -751,8 +783,8 @@ impl StoreReads {
                 let Some(month) = Period::containing(PeriodType::Month, period.end()) else {
                     return Ok(None);
                 };
-                let counted = self
-                    .store
+                let counted = reads
+                    .view
                     .households_at_end(&month.to_string(), &last)
                     .await?;
                 for (province, status, n) in counted {
@@ -762,7 +794,7 @@ impl StoreReads {
                 }
             }
             "SALES_TONNES" | "SALES_VALUE" | "ORDERS" => {
-                for s in self.store.sales_between(&first, &last).await? {
+                for s in reads.view.sales_between(&first, &last).await? {
                     let value = match code {
                         "SALES_TONNES" => domain::tonnes(s.grams),
                         "SALES_VALUE" => Decimal::from(s.value_vnd),
@@ -774,12 +806,14 @@ impl StoreReads {
             "HH_TRADING" | "PRODUCTS_LISTED" | "DIGITAL_ADDR_HH" => {
                 let facts = match code {
                     "HH_TRADING" => {
-                        household_facts::trading_households(&self.store, period).await?
+                        household_facts::trading_households(&mut reads.view, period).await?
                     }
                     "PRODUCTS_LISTED" => {
-                        household_facts::listed_products(&self.store, period).await?
+                        household_facts::listed_products(&mut reads.view, period).await?
                     }
-                    _ => household_facts::digital_address_households(&self.store, period).await?,
+                    _ => {
+                        household_facts::digital_address_households(&mut reads.view, period).await?
+                    }
                 };
                 let Some(facts) = facts else {
                     return Ok(None);

@@ -1120,12 +1120,38 @@ impl SqlStore {
     pub async fn indicators_changed(&self, tx: &mut Tx) -> Result<()> {
         bump_version(tx, 0).await
     }
+}
+
+/// One committed state of the gateway's tables, read by several statements (a read-only
+/// transaction, [`Database::begin_read`]): an indicator's view is built from its catalogue
+/// entry, targets, approved values, report states and marketplace rollups, read one after
+/// another, and without one snapshot a view built while events commit could hold a value
+/// without the target set before it, or a province's figures from two states. One view per
+/// answer (per snapshot rebuild for the indicators' default views), dropped when it is built.
+pub struct ReadView {
+    tx: Tx,
+}
+
+impl SqlStore {
+    /// A [`ReadView`] of this store.
+    pub async fn read_view(&self) -> Result<ReadView> {
+        Ok(ReadView {
+            tx: self.db.begin_read().await?,
+        })
+    }
+}
+
+impl ReadView {
+    /// The view's transaction, for the read model's own queries (`household_facts`).
+    pub(crate) fn tx(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
 
     /// The catalogue, in catalogue order (position, then code).
-    pub async fn catalogue(&self) -> Result<Vec<agriportal_proto::indicators::v1::Indicator>> {
-        let rows: Vec<CatalogueRow> = with_db!(&self.db.pool, |pool| {
+    pub async fn catalogue(&mut self) -> Result<Vec<agriportal_proto::indicators::v1::Indicator>> {
+        let rows: Vec<CatalogueRow> = with_tx!(self.tx, |conn| {
             sqlx::query_as("SELECT indicator FROM ind_catalogue ORDER BY position, code")
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?
         });
         rows.iter()
@@ -1134,41 +1160,41 @@ impl SqlStore {
     }
 
     /// The targets set (not removed) of an indicator, every year and province.
-    pub async fn targets(&self, indicator_code: &str) -> Result<Vec<TargetRow>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+    pub async fn targets(&mut self, indicator_code: &str) -> Result<Vec<TargetRow>> {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT indicator_code, year, province_code, value FROM ind_targets \
                  WHERE indicator_code = $1 AND value <> '' ORDER BY year, province_code",
             )
             .bind(indicator_code)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
 
     /// Every province's report for `period` (provinces without one are absent).
-    pub async fn reports(&self, period: &str) -> Result<Vec<ReportRow>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+    pub async fn reports(&mut self, period: &str) -> Result<Vec<ReportRow>> {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT province_code, period, state, version, sequence, deadline, submitted_at_ms, \
                  approved_at_ms, on_time FROM ind_reports WHERE period = $1 AND sequence >= 0 \
                  ORDER BY province_code",
             )
             .bind(period)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
 
     /// The approved values of an indicator, every period and province.
-    pub async fn approved_values(&self, indicator_code: &str) -> Result<Vec<ValueRow>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+    pub async fn approved_values(&mut self, indicator_code: &str) -> Result<Vec<ValueRow>> {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT province_code, period, source_province_code, value FROM ind_values \
                  WHERE indicator_code = $1 ORDER BY period, province_code, source_province_code",
             )
             .bind(indicator_code)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
@@ -1184,11 +1210,11 @@ impl SqlStore {
     /// and summing every day since 2021 for each of a chart's twelve months cost a second a
     /// month on a busy machine. The corrections are read from `month` on, a short range too.
     pub async fn households_at_end(
-        &self,
+        &mut self,
         month: &str,
         last_day: &str,
     ) -> Result<Vec<(String, i64, i64)>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT province_code, status, CAST(SUM(households) AS BIGINT) FROM ( \
                  SELECT province_code, status, households FROM household_totals \
@@ -1199,14 +1225,18 @@ impl SqlStore {
             )
             .bind(month)
             .bind(last_day)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
 
     /// Sales from `first_day` to `last_day` inclusive, by province.
-    pub async fn sales_between(&self, first_day: &str, last_day: &str) -> Result<Vec<SalesSum>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+    pub async fn sales_between(
+        &mut self,
+        first_day: &str,
+        last_day: &str,
+    ) -> Result<Vec<SalesSum>> {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT province_code, CAST(SUM(grams) AS BIGINT) AS grams, \
                  CAST(SUM(value_vnd) AS BIGINT) AS value_vnd, CAST(SUM(orders) AS BIGINT) AS orders \
@@ -1214,7 +1244,7 @@ impl SqlStore {
             )
             .bind(first_day)
             .bind(last_day)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
@@ -1225,12 +1255,12 @@ impl SqlStore {
     /// communes are read from one snapshot and their difference is exactly the records
     /// without a commune.
     pub async fn sales_by_commune(
-        &self,
+        &mut self,
         province: &str,
         (first_day, last_day): (&str, &str),
         (first_month, last_month): (&str, &str),
     ) -> Result<Vec<CommuneSalesSum>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT CAST('' AS TEXT) AS commune_code, CAST(COALESCE(SUM(grams), 0) AS BIGINT) AS grams, \
                  CAST(COALESCE(SUM(value_vnd), 0) AS BIGINT) AS value_vnd, \
@@ -1246,7 +1276,7 @@ impl SqlStore {
             .bind(last_day)
             .bind(first_month)
             .bind(last_month)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
@@ -1255,12 +1285,12 @@ impl SqlStore {
     /// day of `last_month`, `YYYYMM`), by status: rows for the province (`commune_code` `''`)
     /// and for each commune with households, from one snapshot like [`Self::sales_by_commune`].
     pub async fn households_by_commune(
-        &self,
+        &mut self,
         province: &str,
         last_day: &str,
         last_month: &str,
     ) -> Result<Vec<CommuneHouseholds>> {
-        Ok(with_db!(&self.db.pool, |pool| {
+        Ok(with_tx!(self.tx, |conn| {
             sqlx::query_as(
                 "SELECT CAST('' AS TEXT) AS commune_code, status, CAST(SUM(households) AS BIGINT) AS households \
                  FROM households_daily WHERE province_code = $1 AND day <= $2 GROUP BY status \
@@ -1271,20 +1301,20 @@ impl SqlStore {
             .bind(province)
             .bind(last_day)
             .bind(last_month)
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?
         }))
     }
 
     /// The latest day with marketplace figures (a sale or a registration), if any.
-    pub async fn marketplace_last_day(&self) -> Result<Option<String>> {
-        let days: Vec<Option<String>> = with_db!(&self.db.pool, |pool| {
+    pub async fn marketplace_last_day(&mut self) -> Result<Option<String>> {
+        let days: Vec<Option<String>> = with_tx!(self.tx, |conn| {
             let sales: Option<String> = sqlx::query_scalar("SELECT MAX(day) FROM sales_daily")
-                .fetch_one(pool)
+                .fetch_one(&mut *conn)
                 .await?;
             let households: Option<String> =
                 sqlx::query_scalar("SELECT MAX(day) FROM households_daily")
-                    .fetch_one(pool)
+                    .fetch_one(&mut *conn)
                     .await?;
             vec![sales, households]
         });

@@ -249,6 +249,9 @@ async fn contract(db: Database) {
         async move {
             let month = day[..7].replace('-', "");
             let mut rows: Vec<(String, i64, i64)> = store
+                .read_view()
+                .await
+                .unwrap()
                 .households_at_end(&month, day)
                 .await
                 .unwrap()
@@ -300,19 +303,19 @@ async fn concurrent_apply(db: Database) {
     let june = Period::month(2022, 6).unwrap();
     let of = |n: i64| Some(BTreeMap::from([("92".to_string(), n)]));
     assert_eq!(
-        household_facts::trading_households(&store, june)
+        household_facts::trading_households(&mut store.read_view().await.unwrap(), june)
             .await
             .unwrap(),
         of(7)
     );
     assert_eq!(
-        household_facts::listed_products(&store, june)
+        household_facts::listed_products(&mut store.read_view().await.unwrap(), june)
             .await
             .unwrap(),
         of(60)
     );
     assert_eq!(
-        household_facts::digital_address_households(&store, june)
+        household_facts::digital_address_households(&mut store.read_view().await.unwrap(), june)
             .await
             .unwrap(),
         of(20)
@@ -636,6 +639,9 @@ async fn apply_ind(
 
 async fn report(store: &SqlStore, province: &str, period: &str) -> ReportRow {
     store
+        .read_view()
+        .await
+        .unwrap()
         .reports(period)
         .await
         .unwrap()
@@ -694,7 +700,14 @@ async fn indicators_read_model(db: Database) {
         ),
     ];
     assert_eq!(apply_ind(&db, &model, &events).await, 5);
-    let cat = gw.store.catalogue().await.unwrap();
+    let cat = gw
+        .store
+        .read_view()
+        .await
+        .unwrap()
+        .catalogue()
+        .await
+        .unwrap();
     assert_eq!(cat.len(), 4);
     assert_eq!(
         cat.iter().find(|i| i.code == "TRAINED_HH").unwrap().name_vi,
@@ -712,11 +725,28 @@ async fn indicators_read_model(db: Database) {
     )
     .await;
     assert_eq!(
-        gw.store.targets("TRAINED_HH").await.unwrap()[0].value,
+        gw.store
+            .read_view()
+            .await
+            .unwrap()
+            .targets("TRAINED_HH")
+            .await
+            .unwrap()[0]
+            .value,
         "100"
     );
     apply_ind(&db, &model, &[target("t3", "TRAINED_HH", p, "8", 5)]).await;
-    assert_eq!(gw.store.targets("TRAINED_HH").await.unwrap().len(), 2);
+    assert_eq!(
+        gw.store
+            .read_view()
+            .await
+            .unwrap()
+            .targets("TRAINED_HH")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     apply_ind(
         &db,
         &model,
@@ -726,7 +756,17 @@ async fn indicators_read_model(db: Database) {
         ],
     )
     .await;
-    assert_eq!(gw.store.targets("TRAINED_HH").await.unwrap().len(), 1);
+    assert_eq!(
+        gw.store
+            .read_view()
+            .await
+            .unwrap()
+            .targets("TRAINED_HH")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Report events out of order: the approval (sequence 3) first, then older ones.
     let approval = approved(
@@ -784,7 +824,14 @@ async fn indicators_read_model(db: Database) {
         apply_ind(&db, &model, std::slice::from_ref(&approval)).await,
         0
     );
-    let values = gw.store.approved_values("TRAINED_HH").await.unwrap();
+    let values = gw
+        .store
+        .read_view()
+        .await
+        .unwrap()
+        .approved_values("TRAINED_HH")
+        .await
+        .unwrap();
     assert_eq!(values.len(), 2, "each source unit once: {values:?}");
 
     // Merged source units add up once; the derived share divides by the households onboarded.
@@ -861,6 +908,9 @@ async fn indicators_read_model(db: Database) {
     .await;
     assert!(gw
         .store
+        .read_view()
+        .await
+        .unwrap()
         .approved_values("TRAINED_HH")
         .await
         .unwrap()
@@ -889,11 +939,21 @@ async fn indicators_read_model(db: Database) {
     )
     .await;
     assert_eq!(
-        gw.store.approved_values("TRAINED_HH").await.unwrap().len(),
+        gw.store
+            .read_view()
+            .await
+            .unwrap()
+            .approved_values("TRAINED_HH")
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert!(gw
         .store
+        .read_view()
+        .await
+        .unwrap()
         .approved_values("TRAINING_SESSIONS")
         .await
         .unwrap()
@@ -960,9 +1020,45 @@ async fn concurrent_read_model(db: Database) {
     for p in provinces {
         assert_eq!(report(&store, p, "202611").await.sequence, 10);
     }
-    let values = store.approved_values("TRAINED_HH").await.unwrap();
+    let values = store
+        .read_view()
+        .await
+        .unwrap()
+        .approved_values("TRAINED_HH")
+        .await
+        .unwrap();
     assert_eq!(values.len(), 4, "{values:?}");
     assert!(values.iter().all(|v| v.value == "100"), "{values:?}");
+}
+
+/// A read view answers every statement from one committed state: a target and an approval
+/// committed after its first read are not in it (else an indicator's view built while events
+/// commit could hold an approved value without the target set before it), and a new view
+/// sees both.
+async fn one_state_per_read_view(db: Database) {
+    let gw = Gw::new(db.clone());
+    let model = IndicatorsReadModel::new(gw.store.clone());
+    apply_ind(&db, &model, &[target("t1", "TRAINED_HH", "", "100", 10)]).await;
+    let mut view = gw.read_view().await.unwrap();
+    assert_eq!(view.targets("TRAINED_HH").await.unwrap()[0].value, "100");
+    let later = [
+        target("t2", "TRAINED_HH", "", "200", 20),
+        approved("a1", "08", "202112", 1, &[("TRAINED_HH", "", "7")]),
+    ];
+    assert_eq!(apply_ind(&db, &model, &later).await, 2);
+    assert_eq!(view.targets("TRAINED_HH").await.unwrap()[0].value, "100");
+    assert!(view.approved_values("TRAINED_HH").await.unwrap().is_empty());
+    assert!(view.reports("202112").await.unwrap().is_empty());
+    drop(view);
+    let mut fresh = gw.read_view().await.unwrap();
+    assert_eq!(fresh.targets("TRAINED_HH").await.unwrap()[0].value, "200");
+    assert_eq!(fresh.approved_values("TRAINED_HH").await.unwrap().len(), 1);
+    assert_eq!(fresh.reports("202112").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn one_state_per_read_view_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_read_view", one_state_per_read_view).await;
 }
 
 #[tokio::test]
@@ -1165,7 +1261,9 @@ fn figures_of(pairs: &[(&str, i64)]) -> Option<BTreeMap<String, i64>> {
 }
 
 async fn trading(store: &SqlStore, m: Period) -> Option<BTreeMap<String, i64>> {
-    household_facts::trading_households(store, m).await.unwrap()
+    household_facts::trading_households(&mut store.read_view().await.unwrap(), m)
+        .await
+        .unwrap()
 }
 
 /// Distinct trading households per month and province: exact through duplicates,
@@ -1263,15 +1361,18 @@ async fn trading_households(db: Database) {
     let quarter = Period::quarter(2022, 2).unwrap();
     assert_eq!(trading(&gw, quarter).await, None);
     assert_eq!(
-        household_facts::listed_products(&gw, quarter)
+        household_facts::listed_products(&mut gw.read_view().await.unwrap(), quarter)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        household_facts::digital_address_households(&gw, Period::year(2022).unwrap())
-            .await
-            .unwrap(),
+        household_facts::digital_address_households(
+            &mut gw.read_view().await.unwrap(),
+            Period::year(2022).unwrap()
+        )
+        .await
+        .unwrap(),
         None
     );
 }
@@ -1282,12 +1383,16 @@ async fn household_stocks(db: Database) {
     let gw = Gw::new(db);
     let listed = |m: Period| {
         let store = &gw.store;
-        async move { household_facts::listed_products(store, m).await.unwrap() }
+        async move {
+            household_facts::listed_products(&mut store.read_view().await.unwrap(), m)
+                .await
+                .unwrap()
+        }
     };
     let digital = |m: Period| {
         let store = &gw.store;
         async move {
-            household_facts::digital_address_households(store, m)
+            household_facts::digital_address_households(&mut store.read_view().await.unwrap(), m)
                 .await
                 .unwrap()
         }
@@ -1434,6 +1539,9 @@ async fn read_at_end(store: &SqlStore, m: Period) -> AtEnd {
     let mut active = BTreeMap::new();
     let mut onboarded = BTreeMap::new();
     for (province, status, n) in store
+        .read_view()
+        .await
+        .unwrap()
         .households_at_end(&m.to_string(), &m.end().to_string())
         .await
         .unwrap()
@@ -1448,14 +1556,17 @@ async fn read_at_end(store: &SqlStore, m: Period) -> AtEnd {
     AtEnd {
         active,
         onboarded,
-        listed: household_facts::listed_products(store, m)
+        listed: household_facts::listed_products(&mut store.read_view().await.unwrap(), m)
             .await
             .unwrap()
             .unwrap(),
-        digital: household_facts::digital_address_households(store, m)
-            .await
-            .unwrap()
-            .unwrap(),
+        digital: household_facts::digital_address_households(
+            &mut store.read_view().await.unwrap(),
+            m,
+        )
+        .await
+        .unwrap()
+        .unwrap(),
     }
 }
 

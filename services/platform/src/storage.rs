@@ -195,6 +195,26 @@ impl Database {
         }
     }
 
+    /// Begins a read-only transaction whose statements all see one committed state, for an
+    /// answer built from several queries that must not mix the states before and after a
+    /// concurrent commit. PostgreSQL: `REPEATABLE READ READ ONLY` (one snapshot for the whole
+    /// transaction; `READ COMMITTED`, the default, takes a new one per statement). SQLite: a
+    /// deferred transaction, whose WAL snapshot is fixed at its first read; it takes no writer
+    /// lock, so readers never wait for the consumer. Dropped without commit, it rolls back.
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        let inner = match &self.pool {
+            Pool::Postgres(pool) => TxInner::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+            Pool::Sqlite(pool) => TxInner::Sqlite(pool.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            _writer: None,
+        })
+    }
+
     /// Applies pending migrations: the service's own, then the kit's. On PostgreSQL nothing is
     /// run when every migration is applied already, so a service running as its runtime role
     /// (no `CREATE`: see [`crate::roles`]) starts once the migrate job, the owner, has run.
