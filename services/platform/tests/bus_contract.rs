@@ -943,11 +943,12 @@ async fn acked_payloads_leave_memory_at_once_and_stay_in_the_file_for_the_window
         publish_all(&dynbus, [message("content.published", "c1")]).await;
         assert_eq!(bus.messages_in_memory().await, 5);
         assert_eq!(collect(&mut a, 4).await.len(), 4);
-        // `other` wants none of m1..m4: its floor moves over them when the bus prunes (every
-        // 30 s during publishes and acks, or now), which deletes nothing within the window.
+        // `other` wants none of m1..m4, so their payloads leave memory with `a`'s acks, before
+        // `other`'s floor moves over them (at its own acks, or when the bus prunes every 30 s).
+        // `other` has not acked c1, so its payload (and only its) stays in memory; the acked
+        // ones stay in the file, within the de-duplication window.
+        assert_eq!(bus.messages_in_memory().await, 1);
         assert_eq!(bus.prune().await.expect("prune"), 0);
-        // `other` has not acked c1, so its payload (and only its) stays in memory; the
-        // acked ones stay in the file, within the de-duplication window.
         assert_eq!(bus.messages_in_memory().await, 1);
         assert_eq!(bus.stored_messages().await, 5);
         assert!(

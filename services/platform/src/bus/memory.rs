@@ -14,8 +14,8 @@
 //! once, keeping only its sequence and publish time: otherwise `up` held every event of the
 //! last two minutes in memory, hundreds of MiB while partners push. A durable created while
 //! such messages are retained reads them back from the file, so it sees what it would have
-//! seen before. A durable's floor moves over messages it does not want at its own acks and
-//! when the bus prunes (every 30 s), so those payloads can stay that long.
+//! seen before. A message's payload leaves memory as soon as every durable has acked it or
+//! does not want its subject, whatever the durables' floors.
 //!
 //! Deliberate differences from JetStream: no payload size limit, and a durable created after
 //! its messages were pruned (see [`InProcessBus::prune`]) does not see them.
@@ -684,18 +684,23 @@ impl State {
         Ok(state)
     }
 
-    /// Moves the messages every durable has acked from `messages` to `retained`, dropping
+    /// Moves the messages no durable still needs from `messages` to `retained`, dropping
     /// their payloads (persisted bus only: the volatile bus has no file to read them back
-    /// from). While no durable exists nothing is acked, so nothing moves.
+    /// from): a prefix of messages each durable has acked or does not want. A durable's floor
+    /// moves over the messages it does not want only at its own acks and at prune time, so
+    /// waiting for the floors held, for up to 30 s, every marketplace event in memory for a
+    /// durable that reads only other subjects (hundreds of MiB while partners push at full
+    /// rate). While no durable exists nothing is acked, so nothing moves.
     fn evict_acked(&mut self) {
-        if self.db.is_none() {
+        if self.db.is_none() || self.durables.is_empty() {
             return;
         }
-        let Some(floor) = self.durables.values().map(|d| d.ack_floor).min() else {
-            return;
-        };
         while let Some(entry) = self.messages.first_entry() {
-            if *entry.key() > floor {
+            let (seq, stored) = (*entry.key(), entry.get());
+            let needed = self.durables.values().any(|d| {
+                seq > d.ack_floor && !d.acked.contains(&seq) && d.wants(&stored.message.subject)
+            });
+            if needed {
                 break;
             }
             let (seq, stored) = entry.remove_entry();
@@ -879,9 +884,8 @@ impl State {
             }
             d.advance_floor(floor);
         }
-        if floor_moved {
-            self.evict_acked();
-        }
+        // Any ack may free the first message (the others that need it have acked it already).
+        self.evict_acked();
         Ok(())
     }
 
