@@ -373,7 +373,8 @@ fn the_tls_overlay_connects_to_postgres_with_verify_full_against_the_mounted_ca(
     use sqlx::postgres::{PgConnectOptions, PgSslMode};
     use std::str::FromStr;
     let (query, mount) = tls_component_database_query();
-    let secret = "postgres://agriportal_gateway:pw0123@agriportal-db-rw.agriportal.svc:5432/agriportal";
+    let secret =
+        "postgres://agriportal_gateway:pw0123@agriportal-db-rw.agriportal.svc:5432/agriportal";
     let options = PgConnectOptions::from_str(&format!("{secret}{query}")).expect("parse");
     assert!(
         matches!(options.get_ssl_mode(), PgSslMode::VerifyFull),
@@ -394,8 +395,8 @@ fn the_tls_overlay_connects_to_postgres_with_verify_full_against_the_mounted_ca(
         "sslrootcert {root_cert} not taken: {options:?}"
     );
     // The pitfall the docs warn of: a query already in the Secret's URL.
-    let with_query = PgConnectOptions::from_str(&format!("{secret}?application_name=x{query}"))
-        .expect("parse");
+    let with_query =
+        PgConnectOptions::from_str(&format!("{secret}?application_name=x{query}")).expect("parse");
     assert!(
         !matches!(with_query.get_ssl_mode(), PgSslMode::VerifyFull),
         "a second `?` no longer downgrades sslmode: the docs' warning can go"
@@ -450,7 +451,10 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
     let mut conf = shipped.clone();
     for (from, to) in [
         ("port: 4222".to_string(), format!("port: {port}")),
-        ("http_port: 8222".to_string(), format!("http_port: {http_port}")),
+        (
+            "http_port: 8222".to_string(),
+            format!("http_port: {http_port}"),
+        ),
         (
             "store_dir: /data".to_string(),
             format!("store_dir: {:?}", dir.path().join("data")),
@@ -461,7 +465,10 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
         ),
     ] {
         // Each setting moved must be in the shipped file, or this would test another file.
-        assert!(shipped.contains(&from), "deploy/nats.conf no longer has `{from}`");
+        assert!(
+            shipped.contains(&from),
+            "deploy/nats.conf no longer has `{from}`"
+        );
         conf = conf.replace(&from, &to);
     }
     // `sync_interval` came with nats-server 2.10 (compose runs 2.14). An older local server
@@ -492,7 +499,10 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
         .stdout(std::fs::File::create(dir.path().join("nats.log")).expect("log"))
         .stderr(std::fs::File::create(dir.path().join("nats.err")).expect("log"));
     for user in users {
-        server.env(format!("NATS_{}_PASSWORD", user.to_uppercase()), password(user));
+        server.env(
+            format!("NATS_{}_PASSWORD", user.to_uppercase()),
+            password(user),
+        );
     }
     struct Killed(std::process::Child);
     impl Drop for Killed {
@@ -547,7 +557,10 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
     let err = JetStreamBus::connect_with(&url, &wrong, "agriportal", 1, 0)
         .await
         .expect_err("a wrong password connected");
-    assert!(err.to_string().to_lowercase().contains("authorization"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("authorization"),
+        "{err}"
+    );
     let mut untrusted = security("gateway");
     untrusted.tls_ca = None;
     JetStreamBus::connect_with(&url, &untrusted, "agriportal", 1, 0)
@@ -576,5 +589,8 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
     .await;
     let seen = String::from_utf8_lossy(&seen);
     assert!(seen.contains("\"tls_required\":true"), "{seen}");
-    assert!(!seen.contains("PONG"), "a plain-text client was served: {seen}");
+    assert!(
+        !seen.contains("PONG"),
+        "a plain-text client was served: {seen}"
+    );
 }
