@@ -3,6 +3,8 @@
 //! `/api/v1/national`). Errors are JSON bodies naming the problem (`{"error": {code, message}}`),
 //! for unknown paths under `/api` too; the pages are the web front end's.
 
+use std::sync::Arc;
+
 use agriportal_platform::{csv, http, Error};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -20,13 +22,15 @@ use agriportal_proto::indicators::v1 as ipb;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
-use crate::domain::{Aggregation, Figure, Missing, SeriesParams};
+use crate::domain::{Aggregation, Figure, Missing, SeriesParams, SeriesQuery};
 use crate::error::bad_parameter;
 use crate::openapi;
+use crate::series::SeriesCache;
 use crate::service::{
     period_type, vietnam_time, CommunesView, CompletenessView, Dashboard, IndicatorProgressView,
     IndicatorSummaryView, PlaceFigure,
 };
+use crate::snapshot::JsonBody;
 
 /// Routes of the gateway's HTTP API, relative to its prefix `/api`: every answer goes through
 /// [`caching`] (an `ETag`, `304`, `Cache-Control`) and [`cors`] (any origin may read it).
@@ -47,6 +51,7 @@ pub fn router(dashboard: Dashboard) -> Router {
         .fallback(not_found)
         .with_state(dashboard)
         .layer(axum::Extension(document))
+        .layer(axum::Extension(SeriesBodies::default()))
         // Inside CORS, so a `304` and an error carry its headers too.
         .layer(axum::middleware::from_fn(caching))
         .layer(cors())
@@ -72,6 +77,12 @@ fn documented_routes() -> OpenApiRouter<Dashboard> {
 /// The serialised document, handed to its route as an extension.
 #[derive(Clone)]
 struct OpenApiJson(axum::body::Bytes);
+
+/// Time series' bodies with their tags, serialised once per query and figures' version: a year
+/// by day is 14.7 kB of JSON, which cost more than the rest of the request when serialised per
+/// request. Dropped when the snapshot's version moves, like the series they are made of.
+#[derive(Clone, Default)]
+struct SeriesBodies(Arc<SeriesCache<SeriesQuery, JsonBody>>);
 
 #[utoipa::path(
     get,
@@ -269,10 +280,24 @@ pub fn parse_series_query(raw: Option<&str>) -> Result<SeriesParams, Error> {
 )]
 async fn timeseries(
     State(d): State<Dashboard>,
+    axum::Extension(bodies): axum::Extension<SeriesBodies>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Error> {
     let params = parse_series_query(raw.as_deref())?;
-    Ok(Json(d.series(&params).await?.as_ref()).into_response())
+    let query = params.check()?;
+    // The version before the read: the series read is at least that new (see
+    // `Dashboard::series`), so its body may be kept under it.
+    let version = d.snapshots().version();
+    if version < 0 {
+        return Ok(JsonBody::of(d.series(&params).await?.as_ref())?.into_response());
+    }
+    let body = bodies
+        .0
+        .get_or_read(version, query, || async {
+            JsonBody::of(d.series(&params).await?.as_ref())
+        })
+        .await?;
+    Ok(body.as_ref().clone().into_response())
 }
 
 /// An unknown path under `/api`: a JSON 404 naming the routes there are.
@@ -929,6 +954,54 @@ mod tests {
                 call(&api, Method::GET, path, &[("if-none-match", &etag(tag))]).await;
             assert_eq!(status, StatusCode::NOT_MODIFIED, "{path}");
         }
+        db.close().await;
+    }
+
+    /// A series' body is kept per query until the figures change: then the same query (and
+    /// its old tag) gets the new figures, and a matching tag still gets `304`.
+    #[tokio::test]
+    async fn a_kept_series_answers_the_new_figures_once_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, db, writer) = api(dir.path()).await;
+        sell(&db, &writer, "e1", 1_000).await;
+        let path = "/v1/timeseries?metric=sales_grams&from=2026-11-01&to=2026-11-03";
+        let grams = |body: &[u8]| {
+            let series: Value = serde_json::from_slice(body).unwrap();
+            series["points"][1]["value"].clone()
+        };
+        let (status, before, body) = call(&api, Method::GET, path, &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(grams(&body), 1_000, "{}", String::from_utf8_lossy(&body));
+        let (_, again, same) = call(&api, Method::GET, path, &[]).await;
+        assert_eq!((etag(&again), &same), (etag(&before), &body));
+        let (status, _, _) = call(
+            &api,
+            Method::GET,
+            path,
+            &[("if-none-match", &etag(&before))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        sell(&db, &writer, "e2", 500).await;
+        let (status, after, body) = call(
+            &api,
+            Method::GET,
+            path,
+            &[("if-none-match", &etag(&before))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "the kept body was dropped");
+        assert_eq!(grams(&body), 1_500);
+        assert_ne!(etag(&after), etag(&before));
+        assert_eq!(etag(&after), http::entity_tag(&body));
+        let (status, _, _) =
+            call(&api, Method::GET, path, &[("if-none-match", &etag(&after))]).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        // Another query of the same figures is kept apart.
+        let (_, _, month) =
+            call(&api, Method::GET, &format!("{path}&granularity=month"), &[]).await;
+        let month: Value = serde_json::from_slice(&month).unwrap();
+        assert_eq!(month["points"][0]["value"], 1_500, "{month}");
         db.close().await;
     }
 

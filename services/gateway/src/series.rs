@@ -207,8 +207,13 @@ pub fn plan(query: &SeriesQuery) -> ReadPlan {
 /// read at (or later), and the whole cache is dropped when the version moves. Bounded: past
 /// [`SeriesCache::CAPACITY`] entries it starts again empty, so odd queries cannot fill memory.
 pub struct SeriesCache<K, V> {
-    inner: Mutex<(i64, HashMap<K, Arc<V>>)>,
+    inner: Mutex<(i64, HashMap<K, Slot<V>>)>,
 }
+
+/// One key's answer, or the read of it under way: readers of a key that is not there yet
+/// wait for the one read instead of each reading the store (when the version moves, every
+/// dashboard polling a chart asks at once).
+type Slot<V> = Arc<tokio::sync::OnceCell<Arc<V>>>;
 
 impl<K: Hash + Eq, V> Default for SeriesCache<K, V> {
     fn default() -> Self {
@@ -225,25 +230,48 @@ impl<K: Hash + Eq, V> SeriesCache<K, V> {
     /// The answer kept for `key` at figures' `version`, if any.
     pub fn get(&self, version: i64, key: &K) -> Option<Arc<V>> {
         let inner = self.inner.lock().ok()?;
-        (inner.0 == version).then(|| inner.1.get(key).cloned())?
+        (inner.0 == version).then(|| inner.1.get(key)?.get().cloned())?
     }
 
     /// Keeps `value` for `key`, read at figures' `version` (an answer read at an older version
     /// than the cache holds is not kept).
     pub fn put(&self, version: i64, key: K, value: Arc<V>) {
-        let Ok(mut inner) = self.inner.lock() else {
-            return;
+        if let Some(slot) = self.slot(version, key) {
+            // A read under way for the key may have filled it first: either answer is of
+            // this version or later.
+            let _ = slot.set(value);
+        }
+    }
+
+    /// The answer for `key` at figures' `version`: the one kept, else `read`'s, kept (unless
+    /// the cache holds a newer version already). Concurrent callers for one key and version
+    /// share one `read`; if it fails, each waiting caller tries its own in turn.
+    pub async fn get_or_read<E, F, Fut>(&self, version: i64, key: K, read: F) -> Result<Arc<V>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        let Some(slot) = self.slot(version, key) else {
+            return read().await.map(Arc::new);
         };
+        slot.get_or_try_init(|| async { read().await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    /// `key`'s slot at `version` (made if missing); none for a version older than the cache's.
+    fn slot(&self, version: i64, key: K) -> Option<Slot<V>> {
+        let mut inner = self.inner.lock().ok()?;
         if inner.0 != version {
             if version < inner.0 {
-                return;
+                return None;
             }
             *inner = (version, HashMap::new());
         }
-        if inner.1.len() >= Self::CAPACITY {
+        if inner.1.len() >= Self::CAPACITY && !inner.1.contains_key(&key) {
             inner.1.clear();
         }
-        inner.1.insert(key, value);
+        Some(inner.1.entry(key).or_default().clone())
     }
 }
 
@@ -401,5 +429,54 @@ mod tests {
         assert_eq!(cache.get(2, &7), None, "dropped with version 1");
         cache.put(1, 7, Arc::new(70));
         assert_eq!(cache.get(2, &7), None, "an older answer is not kept");
+    }
+
+    /// Callers of one key at one version wait for a single read; a new version reads again;
+    /// a failed read is not kept.
+    #[tokio::test]
+    async fn concurrent_misses_share_one_read_until_the_version_moves() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let cache: Arc<SeriesCache<u8, usize>> = Arc::default();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let read = |answer: usize| {
+            let (reads, gate) = (reads.clone(), gate.clone());
+            move || async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                // Held until every caller is waiting.
+                let _permit = gate.acquire().await.map_err(|_| "closed")?;
+                Ok::<usize, &str>(answer)
+            }
+        };
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (cache, read) = (cache.clone(), read(10));
+            callers.spawn(async move { cache.get_or_read(1, 7, read).await });
+        }
+        while reads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        gate.add_permits(1000);
+        while let Some(answer) = callers.join_next().await {
+            assert_eq!(*answer.unwrap().unwrap(), 10);
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for 16 callers");
+        assert_eq!(cache.get(1, &7).as_deref(), Some(&10));
+        // The figures changed: read again, and the new answer is what is kept.
+        assert_eq!(*cache.get_or_read(2, 7, read(20)).await.unwrap(), 20);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        assert_eq!(*cache.get_or_read(2, 7, read(30)).await.unwrap(), 20);
+        // A caller still at the old version reads for itself, and nothing is kept from it.
+        assert_eq!(*cache.get_or_read(1, 7, read(40)).await.unwrap(), 40);
+        assert_eq!(cache.get(2, &7).as_deref(), Some(&20));
+        // A failure is the caller's alone.
+        let failed = cache
+            .get_or_read(2, 8, || async { Err::<usize, &str>("store down") })
+            .await;
+        assert_eq!(failed.err(), Some("store down"));
+        assert_eq!(*cache.get_or_read(2, 8, read(50)).await.unwrap(), 50);
     }
 }
