@@ -249,36 +249,23 @@ impl Deltas {
     /// Checked: a sum that would overflow is refused (whole, these deltas then being partly
     /// merged, so the caller drops them), never wrapped.
     pub fn merge(&mut self, from: &Deltas) -> Result<(), Overflow> {
-        for (k, v) in &from.sales_daily {
-            add(self.sales_daily.entry(k.clone()).or_default(), v)?;
-        }
-        for (k, v) in &from.sales_totals {
-            add(self.sales_totals.entry(k.clone()).or_default(), v)?;
-        }
-        for (k, v) in &from.households_daily {
-            checked_add(self.households_daily.entry(k.clone()).or_default(), *v)?;
-        }
-        for (k, v) in &from.household_totals {
-            checked_add(self.household_totals.entry(k.clone()).or_default(), *v)?;
-        }
-        for (k, v) in &from.household_trading {
-            checked_add(self.household_trading.entry(k.clone()).or_default(), *v)?;
-        }
-        for (k, v) in &from.household_stock {
-            add(self.household_stock.entry(k.clone()).or_default(), v)?;
-        }
-        for (k, v) in &from.sales_commune {
-            add(self.sales_commune.entry(k.clone()).or_default(), v)?;
-        }
-        for (k, v) in &from.households_commune {
-            checked_add(self.households_commune.entry(k.clone()).or_default(), *v)?;
-        }
-        for (k, v) in &from.household_asof {
-            let cell = self.household_asof.entry(k.clone()).or_default();
-            for (a, b) in cell.iter_mut().zip(v) {
-                checked_add(a, *b)?;
+        let one = |a: &mut i64, b: &i64| checked_add(a, *b);
+        merge_map(&mut self.sales_daily, &from.sales_daily, add)?;
+        merge_map(&mut self.sales_totals, &from.sales_totals, add)?;
+        merge_map(&mut self.households_daily, &from.households_daily, one)?;
+        merge_map(&mut self.household_totals, &from.household_totals, one)?;
+        merge_map(&mut self.household_trading, &from.household_trading, one)?;
+        merge_map(&mut self.household_stock, &from.household_stock, add)?;
+        merge_map(&mut self.sales_commune, &from.sales_commune, add)?;
+        merge_map(&mut self.households_commune, &from.households_commune, one)?;
+        merge_map(&mut self.household_asof, &from.household_asof, |a, b| {
+            let mut sum = *a;
+            for (x, y) in sum.iter_mut().zip(b) {
+                checked_add(x, *y)?;
             }
-        }
+            *a = sum;
+            Ok(())
+        })?;
         self.newest_ms = self.newest_ms.max(from.newest_ms);
         Ok(())
     }
@@ -402,6 +389,26 @@ impl std::fmt::Display for Overflow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a rollup figure would overflow a 64-bit total")
     }
+}
+
+/// Adds `from`'s cells to `into`'s by `add`; a key is cloned only when `into` lacks it (a
+/// fold of many events meets the same cells again and again).
+fn merge_map<K: Ord + Clone, V: Copy + Default>(
+    into: &mut BTreeMap<K, V>,
+    from: &BTreeMap<K, V>,
+    add: impl Fn(&mut V, &V) -> Result<(), Overflow>,
+) -> Result<(), Overflow> {
+    for (k, v) in from {
+        match into.get_mut(k) {
+            Some(cell) => add(cell, v)?,
+            None => {
+                let mut cell = V::default();
+                add(&mut cell, v)?;
+                into.insert(k.clone(), cell);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn checked_add(a: &mut i64, b: i64) -> Result<(), Overflow> {

@@ -19,13 +19,14 @@
 //! as the version read before them, and a commit during their read makes the next round
 //! read them again.
 //!
-//! Pacing (`--gateway-snapshot-min-interval-ms`): under a continuous stream of commits each
-//! phase rebuilds at most once per interval, and waits out the last rebuild's duration before
-//! the next (a slow phase is busy at most half the time); the first change after a quiet
-//! interval rebuilds at once. So two replicas' figures differ by at most one poll interval
+//! Pacing (`--gateway-snapshot-min-interval-ms`): under a continuous stream of commits the
+//! figures rebuild at most once per interval, and wait out the last rebuild's duration before
+//! the next (busy at most half the time); the indicators at most once per ten intervals, and
+//! busy at most a quarter of the time; the first change after a quiet interval rebuilds at
+//! once. So two replicas' figures differ by at most one poll interval
 //! (`--gateway-snapshot-poll-ms`) plus one pacing interval plus one rebuild (a read of ~300
-//! small rows), and their indicators by that plus two indicators rebuilds (one waited out, one
-//! run).
+//! small rows), and their indicators by that plus ten pacing intervals plus two indicators
+//! rebuilds (one waited out, one run).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -351,7 +352,7 @@ impl Snapshots {
             let this = self.clone();
             paced(
                 &self.changed,
-                min_interval,
+                Pacing::figures(min_interval),
                 Some(poll),
                 &shutdown,
                 move |woken| {
@@ -364,7 +365,7 @@ impl Snapshots {
             let this = self.clone();
             paced(
                 &self.indicators_wanted,
-                min_interval,
+                Pacing::indicators(min_interval),
                 None,
                 &shutdown,
                 move |_| {
@@ -409,17 +410,58 @@ impl Snapshots {
     }
 }
 
+/// How far apart [`paced`] starts its rounds: at least `min_interval`, and at least `spacing`
+/// times the last round's duration (so a round is busy at most `1 / spacing` of the time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pacing {
+    min_interval: Duration,
+    spacing: u32,
+}
+
+/// How many figures' intervals apart the indicators are rebuilt under a stream of commits.
+const INDICATORS_INTERVALS: u32 = 10;
+
+impl Pacing {
+    /// The figures' phase: one cheap statement, `--gateway-snapshot-min-interval-ms` apart and
+    /// busy at most half the time.
+    fn figures(min_interval: Duration) -> Self {
+        Pacing {
+            min_interval,
+            spacing: 2,
+        }
+    }
+
+    /// The indicators' phase: [`INDICATORS_INTERVALS`] times the figures' interval apart (1 s
+    /// by default) and busy at most a quarter of the time. Their rebuild is a few grouped
+    /// queries per indicator over the monthly rollups; run after every figures' rebuild, its
+    /// reads took about a fifth of the process's CPU in `bench ingest` (release, `perf`: the
+    /// read pool's SQLite threads), CPU the consumer's folds need, while the indicators move by
+    /// month and nobody reads them to the second. The first change after a quiet interval is
+    /// still rebuilt at once.
+    fn indicators(min_interval: Duration) -> Self {
+        Pacing {
+            min_interval: min_interval * INDICATORS_INTERVALS,
+            spacing: 4,
+        }
+    }
+
+    /// When the next round may start after one that started at `at` and took `took`.
+    fn next(self, at: Instant, took: Duration) -> Instant {
+        at + self.min_interval.max(took * self.spacing)
+    }
+}
+
 /// Runs `round` each time `wake` is notified (with `true`) or `poll` passes without it (with
-/// `false`), until `shutdown`, but starts rounds at least `min_interval` apart, and at least
-/// twice the last round's duration apart: a wake-up within that time after a round's start
-/// waits for its end, and the wake-ups that came meanwhile are spent by that one round (it
-/// reads the store after them). After a quiet interval a wake-up starts a round at once. The
-/// second bound keeps a slow rebuild (the indicators' took about 2 s each in a debug build
-/// with the demo writing) from running back to back under a stream of commits: it is busy at
-/// most half the time.
+/// `false`), until `shutdown`, but starts rounds at least `pacing.min_interval` apart, and at
+/// least `pacing.spacing` times the last round's duration apart: a wake-up within that time
+/// after a round's start waits for its end, and the wake-ups that came meanwhile are spent by
+/// that one round (it reads the store after them). After a quiet interval a wake-up starts a
+/// round at once. The second bound keeps a slow rebuild (the indicators' took about 2 s each
+/// in a debug build with the demo writing) from running back to back under a stream of
+/// commits.
 async fn paced<F, Fut>(
     wake: &Notify,
-    min_interval: Duration,
+    pacing: Pacing,
     poll: Option<Duration>,
     shutdown: &CancellationToken,
     mut round: F,
@@ -435,7 +477,7 @@ async fn paced<F, Fut>(
             _ = wake.notified() => true,
             _ = sleep_or_never(poll) => false,
         };
-        if let Some(next) = last.map(|(at, took)| at + min_interval.max(took * 2)) {
+        if let Some(next) = last.map(|(at, took)| pacing.next(at, took)) {
             if Instant::now() < next {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -474,7 +516,7 @@ mod tests {
     /// `paced` over `wake` in a task of its own, each round taking `takes`.
     fn spawn_paced(
         wake: &Arc<Notify>,
-        interval: Duration,
+        pacing: Pacing,
         poll: Option<Duration>,
         takes: Duration,
     ) -> (Rounds, CancellationToken, tokio::task::JoinHandle<()>) {
@@ -482,7 +524,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (wake, stop, seen) = (wake.clone(), shutdown.clone(), rounds.clone());
         let task = tokio::spawn(async move {
-            paced(&wake, interval, poll, &stop, move |woken| {
+            paced(&wake, pacing, poll, &stop, move |woken| {
                 let seen = seen.clone();
                 async move {
                     seen.lock().unwrap().push((Instant::now(), woken));
@@ -500,7 +542,7 @@ mod tests {
         let wake = Arc::new(Notify::new());
         let (rounds, shutdown, task) = spawn_paced(
             &wake,
-            interval,
+            Pacing::figures(interval),
             Some(Duration::from_secs(3600)),
             Duration::from_millis(30),
         );
@@ -545,7 +587,7 @@ mod tests {
         let interval = Duration::from_millis(100);
         let takes = Duration::from_millis(300);
         let wake = Arc::new(Notify::new());
-        let (rounds, shutdown, task) = spawn_paced(&wake, interval, None, takes);
+        let (rounds, shutdown, task) = spawn_paced(&wake, Pacing::figures(interval), None, takes);
         for _ in 0..300 {
             wake.notify_one();
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -561,11 +603,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_indicators_rebuild_a_tenth_as_often_as_the_figures_under_a_stream_of_commits() {
+        let interval = Duration::from_millis(100);
+        let pacing = Pacing::indicators(interval);
+        let wake = Arc::new(Notify::new());
+        let (rounds, shutdown, task) = spawn_paced(&wake, pacing, None, Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first = Instant::now();
+        // A commit every 10 ms for five seconds.
+        for _ in 0..500 {
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = rounds.lock().unwrap().clone();
+        assert_eq!(seen[0], (first, true), "the first change is not held back");
+        for pair in seen.windows(2) {
+            assert!(pair[1].0 - pair[0].0 >= interval * 10, "{seen:?}");
+        }
+        assert!((5..=6).contains(&seen.len()), "{seen:?}");
+        // A slow one (300 ms) is busy at most a quarter of the time.
+        assert_eq!(
+            pacing.next(first, Duration::from_millis(300)),
+            first + Duration::from_millis(1_200)
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn without_an_interval_every_commit_rebuilds_and_the_poll_looks_meanwhile() {
         let wake = Arc::new(Notify::new());
         let poll = Duration::from_millis(250);
-        let (rounds, shutdown, task) =
-            spawn_paced(&wake, Duration::ZERO, Some(poll), Duration::from_millis(1));
+        let (rounds, shutdown, task) = spawn_paced(
+            &wake,
+            Pacing::figures(Duration::ZERO),
+            Some(poll),
+            Duration::from_millis(1),
+        );
         for _ in 0..10 {
             wake.notify_one();
             tokio::time::sleep(Duration::from_millis(5)).await;

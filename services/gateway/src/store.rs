@@ -4,11 +4,12 @@
 
 use agriportal_platform::reconcile::{self, cells_from_rows, CellRow};
 use agriportal_platform::reference::Partner;
-use agriportal_platform::storage::{json_rows, now_ms, Database, Migrations, Tx};
+use agriportal_platform::storage::{
+    now_ms, BulkUpsert, Cell, ColumnType, Database, Migrations, Rows, Tx,
+};
 use agriportal_platform::{with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1::{self as pb, RollupKind};
 use async_trait::async_trait;
-use serde_json::{json, Value};
 use time::Date;
 
 use crate::domain::{Deltas, HouseholdTotal, Metric, SalesTotal, SeriesQuery};
@@ -101,101 +102,103 @@ pub struct CellRepair<'a> {
     pub wanted: &'a pb::RollupCell,
 }
 
-const SALES_DAILY: &[(&str, &str)] = &[
-    ("day", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("category", "TEXT"),
-    ("grams", "BIGINT"),
-    ("value_vnd", "BIGINT"),
-    ("orders", "BIGINT"),
-    ("lines", "BIGINT"),
+use ColumnType::{BigInt as I, Text as T};
+
+const SALES_DAILY: &[(&str, ColumnType)] = &[
+    ("day", T),
+    ("province_code", T),
+    ("partner", T),
+    ("category", T),
+    ("grams", I),
+    ("value_vnd", I),
+    ("orders", I),
+    ("lines", I),
 ];
-const SALES_TOTALS: &[(&str, &str)] = &[
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("grams", "BIGINT"),
-    ("value_vnd", "BIGINT"),
-    ("orders", "BIGINT"),
-    ("lines", "BIGINT"),
+const SALES_TOTALS: &[(&str, ColumnType)] = &[
+    ("province_code", T),
+    ("partner", T),
+    ("grams", I),
+    ("value_vnd", I),
+    ("orders", I),
+    ("lines", I),
 ];
-const HOUSEHOLDS_DAILY: &[(&str, &str)] = &[
-    ("day", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("status", "BIGINT"),
-    ("households", "BIGINT"),
+const HOUSEHOLDS_DAILY: &[(&str, ColumnType)] = &[
+    ("day", T),
+    ("province_code", T),
+    ("partner", T),
+    ("status", I),
+    ("households", I),
 ];
-const HOUSEHOLD_TOTALS: &[(&str, &str)] = &[
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("status", "BIGINT"),
-    ("households", "BIGINT"),
+const HOUSEHOLD_TOTALS: &[(&str, ColumnType)] = &[
+    ("province_code", T),
+    ("partner", T),
+    ("status", I),
+    ("households", I),
 ];
-const HOUSEHOLD_TRADING: &[(&str, &str)] = &[
-    ("partner", "TEXT"),
-    ("month", "TEXT"),
-    ("province_code", "TEXT"),
-    ("household_ref", "TEXT"),
-    ("lines", "BIGINT"),
+const HOUSEHOLD_TRADING: &[(&str, ColumnType)] = &[
+    ("partner", T),
+    ("month", T),
+    ("province_code", T),
+    ("household_ref", T),
+    ("lines", I),
 ];
-const HOUSEHOLD_STOCK_DAILY: &[(&str, &str)] = &[
-    ("day", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("listed_products", "BIGINT"),
-    ("listed_reporting", "BIGINT"),
-    ("digital_households", "BIGINT"),
-    ("digital_reporting", "BIGINT"),
+const HOUSEHOLD_STOCK_DAILY: &[(&str, ColumnType)] = &[
+    ("day", T),
+    ("province_code", T),
+    ("partner", T),
+    ("listed_products", I),
+    ("listed_reporting", I),
+    ("digital_households", I),
+    ("digital_reporting", I),
 ];
 
-const SALES_COMMUNE_MONTHLY: &[(&str, &str)] = &[
-    ("province_code", "TEXT"),
-    ("month", "TEXT"),
-    ("commune_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("grams", "BIGINT"),
-    ("value_vnd", "BIGINT"),
-    ("orders", "BIGINT"),
-    ("lines", "BIGINT"),
+const SALES_COMMUNE_MONTHLY: &[(&str, ColumnType)] = &[
+    ("province_code", T),
+    ("month", T),
+    ("commune_code", T),
+    ("partner", T),
+    ("grams", I),
+    ("value_vnd", I),
+    ("orders", I),
+    ("lines", I),
 ];
-const HOUSEHOLDS_COMMUNE_MONTHLY: &[(&str, &str)] = &[
-    ("province_code", "TEXT"),
-    ("month", "TEXT"),
-    ("commune_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("status", "BIGINT"),
-    ("households", "BIGINT"),
-];
-
-const HOUSEHOLD_ASOF: &[(&str, &str)] = &[
-    ("change_month", "TEXT"),
-    ("day", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("status", "BIGINT"),
-    ("households", "BIGINT"),
-    ("listed_products", "BIGINT"),
-    ("listed_reporting", "BIGINT"),
-    ("digital_households", "BIGINT"),
-    ("digital_reporting", "BIGINT"),
+const HOUSEHOLDS_COMMUNE_MONTHLY: &[(&str, ColumnType)] = &[
+    ("province_code", T),
+    ("month", T),
+    ("commune_code", T),
+    ("partner", T),
+    ("status", I),
+    ("households", I),
 ];
 
-const SALES_SERIES: &[(&str, &str)] = &[
-    ("granularity", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("period_start", "TEXT"),
-    ("grams", "BIGINT"),
-    ("value_vnd", "BIGINT"),
-    ("orders", "BIGINT"),
+const HOUSEHOLD_ASOF: &[(&str, ColumnType)] = &[
+    ("change_month", T),
+    ("day", T),
+    ("province_code", T),
+    ("partner", T),
+    ("status", I),
+    ("households", I),
+    ("listed_products", I),
+    ("listed_reporting", I),
+    ("digital_households", I),
+    ("digital_reporting", I),
 ];
-const HOUSEHOLDS_SERIES: &[(&str, &str)] = &[
-    ("granularity", "TEXT"),
-    ("province_code", "TEXT"),
-    ("partner", "TEXT"),
-    ("period_start", "TEXT"),
-    ("households", "BIGINT"),
+
+const SALES_SERIES: &[(&str, ColumnType)] = &[
+    ("granularity", T),
+    ("province_code", T),
+    ("partner", T),
+    ("period_start", T),
+    ("grams", I),
+    ("value_vnd", I),
+    ("orders", I),
+];
+const HOUSEHOLDS_SERIES: &[(&str, ColumnType)] = &[
+    ("granularity", T),
+    ("province_code", T),
+    ("partner", T),
+    ("period_start", T),
+    ("households", I),
 ];
 
 /// The rollup tables' names, in [`ROLLUPS`] order.
@@ -228,9 +231,8 @@ fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
 const ROLLUPS: usize = 11;
 
-/// An upsert that adds the JSON rows' measures to what the table holds.
-fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: usize) -> String {
-    let (select, from) = json_rows(postgres, 1, columns);
+/// An upsert that adds the bound rows' measures to what the table holds.
+fn increment(table: &str, columns: &[(&str, ColumnType)], keys: usize) -> BulkUpsert {
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let updates: Vec<String> = names[keys..]
         .iter()
@@ -249,12 +251,15 @@ fn increment_sql(postgres: bool, table: &str, columns: &[(&str, &str)], keys: us
             )
         })
         .collect();
-    format!(
-        "INSERT INTO {table} ({}) SELECT {select} FROM {from} ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
-        names.join(", "),
-        names[..keys].join(", "),
-        updates.join(", "),
-        guards.join(" AND ")
+    BulkUpsert::new(
+        table,
+        columns,
+        &format!(
+            "ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
+            names[..keys].join(", "),
+            updates.join(", "),
+            guards.join(" AND ")
+        ),
     )
 }
 
@@ -265,30 +270,24 @@ pub type Store = SqlStore;
 /// The SQL implementation of [`GatewayStore`], native on PostgreSQL and on SQLite.
 pub struct SqlStore {
     db: Database,
-    upserts: [String; ROLLUPS],
+    upserts: [BulkUpsert; ROLLUPS],
 }
 
 impl SqlStore {
     /// The store on `db` (opened and migrated by the kit).
     pub fn new(db: Database) -> Self {
-        let pg = db.is_postgres();
         let upserts = [
-            increment_sql(pg, "sales_daily", SALES_DAILY, 4),
-            increment_sql(pg, "sales_totals", SALES_TOTALS, 2),
-            increment_sql(pg, "households_daily", HOUSEHOLDS_DAILY, 4),
-            increment_sql(pg, "household_totals", HOUSEHOLD_TOTALS, 3),
-            increment_sql(pg, "household_trading", HOUSEHOLD_TRADING, 4),
-            increment_sql(pg, "household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
-            increment_sql(pg, "sales_commune_monthly", SALES_COMMUNE_MONTHLY, 4),
-            increment_sql(
-                pg,
-                "households_commune_monthly",
-                HOUSEHOLDS_COMMUNE_MONTHLY,
-                5,
-            ),
-            increment_sql(pg, "household_asof", HOUSEHOLD_ASOF, 5),
-            increment_sql(pg, "sales_series", SALES_SERIES, 4),
-            increment_sql(pg, "households_series", HOUSEHOLDS_SERIES, 4),
+            increment("sales_daily", SALES_DAILY, 4),
+            increment("sales_totals", SALES_TOTALS, 2),
+            increment("households_daily", HOUSEHOLDS_DAILY, 4),
+            increment("household_totals", HOUSEHOLD_TOTALS, 3),
+            increment("household_trading", HOUSEHOLD_TRADING, 4),
+            increment("household_stock_daily", HOUSEHOLD_STOCK_DAILY, 3),
+            increment("sales_commune_monthly", SALES_COMMUNE_MONTHLY, 4),
+            increment("households_commune_monthly", HOUSEHOLDS_COMMUNE_MONTHLY, 5),
+            increment("household_asof", HOUSEHOLD_ASOF, 5),
+            increment("sales_series", SALES_SERIES, 4),
+            increment("households_series", HOUSEHOLDS_SERIES, 4),
         ];
         SqlStore { db, upserts }
     }
@@ -312,116 +311,126 @@ fn series_of(d: &Deltas) -> Result<SeriesDeltas> {
     .map_err(|overflow| Error::overflow(format!("{overflow} (a time series row)")))
 }
 
-/// The JSON rows of the rollups for a sum of deltas and its series rows, in [`ROLLUPS`] order.
-fn rollup_rows(d: &Deltas, series: &SeriesDeltas) -> [Vec<Value>; ROLLUPS] {
-    let sales_daily = d
-        .sales_daily
-        .iter()
-        .map(|((day, p, partner, c), v)| {
-            json!({"day": day, "province_code": p, "partner": partner, "category": c,
-                   "grams": v[0], "value_vnd": v[1], "orders": v[2], "lines": v[3]})
-        })
-        .collect();
-    let sales_totals = d
-        .sales_totals
-        .iter()
-        .map(|((p, partner), v)| {
-            json!({"province_code": p, "partner": partner, "grams": v[0], "value_vnd": v[1], "orders": v[2], "lines": v[3]})
-        })
-        .collect();
-    let households_daily = d
-        .households_daily
-        .iter()
-        .map(|((day, p, partner, s), n)| {
-            json!({"day": day, "province_code": p, "partner": partner, "status": s, "households": n})
-        })
-        .collect();
-    let household_totals = d
-        .household_totals
-        .iter()
-        .map(|((p, partner, s), n)| json!({"province_code": p, "partner": partner, "status": s, "households": n}))
-        .collect();
+/// The rows of the rollups for a sum of deltas and its series rows, in [`ROLLUPS`] order and
+/// in key order within each (the maps' order), borrowed from them.
+fn rollup_rows<'a>(d: &'a Deltas, series: &'a SeriesDeltas) -> [Rows<'a>; ROLLUPS] {
+    use Cell::{Int, Text};
+    let mut rows: [Rows<'a>; ROLLUPS] = Default::default();
+    let [sales_daily, sales_totals, households_daily, household_totals, household_trading, household_stock_daily, sales_commune_monthly, households_commune_monthly, household_asof, sales_series, households_series] =
+        &mut rows;
+    for ((day, p, partner, c), v) in &d.sales_daily {
+        sales_daily.push([
+            Text(day),
+            Text(p),
+            Text(partner),
+            Text(c),
+            Int(v[0]),
+            Int(v[1]),
+            Int(v[2]),
+            Int(v[3]),
+        ]);
+    }
+    for ((p, partner), v) in &d.sales_totals {
+        sales_totals.push([
+            Text(p),
+            Text(partner),
+            Int(v[0]),
+            Int(v[1]),
+            Int(v[2]),
+            Int(v[3]),
+        ]);
+    }
+    for ((day, p, partner, s), n) in &d.households_daily {
+        households_daily.push([Text(day), Text(p), Text(partner), Int(*s), Int(*n)]);
+    }
+    for ((p, partner, s), n) in &d.household_totals {
+        household_totals.push([Text(p), Text(partner), Int(*s), Int(*n)]);
+    }
     // A correction that keeps a line's household and month nets to zero here: nothing to
     // write (the rows read only `lines > 0` and sums, so a missing zero row is the same).
-    let household_trading = d
-        .household_trading
-        .iter()
-        .filter(|(_, n)| **n != 0)
-        .map(|((partner, month, p, household), n)| {
-            json!({"partner": partner, "month": month, "province_code": p,
-                   "household_ref": household, "lines": n})
-        })
-        .collect();
-    let household_stock_daily = d
-        .household_stock
-        .iter()
-        .filter(|(_, v)| v.iter().any(|n| *n != 0))
-        .map(|((day, p, partner), v)| {
-            json!({"day": day, "province_code": p, "partner": partner,
-                   "listed_products": v[0], "listed_reporting": v[1],
-                   "digital_households": v[2], "digital_reporting": v[3]})
-        })
-        .collect();
+    for ((partner, month, p, household), n) in &d.household_trading {
+        if *n != 0 {
+            household_trading.push([
+                Text(partner),
+                Text(month),
+                Text(p),
+                Text(household),
+                Int(*n),
+            ]);
+        }
+    }
+    for ((day, p, partner), v) in &d.household_stock {
+        if v.iter().any(|n| *n != 0) {
+            household_stock_daily.push([
+                Text(day),
+                Text(p),
+                Text(partner),
+                Int(v[0]),
+                Int(v[1]),
+                Int(v[2]),
+                Int(v[3]),
+            ]);
+        }
+    }
     // By commune: a correction within one commune and month that nets to zero writes nothing.
-    let sales_commune_monthly = d
-        .sales_commune
-        .iter()
-        .filter(|(_, v)| v.iter().any(|n| *n != 0))
-        .map(|((p, month, commune, partner), v)| {
-            json!({"province_code": p, "month": month, "commune_code": commune, "partner": partner,
-                   "grams": v[0], "value_vnd": v[1], "orders": v[2], "lines": v[3]})
-        })
-        .collect();
-    let households_commune_monthly = d
-        .households_commune
-        .iter()
-        .filter(|(_, n)| **n != 0)
-        .map(|((p, month, commune, partner, s), n)| {
-            json!({"province_code": p, "month": month, "commune_code": commune, "partner": partner,
-                   "status": s, "households": n})
-        })
-        .collect();
+    for ((p, month, commune, partner), v) in &d.sales_commune {
+        if v.iter().any(|n| *n != 0) {
+            sales_commune_monthly.push([
+                Text(p),
+                Text(month),
+                Text(commune),
+                Text(partner),
+                Int(v[0]),
+                Int(v[1]),
+                Int(v[2]),
+                Int(v[3]),
+            ]);
+        }
+    }
+    for ((p, month, commune, partner, s), n) in &d.households_commune {
+        if *n != 0 {
+            households_commune_monthly.push([
+                Text(p),
+                Text(month),
+                Text(commune),
+                Text(partner),
+                Int(*s),
+                Int(*n),
+            ]);
+        }
+    }
     // A change that keeps the figures counted here (a commune moved) nets to zero.
-    let household_asof = d
-        .household_asof
-        .iter()
-        .filter(|(_, v)| v.iter().any(|n| *n != 0))
-        .map(|((changed_in, day, p, partner, s), v)| {
-            json!({"change_month": changed_in, "day": day, "province_code": p,
-                   "partner": partner, "status": s, "households": v[0],
-                   "listed_products": v[1], "listed_reporting": v[2],
-                   "digital_households": v[3], "digital_reporting": v[4]})
-        })
-        .collect();
-    let sales_series = series
-        .sales
-        .iter()
-        .map(|((g, p, partner, start), v)| {
-            json!({"granularity": g, "province_code": p, "partner": partner, "period_start": start,
-                   "grams": v[0], "value_vnd": v[1], "orders": v[2]})
-        })
-        .collect();
-    let households_series = series
-        .households
-        .iter()
-        .map(|((g, p, partner, start), n)| {
-            json!({"granularity": g, "province_code": p, "partner": partner, "period_start": start,
-                   "households": n})
-        })
-        .collect();
-    [
-        sales_daily,
-        sales_totals,
-        households_daily,
-        household_totals,
-        household_trading,
-        household_stock_daily,
-        sales_commune_monthly,
-        households_commune_monthly,
-        household_asof,
-        sales_series,
-        households_series,
-    ]
+    for ((changed_in, day, p, partner, s), v) in &d.household_asof {
+        if v.iter().any(|n| *n != 0) {
+            household_asof.push([
+                Text(changed_in),
+                Text(day),
+                Text(p),
+                Text(partner),
+                Int(*s),
+                Int(v[0]),
+                Int(v[1]),
+                Int(v[2]),
+                Int(v[3]),
+                Int(v[4]),
+            ]);
+        }
+    }
+    for ((g, p, partner, start), v) in &series.sales {
+        sales_series.push([
+            Text(g),
+            Text(p),
+            Text(partner),
+            Text(start),
+            Int(v[0]),
+            Int(v[1]),
+            Int(v[2]),
+        ]);
+    }
+    for ((g, p, partner, start), n) in &series.households {
+        households_series.push([Text(g), Text(p), Text(partner), Text(start), Int(*n)]);
+    }
+    rows
 }
 
 #[async_trait]
@@ -865,11 +874,11 @@ struct FigureRow {
 /// Adds a sum of deltas to the rollup tables inside `tx`, one statement per table.
 async fn add_to_rollups(
     tx: &mut Tx,
-    upserts: &[String; ROLLUPS],
+    upserts: &[BulkUpsert; ROLLUPS],
     deltas: &Deltas,
     series: &SeriesDeltas,
 ) -> Result<()> {
-    for ((sql, rows), table) in upserts
+    for ((upsert, rows), table) in upserts
         .iter()
         .zip(rollup_rows(deltas, series))
         .zip(ROLLUP_TABLES)
@@ -878,14 +887,7 @@ async fn add_to_rollups(
             continue;
         }
         let count = rows.len() as u64;
-        let json = serde_json::to_string(&rows).map_err(Error::internal)?;
-        let written = with_tx!(tx, |conn| {
-            sqlx::query(sql)
-                .bind(json)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        });
+        let written = upsert.execute(tx, &rows).await?;
         // Every row is inserted or updated, unless its sum would overflow (the upsert's
         // guard): then the change is refused whole, and the transaction rolls back.
         if written < count {

@@ -1167,6 +1167,68 @@ async fn overflow(db: Database) {
     assert!(sum.merge(&big).is_err());
 }
 
+/// A fold of more daily cells than one SQLite statement binds (8 columns: 4,095 rows each):
+/// every row is written, and a row that would overflow in the last statement refuses the
+/// whole change, its first statements' rows too.
+async fn large_fold(db: Database) {
+    let store = Gw::new(db.clone());
+    let start = time::Date::from_calendar_date(2020, time::Month::January, 1).unwrap();
+    let day = |i: i64| (start + time::Duration::days(i)).to_string();
+    let cells = 4_095 + 905;
+    let lines = |id: &str, grams: i64| {
+        let changes = (0..cells)
+            .map(|i| (None, figures(&day(i), "79", grams)))
+            .collect();
+        sales_event(id, Partner::Voso, 1, changes)
+    };
+    assert_eq!(store.apply(&[lines("all", 1)]).await.unwrap(), 1);
+    let rows = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            agriportal_platform::with_db!(&db.pool, |pool| {
+                sqlx::query_scalar::<_, i64>(&format!(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM {table}"
+                ))
+                .fetch_one(pool)
+                .await
+                .unwrap()
+            })
+        }
+    };
+    assert_eq!(rows("sales_daily").await, cells);
+    assert_eq!(grams(&store).await, cells);
+    // The last cell in key order (the latest day) near the top of the range.
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query("UPDATE sales_daily SET grams = $1 WHERE day = $2")
+            .bind(i64::MAX - 1)
+            .bind(day(cells - 1))
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let err = store.apply(&[lines("over", 2)]).await.unwrap_err();
+    assert!(err.message.contains("overflow") && err.permanent, "{err:?}");
+    assert!(
+        err.message.contains("1 of 5000 rows of sales_daily"),
+        "{err:?}"
+    );
+    // Nothing of it was kept: not the other 4,999 cells, not the totals.
+    assert_eq!(grams(&store).await, cells);
+    let first: i64 = agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query_scalar("SELECT grams FROM sales_daily WHERE day = $1")
+            .bind(day(0))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(first, 1);
+}
+
+#[tokio::test]
+async fn a_large_fold_is_written_or_refused_whole_on_each_backend() {
+    testing::each_backend::<Gateway, _, _>("gw_large_fold", large_fold).await;
+}
+
 #[tokio::test]
 async fn overflow_is_refused_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_overflow", overflow).await;
