@@ -1248,26 +1248,79 @@ async fn requests_over_the_concurrency_limit_are_shed_not_queued() {
 }
 
 /// A `PushSales` call on `channel` (with `token`, or none) whose request message never comes:
-/// a client that opens a stream and stalls.
+/// a client that opens a stream and stalls. A stream the server refuses before reading it
+/// (`REFUSED_STREAM`, over the connection's stream limit as the server counts it: a stream
+/// the client has seen end may not have ended on the server yet) is opened again, as a
+/// persistent attacker would; any other end of the call ends the task.
 fn stall_on(
     channel: &Channel,
     token: Option<&str>,
 ) -> tokio::task::JoinHandle<Result<tonic::Response<Vec<u8>>, Status>> {
+    stall(channel, token, false)
+}
+
+/// [`stall_on`] that also opens the stream again when the server sheds it at its limit of
+/// requests (RESOURCE_EXHAUSTED: refused before its body is read), so it holds a slot as soon
+/// as one is free, as an attacker would: a test that counts the slots such streams hold is
+/// then not decided by when the server frees the slot of a call the client saw end.
+fn stall_until_held(
+    channel: &Channel,
+    token: Option<&str>,
+) -> tokio::task::JoinHandle<Result<tonic::Response<Vec<u8>>, Status>> {
+    stall(channel, token, true)
+}
+
+fn stall(
+    channel: &Channel,
+    token: Option<&str>,
+    again_when_shed: bool,
+) -> tokio::task::JoinHandle<Result<tonic::Response<Vec<u8>>, Status>> {
     let channel = channel.clone();
     let token = token.map(str::to_string);
     tokio::spawn(async move {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.expect("ready");
-        let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
-        if let Some(token) = token {
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("ascii"),
-            );
+        loop {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.expect("ready");
+            let mut request = tonic::Request::new(futures::stream::pending::<Vec<u8>>());
+            if let Some(token) = &token {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("ascii"),
+                );
+            }
+            let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
+            let ended = grpc.client_streaming(request, path, RawCodec).await;
+            match &ended {
+                Err(status)
+                    if refused_stream(status)
+                        || (again_when_shed && status.code() == Code::ResourceExhausted) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return ended,
+            }
         }
-        let path = http::uri::PathAndQuery::from_static(PUSH_SALES);
-        grpc.client_streaming(request, path, RawCodec).await
     })
+}
+
+/// The server refused the stream before any of its application saw it (HTTP/2
+/// `REFUSED_STREAM`), so nothing of the call was processed.
+fn refused_stream(status: &Status) -> bool {
+    let h2 = std::error::Error::source(status)
+        .and_then(|e| find_h2(e))
+        .and_then(h2::Error::reason);
+    h2 == Some(h2::Reason::REFUSED_STREAM)
+}
+
+fn find_h2<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a h2::Error> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[tokio::test]
@@ -1300,17 +1353,23 @@ async fn one_connection_cannot_take_every_slot_with_stalled_streams() {
         })
         .await
         .expect("health");
-    let stalled: Vec<_> = (0..5).map(|_| stall_on(&attacker, Some(&token))).collect();
+    // The health call's slot may still be held on the server when they arrive (the client sees
+    // its answer first), so a stalled stream shed then is opened again.
+    let stalled: Vec<_> = (0..5)
+        .map(|_| stall_until_held(&attacker, Some(&token)))
+        .collect();
     // A second connection's stalled stream takes the last slot: calls are shed, which shows
     // the first connection's streams have arrived.
-    let other = stall_on(&channel(&app).await, Some(&token));
+    let other = stall_until_held(&channel(&app).await, Some(&token));
     let mut voso = app.partner("voso").await;
     get_batch_until(&mut voso, Code::ResourceExhausted).await;
     assert!(
         stalled.iter().all(|h| !h.is_finished()),
-        "a stream of the first connection ended: it opened more than its two"
+        "a stream of the first connection ended"
     );
-    // With that one gone, the partner's calls pass beside the first connection's stalled two.
+    // With that one gone, the partner's calls pass beside the first connection's stalled
+    // streams: had it opened more than its two, they would hold every slot (each shed one
+    // opens again), and these calls would be shed until the deadline.
     other.abort();
     get_batch_until(&mut voso, Code::NotFound).await;
     voso.push_sales(sales("beside-stalled", vec![line("s1", "01", 5)]))
