@@ -12,7 +12,9 @@ use agriportal_proto::marketplace::v1 as pb;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::support::{self, spawn_app, Mode, TestApp};
+use agriportal_platform::storage::Database;
+
+use crate::support::{self, eventually, spawn_app, Mode, TestApp};
 
 fn line(id: &str, province: &str, grams: i64, value: i64, orders: u32) -> pb::SalesRecord {
     pb::SalesRecord {
@@ -941,4 +943,101 @@ async fn dashboards_revalidate_with_etags_and_any_origin_reads() {
         .expect("GET");
     assert!(!admin.headers().contains_key("access-control-allow-origin"));
     app.stop().await;
+}
+
+/// The gateway's total of sales in `province` (grams, both partners), read from its store.
+async fn stored_grams(app: &TestApp, province: &str) -> i64 {
+    let db = Database::connect(&app.config, "gateway")
+        .await
+        .expect("gateway db");
+    let grams: Option<i64> = agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query_scalar(
+            "SELECT CAST(SUM(grams) AS BIGINT) FROM sales_totals WHERE province_code = $1",
+        )
+        .bind(province)
+        .fetch_one(pool)
+        .await
+        .expect("grams")
+    });
+    db.close().await;
+    grams.unwrap_or(0)
+}
+
+/// A sale that would carry a running total past 64 bits, end to end through the marketplace,
+/// the bus and the gateway's consumer: its event is parked after one attempt, naming the
+/// overflow; the total is left as it was (never wrapped); the events after it are applied
+/// (never retried for ever).
+async fn an_overflowing_total_parks_its_event(mode: Mode, name: &str) {
+    let Some(app) = spawn_app(mode, name).await else {
+        return;
+    };
+    let mut voso = app.partner("voso").await;
+    let push = |batch: &str, id: &str, province: &str, grams: i64| {
+        sales(batch, vec![line(id, province, grams, grams * 3, 1)])
+    };
+    voso.push_sales(push("OV1", "ov1", "79", 1_000))
+        .await
+        .expect("push OV1");
+    eventually(
+        "the first sale",
+        || stored_grams(&app, "79"),
+        |g| *g == 1_000,
+    )
+    .await;
+    // A total near the top of the range, as far more data than this country's would leave it.
+    let near = i64::MAX - 10;
+    let db = Database::connect(&app.config, "gateway")
+        .await
+        .expect("gateway db");
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query("UPDATE sales_totals SET grams = $1 WHERE province_code = '79'")
+            .bind(near)
+            .execute(pool)
+            .await
+            .expect("update");
+    });
+    db.close().await;
+
+    // Acknowledged by the marketplace (its records are fine), refused by the gateway's sums.
+    voso.push_sales(push("OV2", "ov2", "79", 11))
+        .await
+        .expect("push OV2");
+    voso.push_sales(push("OV3", "ov3", "01", 7))
+        .await
+        .expect("push OV3");
+    eventually(
+        "the sale after the overflow",
+        || stored_grams(&app, "01"),
+        |g| *g == 7,
+    )
+    .await;
+    let parked = eventually(
+        "parking the overflowing event",
+        || async {
+            agriportal_platform::kit::parked(&app.registry, &app.config, Some("gateway"))
+                .await
+                .expect("parked")
+        },
+        |p| !p.is_empty(),
+    )
+    .await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(parked[0].row.reason.contains("64-bit"), "{parked:?}");
+    assert_eq!(parked[0].row.attempts, 1, "parked at once: {parked:?}");
+    assert_eq!(
+        stored_grams(&app, "79").await,
+        near,
+        "unchanged, not wrapped"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_overflowing_total_parks_its_event_embedded() {
+    an_overflowing_total_parks_its_event(Mode::Embedded, "overflow_parked").await;
+}
+
+#[tokio::test]
+async fn an_overflowing_total_parks_its_event_on_postgres_and_jetstream() {
+    an_overflowing_total_parks_its_event(Mode::Distributed, "overflow_parked_pg").await;
 }

@@ -4,7 +4,7 @@
 //! consumes through the kit's consumer with the inbox, parks a poison event and replays it, and
 //! shows up in `targets`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agriportal_platform::bus::Message;
 use agriportal_platform::kit::{self, Listeners, ReplayOutcome};
@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{config_on, spawn_app_on, Mode, TestApp};
+use crate::support::{config_on, eventually, spawn_app_on, Mode, TestApp};
 
 /// The binary's services and the probe: the one line a new service needs.
 fn registry() -> Registry {
@@ -56,26 +56,6 @@ async fn tallies(http: &str) -> Value {
         .expect("GET tallies");
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")
-}
-
-/// Polls `probe` until `done` holds, or fails after 20 s showing the last value.
-async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let value = probe().await;
-        if done(&value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never happened; last: {value:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn count(tallies: &Value, text: &str) -> i64 {
