@@ -413,10 +413,8 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
     use agriportal_platform::bus::{Bus, JetStreamBus, Message};
     use agriportal_platform::config::NatsSecurity;
     use agriportal_platform::testing;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let binary = std::env::var_os("AGRIPORTAL_TEST_NATS_SERVER")
-        .map(PathBuf::from)
+    let binary = crate::nats_security::nats_server_binary()
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
     let openssl = Command::new("openssl").arg("version").output();
     if !binary.is_file() || !openssl.is_ok_and(|o| o.status.success()) {
@@ -568,29 +566,5 @@ async fn the_compose_nats_serves_tls_only_to_the_services_users() {
         .expect_err("connected without trusting the compose CA");
 
     // A plain-text client is told TLS is required and never served.
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let connect = format!(
-        "CONNECT {{\"user\":\"gateway\",\"pass\":\"{}\",\"verbose\":false}}\r\nPING\r\n",
-        password("gateway")
-    );
-    let _ = plain.write_all(connect.as_bytes()).await;
-    let mut seen = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = plain.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let seen = String::from_utf8_lossy(&seen);
-    assert!(seen.contains("\"tls_required\":true"), "{seen}");
-    assert!(
-        !seen.contains("PONG"),
-        "a plain-text client was served: {seen}"
-    );
+    crate::nats_security::assert_plain_text_refused(port, "gateway", &password("gateway")).await;
 }

@@ -99,8 +99,37 @@ impl NatsServer {
     }
 }
 
+/// A plain-text client of the server on `port`, logging in as `user` with `pass`, is told TLS
+/// is required and never served (no PONG to its PING).
+pub(crate) async fn assert_plain_text_refused(port: u16, user: &str, pass: &str) {
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let connect = format!(
+        "CONNECT {{\"user\":\"{user}\",\"pass\":\"{pass}\",\"verbose\":false}}\r\nPING\r\n"
+    );
+    let _ = plain.write_all(connect.as_bytes()).await;
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = plain.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("\"tls_required\":true"), "{seen}");
+    assert!(
+        !seen.contains("PONG"),
+        "a plain-text client was served: {seen}"
+    );
+}
+
 /// `nats-server`: `AGRIPORTAL_TEST_NATS_SERVER`, `/usr/sbin/nats-server` or the `PATH`'s.
-fn nats_server_binary() -> Option<PathBuf> {
+pub(crate) fn nats_server_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("AGRIPORTAL_TEST_NATS_SERVER") {
         return Some(PathBuf::from(path));
     }
@@ -554,31 +583,7 @@ async fn each_service_has_its_own_nats_user_and_the_gateway_cannot_forge_marketp
     .await
     .expect_err("connected without trusting the server's CA");
     // ...and a plain-text client never gets to speak: the server wants TLS first.
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", nats.port))
-        .await
-        .unwrap();
-    let connect = format!(
-        "CONNECT {{\"user\":\"gateway\",\"pass\":\"{}\",\"verbose\":false}}\r\nPING\r\n",
-        password("gateway")
-    );
-    let _ = plain.write_all(connect.as_bytes()).await;
-    let mut seen = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = plain.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let seen = String::from_utf8_lossy(&seen);
-    assert!(seen.contains("\"tls_required\":true"), "{seen}");
-    assert!(
-        !seen.contains("PONG"),
-        "a plain-text client was served: {seen}"
-    );
+    assert_plain_text_refused(nats.port, "gateway", &password("gateway")).await;
 
     for served in [web, indicators, gateway, marketplace] {
         served.stop().await;
