@@ -14,8 +14,8 @@ use agriportal_gateway::domain::{Deltas, SeriesParams};
 use agriportal_gateway::household_facts;
 use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
 use agriportal_gateway::service::{CommunesNote, CommunesView};
-use agriportal_gateway::store::ReportRow;
 use agriportal_gateway::store::{CellRepair, GatewayStore, SqlStore};
+use agriportal_gateway::store::{ReportRow, TargetRow};
 use agriportal_gateway::{Dashboard, Gateway};
 use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::period::Period;
@@ -637,6 +637,17 @@ async fn apply_ind(
     consumer::apply(db, model, &events).await.unwrap().new
 }
 
+/// The targets of `code` as a fresh view reads them.
+async fn targets_of(store: &SqlStore, code: &str) -> Vec<TargetRow> {
+    store
+        .read_view()
+        .await
+        .unwrap()
+        .targets(code)
+        .await
+        .unwrap()
+}
+
 async fn report(store: &SqlStore, province: &str, period: &str) -> ReportRow {
     store
         .read_view()
@@ -724,29 +735,9 @@ async fn indicators_read_model(db: Database) {
         ],
     )
     .await;
-    assert_eq!(
-        gw.store
-            .read_view()
-            .await
-            .unwrap()
-            .targets("TRAINED_HH")
-            .await
-            .unwrap()[0]
-            .value,
-        "100"
-    );
+    assert_eq!(targets_of(&gw.store, "TRAINED_HH").await[0].value, "100");
     apply_ind(&db, &model, &[target("t3", "TRAINED_HH", p, "8", 5)]).await;
-    assert_eq!(
-        gw.store
-            .read_view()
-            .await
-            .unwrap()
-            .targets("TRAINED_HH")
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(targets_of(&gw.store, "TRAINED_HH").await.len(), 2);
     apply_ind(
         &db,
         &model,
@@ -756,17 +747,7 @@ async fn indicators_read_model(db: Database) {
         ],
     )
     .await;
-    assert_eq!(
-        gw.store
-            .read_view()
-            .await
-            .unwrap()
-            .targets("TRAINED_HH")
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(targets_of(&gw.store, "TRAINED_HH").await.len(), 1);
 
     // Report events out of order: the approval (sequence 3) first, then older ones.
     let approval = approved(
