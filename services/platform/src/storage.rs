@@ -29,6 +29,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::config::Config;
 
+mod bulk;
+pub use bulk::{BulkUpsert, Cell, ColumnType, Rows, SQLITE_MAX_PARAMS};
+
 /// A pool of either backend.
 #[derive(Clone, Debug)]
 pub enum Pool {
@@ -292,7 +295,8 @@ async fn connect_sqlite(path: &Path, max: u32) -> anyhow::Result<SqlitePool> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        .statement_cache_capacity(bulk::SQLITE_STATEMENT_CACHE);
     let pool = SqlitePoolOptions::new()
         .max_connections(max.max(1))
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -414,212 +418,6 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// SQLite's bound-parameter limit: `SQLITE_MAX_VARIABLE_NUMBER`, 32766 since SQLite 3.32 (the
-/// bundled `libsqlite3-sys` is SQLite 3.46, compiled with the default).
-pub const SQLITE_MAX_PARAMS: usize = 32_766;
-
-/// The type of a column of [`BulkUpsert`] rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
-    /// `TEXT NOT NULL`.
-    Text,
-    /// `BIGINT NOT NULL`.
-    BigInt,
-}
-
-impl ColumnType {
-    fn array(self) -> &'static str {
-        match self {
-            ColumnType::Text => "text[]",
-            ColumnType::BigInt => "bigint[]",
-        }
-    }
-}
-
-/// One value of a [`Rows`] row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cell<'a> {
-    /// A [`ColumnType::Text`] value.
-    Text(&'a str),
-    /// A [`ColumnType::BigInt`] value.
-    Int(i64),
-}
-
-/// Rows for a [`BulkUpsert`], value after value, borrowed from the caller's data.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Rows<'a> {
-    cells: Vec<Cell<'a>>,
-    rows: usize,
-}
-
-impl<'a> Rows<'a> {
-    /// Room for `rows` rows of `width` values.
-    pub fn with_capacity(rows: usize, width: usize) -> Self {
-        Rows {
-            cells: Vec::with_capacity(rows * width),
-            rows: 0,
-        }
-    }
-
-    /// Adds a row: one value per column, in the statement's column order (checked when the
-    /// rows are written).
-    pub fn push<const N: usize>(&mut self, row: [Cell<'a>; N]) {
-        self.cells.extend(row);
-        self.rows += 1;
-    }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// True without rows.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-}
-
-/// An `INSERT` of many rows bound as parameters, each value as its own type, followed by a
-/// clause of the caller's (`ON CONFLICT … DO UPDATE …`): on PostgreSQL one array per column
-/// through `UNNEST … WITH ORDINALITY`, rows inserted in their order, so a batch of any size is
-/// one statement of a fixed text; on SQLite multi-row `VALUES` of anonymous `?` in chunks
-/// under [`SQLITE_MAX_PARAMS`]. It replaces one JSON parameter that the database parsed again
-/// for every column (SQLite's `json_extract`, PostgreSQL's `jsonb_to_recordset`).
-/// Anonymous parameters on SQLite, not numbered ones: SQLite looks a numbered parameter up in
-/// a list as long as the statement's parameters, once per parameter (quadratic).
-#[derive(Clone, Debug)]
-pub struct BulkUpsert {
-    types: Vec<ColumnType>,
-    /// PostgreSQL: the whole statement.
-    postgres: String,
-    /// SQLite: `INSERT INTO t (…) VALUES `, then the tuples, then `tail`.
-    head: String,
-    tuple: String,
-    tail: String,
-}
-
-impl BulkUpsert {
-    /// Inserts into `table`'s `columns` (name, type), then `tail` (which may name the
-    /// inserted values as `excluded.<column>`).
-    pub fn new(table: &str, columns: &[(&str, ColumnType)], tail: &str) -> Self {
-        let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-        let names = names.join(", ");
-        let arrays: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, t))| format!("${}::{}", i + 1, t.array()))
-            .collect();
-        let postgres = format!(
-            "INSERT INTO {table} ({names}) SELECT {names} FROM UNNEST({}) WITH ORDINALITY \
-             AS bulk_rows({names}, bulk_row_order) ORDER BY bulk_row_order {tail}",
-            arrays.join(", ")
-        );
-        let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
-        BulkUpsert {
-            types: columns.iter().map(|(_, t)| *t).collect(),
-            postgres,
-            head: format!("INSERT INTO {table} ({names}) VALUES "),
-            tuple,
-            tail: format!(" {tail}"),
-        }
-    }
-
-    /// Rows of one SQLite statement: as many as fit under [`SQLITE_MAX_PARAMS`].
-    pub fn sqlite_rows_per_statement(&self) -> usize {
-        (SQLITE_MAX_PARAMS / self.types.len().max(1)).max(1)
-    }
-
-    /// The PostgreSQL statement.
-    pub fn postgres_sql(&self) -> &str {
-        &self.postgres
-    }
-
-    /// The SQLite statement of `rows` rows.
-    pub fn sqlite_sql(&self, rows: usize) -> String {
-        let mut sql = String::with_capacity(
-            self.head.len() + rows * (self.tuple.len() + 2) + self.tail.len(),
-        );
-        sql.push_str(&self.head);
-        for row in 0..rows {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&self.tuple);
-        }
-        sql.push_str(&self.tail);
-        sql
-    }
-
-    /// Writes `rows` inside `tx`; returns the rows the statements report as written (inserted
-    /// or updated: a row the tail's `WHERE` leaves alone is not counted).
-    pub async fn execute(&self, tx: &mut Tx, rows: &Rows<'_>) -> crate::Result<u64> {
-        let width = self.types.len();
-        if rows.cells.len() != rows.rows * width {
-            return Err(crate::Error::internal(format!(
-                "{} values do not make {} rows of {width}",
-                rows.cells.len(),
-                rows.rows
-            )));
-        }
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        match tx.inner_mut() {
-            TxInner::Postgres(conn) => {
-                let mut query = sqlx::query(&self.postgres);
-                for (col, ty) in self.types.iter().enumerate() {
-                    let values = rows.cells.iter().skip(col).step_by(width);
-                    query = match ty {
-                        ColumnType::Text => query.bind(
-                            values
-                                .map(|c| match c {
-                                    Cell::Text(v) => Ok(*v),
-                                    Cell::Int(_) => Err(mismatch(col)),
-                                })
-                                .collect::<crate::Result<Vec<&str>>>()?,
-                        ),
-                        ColumnType::BigInt => query.bind(
-                            values
-                                .map(|c| match c {
-                                    Cell::Int(v) => Ok(*v),
-                                    Cell::Text(_) => Err(mismatch(col)),
-                                })
-                                .collect::<crate::Result<Vec<i64>>>()?,
-                        ),
-                    };
-                }
-                Ok(query.execute(&mut **conn).await?.rows_affected())
-            }
-            TxInner::Sqlite(conn) => {
-                let mut written = 0;
-                let per_statement = self.sqlite_rows_per_statement();
-                for chunk in rows.cells.chunks(per_statement * width) {
-                    let sql = self.sqlite_sql(chunk.len() / width);
-                    // Not cached: the text changes with the row count, and a cache of such
-                    // statements would only push out the ones that repeat.
-                    let mut query = sqlx::query(&sql).persistent(false);
-                    for (i, cell) in chunk.iter().enumerate() {
-                        query = match (self.types[i % width], cell) {
-                            (ColumnType::Text, Cell::Text(v)) => query.bind(*v),
-                            (ColumnType::BigInt, Cell::Int(v)) => query.bind(*v),
-                            _ => return Err(mismatch(i % width)),
-                        };
-                    }
-                    written += query.execute(&mut **conn).await?.rows_affected();
-                }
-                Ok(written)
-            }
-        }
-    }
-}
-
-/// A value whose type is not its column's: the caller's rows and columns disagree (a bug).
-fn mismatch(column: usize) -> crate::Error {
-    crate::Error::internal(format!(
-        "a bulk row's value in column {column} is not of the column's type"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,85 +441,5 @@ mod tests {
             described.last().map(|(v, _)| *v),
             kit.last().map(|(v, _)| *v)
         );
-    }
-
-    const COLUMNS: &[(&str, ColumnType)] = &[("k", ColumnType::Text), ("n", ColumnType::BigInt)];
-
-    #[test]
-    fn bulk_statements_bind_each_value_once_as_its_type() {
-        let upsert = BulkUpsert::new("t", COLUMNS, "ON CONFLICT (k) DO NOTHING");
-        assert_eq!(
-            upsert.postgres_sql(),
-            "INSERT INTO t (k, n) SELECT k, n FROM UNNEST($1::text[], $2::bigint[]) WITH ORDINALITY \
-             AS bulk_rows(k, n, bulk_row_order) ORDER BY bulk_row_order ON CONFLICT (k) DO NOTHING"
-        );
-        assert_eq!(
-            upsert.sqlite_sql(2),
-            "INSERT INTO t (k, n) VALUES (?, ?), (?, ?) ON CONFLICT (k) DO NOTHING"
-        );
-        let rows = upsert.sqlite_rows_per_statement();
-        assert!(rows * 2 <= SQLITE_MAX_PARAMS && (rows + 1) * 2 > SQLITE_MAX_PARAMS);
-    }
-
-    async fn sqlite_tx(dir: &Path) -> (Database, Tx) {
-        let config = Config::embedded(dir);
-        let db = Database::connect(&config, "bulk").await.unwrap();
-        with_db!(&db.pool, |pool| {
-            sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT NOT NULL)")
-                .execute(pool)
-                .await
-                .unwrap();
-        });
-        let tx = db.begin().await.unwrap();
-        (db, tx)
-    }
-
-    #[tokio::test]
-    async fn more_rows_than_one_sqlite_statement_holds_are_all_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, mut tx) = sqlite_tx(dir.path()).await;
-        let upsert = BulkUpsert::new(
-            "t",
-            COLUMNS,
-            "ON CONFLICT (k) DO UPDATE SET n = t.n + excluded.n WHERE excluded.n > 0",
-        );
-        let keys: Vec<String> = (0..upsert.sqlite_rows_per_statement() * 2 + 7)
-            .map(|i| format!("{i:06}"))
-            .collect();
-        let mut rows = Rows::default();
-        for k in &keys {
-            rows.push([Cell::Text(k), Cell::Int(1)]);
-        }
-        assert_eq!(
-            upsert.execute(&mut tx, &rows).await.unwrap(),
-            keys.len() as u64
-        );
-        // Updates count as written; a row the tail's WHERE leaves alone does not.
-        let mut again = Rows::default();
-        again.push([Cell::Text(&keys[0]), Cell::Int(2)]);
-        again.push([Cell::Text(&keys[1]), Cell::Int(0)]);
-        assert_eq!(upsert.execute(&mut tx, &again).await.unwrap(), 1);
-        tx.commit().await.unwrap();
-        let sum: i64 = with_db!(&db.pool, |pool| {
-            sqlx::query_scalar("SELECT CAST(SUM(n) AS BIGINT) FROM t")
-                .fetch_one(pool)
-                .await
-                .unwrap()
-        });
-        assert_eq!(sum, keys.len() as i64 + 2);
-    }
-
-    #[tokio::test]
-    async fn a_value_of_the_wrong_type_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, mut tx) = sqlite_tx(dir.path()).await;
-        let upsert = BulkUpsert::new("t", COLUMNS, "");
-        let mut rows = Rows::default();
-        rows.push([Cell::Int(1), Cell::Int(1)]);
-        let err = upsert.execute(&mut tx, &rows).await.unwrap_err();
-        assert_eq!(err.code, crate::ErrorCode::Internal);
-        let mut short = Rows::default();
-        short.push([Cell::Text("a")]);
-        assert!(upsert.execute(&mut tx, &short).await.is_err());
     }
 }
