@@ -12,7 +12,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
-mod rows;
 pub mod service;
 pub mod store;
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use agriportal_platform::outbox::{self, Outbox, OutboxEvent};
 use agriportal_platform::reference::Partner;
 use agriportal_platform::retention::Prune;
-use agriportal_platform::storage::{now_ms, Database, Migrations, TxInner};
+use agriportal_platform::storage::{
+    now_ms, BulkUpsert, Cell, ColumnType, Database, Migrations, Rows, TxInner,
+};
 use agriportal_platform::{outbox_bind, with_db, with_tx, Error, Result};
 use agriportal_proto::marketplace::v1 as pb;
 use async_trait::async_trait;
@@ -18,7 +20,6 @@ use agriportal_platform::reconcile::{cells_from_rows, CellRow};
 
 use crate::domain::{classify, Change, Household, Keyed, SaleLine, Validated};
 use crate::error;
-use crate::rows::{self, Column, Value};
 
 /// The marketplace's migrations (schema `marketplace`, or `marketplace.sqlite`); the kit
 /// appends its own tables.
@@ -105,10 +106,12 @@ trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Sen
     const KIND: &'static str;
     /// Table holding the records.
     const TABLE: &'static str;
-    /// Columns after `partner`, the key first, with their PostgreSQL types.
-    const COLUMNS: &'static [(&'static str, &'static str)];
-    /// Appends this record's values, one per entry of [`Self::COLUMNS`] in that order.
-    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>);
+    /// Columns after `partner`, the key first, with their types.
+    const COLUMNS: &'static [(&'static str, ColumnType)];
+    /// Appends this record's row to `rows`: `partner`, one value per entry of
+    /// [`Self::COLUMNS`] in that order, then `batch_id` and `now` (the columns of
+    /// [`KindSql::new`]'s upsert).
+    fn push_row<'a>(&'a self, rows: &mut Rows<'a>, partner: &'a str, batch_id: &'a str, now: i64);
     /// Builds the event for a batch's changes.
     fn event(
         partner: Partner,
@@ -121,29 +124,32 @@ trait RecordKind: Keyed + Serialize + DeserializeOwned + PartialEq + Clone + Sen
 impl RecordKind for SaleLine {
     const KIND: &'static str = "sales";
     const TABLE: &'static str = "sales_records";
-    const COLUMNS: &'static [(&'static str, &'static str)] = &[
-        ("record_id", "TEXT"),
-        ("sale_date", "TEXT"),
-        ("province_code", "TEXT"),
-        ("commune_code", "TEXT"),
-        ("category", "TEXT"),
-        ("quantity_grams", "BIGINT"),
-        ("value_vnd", "BIGINT"),
-        ("orders", "BIGINT"),
+    const COLUMNS: &'static [(&'static str, ColumnType)] = &[
+        ("record_id", ColumnType::Text),
+        ("sale_date", ColumnType::Text),
+        ("province_code", ColumnType::Text),
+        ("commune_code", ColumnType::Text),
+        ("category", ColumnType::Text),
+        ("quantity_grams", ColumnType::BigInt),
+        ("value_vnd", ColumnType::BigInt),
+        ("orders", ColumnType::BigInt),
         // Nullable (migration 0002): lines stored before it, or sent without it, hold NULL.
-        ("household_ref", "TEXT"),
+        ("household_ref", ColumnType::OptText),
     ];
-    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>) {
-        out.extend([
-            Value::Text(&self.record_id),
-            Value::Text(&self.sale_date),
-            Value::Text(&self.province_code),
-            Value::Text(&self.commune_code),
-            Value::Text(&self.category),
-            Value::Int(self.quantity_grams),
-            Value::Int(self.value_vnd),
-            Value::Int(self.orders),
-            Value::OptText(self.household_ref.as_deref()),
+    fn push_row<'a>(&'a self, rows: &mut Rows<'a>, partner: &'a str, batch_id: &'a str, now: i64) {
+        rows.push([
+            Cell::Text(partner),
+            Cell::Text(&self.record_id),
+            Cell::Text(&self.sale_date),
+            Cell::Text(&self.province_code),
+            Cell::Text(&self.commune_code),
+            Cell::Text(&self.category),
+            Cell::Int(self.quantity_grams),
+            Cell::Int(self.value_vnd),
+            Cell::Int(self.orders),
+            Cell::OptText(self.household_ref.as_deref()),
+            Cell::Text(batch_id),
+            Cell::Int(now),
         ]);
     }
     fn event(
@@ -181,28 +187,31 @@ impl RecordKind for SaleLine {
 impl RecordKind for Household {
     const KIND: &'static str = "onboarding";
     const TABLE: &'static str = "households";
-    const COLUMNS: &'static [(&'static str, &'static str)] = &[
-        ("household_ref", "TEXT"),
-        ("province_code", "TEXT"),
-        ("commune_code", "TEXT"),
-        ("registered_on", "TEXT"),
-        ("status", "BIGINT"),
-        ("categories", "TEXT"),
+    const COLUMNS: &'static [(&'static str, ColumnType)] = &[
+        ("household_ref", ColumnType::Text),
+        ("province_code", ColumnType::Text),
+        ("commune_code", ColumnType::Text),
+        ("registered_on", ColumnType::Text),
+        ("status", ColumnType::BigInt),
+        ("categories", ColumnType::Text),
         // Nullable (migration 0002): NULL when the partner did not say. The flag is BOOLEAN on
         // PostgreSQL and 0/1 on SQLite (a bound `bool`); the domain reads both.
-        ("listed_products", "BIGINT"),
-        ("has_digital_address", "BOOLEAN"),
+        ("listed_products", ColumnType::OptBigInt),
+        ("has_digital_address", ColumnType::OptBool),
     ];
-    fn values<'a>(&'a self, out: &mut Vec<Value<'a>>) {
-        out.extend([
-            Value::Text(&self.household_ref),
-            Value::Text(&self.province_code),
-            Value::Text(&self.commune_code),
-            Value::Text(&self.registered_on),
-            Value::Int(i64::from(self.status)),
-            Value::Text(&self.categories),
-            Value::OptInt(self.listed_products),
-            Value::OptBool(self.has_digital_address),
+    fn push_row<'a>(&'a self, rows: &mut Rows<'a>, partner: &'a str, batch_id: &'a str, now: i64) {
+        rows.push([
+            Cell::Text(partner),
+            Cell::Text(&self.household_ref),
+            Cell::Text(&self.province_code),
+            Cell::Text(&self.commune_code),
+            Cell::Text(&self.registered_on),
+            Cell::Int(i64::from(self.status)),
+            Cell::Text(&self.categories),
+            Cell::OptInt(self.listed_products),
+            Cell::OptBool(self.has_digital_address),
+            Cell::Text(batch_id),
+            Cell::Int(now),
         ]);
     }
     fn event(
@@ -238,17 +247,14 @@ impl RecordKind for Household {
 }
 
 /// SQL of one record kind for one backend. The changed records are bound as parameters, each
-/// value as its own type: on PostgreSQL one array per column (`UNNEST`), so a batch of any size
-/// is one statement of a fixed text; on SQLite multi-row `VALUES` in chunks under its
-/// bound-parameter limit ([`rows::SQLITE_MAX_PARAMS`]).
+/// value as its own type ([`BulkUpsert`]): on PostgreSQL one array per column, so a batch of any
+/// size is one statement of a fixed text; on SQLite multi-row `VALUES` of a few fixed sizes.
 struct KindSql {
     /// The earlier batch of this id (a row with `kind` set) and the records the batch's keys
     /// hold (rows with `record`, each a JSON object): one round trip for both reads.
     select_earlier_and_held: String,
-    /// SQLite: `INSERT INTO <table> (…) VALUES `, before the rows' tuples.
-    insert_head: String,
-    /// SQLite: the `ON CONFLICT … DO UPDATE` after the rows' tuples.
-    upsert_tail: String,
+    /// The records' upsert (SQLite runs it alone; PostgreSQL inside [`KindSql::write_all`]).
+    upsert: BulkUpsert,
     /// PostgreSQL only: the upsert, the outbox row and the batch row in one statement (one
     /// round trip instead of three; SQLite has no data-modifying `WITH`).
     write_all: String,
@@ -259,12 +265,8 @@ const INSERT_BATCH: &str =
     "INSERT INTO batches (partner, batch_id, kind, content_hash, result, request, received_at_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-/// Parameters of a SQLite upsert's row besides the record's own: partner, batch_id, now
-/// (bound again in every row: see [`rows::values_tuples`]).
-const SHARED_PARAMS: usize = 3;
-
-/// Parameters of [`KindSql::write_all`] before the columns: $1 partner, $2 batch_id, $3 now,
-/// $4 kind, $5 content_hash, $6 result, $7 request, $8..$12 the outbox row.
+/// Parameters of [`KindSql::write_all`] before the upsert's arrays: $1 partner, $2 batch_id,
+/// $3 now, $4 kind, $5 content_hash, $6 result, $7 request, $8..$12 the outbox row.
 const WRITE_ALL_FIXED: usize = 12;
 
 impl KindSql {
@@ -302,43 +304,35 @@ impl KindSql {
             .chain(["batch_id", "updated_at_ms"].iter())
             .map(|n| format!("{n} = excluded.{n}"))
             .collect();
-        let insert_head = format!(
-            "INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) VALUES ",
-            table = K::TABLE,
-            cols = names.join(", "),
-        );
-        let upsert_tail = format!(
-            " ON CONFLICT (partner, {key}) DO UPDATE SET {updates}",
-            updates = updates.join(", "),
-        );
-        let arrays: Vec<String> = K::COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, (_, ty))| format!("${}::{ty}[]", WRITE_ALL_FIXED + 1 + i))
+        let columns: Vec<(&str, ColumnType)> = std::iter::once(("partner", ColumnType::Text))
+            .chain(K::COLUMNS.iter().copied())
+            .chain([
+                ("batch_id", ColumnType::Text),
+                ("updated_at_ms", ColumnType::BigInt),
+            ])
             .collect();
+        let upsert = BulkUpsert::after_parameters(
+            K::TABLE,
+            &columns,
+            &format!(
+                "ON CONFLICT (partner, {key}) DO UPDATE SET {updates}",
+                updates = updates.join(", "),
+            ),
+            WRITE_ALL_FIXED,
+        );
         let write_all = format!(
-            "WITH upserted AS (INSERT INTO {table} (partner, {cols}, batch_id, updated_at_ms) \
-             SELECT $1, x.*, $2, $3 FROM UNNEST({arrays}) AS x({cols}){upsert_tail}), \
+            "WITH upserted AS ({upsert}), \
              queued AS ({outbox}) \
              INSERT INTO batches (partner, batch_id, kind, content_hash, result, request, received_at_ms) \
              VALUES ($1, $2, $4, $5, $6, $7, $3)",
-            table = K::TABLE,
-            cols = names.join(", "),
-            arrays = arrays.join(", "),
+            upsert = upsert.postgres_sql(),
             outbox = agriportal_platform::outbox::insert_sql_from(8),
         );
         KindSql {
             select_earlier_and_held,
-            insert_head,
-            upsert_tail,
+            upsert,
             write_all,
         }
-    }
-
-    /// The SQLite upsert of `rows` records: `insert_head`, their tuples, `upsert_tail`.
-    fn sqlite_upsert(&self, rows: usize, width: usize) -> String {
-        let tuples = rows::values_tuples(rows, width + SHARED_PARAMS);
-        format!("{}{tuples}{}", self.insert_head, self.upsert_tail)
     }
 }
 
@@ -470,12 +464,13 @@ impl SqlStore {
             rejections,
         };
         let encoded = result.encode_to_vec();
-        // The changed records' values, row after row, and their event.
-        let width = K::COLUMNS.len();
-        let mut values: Vec<Value<'_>> = Vec::with_capacity(changes.len() * width);
+        // The changed records' rows, and their event.
+        let mut rows = Rows::with_capacity(changes.len(), K::COLUMNS.len() + 3);
         for change in &changes {
             match change {
-                Change::New(r) | Change::Corrected { current: r, .. } => r.values(&mut values),
+                Change::New(r) | Change::Corrected { current: r, .. } => {
+                    r.push_row(&mut rows, partner.code(), &batch_id, now)
+                }
             }
         }
         let events = events_of(partner, &batch_id, &changes);
@@ -494,16 +489,7 @@ impl SqlStore {
                     .bind(&content_hash)
                     .bind(&encoded)
                     .bind(&request);
-                let mut query = outbox_bind!(query, &event);
-                for column in rows::columns(&values, width)? {
-                    query = match column {
-                        Column::Text(c) => query.bind(c),
-                        Column::OptText(c) => query.bind(c),
-                        Column::Int(c) => query.bind(c),
-                        Column::OptInt(c) => query.bind(c),
-                        Column::OptBool(c) => query.bind(c),
-                    };
-                }
+                let query = sql.upsert.bind_arrays(outbox_bind!(query, &event), &rows)?;
                 query.execute(&mut **conn).await?;
                 for event in more {
                     outbox::enqueue(&mut tx, event).await?;
@@ -511,28 +497,7 @@ impl SqlStore {
             }
             events => {
                 if let Some((first, more)) = events {
-                    let per_statement = rows::sqlite_rows_per_statement(width + SHARED_PARAMS);
-                    for chunk in values.chunks(per_statement * width) {
-                        let upsert = sql.sqlite_upsert(chunk.len() / width, width);
-                        with_tx!(&mut tx, |conn| {
-                            let mut query = sqlx::query(&upsert);
-                            // Each row: partner, the record's values, batch_id, now.
-                            for row in chunk.chunks(width) {
-                                query = query.bind(partner.code());
-                                for value in row {
-                                    query = match *value {
-                                        Value::Text(v) => query.bind(v),
-                                        Value::OptText(v) => query.bind(v),
-                                        Value::Int(v) => query.bind(v),
-                                        Value::OptInt(v) => query.bind(v),
-                                        Value::OptBool(v) => query.bind(v),
-                                    };
-                                }
-                                query = query.bind(&batch_id).bind(now);
-                            }
-                            query.execute(&mut *conn).await?;
-                        });
-                    }
+                    sql.upsert.execute(&mut tx, &rows).await?;
                     for event in std::iter::once(first).chain(more) {
                         outbox::enqueue(&mut tx, event).await?;
                     }
