@@ -722,3 +722,122 @@ async fn backfill(db: Database) {
 async fn the_migrations_backfill_equals_the_consumers_rows_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_series_backfill", backfill).await;
 }
+
+/// The rollup tables (migration 0008 rebuilds them as `WITHOUT ROWID` on SQLite).
+const ROLLUP_TABLES: [&str; 11] = [
+    "sales_daily",
+    "sales_totals",
+    "households_daily",
+    "household_totals",
+    "household_trading",
+    "household_stock_daily",
+    "sales_commune_monthly",
+    "households_commune_monthly",
+    "household_asof",
+    "sales_series",
+    "households_series",
+];
+
+/// Every row of `table`, each value as text, in key order.
+async fn table_rows(db: &Database, table: &str) -> Vec<Vec<String>> {
+    use sqlx::Row;
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3, 4"))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        row.try_get::<String, _>(i)
+                            .or_else(|_| row.try_get::<i64, _>(i).map(|v| v.to_string()))
+                            .unwrap()
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// Rollup tables that still have a rowid, and whether `household_trading`'s index exists.
+async fn rowid_rollups_and_index(db: &Database) -> (i64, i64) {
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::query_as(&format!(
+            "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+               AND name IN ('{}') AND sql NOT LIKE '%WITHOUT ROWID'), \
+             (SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' \
+               AND name = 'household_trading_month')",
+            ROLLUP_TABLES.join("', '")
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    })
+}
+
+/// SQLite's migration 0008 keeps every rollup row (it copies each table into a `WITHOUT
+/// ROWID` one): run again over tables the consumer filled, it leaves the same rows, in tables
+/// without a rowid, with `household_trading`'s index back.
+async fn without_rowid_keeps_the_rows(db: Database) {
+    if db.is_postgres() {
+        // PostgreSQL has no rowid; its tables are as migration 0007 left them.
+        return;
+    }
+    assert_eq!(rowid_rollups_and_index(&db).await, (0, 1), "as migrated");
+    let store = Arc::new(SqlStore::new(db.clone()));
+    let rollup = Rollup::new(store.clone());
+    let mut market = Marketplace {
+        prefix: "rowid".into(),
+        sales: BTreeMap::new(),
+        households: BTreeMap::new(),
+        sent: 0,
+        at: 1_000,
+    };
+    for i in 0..30usize {
+        let figures = mpb::SalesFigures {
+            sale_date: day((i as i64 * 11) % 60),
+            province_code: PROVINCES[i % 4].into(),
+            commune_code: format!("c{}", i % 3),
+            category: CATEGORIES[i % 2].into(),
+            quantity_grams: 10 + i as i64,
+            value_vnd: 70 + i as i64,
+            orders: 1,
+            household_ref: format!("hh-{}", i % 5),
+        };
+        let sale = market.sale(i % 2, i % 12, figures);
+        consumer::apply(&db, &rollup, &[&sale]).await.unwrap();
+        let household = mpb::HouseholdFigures {
+            province_code: PROVINCES[(i + 1) % 4].into(),
+            commune_code: format!("c{}", i % 4),
+            registered_on: day((i as i64 * 5) % 60),
+            status: 1 + (i % 3) as i32,
+            listed_products: Some(i as u32),
+            has_digital_address: Some(i % 2 == 0),
+        };
+        let household = market.household(i % 2, i % 7, household);
+        consumer::apply(&db, &rollup, &[&household]).await.unwrap();
+    }
+    let mut before = Vec::new();
+    for table in ROLLUP_TABLES {
+        before.push(table_rows(&db, table).await);
+    }
+    assert!(before.iter().all(|rows| !rows.is_empty()), "{before:?}");
+    agriportal_platform::with_db!(&db.pool, |pool| {
+        sqlx::raw_sql(include_str!(
+            "../migrations/sqlite/0008_rollups_without_rowid.sql"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+    for (table, rows) in ROLLUP_TABLES.iter().zip(&before) {
+        assert_eq!(&table_rows(&db, table).await, rows, "{table}");
+    }
+    assert_eq!(rowid_rollups_and_index(&db).await, (0, 1));
+}
+
+#[tokio::test]
+async fn the_without_rowid_migration_keeps_every_rollup_row() {
+    testing::each_backend::<Gateway, _, _>("gw_without_rowid", without_rowid_keeps_the_rows).await;
+}
