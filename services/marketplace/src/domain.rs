@@ -410,20 +410,44 @@ impl Checker<'_> {
 
 /// A key trimmed and in Unicode NFC.
 pub fn normalize_key(key: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    key.trim().nfc().collect()
+    use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+    let key = key.trim();
+    // Nearly every key is ASCII, which is NFC already; composing each one char by char was
+    // about 3 % of the CPU of `bench ingest`.
+    if key.is_ascii() || is_nfc_quick(key.chars()) == IsNormalized::Yes {
+        return key.to_string();
+    }
+    key.nfc().collect()
 }
 
 /// Refuses control characters and invisible format characters (Unicode category Cf: zero
 /// width spaces and joiners, byte order marks, direction marks), which would make two keys
 /// that look the same differ.
 fn check_key_chars(field: &'static str, key: &str) -> Result<(), FieldError> {
+    // ASCII has no format characters, and its control characters are its control bytes: a
+    // byte scan answers what the Unicode tables would (looking each character's category up
+    // was about 3 % of the CPU of `bench ingest`).
+    if key.is_ascii() {
+        return match key.bytes().any(|b| b.is_ascii_control()) {
+            true => Err(control_characters(field)),
+            false => Ok(()),
+        };
+    }
+    check_key_chars_by_category(field, key)
+}
+
+fn control_characters(field: &'static str) -> (&'static str, String) {
+    (
+        field,
+        "contains control characters; use printable text".into(),
+    )
+}
+
+/// [`check_key_chars`] by each character's Unicode category.
+fn check_key_chars_by_category(field: &'static str, key: &str) -> Result<(), FieldError> {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     if key.chars().any(char::is_control) {
-        return Err((
-            field,
-            "contains control characters; use printable text".into(),
-        ));
+        return Err(control_characters(field));
     }
     if let Some(c) = key
         .chars()
@@ -617,6 +641,25 @@ mod tests {
             orders: 0,
             household_ref: String::new(),
         }
+    }
+
+    #[test]
+    fn ascii_keys_are_checked_and_normalised_as_by_the_unicode_tables() {
+        use unicode_normalization::UnicodeNormalization;
+        for byte in 0u8..=127 {
+            let key = format!("a{}b", char::from(byte));
+            assert_eq!(
+                check_key_chars("k", &key),
+                check_key_chars_by_category("k", &key),
+                "byte {byte}"
+            );
+            assert_eq!(normalize_key(&key), key.trim().nfc().collect::<String>());
+        }
+        // Not ASCII: the tables decide, and a decomposed key is composed.
+        assert!(check_key_chars("k", "a\u{200B}b").is_err());
+        assert!(check_key_chars("k", "a\u{85}b").is_err());
+        assert!(check_key_chars("k", "Hồ").is_ok());
+        assert_eq!(normalize_key(" Ho\u{302}\u{300} "), "Hồ");
     }
 
     fn reject(record: pb::SalesRecord) -> pb::Rejection {
