@@ -218,28 +218,31 @@ async fn measure(system: &BenchSystem, args: &ReadArgs) -> anyhow::Result<Vec<En
         answers.insert(path, response.bytes().await?);
     }
     let bare = BareServer::start(answers.clone()).await?;
-    let load = LoadClient::new(args.connections)?;
     let mut out = Vec::new();
     for path in endpoints {
         let bytes = answers.get(&path).map_or(0, Bytes::len);
         let seconds = Duration::from_secs(args.seconds);
-        let on_gateway = load
-            .closed_loop(&format!("{gateway}{path}"), args.connections, seconds)
-            .await;
-        let on_bare = load
-            .closed_loop(
-                &format!("http://{}{path}", bare.addr),
-                args.connections,
-                seconds,
-            )
-            .await;
-        let latency = load
-            .open_loop(
-                &format!("{gateway}{path}"),
-                args.rate,
-                Duration::from_secs(args.latency_seconds),
-            )
-            .await;
+        let on_gateway = closed_loop(
+            &client,
+            &format!("{gateway}{path}"),
+            args.connections,
+            seconds,
+        )
+        .await;
+        let on_bare = closed_loop(
+            &client,
+            &format!("http://{}{path}", bare.addr),
+            args.connections,
+            seconds,
+        )
+        .await;
+        let latency = open_loop(
+            &client,
+            &format!("{gateway}{path}"),
+            args.rate,
+            Duration::from_secs(args.latency_seconds),
+        )
+        .await;
         let gateway_rps = on_gateway.ok as f64 / on_gateway.wall.as_secs_f64();
         let bare_rps = on_bare.ok as f64 / on_bare.wall.as_secs_f64();
         out.push(EndpointReport {
@@ -340,93 +343,9 @@ fn merged(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<Stri
     out
 }
 
-/// The client side of a read benchmark, on a runtime of its own (one worker thread): its
-/// requests then never wait in the server's run queues behind the server's tasks, nor the
-/// server's tasks behind them, so an open loop's latencies are the server's (the two still
-/// share the machine's cores, as `wrk` on the same machine would).
-pub(crate) struct LoadClient {
-    runtime: Option<tokio::runtime::Runtime>,
-    client: reqwest::Client,
-}
-
-impl LoadClient {
-    /// A client keeping up to `connections` idle connections per host.
-    pub(crate) fn new(connections: usize) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("bench-client")
-            .enable_all()
-            .build()?;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections.max(64))
-            .build()?;
-        Ok(LoadClient {
-            runtime: Some(runtime),
-            client,
-        })
-    }
-
-    /// [`closed_loop`] on the client's runtime.
-    pub(crate) async fn closed_loop(
-        &self,
-        url: &str,
-        connections: usize,
-        duration: Duration,
-    ) -> Counted {
-        let (client, url) = (self.client.clone(), url.to_string());
-        let run =
-            self.spawn(async move { closed_loop(&client, &url, connections, duration).await });
-        match run {
-            Some(task) => task.await.unwrap_or_else(|err| Counted {
-                ok: 0,
-                errors: BTreeMap::from([(format!("client task: {err}"), 1)]),
-                wall: duration,
-            }),
-            None => Counted {
-                ok: 0,
-                errors: BTreeMap::from([("client runtime stopped".to_string(), 1)]),
-                wall: duration,
-            },
-        }
-    }
-
-    /// [`open_loop`] on the client's runtime.
-    pub(crate) async fn open_loop(&self, url: &str, rate: u32, duration: Duration) -> Latency {
-        let (client, url) = (self.client.clone(), url.to_string());
-        let failed = |why: String| Latency {
-            sorted_ms: Vec::new(),
-            sent: 0,
-            errors: BTreeMap::from([(why, 1)]),
-            wall: duration,
-        };
-        match self.spawn(async move { open_loop(&client, &url, rate, duration).await }) {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|err| failed(format!("client task: {err}"))),
-            None => failed("client runtime stopped".to_string()),
-        }
-    }
-
-    fn spawn<T: Send + 'static>(
-        &self,
-        task: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> Option<tokio::task::JoinHandle<T>> {
-        self.runtime.as_ref().map(|rt| rt.spawn(task))
-    }
-}
-
-impl Drop for LoadClient {
-    fn drop(&mut self) {
-        // Not a blocking shutdown: it is dropped inside the server's runtime.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// `connections` tasks, each sending its next request when the last answer is read, for
 /// `duration`.
-async fn closed_loop(
+pub(crate) async fn closed_loop(
     client: &reqwest::Client,
     url: &str,
     connections: usize,
@@ -511,7 +430,12 @@ pub(crate) struct Latency {
 
 /// Requests started at `rate` per second for `duration` whatever the answers, each timed from
 /// its scheduled start (so a stall counts against every request queued behind it).
-async fn open_loop(client: &reqwest::Client, url: &str, rate: u32, duration: Duration) -> Latency {
+pub(crate) async fn open_loop(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u32,
+    duration: Duration,
+) -> Latency {
     let started = Instant::now();
     let total = (f64::from(rate) * duration.as_secs_f64()).ceil() as u64;
     let gap = Duration::from_secs_f64(1.0 / f64::from(rate));

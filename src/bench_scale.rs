@@ -28,7 +28,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{peak_rss_kib, percentile, rss_kib, BenchSystem};
-use crate::bench_read::{year_series, LoadClient};
+use crate::bench_read::{closed_loop, open_loop, year_series};
 use crate::client::{partner_client, PartnerClient};
 use expected::{check, headline_of, Answers, Expected};
 use generator::{Batch, Generator, Kind};
@@ -320,7 +320,7 @@ async fn step(
         args.batch_size,
         writing.clone(),
     ));
-    let measured = measure(&LoadClient::new(args.connections)?, base, &paths, args).await;
+    let measured = measure(http, base, &paths, args).await;
     writing.cancel();
     let (written, write_seconds) = writer.await.context("the writer stopped")??;
     Ok(StepReport {
@@ -345,7 +345,7 @@ async fn step(
 
 /// Each path's closed-loop throughput (unless skipped) and open-loop latency.
 async fn measure(
-    load: &LoadClient,
+    http: &reqwest::Client,
     base: &str,
     paths: &[String],
     args: &ScaleArgs,
@@ -355,17 +355,17 @@ async fn measure(
         let url = format!("{base}{path}");
         let throughput = if args.throughput_seconds > 0 {
             let seconds = Duration::from_secs(args.throughput_seconds);
-            Some(load.closed_loop(&url, args.connections, seconds).await)
+            Some(closed_loop(http, &url, args.connections, seconds).await)
         } else {
             None
         };
-        let latency = load
-            .open_loop(
-                &url,
-                args.read_rate,
-                Duration::from_secs(args.latency_seconds),
-            )
-            .await;
+        let latency = open_loop(
+            http,
+            &url,
+            args.read_rate,
+            Duration::from_secs(args.latency_seconds),
+        )
+        .await;
         out.push(EndpointFigures {
             path: path.clone(),
             p50_ms: percentile(&latency.sorted_ms, 0.50),
