@@ -201,8 +201,8 @@ const HOUSEHOLDS_SERIES: &[(&str, ColumnType)] = &[
     ("households", I),
 ];
 
-/// The rollup tables' names, in [`ROLLUPS`] order.
-const ROLLUP_TABLES: [&str; ROLLUPS] = [
+/// The rollup tables' names, in the order every transaction writes them.
+pub const ROLLUP_TABLES: [&str; ROLLUPS] = [
     "sales_daily",
     "sales_totals",
     "households_daily",
@@ -229,7 +229,7 @@ fn overflow_counter() -> &'static agriportal_platform::metrics::Counter {
 
 /// The rollup tables in the order every transaction writes them (with rows in key order
 /// within each), so concurrent appliers take row locks in one order and cannot deadlock.
-const ROLLUPS: usize = 11;
+pub const ROLLUPS: usize = 11;
 
 /// An upsert that adds the bound rows' measures to what the table holds.
 fn increment(table: &str, columns: &[(&str, ColumnType)], keys: usize) -> BulkUpsert {

@@ -22,7 +22,7 @@ use agriportal_gateway::http::{indicator_body, indicators_body};
 use agriportal_gateway::readmodel::{self, IndicatorChange, IndicatorsReadModel};
 use agriportal_gateway::service::StoreReads;
 use agriportal_gateway::snapshot::{Snapshot, Snapshots};
-use agriportal_gateway::store::{GatewayStore, SqlStore};
+use agriportal_gateway::store::{GatewayStore, SqlStore, ROLLUP_TABLES};
 use agriportal_gateway::{Dashboard, Gateway};
 use agriportal_platform::consumer::{self, Decoded};
 use agriportal_platform::reference::Partner;
@@ -722,21 +722,6 @@ async fn backfill(db: Database) {
 async fn the_migrations_backfill_equals_the_consumers_rows_on_each_backend() {
     testing::each_backend::<Gateway, _, _>("gw_series_backfill", backfill).await;
 }
-
-/// The rollup tables (migration 0008 rebuilds them as `WITHOUT ROWID` on SQLite).
-const ROLLUP_TABLES: [&str; 11] = [
-    "sales_daily",
-    "sales_totals",
-    "households_daily",
-    "household_totals",
-    "household_trading",
-    "household_stock_daily",
-    "sales_commune_monthly",
-    "households_commune_monthly",
-    "household_asof",
-    "sales_series",
-    "households_series",
-];
 
 /// Every row of `table`, each value as text, in key order.
 async fn table_rows(db: &Database, table: &str) -> Vec<Vec<String>> {
