@@ -428,10 +428,10 @@ fn check_key_chars(field: &'static str, key: &str) -> Result<(), FieldError> {
     // byte scan answers what the Unicode tables would (looking each character's category up
     // was about 3 % of the CPU of `bench ingest`).
     if key.is_ascii() {
-        return match key.bytes().any(|b| b.is_ascii_control()) {
-            true => Err(control_characters(field)),
-            false => Ok(()),
-        };
+        if key.bytes().any(|b| b.is_ascii_control()) {
+            return Err(control_characters(field));
+        }
+        return Ok(());
     }
     check_key_chars_by_category(field, key)
 }

@@ -465,7 +465,7 @@ impl SqlStore {
         };
         let encoded = result.encode_to_vec();
         // The changed records' rows, and their event.
-        let mut rows = Rows::with_capacity(changes.len(), K::COLUMNS.len() + 3);
+        let mut rows = Rows::with_capacity(changes.len(), sql.upsert.width());
         for change in &changes {
             match change {
                 Change::New(r) | Change::Corrected { current: r, .. } => {

@@ -25,7 +25,7 @@ pub const SQLITE_MAX_PARAMS: usize = 32_766;
 /// parsing was about 13 % of the gateway's CPU under ingest. 128 rows amortise a statement's
 /// round trip to the connection's worker thread, and keep each prepared statement small
 /// enough for the cache to hold every size of every upsert.
-pub const SQLITE_CHUNK_ROWS: usize = 128;
+const SQLITE_CHUNK_ROWS: usize = 128;
 
 /// Statements each SQLite connection keeps prepared (sqlx's default is 100): the rollups
 /// of the gateway alone have eleven upserts of eight sizes each, and a statement pushed out
@@ -70,6 +70,40 @@ pub enum Cell<'a> {
     OptInt(Option<i64>),
     /// A [`ColumnType::OptBool`] value.
     OptBool(Option<bool>),
+}
+
+// Each value as one column type takes it (`None`: a cell of another type).
+impl<'a> Cell<'a> {
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Cell::Text(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn int(self) -> Option<i64> {
+        match self {
+            Cell::Int(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn opt_text(self) -> Option<Option<&'a str>> {
+        match self {
+            Cell::OptText(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn opt_int(self) -> Option<Option<i64>> {
+        match self {
+            Cell::OptInt(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn opt_bool(self) -> Option<Option<bool>> {
+        match self {
+            Cell::OptBool(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// Rows for a [`BulkUpsert`], value after value, borrowed from the caller's data.
@@ -163,9 +197,9 @@ impl BulkUpsert {
         }
     }
 
-    /// Rows of the largest SQLite statement.
-    pub fn sqlite_rows_per_statement(&self) -> usize {
-        self.sqlite.first().map_or(1, |(rows, _)| *rows)
+    /// Values per row: the columns.
+    pub fn width(&self) -> usize {
+        self.types.len()
     }
 
     /// The PostgreSQL statement.
@@ -174,12 +208,14 @@ impl BulkUpsert {
     }
 
     /// The SQLite statements' row counts, largest first.
-    pub fn sqlite_sizes(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn sqlite_sizes(&self) -> Vec<usize> {
         self.sqlite.iter().map(|(rows, _)| *rows).collect()
     }
 
     /// The SQLite statement of `rows` rows, if it is one of [`BulkUpsert::sqlite_sizes`].
-    pub fn sqlite_sql(&self, rows: usize) -> Option<&str> {
+    #[cfg(test)]
+    fn sqlite_sql(&self, rows: usize) -> Option<&str> {
         self.sqlite
             .iter()
             .find(|(n, _)| *n == rows)
@@ -233,26 +269,11 @@ impl BulkUpsert {
         for (col, ty) in self.types.iter().enumerate() {
             let mut values = rows.cells.iter().skip(col).step_by(width).copied();
             query = match ty {
-                ColumnType::Text => query.bind(collect(&mut values, col, |c| match c {
-                    Cell::Text(v) => Some(v),
-                    _ => None,
-                })?),
-                ColumnType::BigInt => query.bind(collect(&mut values, col, |c| match c {
-                    Cell::Int(v) => Some(v),
-                    _ => None,
-                })?),
-                ColumnType::OptText => query.bind(collect(&mut values, col, |c| match c {
-                    Cell::OptText(v) => Some(v),
-                    _ => None,
-                })?),
-                ColumnType::OptBigInt => query.bind(collect(&mut values, col, |c| match c {
-                    Cell::OptInt(v) => Some(v),
-                    _ => None,
-                })?),
-                ColumnType::OptBool => query.bind(collect(&mut values, col, |c| match c {
-                    Cell::OptBool(v) => Some(v),
-                    _ => None,
-                })?),
+                ColumnType::Text => query.bind(collect(&mut values, col, Cell::text)?),
+                ColumnType::BigInt => query.bind(collect(&mut values, col, Cell::int)?),
+                ColumnType::OptText => query.bind(collect(&mut values, col, Cell::opt_text)?),
+                ColumnType::OptBigInt => query.bind(collect(&mut values, col, Cell::opt_int)?),
+                ColumnType::OptBool => query.bind(collect(&mut values, col, Cell::opt_bool)?),
             };
         }
         Ok(query)
@@ -365,7 +386,7 @@ mod tests {
             .collect();
         let wide: Vec<(&str, ColumnType)> = wide.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let upsert = BulkUpsert::new("t", &wide, "");
-        let rows = upsert.sqlite_rows_per_statement();
+        let rows = upsert.sqlite_sizes()[0];
         assert_eq!(rows, 32);
         assert!(rows * 1000 <= SQLITE_MAX_PARAMS && 2 * rows * 1000 > SQLITE_MAX_PARAMS);
     }
