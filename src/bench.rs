@@ -439,7 +439,7 @@ async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i
 }
 
 /// The system under benchmark: every service in this process on free ports, in a temporary
-/// data directory unless PostgreSQL and NATS are configured (then on those).
+/// directory under `--data-dir` unless PostgreSQL and NATS are configured (then on those).
 pub(crate) struct BenchSystem {
     pub(crate) config: Config,
     pub(crate) grpc_addr: String,
@@ -454,8 +454,14 @@ impl BenchSystem {
     pub(crate) async fn start(mut settings: Settings, run_id: &str) -> anyhow::Result<Self> {
         let config = &mut settings.platform;
         let distributed = config.database_url.is_some() && config.nats_url.is_some();
+        // Under `--data-dir` (the disk the operator chose: `bench scale`'s 10 M lines take
+        // about 9 GB, more than many machines' /tmp holds), in a directory of its own that is
+        // removed afterwards, so the benchmark starts on an empty store and never touches the
+        // data of an `up` there.
         let temp = (!distributed).then(|| {
-            std::env::temp_dir().join(format!("agriportal-bench-{run_id}-{}", std::process::id()))
+            config
+                .data_dir
+                .join(format!("bench-{run_id}-{}", std::process::id()))
         });
         if let Some(dir) = &temp {
             config.data_dir = dir.clone();

@@ -621,6 +621,43 @@ fn bench_scale_checks_every_figure_at_each_step_and_reports_consistent_counts() 
     assert!(stdout.contains("all exact"), "{stdout}");
 }
 
+/// An embedded benchmark keeps its store under `--data-dir`, in a directory of its own that
+/// it removes afterwards: `bench scale`'s 10 M lines take about 9 GB, more than many machines'
+/// /tmp holds, so the operator chooses the disk. A data dir that cannot hold directories
+/// makes the run fail naming it (the store really is there), and a run that can leaves nothing.
+#[test]
+fn embedded_benchmarks_keep_their_store_under_the_data_dir_and_remove_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let run = [
+        "bench",
+        "ingest",
+        "--records",
+        "200",
+        "--batch-size",
+        "100",
+        "--no-copy",
+    ];
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"").expect("file");
+    let stderr = refusal(&file, &run, &[]);
+    assert!(
+        stderr.contains(&format!("{}/bench-", file.display())),
+        "{stderr}"
+    );
+    let out = command(dir.path()).args(run).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("bench-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn bench_scale_refuses_sizes_out_of_order() {
     let dir = tempfile::tempdir().expect("dir");
