@@ -439,7 +439,8 @@ async fn national_orders(http: &reqwest::Client, url: &str) -> anyhow::Result<[i
 }
 
 /// The system under benchmark: every service in this process on free ports, in a temporary
-/// directory under `--data-dir` unless PostgreSQL and NATS are configured (then on those).
+/// directory under `--data-dir` unless PostgreSQL and NATS are configured (then on those, with
+/// a JetStream stream of the run's own).
 pub(crate) struct BenchSystem {
     pub(crate) config: Config,
     pub(crate) grpc_addr: String,
@@ -467,6 +468,16 @@ impl BenchSystem {
             config.data_dir = dir.clone();
             config.database_url = None;
             config.nats_url = None;
+        } else {
+            // A stream of the run's own, deleted when it stops: the default one may still
+            // hold an earlier run's events (one stopped before the gateway applied them all),
+            // which the fresh database's gateway would then apply on top of this run's, so
+            // `bench scale` found figures above what it pushed.
+            config.bus_prefix = format!(
+                "{}_bench_{run_id}_{}",
+                config.bus_prefix,
+                std::process::id()
+            );
         }
         config.log = "warn".into();
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
@@ -527,12 +538,24 @@ impl BenchSystem {
         self.temp.as_deref()
     }
 
-    /// Stops the system, drains it, and removes its temporary data directory.
+    /// Stops the system, drains it, and removes its temporary data directory or its stream.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.server.await??;
         if let Some(dir) = &self.temp {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(url) = &self.config.nats_url {
+            let config = &self.config;
+            let bus = agriportal_platform::bus::JetStreamBus::connect_with(
+                url,
+                &config.nats,
+                &config.bus_prefix,
+                config.bus_replicas,
+                config.bus_max_bytes,
+            )
+            .await?;
+            bus.delete_stream().await?;
         }
         Ok(())
     }

@@ -155,6 +155,18 @@ impl JetStreamBus {
         &self.prefix
     }
 
+    /// Deletes this bus's stream with every message in it: for a stream of one's own once it
+    /// is done with (a benchmark's run), never a deployment's.
+    pub async fn delete_stream(&self) -> Result<(), BusError> {
+        timeout(REQUEST_TIMEOUT, self.context.delete_stream(&self.stream))
+            .await
+            .map_err(|_| {
+                BusError::Unavailable(format!("deleting stream {}: timed out", self.stream))
+            })?
+            .map_err(|e| BusError::Other(format!("deleting stream {}: {e}", self.stream)))?;
+        Ok(())
+    }
+
     /// The name of the JetStream stream.
     pub fn stream(&self) -> &str {
         &self.stream
