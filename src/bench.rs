@@ -546,19 +546,31 @@ impl BenchSystem {
             let _ = std::fs::remove_dir_all(dir);
         }
         if let Some(url) = &self.config.nats_url {
-            let config = &self.config;
-            let bus = agriportal_platform::bus::JetStreamBus::connect_with(
-                url,
-                &config.nats,
-                &config.bus_prefix,
-                config.bus_replicas,
-                config.bus_max_bytes,
-            )
-            .await?;
-            bus.delete_stream().await?;
+            // Cleanup, like the directory above: a stream left behind must not cost the run
+            // its report, so the failure is said and the run goes on.
+            if let Err(err) = delete_stream(&self.config, url).await {
+                eprintln!(
+                    "bench: could not delete the run's stream {} (remove it with `nats stream rm`): {err:#}",
+                    agriportal_platform::bus::stream_name(&self.config.bus_prefix)
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// Deletes the JetStream stream of a benchmark's run (`config`'s prefix) on NATS at `url`.
+async fn delete_stream(config: &Config, url: &str) -> anyhow::Result<()> {
+    let bus = agriportal_platform::bus::JetStreamBus::connect_with(
+        url,
+        &config.nats,
+        &config.bus_prefix,
+        config.bus_replicas,
+        config.bus_max_bytes,
+    )
+    .await?;
+    bus.delete_stream().await?;
+    Ok(())
 }
 
 async fn ingest(mut settings: Settings, args: IngestArgs) -> anyhow::Result<Report> {
